@@ -1,0 +1,1 @@
+"""weft's controller daemon (weftd), its northbound API and the `weft` command line."""

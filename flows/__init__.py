@@ -1,0 +1,1 @@
+"""Pure flow computation: the pipeline, the per-host compiler, the planner and the packet tracer."""

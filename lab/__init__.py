@@ -1,0 +1,1 @@
+"""The emulated data centre: hypervisors and VMs as network namespaces running real Open vSwitch."""

@@ -1,0 +1,203 @@
+"""`weft lab up|down|status`: the emulated data centre's hypervisors, underlay fabric and management network.
+
+Layout (all inside namespaces the lab makes; nothing touches the machine's own network):
+
+    <lab>-fabric   Linux bridge br-ul: the underlay. hvK's eth0 = 198.18.0.(10+K)/24, held by
+                   the hypervisor's br-phy (userspace tunnelling, see LAB-NOTES).
+    <lab>-mgmt     Linux bridge br-mgmt at 198.19.0.1/24: the management network where the
+                   controller (OpenFlow) and the collectors (sFlow/NetFlow/IPFIX) listen;
+                   hvK's mgmt0 = 198.19.0.(10+K)/24.
+    <lab>-hvK      one hypervisor: its own ovsdb-server + ovs-vswitchd, bridges br-phy and br-int.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import signal
+import threading
+
+from lab import netns
+from lab.ovs import HostSwitch, require_tools
+from lab.state import LabPaths, LabState, locked, paths, pid_alive, pid_from_file, pidfiles, stop_pid
+from topology.errors import WeftError
+
+MAX_HOSTS = 64
+UNDERLAY_PREFIX = "198.18.0."
+MGMT_PREFIX = "198.19.0."
+MGMT_IP = MGMT_PREFIX + "1"
+TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}
+
+
+def host_names(n: int) -> list[str]:
+    return [f"hv{k}" for k in range(1, n + 1)]
+
+
+def validate_up(hosts: int, tunnel: str) -> None:
+    if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
+        raise WeftError(f"--hosts must be between 1 and {MAX_HOSTS} (got {hosts}): each emulated "
+                        f"hypervisor runs its own Open vSwitch on this one machine")
+    if tunnel not in TUNNEL_MTU:
+        raise WeftError(f"--tunnel must be vxlan or geneve (got {tunnel!r})")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise WeftError("the lab needs root (network namespaces and Open vSwitch); run it as root")
+
+
+def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None) -> LabState:
+    """Bring up hv1..hvN; on any failure remove everything made so far and raise."""
+    validate_up(hosts, tunnel)
+    require_root()
+    require_tools()
+    p = paths()
+    with locked(p):
+        existing = LabState.load(p)
+        if existing is not None or os.path.exists(p.dir):
+            if existing is not None and existing.status == "up":
+                raise WeftError(f"lab {p.name!r} is already up with {len(existing.hosts)} hosts; "
+                                f"run `weft lab down` first")
+            raise WeftError(f"lab {p.name!r} is partly up from an earlier run that did not finish; "
+                            f"run `weft lab down` to clean it up")
+        state = LabState(tunnel=tunnel)
+        state.save(p)
+        try:
+            _build(p, state, hosts)
+            if on_ready is not None:
+                on_ready(p, state)
+            state.status = "up"
+            state.save(p)
+        except BaseException as exc:
+            _teardown(p, state)
+            if isinstance(exc, WeftError):
+                raise WeftError(f"lab up failed and was rolled back: {exc}", 500) from exc
+            raise
+    return state
+
+
+def _build(p: LabPaths, state: LabState, hosts: int) -> None:
+    journal = threading.Lock()
+
+    def make_ns(name: str) -> None:
+        """Journal a namespace before creating it; a foreign one of that name is never adopted."""
+        netns.refuse_existing(name)
+        with journal:
+            state.namespaces.append(name)
+            state.save(p)
+        netns.create(name)
+
+    fabric, mgmt = p.ns("fabric"), p.ns("mgmt")
+    make_ns(fabric)
+    netns.bridge(fabric, "br-ul")
+    make_ns(mgmt)
+    netns.bridge(mgmt, "br-mgmt")
+    netns.add_address(mgmt, "br-mgmt", MGMT_IP, 24)
+
+    def build_host(k: int) -> None:
+        name = f"hv{k}"
+        ns = p.ns(name)
+        info = {"ns": ns, "dir": p.host_dir(name), "underlay_ip": f"{UNDERLAY_PREFIX}{10 + k}",
+                "mgmt_ip": f"{MGMT_PREFIX}{10 + k}"}
+        info["ovsdb"] = HostSwitch(ns, info["dir"]).remote
+        with journal:
+            state.hosts[name] = info
+        make_ns(ns)
+        netns.veth(ns, "eth0", fabric, f"ul-{name}")
+        netns.enslave(fabric, f"ul-{name}", "br-ul")
+        netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
+        netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
+        netns.add_address(ns, "mgmt0", info["mgmt_ip"], 24)
+        netns.sysctl(ns, {"net.ipv4.conf.eth0.arp_ignore": "8",
+                          "net.ipv4.conf.all.rp_filter": "1",
+                          "net.ipv4.conf.eth0.rp_filter": "1"})
+        switch = HostSwitch(ns, info["dir"])
+        switch.start_db()
+        eth0_mac = netns.link_mac(ns, "eth0")
+        # configure the database before ovs-vswitchd starts: it comes up with everything in place
+        switch.vsctl("--no-wait",
+                     "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+                     f"other-config:hwaddr={eth0_mac}", "fail_mode=standalone", "--",
+                     "add-port", "br-phy", "eth0", "--",
+                     "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+                     "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
+                     "set", "Open_vSwitch", ".", f"external_ids:system-id={name}",
+                     f"external_ids:hostname={name}", f"external_ids:weft-tunnel-ip={info['underlay_ip']}")
+        switch.start_vswitchd()
+        netns.wait_link(ns, "br-phy")
+        netns.set_link(ns, "br-phy", state="up")
+        netns.add_address(ns, "br-phy", info["underlay_ip"], 24)
+        _fault(f"crash-after-{name}")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(hosts, 8)) as pool:
+        for fut in [pool.submit(build_host, k) for k in range(1, hosts + 1)]:
+            fut.result()
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the clean-up tests: WEFT_LAB_FAULT=crash-after-hv2 kills `up` right there."""
+    if os.environ.get("WEFT_LAB_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def down() -> list[str]:
+    """Stop every process the lab started and delete every namespace it made; returns what was removed."""
+    require_root()
+    p = paths()
+    with locked(p):
+        state = LabState.load(p)
+        if state is None and not os.path.exists(p.dir):
+            return []
+        return _teardown(p, state or LabState())
+
+
+def _teardown(p: LabPaths, state: LabState) -> list[str]:
+    removed = []
+    marker = p.dir.rstrip("/") + "/"
+    # processes first (by their pid files, and only if their command line names our run dir)
+    for pidfile in pidfiles(p.dir):
+        pid = pid_from_file(pidfile)
+        if pid is not None and stop_pid(pid, marker):
+            removed.append(f"process {pid} ({os.path.relpath(pidfile, p.dir)})")
+    for vm in list(state.vms.values()):
+        if netns.remove(vm["ns"]):
+            removed.append(f"namespace {vm['ns']}")
+    for ns in reversed(state.namespaces):
+        if netns.remove(ns):
+            removed.append(f"namespace {ns}")
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(p.dir)
+    return removed
+
+
+def status() -> dict:
+    p = paths()
+    state = LabState.load(p)
+    if state is None:
+        return {"lab": p.name, "status": "down", "hosts": [], "vms": [], "services": []}
+    hosts = []
+    for name, info in sorted(state.hosts.items(), key=lambda kv: int(kv[0][2:])):
+        procs = {proc: pid_alive(pid) if (pid := pid_from_file(os.path.join(info["dir"], f"{proc}.pid"))) else False
+                 for proc in ("ovsdb", "vs")}
+        hosts.append({"name": name, "namespace": info["ns"], "underlay_ip": info["underlay_ip"],
+                      "mgmt_ip": info["mgmt_ip"], "ovsdb": info["ovsdb"],
+                      "ovsdb_server": "running" if procs["ovsdb"] else "stopped",
+                      "ovs_vswitchd": "running" if procs["vs"] else "stopped"})
+    vms = [{"name": n, "host": v["host"], "port": v.get("port"), "mac": v["mac"], "ip": v["ip"],
+            "namespace": v["ns"]} for n, v in sorted(state.vms.items())]
+    services = []
+    for name, svc in sorted(state.services.items()):
+        pid = pid_from_file(svc["pidfile"])
+        services.append({"name": name, "pid": pid, "running": bool(pid and pid_alive(pid)),
+                         **{k: v for k, v in svc.items() if k != "pidfile"}})
+    return {"lab": p.name, "status": state.status, "tunnel": state.tunnel, "run_dir": p.dir,
+            "mgmt_ip": MGMT_IP, "hosts": hosts, "vms": vms, "services": services}
+
+
+def load_up_state() -> tuple[LabPaths, LabState]:
+    p = paths()
+    state = LabState.load(p)
+    if state is None or state.status != "up":
+        raise WeftError(f"lab {p.name!r} is not up; run `weft lab up` first")
+    return p, state

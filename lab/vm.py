@@ -1,0 +1,177 @@
+"""Lab VMs: a namespace whose NIC is plugged into a hypervisor's br-int the way libvirt/OpenStack plug a VM."""
+from __future__ import annotations
+
+import re
+
+import netaddr
+
+from lab import netns
+from lab.datacentre import TUNNEL_MTU, load_up_state
+from lab.ovs import HostSwitch
+from lab.state import LabPaths, LabState, locked
+from topology.errors import NotFound, WeftError, Conflict
+
+VM_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def validate_name(name: str) -> None:
+    if not VM_NAME_RE.match(name or ""):
+        raise WeftError(f"invalid VM name {name!r}: use 1-31 lower-case letters, digits and '-', "
+                        f"starting with a letter")
+
+
+def normalise_mac(mac: str) -> str:
+    try:
+        value = netaddr.EUI(mac)
+    except (netaddr.AddrFormatError, TypeError, ValueError):
+        raise WeftError(f"invalid MAC address {mac!r}: expected e.g. fa:16:3e:00:00:01") from None
+    if value.words[0] & 1:
+        raise WeftError(f"invalid MAC address {mac!r}: it is a multicast address")
+    value.dialect = netaddr.mac_unix_expanded
+    return str(value)
+
+
+def parse_ip(ip: str) -> netaddr.IPNetwork:
+    try:
+        net = netaddr.IPNetwork(ip if "/" in ip else ip + "/24")
+    except (netaddr.AddrFormatError, TypeError, ValueError):
+        raise WeftError(f"invalid IP address {ip!r}: expected e.g. 10.0.0.5/24") from None
+    if net.version != 4:
+        raise WeftError(f"invalid IP address {ip!r}: lab VMs take IPv4 addresses")
+    return net
+
+
+def tap_name(vm: str) -> str:
+    return netns.short_name("tap", vm)
+
+
+def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
+           port_ref: str | None = None, gateway: str | None = None,
+           mtu: int | None = None) -> dict:
+    """Create VM `name` on `host`; on failure nothing is left behind."""
+    validate_name(name)
+    mac = normalise_mac(mac)
+    addr = parse_ip(ip) if ip else None
+    if gateway:
+        try:
+            gateway = str(netaddr.IPAddress(gateway, 4))
+        except (netaddr.AddrFormatError, ValueError):
+            raise WeftError(f"invalid gateway {gateway!r}: expected an IPv4 address") from None
+    p, state = load_up_state()
+    with locked(p):
+        state = LabState.load(p)
+        if name in state.vms:
+            raise Conflict(f"VM {name!r} already exists (on {state.vms[name]['host']}); "
+                           f"delete it first or choose another name")
+        if host not in state.hosts:
+            raise NotFound(f"unknown host {host!r}: this lab has {_host_list(state)}")
+        ns = p.ns(f"vm-{name}")
+        netns.refuse_existing(ns)
+        vm = {"ns": ns, "host": host, "mac": mac, "ip": str(addr) if addr else None,
+              "iface_id": iface_id, "port": port_ref, "gateway": gateway, "tap": tap_name(name),
+              "mtu": mtu or TUNNEL_MTU[state.tunnel]}
+        state.vms[name] = vm
+        state.save(p)
+        try:
+            netns.create(ns)
+            _plug(p, state, name, vm)
+        except BaseException:
+            _unplug(p, state, vm)
+            netns.remove(ns)
+            del state.vms[name]
+            state.save(p)
+            raise
+    return vm
+
+
+def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
+    """Wire the VM's eth0 to its host's br-int and configure it."""
+    host = state.hosts[vm["host"]]
+    ns, tap, mtu = vm["ns"], vm["tap"], vm["mtu"]
+    netns.veth(ns, "eth0", host["ns"], tap, mtu=mtu)
+    netns.set_link(ns, "eth0", state="down")
+    netns.set_link(ns, "eth0", address=vm["mac"], state="up")
+    netns.run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
+    if vm["ip"]:
+        addr = netaddr.IPNetwork(vm["ip"])
+        netns.add_address(ns, "eth0", str(addr.ip), addr.prefixlen)
+    if vm.get("gateway"):
+        netns.add_default_route(ns, vm["gateway"])
+    switch = HostSwitch(host["ns"], host["dir"])
+    switch.vsctl("--may-exist", "add-port", "br-int", tap, "--",
+                 "set", "Interface", tap,
+                 f"external_ids:iface-id={vm['iface_id']}",
+                 f"external_ids:attached-mac={vm['mac']}",
+                 f"external_ids:vm-id={name}",
+                 "external_ids:iface-status=active")
+
+
+def _unplug(p: LabPaths, state: LabState, vm: dict) -> None:
+    host = state.hosts.get(vm["host"])
+    if host is None:
+        return
+    try:
+        HostSwitch(host["ns"], host["dir"]).vsctl("--if-exists", "del-port", "br-int", vm["tap"])
+    except WeftError:
+        pass
+    if netns.exists(host["ns"]):
+        netns.run(["ip", "-n", host["ns"], "link", "del", vm["tap"]], check=False)
+
+
+def delete(name: str) -> None:
+    p, state = load_up_state()
+    with locked(p):
+        state = LabState.load(p)
+        vm = _get(state, name)
+        _unplug(p, state, vm)
+        netns.remove(vm["ns"])
+        del state.vms[name]
+        state.save(p)
+
+
+def move(name: str, host: str) -> dict:
+    """The VM's NIC leaves its host and appears on `host`, with the same MAC and addresses."""
+    p, state = load_up_state()
+    with locked(p):
+        state = LabState.load(p)
+        vm = _get(state, name)
+        if host not in state.hosts:
+            raise NotFound(f"unknown host {host!r}: this lab has {_host_list(state)}")
+        if vm["host"] == host:
+            raise WeftError(f"VM {name!r} is already on {host}")
+        _unplug(p, state, vm)
+        vm["host"] = host
+        state.save(p)
+        _plug(p, state, name, vm)
+    return vm
+
+
+def exec_argv(name: str, argv: list[str]) -> list[str]:
+    """The command line that runs `argv` inside VM (or host) `name`."""
+    if not argv:
+        raise WeftError("no command given: use `weft lab exec VM -- CMD [ARGS...]`")
+    p, state = load_up_state()
+    if name in state.vms:
+        ns = state.vms[name]["ns"]
+    elif name in state.hosts:
+        ns = state.hosts[name]["ns"]
+    else:
+        raise NotFound(f"no VM or host named {name!r} in lab {p.name!r}")
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def _get(state: LabState, name: str) -> dict:
+    if name not in state.vms:
+        known = ", ".join(sorted(state.vms)) or "none"
+        raise NotFound(f"no VM named {name!r} (VMs: {known})")
+    return state.vms[name]
+
+
+def _host_list(state: LabState) -> str:
+    names = sorted(state.hosts, key=lambda h: int(h[2:]))
+    return f"{names[0]}..{names[-1]}" if len(names) > 1 else names[0]
+
+
+def run_in(name: str, argv: list[str], timeout: float = 30.0):
+    """Run a command inside VM or host `name` and return the CompletedProcess (for tests and demos)."""
+    return netns.run(exec_argv(name, argv), check=False, timeout=timeout)

@@ -1,0 +1,1 @@
+"""The network model of weft: tenants, networks, ports, hosts and bindings, with validation."""

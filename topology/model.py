@@ -1,0 +1,83 @@
+"""The network model: plain, immutable records for tenants, networks, ports, hosts and bindings.
+
+Everything that decides flows reads these records and nothing else, so the flow compiler
+stays a pure function of the model. Objects are referenced by name from the outside
+(`TENANT/NET/PORT`) and by uuid inside; every record is a frozen dataclass so a model
+snapshot can be shared between threads without copying.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Tenant:
+    uuid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Network:
+    uuid: str
+    tenant: str          # tenant name
+    name: str
+    cidr: str            # e.g. "10.0.0.0/24"
+    vni: int             # 24-bit tunnel key, allocated by weft, unique across tenants
+    gateway: str | None = None
+    dhcp: bool = True
+    dns: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Port:
+    uuid: str
+    tenant: str          # tenant name
+    network: str         # network name (within the tenant)
+    name: str
+    mac: str             # lower-case, colon separated
+    ips: tuple[str, ...]
+    port_security: bool = True
+    security_groups: tuple[str, ...] = ()   # security group names of the same tenant
+
+    @property
+    def ref(self) -> str:
+        return f"{self.tenant}/{self.network}/{self.name}"
+
+    @property
+    def network_ref(self) -> str:
+        return f"{self.tenant}/{self.network}"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    tunnel_ip: str
+    ovsdb: str           # how to reach the host's Open vSwitch database, e.g. unix:/path/db.sock
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Which host a port's NIC sits on, learned from that host's OVSDB."""
+    port: str            # port uuid
+    host: str            # host name
+    ofport: int          # OpenFlow port number of the NIC on the host's br-int
+
+
+@dataclass(frozen=True)
+class Model:
+    """A consistent snapshot of the whole model, indexed for the compiler."""
+    tenants: dict[str, Tenant] = field(default_factory=dict)      # by name
+    networks: dict[str, Network] = field(default_factory=dict)    # by uuid
+    ports: dict[str, Port] = field(default_factory=dict)          # by uuid
+    hosts: dict[str, Host] = field(default_factory=dict)          # by name
+    bindings: dict[str, Binding] = field(default_factory=dict)    # by port uuid
+
+    def network_of(self, port: Port) -> Network | None:
+        for net in self.networks.values():
+            if net.tenant == port.tenant and net.name == port.network:
+                return net
+        return None
