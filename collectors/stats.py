@@ -1,0 +1,182 @@
+"""Per-exporter counters, sequence-gap (loss) tracking and sFlow effective sampling rates.
+
+Sequence spaces tracked (all 32-bit, wrapping):
+* sFlow datagram sequence per (agent, sub-agent) - counts datagrams;
+* sFlow flow-sample sequence per (agent, source id) - counts flow samples;
+* NetFlow v5 flow_sequence per (exporter, engine type, engine id) - counts flows;
+* NetFlow v9 package sequence per (exporter, source id) - counts packets;
+* IPFIX sequence per (exporter, observation domain) - counts data records.
+A jump forward of up to `max_gap` is loss; a small step back (within `reorder_window`) is a
+late datagram (its units are taken back off `lost_*`); anything else is a reset (restart).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .sflow import CounterSample, FlowSample
+
+_MOD = 1 << 32
+_MASK = _MOD - 1
+
+FIRST, OK, GAP, LATE, RESET = "first", "ok", "gap", "late", "reset"
+MAX_KEYS = 1 << 16  # bound on tracked sequence spaces / sources / exporters (oldest dropped)
+
+
+def _put(d: dict, key, value, limit: int) -> None:
+    """d[key] = value, first dropping the oldest entry if a new key would exceed limit."""
+    if key not in d and len(d) >= limit:
+        del d[next(iter(d))]
+    d[key] = value
+
+
+@dataclass(slots=True)
+class ExporterStats:
+    datagrams: int = 0
+    records: int = 0  # flow/counter samples (sFlow), flows (v5), data records (v9/IPFIX)
+    malformed: int = 0
+    sequence_gaps: int = 0  # gap events, all sequence spaces
+    lost_datagrams: int = 0  # from datagram/package sequences (sFlow datagrams, v9 packets)
+    lost_records: int = 0  # from record sequences (sFlow flow samples, v5 flows, IPFIX records)
+    out_of_order: int = 0
+    sequence_resets: int = 0
+    templates_known: int = 0
+    pending_sets: int = 0  # data sets seen before their template
+
+
+class SequenceTracker:
+    """Expected-next-value tracking for independent 32-bit sequence spaces."""
+
+    def __init__(self, max_gap: int = 1_000_000, reorder_window: int = 1024,
+                 max_keys: int = MAX_KEYS) -> None:
+        self.max_gap = max_gap
+        self.reorder_window = reorder_window
+        self.max_keys = max(1, max_keys)
+        self._expected: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+    def update(self, key, seq: int, advance: int | None = 1) -> tuple[str, int]:
+        """Feed one observed sequence value; returns (status, units).
+
+        `advance` is how far this datagram moves the sequence (1 per datagram, or the number
+        of records it carries); None when unknown, so the next value starts a new baseline.
+        """
+        expected = self._expected.get(key, -1)
+        nxt = None if advance is None else (seq + advance) & _MASK
+        if expected is None or expected == -1:
+            _put(self._expected, key, nxt, self.max_keys)
+            return FIRST, 0
+        delta = (seq - expected) & _MASK
+        if delta == 0:
+            self._expected[key] = nxt
+            return OK, 0
+        if delta <= self.max_gap:
+            self._expected[key] = nxt
+            return GAP, delta
+        if _MOD - delta <= self.reorder_window:  # a little behind: late/duplicate, keep baseline
+            return LATE, advance or 0
+        self._expected[key] = nxt
+        return RESET, 0
+
+    def forget(self, key) -> None:
+        self._expected.pop(key, None)
+
+
+class CollectorStats:
+    def __init__(self, max_gap: int = 1_000_000, reorder_window: int = 1024,
+                 max_keys: int = MAX_KEYS) -> None:
+        self.max_keys = max(1, max_keys)
+        self.exporters: dict[object, ExporterStats] = {}
+        self.sequences = SequenceTracker(max_gap, reorder_window, max_keys)
+        self._pools: dict = {}  # (agent, stype, sindex) -> (seq, pool)
+        self._rates: dict = {}  # (agent, stype, sindex) -> effective rate
+
+    def exporter(self, exporter) -> ExporterStats:
+        st = self.exporters.get(exporter)
+        if st is None:
+            st = ExporterStats()
+            _put(self.exporters, exporter, st, self.max_keys)
+        return st
+
+    def malformed(self, exporter) -> None:
+        st = self.exporter(exporter)
+        st.datagrams += 1
+        st.malformed += 1
+
+    def _seq(self, st: ExporterStats, key, seq: int, advance: int | None, records: bool) -> None:
+        status, units = self.sequences.update(key, seq, advance)
+        if status == GAP:
+            st.sequence_gaps += 1
+            if records:
+                st.lost_records += units
+            else:
+                st.lost_datagrams += units
+        elif status == LATE:
+            st.out_of_order += 1
+            if records:
+                st.lost_records = max(0, st.lost_records - units)
+            else:
+                st.lost_datagrams = max(0, st.lost_datagrams - units)
+        elif status == RESET:
+            st.sequence_resets += 1
+
+    # ---------------------------------------------------------------- per protocol
+
+    def observe_sflow(self, dgram, exporter=None) -> None:
+        agent = exporter if exporter is not None else dgram.agent
+        st = self.exporter(agent)
+        st.datagrams += 1
+        self._seq(st, ("sflow", agent, dgram.sub_agent_id), dgram.sequence, 1, False)
+        for s in dgram.samples:
+            t = type(s)
+            if t is FlowSample:
+                st.records += 1
+                src = (agent, s.source_id_type, s.source_id_index)
+                self._seq(st, ("sflow-flow",) + src, s.sequence, 1, True)
+                self._pool(src, s.sequence, s.sample_pool)
+            elif t is CounterSample:
+                st.records += 1
+
+    def _pool(self, src, seq: int, pool: int) -> None:
+        last = self._pools.get(src)
+        _put(self._pools, src, (seq, pool), self.max_keys)
+        if last is None:
+            return
+        dseq = (seq - last[0]) & _MASK
+        if 0 < dseq < 0x80000000:
+            _put(self._rates, src, ((pool - last[1]) & _MASK) / dseq, self.max_keys)
+
+    def effective_sampling_rate(self, agent, source_id_type: int,
+                                source_id_index: int) -> float | None:
+        """Packets per sample actually achieved, from sample_pool / sequence deltas."""
+        return self._rates.get((agent, source_id_type, source_id_index))
+
+    def observe_netflow5(self, pkt, exporter) -> None:
+        st = self.exporter(exporter)
+        st.datagrams += 1
+        st.records += len(pkt.records)
+        self._seq(st, ("nf5", exporter, pkt.engine_type, pkt.engine_id),
+                  pkt.flow_sequence, len(pkt.records), True)
+
+    def observe_netflow9(self, pkt, exporter, cache=None) -> None:
+        st = self.exporter(exporter)
+        st.datagrams += 1
+        st.records += sum(len(ds.records) for ds in pkt.data_sets)
+        st.pending_sets += pkt.pending_sets
+        self._seq(st, ("nf9", exporter, pkt.source_id), pkt.sequence, 1, False)
+        if cache is not None:
+            st.templates_known = cache.count(exporter)
+
+    def observe_ipfix(self, msg, exporter, cache=None) -> None:
+        st = self.exporter(exporter)
+        st.datagrams += 1
+        st.records += sum(len(ds.records) for ds in msg.data_sets)
+        st.pending_sets += msg.pending_sets
+        advance = msg.data_records if msg.pending_sets == 0 else None
+        self._seq(st, ("ipfix", exporter, msg.domain), msg.sequence, advance, True)
+        if cache is not None:
+            st.templates_known = cache.count(exporter)
+
+    def snapshot(self) -> dict:
+        return {exp: asdict(st) for exp, st in self.exporters.items()}
