@@ -1,0 +1,217 @@
+"""Per-host flow compilation, a pure function of the model (read through its CompilerIndex).
+
+A port is local to host H when its binding names H; a network is present on H when it has a
+local port there, and only present networks give H flows. A binding whose ofport is still
+PENDING (0: the NIC is in the host's database but Open vSwitch has not numbered it yet)
+already counts: every flow that does not need the NIC's ofport is installed ahead, so when
+the ofport arrives only a handful of flows remain to send. What a network gives a host is
+assembled from per-network fragments (ARP answers, per-port unicast flows, the hosts holding
+its ports) that are host independent and cached in the index, so compiling every host costs
+O(total output), and a change recompiles only `affected_hosts`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
+
+from flows import pipeline as P
+from flows.cookies import make
+from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, Flow, make_match
+from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
+from topology.model import Model, Network, Port
+
+PRIO_HIGH = 100
+PRIO_SPOOF_CHECKED = 90
+PRIO_UNCHECKED = 80
+PRIO_ARP_DROP = 50
+PRIO_FLOOD = 10
+ARP_REQUEST, ARP_REPLY = 1, 2
+MAX_OFPORT = 0xFFFFFF00         # OFPP_MAX: above are reserved ports
+PENDING = 0                     # a binding whose ofport is not known yet
+
+STRUCTURAL: tuple[Flow, ...] = (
+    *P.miss_flows(),
+    make("pipeline", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
+         make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST), ()),
+)
+_by_table = attrgetter("table")
+
+
+@dataclass
+class _Fragment:
+    """What one network contributes to the hosts it is present on."""
+    net: Network
+    tunnel_classify: Flow
+    arp: tuple[Flow, ...]
+    l2: tuple[tuple[str | None, Flow, Flow | None], ...]   # (bound host, local flow, remote flow)
+    peers: tuple[tuple[str, tuple], ...]    # (host, actions tunnelling to it) holding its ports
+    local_ports: dict[str, list[tuple[int, Port]]]          # host -> [(ofport, port)] by ofport
+    chunks: dict[str, tuple[Flow, ...]] = field(default_factory=dict)   # host -> its flows
+
+
+def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
+    """Every flow host `host` should have, ordered by table (deterministic)."""
+    local = index.local.get(host, {})
+    _check_ofports(host, local)
+    flows = list(STRUCTURAL)
+    for key in sorted({(port.tenant, port.network) for port, _ in local.values()}):
+        frag = _fragment(index, key)
+        if frag is None:
+            continue            # the port's network does not exist: nothing to classify it into
+        chunk = frag.chunks.get(host)
+        if chunk is None:
+            chunk = frag.chunks[host] = _chunk(frag, host)
+        flows.extend(chunk)
+    flows.sort(key=_by_table)
+    return flows
+
+
+def compile_all(index: CompilerIndex) -> dict[str, list[Flow]]:
+    """compile_host for every host of the model (declared or holding a bound port)."""
+    return {host: compile_host(index, host) for host in index.host_names()}
+
+
+def affected_hosts(old_model: Model, new_model: Model, old_index: CompilerIndex | None = None,
+                   new_index: CompilerIndex | None = None) -> set[str]:
+    """Hosts whose flows may differ between the two models (a superset, cheap to compute).
+
+    Pass the indexes you already have; with `new_index = old_index.updated(new_model)` the
+    diff is computed once. Without indexes they are built, which costs O(model).
+    """
+    if old_index is None:
+        old_index = CompilerIndex(old_model)
+    elif old_index.model is not old_model:
+        raise ValueError("old_index was built for another model")
+    if new_index is None:
+        new_index = old_index.updated(new_model)
+    elif new_index.model is not new_model:
+        raise ValueError("new_index was built for another model")
+    if new_index.parent is old_model:
+        diff, touched = new_index.diff, new_index.touched
+    else:
+        diff = diff_models(old_model, new_model)
+        touched = touched_keys(diff, old_index, new_index)
+    hosts = set(diff.hosts)
+    for key in touched:
+        if key not in old_index.net_by_key and key not in new_index.net_by_key:
+            continue            # no such network before or after: its ports make no flows
+        hosts |= old_index.hosts_on(key)
+        hosts |= new_index.hosts_on(key)
+    return hosts
+
+
+def _check_ofports(host: str, local: dict) -> None:
+    seen: dict[int, str] = {}
+    for port, binding in local.values():
+        ofport = binding.ofport
+        if ofport == PENDING:
+            continue
+        if not isinstance(ofport, int) or not 0 < ofport < MAX_OFPORT or ofport == P.TUNNEL_OFPORT:
+            raise ValueError(f"host {host}: port {port.ref} has an unusable ofport {ofport!r}")
+        if ofport in seen:
+            raise ValueError(f"host {host}: ofport {ofport} is bound to both {seen[ofport]} "
+                             f"and {port.ref}")
+        seen[ofport] = port.ref
+
+
+def _fragment(index: CompilerIndex, key: NetKey) -> _Fragment | None:
+    frag = index.fragments.get(key)
+    if frag is None:
+        net = index.net_by_key.get(key)
+        if net is None:
+            return None
+        frag = index.fragments[key] = _build_fragment(index, net, key)
+    return frag
+
+
+def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragment:
+    model = index.model
+    vni = net.vni
+    ports = sorted(index.ports_by_key.get(key, {}).values(), key=attrgetter("uuid"))
+    tunnel_classify = make(
+        "classify", net.uuid, P.CLASSIFY, PRIO_HIGH,
+        make_match(in_port=P.TUNNEL_OFPORT, tunnel_id=vni),
+        (("set_field", P.REG_NET, vni), ("set_field", P.REG_FLAGS, P.FROM_TUNNEL),
+         ("goto", P.L2_LOOKUP)))
+    arp, l2, local_ports, peers = [], [], {}, {}
+    for port in ports:
+        for ip in port.ips:
+            arp.append(make(
+                "arp-responder", port.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+                make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST,
+                           arp_tpa=ip),
+                (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", port.mac),
+                 ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
+                 ("move", "arp_spa", "arp_tpa", 32), ("set_field", "arp_sha", port.mac),
+                 ("set_field", "arp_spa", ip), ("output", IN_PORT))))
+        binding = model.bindings.get(port.uuid)
+        if binding is None:
+            continue
+        ports_here = local_ports.setdefault(binding.host, [])
+        local = None
+        if binding.ofport != PENDING:
+            ports_here.append((binding.ofport, port))
+            local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
+                         make_match(**{P.REG_NET: vni}, eth_dst=port.mac),
+                         (("output", binding.ofport),))
+        remote = None
+        where = model.hosts.get(binding.host)
+        if where is not None:
+            peers[binding.host] = _to_tunnel(where.tunnel_ip, vni)
+            remote = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=port.mac),
+                          _to_tunnel(where.tunnel_ip, vni))
+        l2.append((binding.host, local, remote))
+    for entries in local_ports.values():
+        entries.sort(key=lambda e: e[0])
+    return _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(sorted(peers.items())),
+                     local_ports)
+
+
+def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
+    """The flows network `frag.net` gives `host` (where it has at least one local port)."""
+    net, vni = frag.net, frag.net.vni
+    local_ports = frag.local_ports.get(host, ())
+    flows = [frag.tunnel_classify]
+    for ofport, port in local_ports:
+        flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
+                          (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
+        flows.extend(_port_security(port, ofport))
+    flows.extend(frag.arp)
+    for bound_host, local, remote in frag.l2:
+        if bound_host == host:
+            if local is not None:
+                flows.append(local)
+        elif remote is not None:
+            flows.append(remote)
+    to_local = tuple(("output", ofport) for ofport, _ in local_ports)
+    to_peers = tuple(chain.from_iterable(acts for peer, acts in frag.peers if peer != host))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
+                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}), to_local + to_peers))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
+                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
+                                 eth_dst=MULTICAST_BIT),
+                      to_local))
+    return tuple(flows)
+
+
+def _port_security(port: Port, ofport: int) -> list[Flow]:
+    goto = (("goto", P.ARP_RESPONDER),)
+    if not port.port_security:
+        return [make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED,
+                     make_match(in_port=ofport), goto)]
+    flows = []
+    for ip in port.ips:
+        flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
+                          make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_IP,
+                                     ipv4_src=ip), goto))
+        flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
+                          make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_ARP,
+                                     arp_sha=port.mac, arp_spa=ip), goto))
+    return flows
+
+
+def _to_tunnel(tunnel_ip: str, vni: int) -> tuple:
+    return (("set_field", "tun_ipv4_dst", tunnel_ip), ("set_field", "tunnel_id", vni),
+            ("output", P.TUNNEL_OFPORT))

@@ -1,0 +1,59 @@
+"""The flow record: one OpenFlow flow as plain, hashable data (no os-ken objects, no I/O).
+
+Match fields and set_field targets use os-ken's OXM names (`in_port`, `eth_src`, `eth_dst`,
+`eth_type`, `arp_op`, `arp_spa`, `arp_tpa`, `arp_sha`, `arp_tha`, `ip_proto`, `ipv4_src`,
+`ipv4_dst`, `tcp_src`, `tcp_dst`, `udp_src`, `udp_dst`, `icmpv4_type`, `icmpv4_code`,
+`tunnel_id`, `tun_ipv4_src`, `tun_ipv4_dst`, `reg0`..`reg7`, `ct_state`, `ct_zone`, `ct_mark`,
+`metadata`). A value is an int or a string (MAC "aa:bb:cc:dd:ee:ff", IPv4 "10.0.0.1"), or a
+`(value, mask)` pair for a masked match.
+
+Actions are tuples, applied in order (OpenFlow apply-actions), `goto` last:
+    ("output", port)                  port may be IN_PORT / CONTROLLER
+    ("set_field", field, value)
+    ("move", src_field, dst_field, n_bits)
+    ("dec_ttl",)
+    ("controller", max_len)
+    ("goto", table)
+A flow with no actions drops.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+IN_PORT = 0xFFFFFFF8
+CONTROLLER = 0xFFFFFFFD
+LOCAL = 0xFFFFFFFE
+
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_ARP = 0x0806
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: tuple      # sorted ((field, value), ...)
+    actions: tuple    # ((kind, ...), ...)
+    cookie: int = 0
+
+    @property
+    def key(self) -> tuple:
+        """What identifies an installed flow when reconciling: table, priority and cookie."""
+        return (self.table, self.priority, self.cookie)
+
+    def match_dict(self) -> dict:
+        return dict(self.match)
+
+
+def make_match(**fields) -> tuple:
+    """A canonical (sorted) match tuple from keyword fields; None values are left out."""
+    return tuple(sorted((k, v) for k, v in fields.items() if v is not None))
+
+
+def content_hash(table: int, priority: int, match: tuple, actions: tuple) -> int:
+    """A stable 24-bit digest of what a flow does (part of its cookie)."""
+    digest = hashlib.blake2b(repr((table, priority, match, actions)).encode(), digest_size=3)
+    return int.from_bytes(digest.digest(), "big")

@@ -1,0 +1,209 @@
+"""The compiler's index of a model snapshot, built once, then updated incrementally per change.
+
+A network is keyed by `(tenant name, network name)` (a NetKey), because that is how ports refer
+to it. The index holds:
+
+* `net_by_key`   NetKey -> Network (raises ValueError for two networks with one key or one VNI)
+* `ports_by_key` NetKey -> {port uuid: Port}, whether or not the network exists
+* `local`        host name -> {port uuid: (Port, Binding)} for every bound port that exists
+
+Everything else (which hosts hold a network's ports, the flows a network contributes) is derived
+from those per network and cached by the compiler in `fragments`, which `updated()` carries over
+for every network the change did not touch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
+
+from topology.model import Binding, Model, Network, Port
+
+NetKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ModelDiff:
+    """Keys whose record was added, removed or changed between two models, per collection."""
+    ports: frozenset[str]
+    bindings: frozenset[str]
+    networks: frozenset[str]
+    hosts: frozenset[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ports or self.bindings or self.networks or self.hosts)
+
+
+def diff_models(old: Model, new: Model) -> ModelDiff:
+    """What changed; O(model) but in C for records shared by both snapshots (the common case)."""
+    return ModelDiff(_changed(old.ports, new.ports), _changed(old.bindings, new.bindings),
+                     _changed(old.networks, new.networks), _changed(old.hosts, new.hosts))
+
+
+def _changed(old: dict, new: dict) -> frozenset:
+    if old is new:
+        return frozenset()
+    get = old.get
+    candidates = list(compress(new, map(is_not, map(get, new), new.values())))
+    changed = {k for k in candidates if get(k) != new[k]}
+    added = sum(1 for k in candidates if k not in old)
+    if len(new) - added != len(old):        # some keys of old are gone
+        changed.update(old.keys() - new.keys())
+    return frozenset(changed)
+
+
+def net_key(port: Port) -> NetKey:
+    return (port.tenant, port.network)
+
+
+class CompilerIndex:
+    """Lookups for compiling one model; treat as read-only (the fragment cache fills itself)."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.net_by_key: dict[NetKey, Network] = {}
+        self._vni_owner: dict[int, str] = {}
+        for net in model.networks.values():
+            self._add_network(self.net_by_key, self._vni_owner, net)
+        self.ports_by_key: dict[NetKey, dict[str, Port]] = {}
+        for uuid, port in model.ports.items():
+            self.ports_by_key.setdefault((port.tenant, port.network), {})[uuid] = port
+        self.local: dict[str, dict[str, tuple[Port, Binding]]] = {}
+        ports = model.ports
+        for uuid, binding in model.bindings.items():
+            port = ports.get(uuid)
+            if port is not None:
+                self.local.setdefault(binding.host, {})[uuid] = (port, binding)
+        self.fragments: dict = {}
+        self.parent: Model | None = None        # the model `updated()` derived this index from
+        self.diff: ModelDiff | None = None      # ... and what changed since it
+        self.touched: frozenset = frozenset()   # NetKeys whose flows may differ from the parent's
+
+    @staticmethod
+    def _add_network(net_by_key: dict, vni_owner: dict, net) -> None:
+        key = (net.tenant, net.name)
+        if key in net_by_key and net_by_key[key].uuid != net.uuid:
+            raise ValueError(f"two networks are named {net.tenant}/{net.name}: "
+                             f"{net_by_key[key].uuid} and {net.uuid}")
+        if not isinstance(net.vni, int) or not 0 < net.vni <= 0xFFFFFF:
+            raise ValueError(f"network {net.tenant}/{net.name} has an invalid VNI {net.vni!r}")
+        if vni_owner.get(net.vni, net.uuid) != net.uuid:
+            raise ValueError(f"VNI {net.vni} is used by two networks ({vni_owner[net.vni]} and "
+                             f"{net.uuid}): their traffic would mix")
+        net_by_key[key] = net
+        vni_owner[net.vni] = net.uuid
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def host_names(self) -> list[str]:
+        """Every host that has flows: the declared hosts and any host with a bound port."""
+        return sorted(set(self.model.hosts) | set(self.local))
+
+    def keys_on(self, host: str) -> set[NetKey]:
+        """NetKeys with a port bound on `host` (the network may not exist)."""
+        return {(p.tenant, p.network) for p, _ in self.local.get(host, {}).values()}
+
+    def hosts_on(self, key: NetKey) -> set[str]:
+        """Hosts with a port of `key` bound on them (a superset of where the network is present)."""
+        bindings = self.model.bindings
+        return {bindings[u].host for u in self.ports_by_key.get(key, ()) if u in bindings}
+
+    # -- incremental update -------------------------------------------------------------------
+
+    def updated(self, new_model: Model) -> "CompilerIndex":
+        """The index of `new_model`, sharing everything the change from self.model did not touch.
+
+        Cost: the diff (C-speed over shared records) plus O(size of the touched networks).
+        `self` is left unchanged and stays valid for its own model.
+        """
+        old_model = self.model
+        diff = diff_models(old_model, new_model)
+        new = CompilerIndex.__new__(CompilerIndex)
+        new.model, new.parent, new.diff = new_model, old_model, diff
+
+        new.net_by_key, new._vni_owner = self.net_by_key, self._vni_owner
+        if diff.networks:
+            new.net_by_key, new._vni_owner = dict(self.net_by_key), dict(self._vni_owner)
+            for uuid in diff.networks:
+                net = old_model.networks.get(uuid)
+                if net is not None:
+                    key = (net.tenant, net.name)
+                    if key in new.net_by_key and new.net_by_key[key].uuid == uuid:
+                        del new.net_by_key[key]
+                    if new._vni_owner.get(net.vni) == uuid:
+                        del new._vni_owner[net.vni]
+            for uuid in sorted(diff.networks):
+                net = new_model.networks.get(uuid)
+                if net is not None:
+                    self._add_network(new.net_by_key, new._vni_owner, net)
+
+        dirty = diff.ports | diff.bindings
+        new.ports_by_key, new.local = self.ports_by_key, self.local
+        if dirty:
+            new.ports_by_key, new.local = dict(self.ports_by_key), dict(self.local)
+            copied_keys, copied_hosts = set(), set()
+
+            def ports_of(key):
+                if key not in copied_keys:
+                    copied_keys.add(key)
+                    new.ports_by_key[key] = dict(new.ports_by_key.get(key, ()))
+                return new.ports_by_key[key]
+
+            def local_of(host):
+                if host not in copied_hosts:
+                    copied_hosts.add(host)
+                    new.local[host] = dict(new.local.get(host, ()))
+                return new.local[host]
+
+            for uuid in dirty:
+                old_port, new_port = old_model.ports.get(uuid), new_model.ports.get(uuid)
+                old_bind, new_bind = old_model.bindings.get(uuid), new_model.bindings.get(uuid)
+                if uuid in diff.ports:
+                    if old_port is not None:
+                        ports_of(net_key(old_port)).pop(uuid, None)
+                    if new_port is not None:
+                        ports_of(net_key(new_port))[uuid] = new_port
+                if old_port is not None and old_bind is not None:
+                    local_of(old_bind.host).pop(uuid, None)
+                if new_port is not None and new_bind is not None:
+                    local_of(new_bind.host)[uuid] = (new_port, new_bind)
+            for key in copied_keys:
+                if not new.ports_by_key[key]:
+                    del new.ports_by_key[key]
+            for host in copied_hosts:
+                if not new.local[host]:
+                    del new.local[host]
+
+        new.touched = frozenset(touched_keys(diff, self, new))
+        new.fragments = self.fragments
+        if new.touched:
+            new.fragments = dict(self.fragments)
+            for key in new.touched:
+                new.fragments.pop(key, None)
+        return new
+
+
+def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set[NetKey]:
+    """NetKeys whose contributed flows may differ between the two indexes' models.
+
+    A network's flows depend on its record, its ports, their bindings and the host records of
+    the hosts those ports are bound on; the flows a host gets from it also depend on which of
+    its ports are local there, which a binding change covers.
+    """
+    keys: set[NetKey] = set()
+    dirty = diff.ports | diff.bindings
+    for model in (old.model, new.model):
+        ports, networks = model.ports, model.networks
+        for uuid in dirty:
+            port = ports.get(uuid)
+            if port is not None:
+                keys.add((port.tenant, port.network))
+        for uuid in diff.networks:
+            net = networks.get(uuid)
+            if net is not None:
+                keys.add((net.tenant, net.name))
+    for host in diff.hosts:
+        keys |= old.keys_on(host)
+        keys |= new.keys_on(host)
+    return keys

@@ -1,0 +1,159 @@
+"""The OpenFlow pipeline of br-int as data: tables, registers, the tunnel port, and a validator.
+
+Packets walk the tables in order:
+
+    0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
+                      also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
+    10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP
+    20 ARP_RESPONDER  ARP requests for known IPs are answered locally; other requests drop
+    30 L3             reserved (distributed routing), empty for now
+    40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; flooding
+
+Isolation rests on one rule: every match after table 0 includes reg6 (or depends on a flow
+that does), and reg6 is written only by table 0, from the in_port or the tunnel key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flows import cookies
+from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
+
+TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
+TUNNEL_PORT_NAME = "weft-tun"
+
+REG_NET = "reg6"                # network key: the network's VNI
+REG_FLAGS = "reg7"              # 1 = the packet arrived from the tunnel
+FROM_TUNNEL = 1
+
+CLASSIFY = 0
+PORT_SECURITY = 10
+ARP_RESPONDER = 20
+L3 = 30
+L2_LOOKUP = 40
+
+MISS_PRIORITY = 0
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the pipeline: what it is for, what it may match on and what a miss does."""
+    id: int
+    name: str
+    purpose: str
+    match_fields: frozenset[str]
+    miss: int | None = None     # the table a miss continues to; None: a miss drops
+    reserved: bool = False      # declared for a later feature; nothing is installed in it yet
+
+    @property
+    def miss_text(self) -> str:
+        return "drop" if self.miss is None else f"goto {self.miss}"
+
+
+TABLES: dict[int, Table] = {t.id: t for t in (
+    Table(CLASSIFY, "classify", "in_port or tunnel key -> network (reg6), tunnel flag (reg7)",
+          frozenset({"in_port", "tunnel_id"})),
+    Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs",
+          frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa"})),
+    Table(ARP_RESPONDER, "arp-responder", "answer ARP requests for known IPs, never flood them",
+          frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa"}), miss=L2_LOOKUP),
+    Table(L3, "l3", "distributed routing (reserved)",
+          frozenset({REG_NET, "eth_type", "eth_dst", "ipv4_dst"}), reserved=True),
+    Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
+          frozenset({REG_NET, REG_FLAGS, "eth_dst"})),
+)}
+
+# OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these.
+_ARP = (("eth_type", ETH_TYPE_ARP),)
+_IP = (("eth_type", ETH_TYPE_IP),)
+PREREQUISITES: dict[str, tuple[tuple[str, int], ...]] = {
+    **{f: _ARP for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
+    **{f: _IP for f in ("ipv4_src", "ipv4_dst", "ip_proto", "ip_dscp", "ip_ecn")},
+    **{f: _IP + (("ip_proto", 6),) for f in ("tcp_src", "tcp_dst")},
+    **{f: _IP + (("ip_proto", 17),) for f in ("udp_src", "udp_dst")},
+    **{f: _IP + (("ip_proto", 1),) for f in ("icmpv4_type", "icmpv4_code")},
+}
+_ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2}
+
+
+def table(table_id: int) -> Table:
+    try:
+        return TABLES[table_id]
+    except KeyError:
+        raise ValueError(f"table {table_id} is not declared in the pipeline") from None
+
+
+def miss_flows() -> list[Flow]:
+    """The priority-0 table-miss flow of every table in use (reserved tables get nothing)."""
+    flows = []
+    for t in TABLES.values():
+        if t.reserved:
+            continue
+        actions = () if t.miss is None else (("goto", t.miss),)
+        flows.append(cookies.make("pipeline", None, t.id, MISS_PRIORITY, (), actions))
+    return flows
+
+
+def validate(flows) -> None:
+    """Raise ValueError naming the first flow that does not fit the declared pipeline."""
+    for flow in flows:
+        problem = _problem(flow)
+        if problem:
+            raise ValueError(f"flow table={flow.table} priority={flow.priority} "
+                             f"match={flow.match!r}: {problem}")
+
+
+def _problem(flow: Flow) -> str | None:
+    if flow.table not in TABLES:
+        return f"table {flow.table} is not declared in the pipeline"
+    declared = TABLES[flow.table]
+    if declared.reserved:
+        return f"table {flow.table} ({declared.name}) is reserved and must stay empty"
+    if not isinstance(flow.priority, int) or not 0 <= flow.priority <= 0xFFFF:
+        return f"priority {flow.priority!r} is not a 16-bit integer"
+    match = {}
+    for item in flow.match:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            return f"match item {item!r} is not a (field, value) pair"
+        field, value = item
+        if field not in declared.match_fields:
+            return f"table {declared.name} does not allow matching on {field}"
+        if field in match:
+            return f"field {field} is matched twice"
+        if isinstance(value, tuple) and len(value) != 2:
+            return f"masked value of {field} is not a (value, mask) pair"
+        match[field] = value
+    for field in match:
+        missing = _unmet(field, match)
+        if missing:
+            return f"matching on {field} needs {missing} in the match"
+    for i, action in enumerate(flow.actions):
+        if not isinstance(action, tuple) or not action or action[0] not in _ARITY:
+            return f"unknown action {action!r}"
+        kind = action[0]
+        if len(action) != _ARITY[kind]:
+            return f"action {action!r} has the wrong number of arguments"
+        if kind == "goto":
+            if i != len(flow.actions) - 1:
+                return "goto must be the last action"
+            target = action[1]
+            if target not in TABLES or TABLES[target].reserved:
+                return f"goto {target}: not a declared table in use"
+            if target <= flow.table:
+                return f"goto {target} does not go forward from table {flow.table}"
+        elif kind in ("output", "controller"):
+            if not isinstance(action[1], int) or action[1] < 0:
+                return f"action {action!r} needs a non-negative integer"
+        elif kind in ("set_field", "move"):
+            for field in action[1:-1] if kind == "move" else action[1:2]:
+                missing = _unmet(field, match)
+                if missing:
+                    return f"{kind} of {field} needs {missing} in the match"
+    return None
+
+
+def _unmet(field: str, match: dict) -> str | None:
+    for need, value in PREREQUISITES.get(field, ()):
+        if match.get(need) != value:
+            return f"{need}={value:#06x}" if need == "eth_type" else f"{need}={value}"
+    return None
