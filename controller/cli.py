@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from controller.client import Client, seg
 from controller.output import render
 from topology.errors import WeftError
 
@@ -57,7 +58,176 @@ def build_parser() -> Parser:
     p = lab.add_parser("exec", help="run a command inside a VM (or a host)")
     p.add_argument("name")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    ctl = lab.add_parser("controller", help="stop/start/restart the lab's weftd")
+    ctl.add_argument("action", choices=["start", "stop", "restart"])
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    tenant.required = True
+    p = tenant.add_parser("create", help="create a tenant")
+    p.add_argument("name")
+    _out(p)
+    p = tenant.add_parser("delete", help="delete a tenant")
+    p.add_argument("name")
+    p.add_argument("--cascade", action="store_true", help="also delete its networks and ports")
+    _out(tenant.add_parser("list", help="list tenants"))
+
+    net = sub.add_parser("network", help="networks").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    net.required = True
+    p = net.add_parser("create", help="create TENANT/NET")
+    p.add_argument("ref", metavar="TENANT/NET")
+    p.add_argument("--cidr", required=True)
+    p.add_argument("--gateway", help="gateway address (default: the first address)")
+    p.add_argument("--dns", action="append", default=[], help="DNS server handed out by DHCP")
+    p.add_argument("--no-dhcp", action="store_true")
+    _out(p)
+    p = net.add_parser("delete", help="delete TENANT/NET")
+    p.add_argument("ref", metavar="TENANT/NET")
+    p.add_argument("--cascade", action="store_true", help="also delete its ports")
+    p = net.add_parser("show", help="show TENANT/NET and its ports")
+    p.add_argument("ref", metavar="TENANT/NET")
+    _out(p)
+    p = net.add_parser("list", help="list networks")
+    p.add_argument("tenant", nargs="?")
+    _out(p)
+
+    port = sub.add_parser("port", help="ports").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    port.required = True
+    p = port.add_parser("create", help="create TENANT/NET/PORT (prints id, mac, ip)")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    p.add_argument("--ip")
+    p.add_argument("--mac")
+    p.add_argument("--sg", action="append", default=[], metavar="TENANT/SG")
+    p.add_argument("--no-port-security", action="store_true")
+    _out(p)
+    p = port.add_parser("delete", help="delete TENANT/NET/PORT")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    p = port.add_parser("show", help="show TENANT/NET/PORT")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    _out(p)
+    p = port.add_parser("list", help="list ports")
+    p.add_argument("scope", nargs="?", metavar="TENANT[/NET]")
+    _out(p)
+
+    host = sub.add_parser("host", help="hypervisors").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    host.required = True
+    _out(host.add_parser("list", help="name, tunnel ip, connected, ports bound"))
+    p = host.add_parser("add", help="register a hypervisor")
+    p.add_argument("name")
+    p.add_argument("--tunnel-ip", required=True)
+    p.add_argument("--ovsdb", required=True, help="unix:PATH or tcp:IP:PORT of its Open vSwitch DB")
+    _out(p)
+    p = host.add_parser("delete", help="forget a hypervisor")
+    p.add_argument("name")
+
+    p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
+    p.add_argument("host")
+    _out(p)
     return parser
+
+
+def _ref(value: str, parts: int, what: str) -> list[str]:
+    from topology.validate import split_ref
+    return split_ref(value, parts, what)
+
+
+def cmd_tenant(args, client) -> int:
+    if args.sub == "create":
+        res = client.post("/v1/tenants", {"name": args.name})
+        print(render(res, "json") if args.output == "json" else f"tenant {res['name']} created ({res['id']})")
+    elif args.sub == "delete":
+        client.delete(f"/v1/tenants/{seg(args.name)}", cascade=1 if args.cascade else None)
+        print(f"tenant {args.name} deleted")
+    else:
+        print(render(client.get("/v1/tenants"), args.output, ["name", "networks", "ports", "id"]))
+    return 0
+
+
+def cmd_network(args, client) -> int:
+    if args.sub == "list":
+        if args.tenant:
+            _ref(args.tenant, 1, "tenant")
+        rows = client.get("/v1/networks", tenant=args.tenant)
+        print(render(rows, args.output, ["ref", "cidr", "gateway", "vni", "dhcp", "ports"]))
+        return 0
+    tenant, name = _ref(args.ref, 2, "network")
+    if args.sub == "create":
+        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidr": args.cidr,
+                                           "gateway": args.gateway, "dhcp": not args.no_dhcp,
+                                           "dns": args.dns})
+        print(render(res, "json") if args.output == "json" else
+              f"network {tenant}/{name} created: {res['cidr']} gateway {res['gateway']} vni {res['vni']}")
+    elif args.sub == "delete":
+        client.delete(f"/v1/networks/{seg(tenant, name)}", cascade=1 if args.cascade else None)
+        print(f"network {tenant}/{name} deleted")
+    else:
+        res = client.get(f"/v1/networks/{seg(tenant, name)}")
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            print(render({k: v for k, v in res.items() if k != "port_list"}))
+            if res["port_list"]:
+                print()
+                print(render(res["port_list"], columns=["name", "mac", "ip", "host", "id"]))
+    return 0
+
+
+def cmd_port(args, client) -> int:
+    if args.sub == "list":
+        query = {}
+        if args.scope:
+            parts = args.scope.split("/")
+            _ref(args.scope, len(parts) if len(parts) in (1, 2) else 2, "tenant or network")
+            query = {"tenant": parts[0], "network": parts[1] if len(parts) > 1 else None}
+        rows = client.get("/v1/ports", **query)
+        print(render(rows, args.output, ["ref", "mac", "ip", "host", "ofport", "id"]))
+        return 0
+    tenant, net, name = _ref(args.ref, 3, "port")
+    if args.sub == "create":
+        for sg in args.sg:
+            _ref(sg, 2, "security group")
+        res = client.post("/v1/ports", {"tenant": tenant, "network": net, "name": name,
+                                        "ip": args.ip, "mac": args.mac,
+                                        "security_groups": args.sg,
+                                        "port_security": not args.no_port_security})
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            print(f"id {res['id']}\nmac {res['mac']}\nip {res['ip']}")
+    elif args.sub == "delete":
+        client.delete(f"/v1/ports/{seg(tenant, net, name)}")
+        print(f"port {tenant}/{net}/{name} deleted")
+    else:
+        print(render(client.get(f"/v1/ports/{seg(tenant, net, name)}"), args.output))
+    return 0
+
+
+def cmd_host(args, client) -> int:
+    if args.sub == "add":
+        res = client.post("/v1/hosts", {"name": args.name, "tunnel_ip": args.tunnel_ip,
+                                        "ovsdb": args.ovsdb})
+        print(render(res, "json") if args.output == "json" else f"host {res['name']} registered")
+    elif args.sub == "delete":
+        client.delete(f"/v1/hosts/{seg(args.name)}")
+        print(f"host {args.name} deleted")
+    else:
+        rows = client.get("/v1/hosts")
+        print(render(rows, args.output, ["name", "tunnel_ip", "connected", "ports_bound", "flows"]))
+    return 0
+
+
+def cmd_flows(args, client) -> int:
+    rows = client.get(f"/v1/hosts/{seg(args.host)}/flows")
+    if args.output == "json":
+        print(render(rows, "json"))
+        return 0
+    for r in rows:
+        print(f"table={r['table']:<3} prio={r['priority']:<4} n_packets={r['packets']:<6} "
+              f"{r['match']} actions={r['actions']}  [{r['feature']}: {r['owner']}]")
+    return 0
 
 
 def cmd_lab(args) -> int:
@@ -65,7 +235,8 @@ def cmd_lab(args) -> int:
 
     if args.lab_cmd == "up":
         start = time.monotonic()
-        datacentre.up(hosts=args.hosts, tunnel=args.tunnel)
+        from lab import services
+        datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd)
         status = datacentre.status()
         status["seconds"] = round(time.monotonic() - start, 2)
         if args.output == "json":
@@ -104,6 +275,11 @@ def cmd_lab(args) -> int:
             moved = vm.move(args.name, args.host)
             print(f"VM {args.name} moved to {moved['host']}")
             return 0
+    if args.lab_cmd == "controller":
+        from lab import services
+        getattr(services, f"controller_{args.action}")()
+        print(f"controller: {args.action} done")
+        return 0
     if args.lab_cmd == "exec":
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         cmd = vm.exec_argv(args.name, argv)
@@ -127,11 +303,14 @@ def _vm_create(args) -> int:
 
 
 def _port_for_vm(args) -> dict:
-    """MAC, IP and iface-id for a lab VM: from the command line (the port model comes later)."""
-    if not args.mac or not args.ip:
-        raise WeftError("give --mac and --ip for the VM's NIC")
-    return {"mac": args.mac, "ip": args.ip, "id": args.iface_id or args.port,
-            "gateway": args.gateway}
+    """MAC, IP, gateway and iface-id for a lab VM: from the port in weftd, overridable by flags."""
+    tenant, net, name = _ref(args.port, 3, "port")
+    if args.mac and args.ip and args.iface_id:
+        return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway}
+    port = Client().get(f"/v1/ports/{seg(tenant, net, name)}")
+    return {"mac": args.mac or port["mac"],
+            "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
+            "id": args.iface_id or port["id"], "gateway": args.gateway}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return cmd_lab(args)
+        handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
+                   "host": cmd_host, "flows": cmd_flows}[args.command]
+        return handler(args, Client())
         raise WeftError(f"unknown command {args.command!r}")
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")

@@ -1,7 +1,213 @@
-"""weftd: the controller daemon (placeholder entry point until the controller lands)."""
+"""weftd: the controller daemon — northbound store, southbound host watchers, OpenFlow, and the API."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
 import sys
+import threading
+import warnings
+
+from topology.errors import WeftError
+
+LOG = logging.getLogger("weftd")
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="weftd", description=__doc__)
+    ap.add_argument("--run-dir", default="/run/weftd", help="state directory (local store, pid file)")
+    ap.add_argument("--nb", help="northbound OVSDB remote; default: a local ovsdb-server in --run-dir")
+    ap.add_argument("--of-listen", default="0.0.0.0:6653", metavar="IP:PORT",
+                    help="OpenFlow listener (default 0.0.0.0:6653)")
+    ap.add_argument("--controller-target", action="append", default=[], metavar="TARGET",
+                    help="controller target written into each host's br-int "
+                         "(default tcp:<of-listen>); repeat for several replicas")
+    ap.add_argument("--api-socket", help="serve the API on this unix socket")
+    ap.add_argument("--api-listen", metavar="IP:PORT", help="serve the API on TCP (e.g. 127.0.0.1:6680)")
+    ap.add_argument("--tunnel", choices=["vxlan", "geneve"], default="vxlan")
+    ap.add_argument("--datapath-type", help="set br-int's datapath_type (the lab uses netdev)")
+    ap.add_argument("--pidfile")
+    ap.add_argument("--log-file")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.api_socket and not args.api_listen:
+        args.api_listen = "127.0.0.1:6680"
+    return args
+
+
+def _split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise WeftError(f"invalid {what} {value!r}: expected IP:PORT")
+    return host, int(port)
+
+
+class Controller:
+    """Wires the store, the engine, the host watchers and the API together."""
+
+    def __init__(self, args):
+        from controller.engine import Engine
+        from ovsdb import nbserver, southbound
+        from ovsdb.nbstore import NorthboundStore
+
+        self.args = args
+        self.engine = Engine()
+        remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
+        self.store = NorthboundStore(remote)
+        of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
+        self.of_listen = (of_host, of_port)
+        self.targets = args.controller_target or [f"tcp:{of_host}:{of_port}"]
+        self.watcher = southbound.BindingWatcher(self._on_bindings)
+        self.configured: dict[str, tuple] = {}
+        self._config_lock = threading.Lock()
+        self._dumps: dict[int, tuple] = {}
+
+    def start(self) -> None:
+        from controller import api
+
+        self.watcher.start()
+        self.store.subscribe(self._on_model)
+        self.store.start()
+        self._on_model(None, self.store.model)
+        tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
+        self.api = api.Api(self.store, self.engine, self.dump_flows)
+        self.servers = api.serve(self.api, self.args.api_socket, tcp)
+
+    def _on_model(self, _old, new) -> None:
+        from ovsdb import southbound
+
+        self.engine.set_nb_model(new)
+        for name, host in new.hosts.items():
+            key = (host.tunnel_ip, host.ovsdb)
+            self.engine.register_dpid(southbound.datapath_id(name), name)
+            if self.configured.get(name) != key:
+                threading.Thread(target=self._configure, args=(host, key), daemon=True,
+                                 name=f"configure-{name}").start()
+        for name in list(self.configured):
+            if name not in new.hosts:
+                self.configured.pop(name, None)
+                self.watcher.unwatch(name)
+
+    def _configure(self, host, key) -> None:
+        from ovsdb import southbound
+
+        with self._config_lock:
+            if self.configured.get(host.name) == key:
+                return
+            try:
+                southbound.configure_host(host.name, host.ovsdb, host.tunnel_ip, self.targets,
+                                          tunnel=self.args.tunnel, datapath_type=self.args.datapath_type)
+                self.configured[host.name] = key
+                self.watcher.watch(host.name, host.ovsdb)
+                LOG.info("host %s configured (%s)", host.name, host.ovsdb)
+            except WeftError as exc:
+                LOG.error("cannot configure host %s: %s (retrying in 2 s)", host.name, exc)
+                timer = threading.Timer(2.0, self._retry_configure, args=(host.name,))
+                timer.daemon = True
+                timer.start()
+
+    def _retry_configure(self, name: str) -> None:
+        host = self.store.model.hosts.get(name)
+        if host is not None:
+            self._configure(host, (host.tunnel_ip, host.ovsdb))
+
+    def _on_bindings(self, host: str, bindings: dict[str, int]) -> None:
+        self.engine.set_bindings(host, bindings)
+        try:   # the store records numbered NICs only; pending ones are the engine's business
+            self.store.sync_bindings(host, {p: o for p, o in bindings.items() if o > 0})
+        except WeftError as exc:
+            LOG.error("cannot record bindings of %s: %s", host, exc)
+
+    def dump_flows(self, host: str, timeout: float = 5.0) -> list[dict]:
+        """Installed flows of a host, straight from its switch (flow-stats over OpenFlow)."""
+        from controller import ofapp
+
+        state = self.engine.hosts.get(host)
+        dp = state.datapath if state else None
+        if dp is None:
+            raise WeftError(f"host {host!r} is not connected to the controller", 503)
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         0, 0, parser.OFPMatch())
+        dp.set_xid(req)
+        done, rows = threading.Event(), []
+
+        def listener(datapath, msg, more):
+            if datapath is not dp or msg.xid != req.xid:
+                return False
+            for s in msg.body:
+                rows.append({"table": s.table_id, "priority": s.priority, "cookie": s.cookie,
+                             "packets": s.packet_count, "bytes": s.byte_count,
+                             "match": str(dict(s.match.items())),
+                             "actions": "; ".join(str(i) for i in s.instructions)})
+            if not more:
+                done.set()
+            return True
+
+        ofapp.LISTENERS.append(listener)
+        try:
+            dp.send_msg(req)
+            if not done.wait(timeout):
+                raise WeftError(f"host {host!r} did not answer the flow dump in {timeout:.0f} s", 504)
+        finally:
+            ofapp.LISTENERS.remove(listener)
+        return rows
+
+
+def run_openflow(controller: Controller) -> None:
+    """Run the os-ken application manager (blocks)."""
+    os.environ.setdefault("OSKEN_HUB_TYPE", "native")
+    from os_ken import cfg
+    from os_ken.base import app_manager
+    from os_ken.lib import hub
+
+    from controller import ofapp
+
+    ofapp.ENGINE = controller.engine
+    host, port = controller.of_listen
+    cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
+             project="os_ken")
+    manager = app_manager.AppManager.get_instance()
+    manager.load_apps(["controller.ofapp"])
+    contexts = manager.create_contexts()
+    services = manager.instantiate_apps(**contexts)
+    hub.joinall([s for s in services if s])
 
 
 def main(argv=None) -> int:
-    sys.stderr.write("weftd: not implemented yet\n")
-    return 1
+    warnings.simplefilter("ignore")
+    args = parse_args(argv)
+    handlers = [logging.FileHandler(args.log_file)] if args.log_file else [logging.StreamHandler()]
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        os.makedirs(args.run_dir, exist_ok=True)
+        if args.pidfile:
+            with open(args.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        controller = Controller(args)
+        controller.start()
+    except WeftError as exc:
+        sys.stderr.write(f"weftd: error: {exc}\n")
+        return 1
+
+    def stop(_sig, _frame):
+        LOG.info("weftd stopping")
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except FileNotFoundError:
+                pass
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    LOG.info("weftd running: OpenFlow on %s:%d, API on %s", *controller.of_listen,
+             args.api_socket or args.api_listen)
+    run_openflow(controller)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

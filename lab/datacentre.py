@@ -133,6 +133,18 @@ def _build(p: LabPaths, state: LabState, hosts: int) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(hosts, 8)) as pool:
         for fut in [pool.submit(build_host, k) for k in range(1, hosts + 1)]:
             fut.result()
+        # the underlay's ARP, resolved once: every host's tunnel neighbour cache knows every
+        # other host, so the first packet through a tunnel is not lost to neighbour resolution
+        macs = {name: netns.link_mac(info["ns"], "eth0") for name, info in state.hosts.items()}
+        for fut in [pool.submit(_static_tunnel_neighbours, state, name, macs) for name in state.hosts]:
+            fut.result()
+
+
+def _static_tunnel_neighbours(state: LabState, name: str, macs: dict[str, str]) -> None:
+    ctl = os.path.join(state.hosts[name]["dir"], "vs.ctl")
+    for other, info in state.hosts.items():
+        if other != name:
+            netns.run(["ovs-appctl", "-t", ctl, "tnl/neigh/set", "br-phy", info["underlay_ip"], macs[other]])
 
 
 def _fault(point: str) -> None:

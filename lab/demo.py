@@ -1,4 +1,4 @@
-"""The lab demo: bring up hypervisors, plug VMs, show real packets crossing the underlay, tear down."""
+"""The lab demo: hypervisors, two tenants on the same CIDR, VMs on several hosts, pings, isolation, flows."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +8,28 @@ from pathlib import Path
 
 WEFT = str(Path(sys.executable).parent / "weft")
 
+VMS = {  # tenant -> vm -> (host, ip)
+    "red": {"red1": ("hv1", "10.0.0.11"), "red2": ("hv1", "10.0.0.12"), "red3": ("hv2", "10.0.0.13"),
+            "red4": ("hv3", "10.0.0.14")},
+    "blue": {"blue1": ("hv2", "10.0.0.11"), "blue2": ("hv3", "10.0.0.13")},
+}
 
-def weft(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    print(f"$ weft {' '.join(args)}", flush=True)
+
+def weft(*args: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
+    if not quiet:
+        print(f"$ weft {' '.join(args)}", flush=True)
     proc = subprocess.run([WEFT, *args], text=True, capture_output=True)
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+    if not quiet:
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
     if check and proc.returncode != 0:
-        raise SystemExit(f"demo: `weft {' '.join(args)}` failed")
+        raise SystemExit(f"demo: `weft {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc
+
+
+def reach(src: str, ip: str) -> bool:
+    return weft("lab", "exec", src, "--", "ping", "-c", "1", "-W", "1", ip, check=False,
+                quiet=True).returncode == 0
 
 
 def main() -> int:
@@ -24,18 +37,36 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     args = ap.parse_args()
     weft("lab", "down")
+    failures = 0
     try:
         weft("lab", "up", "--hosts", "3")
-        weft("lab", "exec", "hv1", "--", "ping", "-c", "2", "-i", "0.2", "198.18.0.12")
-        weft("lab", "vm", "create", "red1", "--host", "hv1", "--port", "red/net/p1",
-             "--mac", "fa:16:3e:00:00:01", "--ip", "10.0.0.11/24")
-        weft("lab", "vm", "create", "red2", "--host", "hv2", "--port", "red/net/p2",
-             "--mac", "fa:16:3e:00:00:02", "--ip", "10.0.0.12/24")
-        weft("lab", "status")
+        for tenant, vms in VMS.items():
+            weft("tenant", "create", tenant)
+            weft("network", "create", f"{tenant}/net", "--cidr", "10.0.0.0/24")
+            for vm, (host, ip) in vms.items():
+                weft("port", "create", f"{tenant}/net/{vm}", "--ip", ip)
+                weft("lab", "vm", "create", vm, "--host", host, "--port", f"{tenant}/net/{vm}")
+        weft("host", "list")
+        weft("port", "list")
+        print("\n# reachability matrix (ping): every VM to every VM's address", flush=True)
+        everyone = [(t, vm, host, ip) for t, vms in VMS.items() for vm, (host, ip) in vms.items()]
+        for t1, src, h1, _ in everyone:
+            for t2, dst, h2, ip in everyone:
+                if src == dst:
+                    continue
+                if t1 != t2 and any(t == t1 and i == ip for t, _v, _h, i in everyone):
+                    continue      # that address is also one of the source tenant's own VMs
+                ok = reach(src, ip)
+                expected = t1 == t2
+                verdict = "ok" if ok == expected else "UNEXPECTED"
+                failures += verdict != "ok"
+                print(f"  {src:>5}@{h1} -> {dst:<5}@{h2} {ip:<10} {'reached' if ok else 'blocked':<8} {verdict}")
+        weft("flows", "hv3")
+        print(f"\ndemo finished: {'all as expected' if not failures else f'{failures} unexpected results'}")
     finally:
         if not args.keep:
             weft("lab", "down")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ class Lab:
     def json(self, *args: str):
         return json.loads(self.weft(*args, "-o", "json").stdout)
 
+    weft_path = WEFT
+
+    def json_api(self, path: str):
+        from controller.client import Client
+        return Client(f"unix:{self.dir}/weftd.sock").get(path)
+
     def exec(self, vm: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return self.weft("lab", "exec", vm, "--", *argv, check=False, timeout=timeout)
 

@@ -17,7 +17,7 @@ def vsctl(lab: Lab, host: str, *args: str) -> str:
 
 
 def ext_id(lab: Lab, host: str, iface: str, key: str) -> str:
-    return vsctl(lab, host, "get", "Interface", iface, f"external_ids:{key}").strip('"')
+    return vsctl(lab, host, "--if-exists", "get", "Interface", iface, f"external_ids:{key}").strip('"')
 
 
 def test_every_hypervisor_reaches_the_others_over_the_underlay(lab3):
@@ -71,14 +71,14 @@ def test_vm_nic_is_plugged_into_its_hosts_br_int(lab3):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--host", "hv9", "--mac", "fa:16:3e:00:00:09", "--ip", "10.0.0.9/24"], "unknown host 'hv9'"),
-    (["--host", "hv1", "--mac", "not-a-mac", "--ip", "10.0.0.9/24"], "invalid MAC address"),
-    (["--host", "hv1", "--mac", "fa:16:3e:00:00:09", "--ip", "10.0.0.300"], "invalid IP address"),
-    (["--host", "hv1", "--mac", "fa:16:3e:00:00:01", "--ip", "10.0.0.9/24"], "already exists"),
+    (["--host", "hv9", "--mac", "fa:16:3e:00:00:09", "--ip", "10.0.0.9/24", "--iface-id", "i"], "unknown host 'hv9'"),
+    (["--host", "hv1", "--mac", "not-a-mac", "--ip", "10.0.0.9/24", "--iface-id", "i"], "invalid MAC address"),
+    (["--host", "hv1", "--mac", "fa:16:3e:00:00:09", "--ip", "10.0.0.300", "--iface-id", "i"], "invalid IP address"),
+    (["--host", "hv1", "--mac", "fa:16:3e:00:00:01", "--ip", "10.0.0.9/24", "--iface-id", "i"], "already exists"),
 ])
 def test_bad_vm_input_is_refused_and_changes_nothing(lab3, args, message):
     lab3.weft("lab", "vm", "create", "dup1", "--host", "hv1", "--port", "red/n/p",
-              "--mac", "fa:16:3e:00:00:01", "--ip", "10.0.0.8/24")
+              "--mac", "fa:16:3e:00:00:01", "--ip", "10.0.0.8/24", "--iface-id", "dup1")
     try:
         before = (lab3.json("lab", "status"), lab3.namespaces(), vsctl(lab3, "hv1", "list-ports", "br-int"))
         name = "dup1" if message == "already exists" else "bad1"
@@ -129,9 +129,10 @@ def test_down_leaves_no_namespace_process_or_file():
     try:
         lab.weft("lab", "up", "--hosts", "2")
         lab.weft("lab", "vm", "create", "v1", "--host", "hv2", "--port", "a/b/c",
-                 "--mac", "fa:16:3e:00:00:11", "--ip", "10.1.0.2/24")
+                 "--mac", "fa:16:3e:00:00:11", "--ip", "10.1.0.2/24", "--iface-id", "v1")
         assert len(lab.namespaces()) == 5          # fabric, mgmt, hv1, hv2, vm-v1
-        assert len(lab.processes()) == 4           # ovsdb-server and ovs-vswitchd on each host
+        # ovsdb-server and ovs-vswitchd on each host, weftd and its northbound ovsdb-server
+        assert len(lab.processes()) == 6
         lab.weft("lab", "down")
         assert_nothing_left(lab)
         assert "not up" in lab.weft("lab", "down").stdout

@@ -1,0 +1,311 @@
+"""weftd's northbound JSON HTTP API (see controller/openapi.yaml), served on a unix socket and/or TCP."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+from controller import ofmsg
+from flows import cookies
+from topology.errors import NotFound, WeftError
+
+LOG = logging.getLogger(__name__)
+OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
+SEG = r"([A-Za-z0-9_.-]+)"
+
+
+class Api:
+    """The operations behind the routes; independent of HTTP so it can be tested directly."""
+
+    def __init__(self, store, engine, flow_dumper=None):
+        self.store, self.engine, self.flow_dumper = store, engine, flow_dumper
+        self.routes = [
+            ("GET", r"/v1/tenants", self.list_tenants),
+            ("POST", r"/v1/tenants", self.create_tenant),
+            ("DELETE", rf"/v1/tenants/{SEG}", self.delete_tenant),
+            ("GET", r"/v1/networks", self.list_networks),
+            ("POST", r"/v1/networks", self.create_network),
+            ("GET", rf"/v1/networks/{SEG}/{SEG}", self.show_network),
+            ("DELETE", rf"/v1/networks/{SEG}/{SEG}", self.delete_network),
+            ("GET", r"/v1/ports", self.list_ports),
+            ("POST", r"/v1/ports", self.create_port),
+            ("GET", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.show_port),
+            ("DELETE", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.delete_port),
+            ("GET", r"/v1/hosts", self.list_hosts),
+            ("POST", r"/v1/hosts", self.add_host),
+            ("DELETE", rf"/v1/hosts/{SEG}", self.delete_host),
+            ("GET", rf"/v1/hosts/{SEG}/flows", self.host_flows),
+            ("GET", r"/v1/status", self.status),
+        ]
+
+    def dispatch(self, method: str, path: str, query: dict, body: dict):
+        for m, pattern, handler in self.routes:
+            if m != method:
+                continue
+            found = re.fullmatch(pattern, path)
+            if found:
+                return handler(*found.groups(), query=query, body=body)
+        if any(re.fullmatch(p, path) for _m, p, _h in self.routes):
+            raise WeftError(f"method {method} not allowed on {path}", 405)
+        raise NotFound(f"no such API path: {path}")
+
+    # -- helpers
+    @property
+    def model(self):
+        return self.engine.effective_model()
+
+    def _port_view(self, port) -> dict:
+        model = self.model
+        net = next((n for n in model.networks.values()
+                    if n.tenant == port.tenant and n.name == port.network), None)
+        binding = model.bindings.get(port.uuid)
+        return {"id": port.uuid, "tenant": port.tenant, "network": port.network, "name": port.name,
+                "ref": port.ref, "mac": port.mac, "ip": port.ips[0] if port.ips else None,
+                "ips": list(port.ips), "prefixlen": int(net.cidr.split("/")[1]) if net else None,
+                "gateway": net.gateway if net else None, "port_security": port.port_security,
+                "security_groups": list(port.security_groups),
+                "host": binding.host if binding else None, "ofport": binding.ofport if binding else None}
+
+    @staticmethod
+    def _net_view(net, ports: int) -> dict:
+        return {"id": net.uuid, "tenant": net.tenant, "name": net.name, "ref": net.ref,
+                "cidr": net.cidr, "gateway": net.gateway, "vni": net.vni, "dhcp": net.dhcp,
+                "dns": list(net.dns), "ports": ports}
+
+    @staticmethod
+    def _required(body: dict, *keys: str) -> None:
+        missing = [k for k in keys if not body.get(k)]
+        if missing:
+            raise WeftError(f"missing field(s): {', '.join(missing)}")
+
+    @staticmethod
+    def _flag(query: dict, name: str) -> bool:
+        return query.get(name, ["0"])[0].lower() in ("1", "true", "yes")
+
+    # -- tenants
+    def list_tenants(self, query, body):
+        model = self.model
+        return [{"id": t.uuid, "name": t.name,
+                 "networks": sum(1 for n in model.networks.values() if n.tenant == t.name),
+                 "ports": sum(1 for p in model.ports.values() if p.tenant == t.name)}
+                for t in sorted(model.tenants.values(), key=lambda t: t.name)]
+
+    def create_tenant(self, query, body):
+        self._required(body, "name")
+        return self.store.create_tenant(body["name"])
+
+    def delete_tenant(self, name, query, body):
+        return self.store.delete_tenant(name, cascade=self._flag(query, "cascade"))
+
+    # -- networks
+    def list_networks(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        model = self.model
+        if tenant and tenant not in model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        counts = {}
+        for p in model.ports.values():
+            counts[(p.tenant, p.network)] = counts.get((p.tenant, p.network), 0) + 1
+        return [self._net_view(n, counts.get((n.tenant, n.name), 0))
+                for n in sorted(model.networks.values(), key=lambda n: (n.tenant, n.name))
+                if not tenant or n.tenant == tenant]
+
+    def create_network(self, query, body):
+        self._required(body, "tenant", "name", "cidr")
+        return self.store.create_network(body["tenant"], body["name"], body["cidr"],
+                                         gateway=body.get("gateway"), dhcp=body.get("dhcp", True),
+                                         dns=body.get("dns") or ())
+
+    def show_network(self, tenant, name, query, body):
+        model = self.model
+        net = next((n for n in model.networks.values() if n.tenant == tenant and n.name == name), None)
+        if net is None:
+            raise NotFound(f"no network {tenant}/{name}")
+        ports = [self._port_view(p) for p in sorted(model.ports.values(), key=lambda p: p.name)
+                 if p.tenant == tenant and p.network == name]
+        view = self._net_view(net, len(ports))
+        view["port_list"] = ports
+        return view
+
+    def delete_network(self, tenant, name, query, body):
+        return self.store.delete_network(tenant, name, cascade=self._flag(query, "cascade"))
+
+    # -- ports
+    def list_ports(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        network = query.get("network", [None])[0]
+        model = self.model
+        if tenant and tenant not in model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        if network and not any(n.tenant == tenant and n.name == network for n in model.networks.values()):
+            raise NotFound(f"no network {tenant}/{network}")
+        return [self._port_view(p) for p in sorted(model.ports.values(), key=lambda p: p.ref)
+                if (not tenant or p.tenant == tenant) and (not network or p.network == network)]
+
+    def create_port(self, query, body):
+        self._required(body, "tenant", "network", "name")
+        sgs = body.get("security_groups") or []
+        if sgs:
+            raise WeftError("security groups are not supported yet")
+        created = self.store.create_port(body["tenant"], body["network"], body["name"],
+                                         ip=body.get("ip"), mac=body.get("mac"),
+                                         port_security=body.get("port_security", True))
+        created["ref"] = f"{body['tenant']}/{body['network']}/{body['name']}"
+        return created
+
+    def show_port(self, tenant, network, name, query, body):
+        port = next((p for p in self.model.ports.values()
+                     if (p.tenant, p.network, p.name) == (tenant, network, name)), None)
+        if port is None:
+            raise NotFound(f"no port {tenant}/{network}/{name}")
+        return self._port_view(port)
+
+    def delete_port(self, tenant, network, name, query, body):
+        return self.store.delete_port(tenant, network, name)
+
+    # -- hosts
+    def list_hosts(self, query, body):
+        model = self.model
+        status = self.engine.status()
+        bound = {}
+        for b in model.bindings.values():
+            bound[b.host] = bound.get(b.host, 0) + 1
+        return [{"name": h.name, "tunnel_ip": h.tunnel_ip, "ovsdb": h.ovsdb,
+                 "connected": status.get(h.name, {}).get("connected", False),
+                 "ports_bound": bound.get(h.name, 0),
+                 "flows": status.get(h.name, {}).get("flows", 0)}
+                for h in sorted(model.hosts.values(), key=lambda h: h.name)]
+
+    def add_host(self, query, body):
+        self._required(body, "name", "tunnel_ip", "ovsdb")
+        return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"])
+
+    def delete_host(self, name, query, body):
+        return self.store.delete_host(name)
+
+    def host_flows(self, name, query, body):
+        model = self.model
+        if name not in model.hosts:
+            raise NotFound(f"no host named {name!r}")
+        if self.flow_dumper is None:
+            raise WeftError("flow dumps are not available", 503)
+        installed = self.flow_dumper(name)
+        desired = {f.cookie: f for f in self.engine.desired_flows(name)}
+        owners = self._owner_names(model)
+        rows = []
+        for entry in installed:
+            feature, obj = cookies.decode(entry["cookie"])
+            flow = desired.get(entry["cookie"])
+            rows.append({"table": entry["table"], "priority": entry["priority"],
+                         "cookie": f"0x{entry['cookie']:016x}", "feature": feature,
+                         "owner": owners.get(obj, "-" if obj == 0 else f"unknown:{obj:08x}"),
+                         "match": ofmsg.render_match(flow) if flow else entry.get("match", ""),
+                         "actions": ofmsg.render_actions(flow) if flow else entry.get("actions", ""),
+                         "packets": entry.get("packets", 0), "bytes": entry.get("bytes", 0)})
+        rows.sort(key=lambda r: (r["table"], -r["priority"], r["cookie"]))
+        return rows
+
+    @staticmethod
+    def _owner_names(model) -> dict[int, str]:
+        names = {}
+        for n in model.networks.values():
+            names[cookies.object_id(n.uuid)] = f"network {n.ref}"
+        for p in model.ports.values():
+            names[cookies.object_id(p.uuid)] = f"port {p.ref}"
+        return names
+
+    def status(self, query, body):
+        hosts = self.engine.status()
+        return {"hosts": hosts, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
+                "bundles": sum(h["bundles"] for h in hosts.values()), "pid": os.getpid(),
+                "time": time.time()}
+
+
+def make_handler(api: Api):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "weftd/0.1"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):
+            LOG.debug("api: " + fmt, *args)
+
+        def address_string(self):
+            return "unix" if isinstance(self.client_address, (str, bytes)) else super().address_string()
+
+        def _handle(self, method):
+            url = urlparse(self.path)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else {}
+                except json.JSONDecodeError as exc:
+                    raise WeftError(f"request body is not valid JSON: {exc}") from None
+                if not isinstance(body, dict):
+                    raise WeftError("request body must be a JSON object")
+                if url.path == "/openapi.yaml":
+                    with open(OPENAPI, "rb") as f:
+                        return self._send(200, f.read(), "application/yaml")
+                result = api.dispatch(method, url.path, parse_qs(url.query), body)
+                status = 201 if method == "POST" else 200
+                self._send(status, json.dumps(result).encode())
+            except WeftError as exc:
+                self._send(exc.status, json.dumps({"error": str(exc)}).encode())
+            except Exception as exc:  # never leave a client without an answer
+                LOG.exception("API failure on %s %s", method, self.path)
+                self._send(500, json.dumps({"error": f"internal error: {exc}"}).encode())
+
+        def _send(self, status: int, payload: bytes, ctype: str = "application/json"):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self):
+            self._handle("GET")
+
+        def do_POST(self):
+            self._handle("POST")
+
+        def do_DELETE(self):
+            self._handle("DELETE")
+
+    return Handler
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self):
+        request, _ = super().get_request()
+        return request, "unix"
+
+
+def serve(api: Api, unix_path: str | None = None, tcp: tuple[str, int] | None = None) -> list:
+    """Start the API servers in background threads; returns them."""
+    servers = []
+    handler = make_handler(api)
+    if unix_path:
+        if os.path.exists(unix_path):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(unix_path)
+                raise WeftError(f"another weftd already serves {unix_path}", 409)
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(unix_path)
+            finally:
+                probe.close()
+        servers.append(UnixHTTPServer(unix_path, handler))
+    if tcp:
+        servers.append(ThreadingHTTPServer(tcp, handler))
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, name="api", daemon=True).start()
+    return servers

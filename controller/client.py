@@ -1,0 +1,89 @@
+"""A small client for weftd's API over a unix socket or TCP, used by the `weft` CLI and the lab."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from urllib.parse import quote, urlencode
+
+from topology.errors import WeftError
+
+DEFAULT_TCP = "http://127.0.0.1:6680"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def default_endpoint() -> str:
+    """WEFT_API if set; else the running lab's controller socket; else weftd's default TCP port."""
+    if os.environ.get("WEFT_API"):
+        return os.environ["WEFT_API"]
+    try:
+        from lab.state import LabState, paths
+        p = paths()
+        state = LabState.load(p)
+        if state is not None and "weftd" in state.services:
+            return "unix:" + state.services["weftd"]["api"]
+    except WeftError:
+        pass
+    return DEFAULT_TCP
+
+
+class Client:
+    def __init__(self, endpoint: str | None = None, timeout: float = 30.0):
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout = timeout
+
+    def _connection(self):
+        if self.endpoint.startswith("unix:"):
+            return _UnixConnection(self.endpoint[5:], self.timeout)
+        if self.endpoint.startswith("http://"):
+            hostport = self.endpoint[7:].rstrip("/")
+            return http.client.HTTPConnection(hostport, timeout=self.timeout)
+        raise WeftError(f"invalid API endpoint {self.endpoint!r}: use unix:PATH or http://HOST:PORT")
+
+    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
+        if query:
+            path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        conn = self._connection()
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (ConnectionRefusedError, FileNotFoundError, socket.timeout, OSError) as exc:
+            raise WeftError(f"cannot reach weftd at {self.endpoint} ({exc.__class__.__name__}): "
+                            f"is it running? (`weft lab up` starts one; or set WEFT_API)", 503) from None
+        finally:
+            conn.close()
+        try:
+            result = json.loads(data) if data else None
+        except json.JSONDecodeError:
+            raise WeftError(f"weftd answered {resp.status} with a body that is not JSON", 502) from None
+        if resp.status >= 400:
+            message = result.get("error") if isinstance(result, dict) else str(result)
+            raise WeftError(message or f"HTTP {resp.status}", resp.status)
+        return result
+
+    def get(self, path: str, **query):
+        return self.request("GET", path, query=query or None)
+
+    def post(self, path: str, body: dict):
+        return self.request("POST", path, body=body)
+
+    def delete(self, path: str, **query):
+        return self.request("DELETE", path, query=query or None)
+
+
+def seg(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)

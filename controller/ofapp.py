@@ -1,0 +1,44 @@
+"""The os-ken application: OpenFlow connections in, flow-mods out; every decision is the engine's."""
+from __future__ import annotations
+
+import logging
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_4
+
+LOG = logging.getLogger(__name__)
+ENGINE = None          # set by weftd before the app is instantiated
+LISTENERS = []         # callables(datapath, msg) for other replies (flow dumps for `weft flows`)
+
+
+class WeftOFApp(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_4.OFP_VERSION]
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, ev):
+        dp = ev.msg.datapath
+        LOG.info("switch %016x connected", dp.id)
+        ENGINE.switch_connected(dp)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def state_change(self, ev):
+        if ev.datapath is not None and ev.datapath.id is not None:
+            LOG.info("switch %016x disconnected", ev.datapath.id)
+            ENGINE.switch_disconnected(ev.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def flow_stats_reply(self, ev):
+        msg = ev.msg
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        for listener in list(LISTENERS):
+            if listener(msg.datapath, msg, more):
+                return
+        ENGINE.flow_stats(msg.datapath, [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def error(self, ev):
+        msg = ev.msg
+        LOG.error("switch %016x error type=%s code=%s data=%s", msg.datapath.id, msg.type,
+                  msg.code, bytes(msg.data[:64]).hex() if msg.data else "")

@@ -1,0 +1,88 @@
+"""Translate pure Flow records into os-ken OpenFlow 1.4 messages, and render flows as text."""
+from __future__ import annotations
+
+from flows import cookies
+from flows.flow import Flow
+
+FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
+              "arp_spa": 32, "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32}
+
+
+def match(parser, flow: Flow):
+    return parser.OFPMatch(**dict(flow.match))
+
+
+def actions(parser, ofproto, flow: Flow):
+    """(apply-actions list, goto table or None)."""
+    acts, goto = [], None
+    for act in flow.actions:
+        kind = act[0]
+        if kind == "output":
+            acts.append(parser.OFPActionOutput(act[1], 0xFFFF if act[1] == ofproto.OFPP_CONTROLLER else 0))
+        elif kind == "set_field":
+            acts.append(parser.OFPActionSetField(**{act[1]: act[2]}))
+        elif kind == "move":
+            acts.append(parser.NXActionRegMove(src_field=act[1], dst_field=act[2], n_bits=act[3]))
+        elif kind == "dec_ttl":
+            acts.append(parser.OFPActionDecNwTtl())
+        elif kind == "controller":
+            acts.append(parser.OFPActionOutput(ofproto.OFPP_CONTROLLER, act[1]))
+        elif kind == "goto":
+            goto = act[1]
+        else:
+            raise ValueError(f"unknown action {act!r}")
+    return acts, goto
+
+
+def flow_add(datapath, flow: Flow):
+    parser, ofproto = datapath.ofproto_parser, datapath.ofproto
+    acts, goto = actions(parser, ofproto, flow)
+    inst = []
+    if acts:
+        inst.append(parser.OFPInstructionActions(ofproto.OFPIT_APPLY_ACTIONS, acts))
+    if goto is not None:
+        inst.append(parser.OFPInstructionGotoTable(goto))
+    return parser.OFPFlowMod(datapath, cookie=flow.cookie, table_id=flow.table,
+                             command=ofproto.OFPFC_ADD, priority=flow.priority,
+                             match=match(parser, flow), instructions=inst)
+
+
+def flow_delete(datapath, table: int, cookie: int):
+    """Delete every flow of `table` carrying exactly `cookie`."""
+    parser, ofproto = datapath.ofproto_parser, datapath.ofproto
+    return parser.OFPFlowMod(datapath, cookie=cookie, cookie_mask=cookies.FULL_MASK,
+                             table_id=table, command=ofproto.OFPFC_DELETE,
+                             out_port=ofproto.OFPP_ANY, out_group=ofproto.OFPG_ANY,
+                             match=parser.OFPMatch())
+
+
+def render_match(flow: Flow) -> str:
+    parts = []
+    for field, value in flow.match:
+        if isinstance(value, tuple):
+            value = f"{_v(value[0])}/{_v(value[1])}"
+        parts.append(f"{field}={_v(value)}")
+    return ",".join(parts) or "*"
+
+
+def render_actions(flow: Flow) -> str:
+    out = []
+    for act in flow.actions:
+        kind = act[0]
+        if kind == "output":
+            out.append({0xFFFFFFF8: "output:IN_PORT", 0xFFFFFFFD: "CONTROLLER"}.get(act[1], f"output:{act[1]}"))
+        elif kind == "set_field":
+            out.append(f"set_field:{_v(act[2])}->{act[1]}")
+        elif kind == "move":
+            out.append(f"move:{act[1]}->{act[2]}")
+        elif kind == "goto":
+            out.append(f"goto_table:{act[1]}")
+        elif kind == "controller":
+            out.append("CONTROLLER")
+        else:
+            out.append(kind)
+    return ",".join(out) or "drop"
+
+
+def _v(value) -> str:
+    return hex(value) if isinstance(value, int) and value > 0xFFFF else str(value)

@@ -1,0 +1,316 @@
+"""weft's northbound store: the model in an OVSDB database, read and written through the `ovs` IDL.
+
+One thread owns the IDL and runs it; writers take the same lock and commit with
+`commit_block`, retrying on TRY_AGAIN. Every change to the database produces a new
+immutable `Model` snapshot handed to the subscribers (the flow engine).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import ovs.db.idl
+    import ovs.poller
+
+from ovsdb.nbserver import SCHEMA
+from topology import validate
+from topology.errors import Conflict, NotFound, WeftError
+from topology.model import Binding, Host, Model, Network, Port, Tenant
+
+LOG = logging.getLogger(__name__)
+TXN = ovs.db.idl.Transaction
+
+
+def _opt(value):
+    """An optional OVSDB column value (a 0/1-element list) as a value or None."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class NorthboundStore:
+    def __init__(self, remote: str):
+        helper = ovs.db.idl.SchemaHelper(location=SCHEMA)
+        helper.register_all()
+        self.remote = remote
+        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.lock = threading.RLock()
+        self.model = Model()
+        self._seqno = None
+        self._subscribers = []
+        self._stop = False
+        self._thread = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                self.idl.run()
+                if self.idl.has_ever_connected():
+                    self._refresh()
+                    break
+            if time.monotonic() > deadline:
+                raise WeftError(f"cannot connect to the northbound database at {self.remote}", 503)
+            self._block(0.05)
+        self._thread = threading.Thread(target=self._loop, name="nb-idl", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def subscribe(self, callback) -> None:
+        """callback(old_model, new_model) after every change, from the IDL thread."""
+        self._subscribers.append(callback)
+
+    def _block(self, seconds: float) -> None:
+        poller = ovs.poller.Poller()
+        self.idl.wait(poller)
+        poller.timer_wait(int(seconds * 1000))
+        poller.block()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            changes = None
+            with self.lock:
+                self.idl.run()
+                changes = self._refresh()
+            if changes:
+                self._notify(*changes)
+            self._block(1.0)
+
+    def _refresh(self):
+        if self.idl.change_seqno == self._seqno:
+            return None
+        self._seqno = self.idl.change_seqno
+        old, self.model = self.model, self._build_model()
+        return old, self.model
+
+    def _notify(self, old: Model, new: Model) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(old, new)
+            except Exception:  # a subscriber's bug must not stop the store
+                LOG.exception("model subscriber failed")
+
+    def _rows(self, table: str):
+        return self.idl.tables[table].rows.values()
+
+    def _build_model(self) -> Model:
+        tenants = {r.name: Tenant(str(r.uuid), r.name) for r in self._rows("Tenant")}
+        networks = {str(r.uuid): Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni,
+                                         _opt(r.gateway), r.dhcp, tuple(sorted(r.dns)))
+                    for r in self._rows("Network")}
+        ports = {str(r.uuid): Port(str(r.uuid), r.tenant, r.network, r.name, r.mac,
+                                   tuple(r.ips), r.port_security, tuple(sorted(r.security_groups)))
+                 for r in self._rows("Port")}
+        hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb) for r in self._rows("Host")}
+        bindings = {r.port: Binding(r.port, r.host, r.ofport) for r in self._rows("Binding")}
+        return Model(tenants, networks, ports, hosts, bindings)
+
+    # ---- writing ---------------------------------------------------------------------------
+    def _transact(self, build) -> dict:
+        """Run build(txn) -> result in a transaction; retry on TRY_AGAIN; raise on failure."""
+        for _attempt in range(10):
+            with self.lock:
+                self.idl.run()
+                txn = TXN(self.idl)
+                try:
+                    result = build(txn)
+                except BaseException:
+                    txn.abort()
+                    raise
+                status = txn.commit_block()
+                if status in (TXN.SUCCESS, TXN.UNCHANGED):
+                    inserted = {k: str(txn.get_insert_uuid(v)) for k, v in result.pop("_inserted", {}).items()}
+                    result.update(inserted)
+                    changes = self._refresh()
+            if status in (TXN.SUCCESS, TXN.UNCHANGED):
+                if changes:
+                    self._notify(*changes)
+                return result
+            if status != TXN.TRY_AGAIN:
+                error = txn.get_error() or TXN.status_to_string(status)
+                if "constraint violation" in str(error):
+                    raise Conflict(f"conflicting change: {error}")
+                raise WeftError(f"northbound database error: {error}", 503)
+            time.sleep(0.01)
+        raise WeftError("northbound database busy, try again", 503)
+
+    def _find(self, table: str, **cols):
+        for row in self._rows(table):
+            if all(getattr(row, k) == v for k, v in cols.items()):
+                return row
+        return None
+
+    # tenants
+    def create_tenant(self, name: str) -> dict:
+        validate.name("tenant", name)
+
+        def build(txn):
+            if self._find("Tenant", name=name):
+                raise Conflict(f"tenant {name!r} already exists")
+            row = txn.insert(self.idl.tables["Tenant"])
+            row.name = name
+            return {"name": name, "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    def delete_tenant(self, name: str, cascade: bool = False) -> dict:
+        def build(txn):
+            row = self._find("Tenant", name=name)
+            if row is None:
+                raise NotFound(f"no tenant named {name!r}")
+            nets = [n for n in self._rows("Network") if n.tenant == name]
+            if nets and not cascade:
+                raise Conflict(f"tenant {name!r} still has {len(nets)} network(s) "
+                               f"({', '.join(sorted(n.name for n in nets))}); delete them first "
+                               f"or use --cascade")
+            for port in [p for p in self._rows("Port") if p.tenant == name]:
+                self._delete_port_rows(port)
+            for net in nets:
+                net.delete()
+            row.delete()
+            return {"name": name, "deleted": True}
+        return self._transact(build)
+
+    # networks
+    def create_network(self, tenant: str, name: str, cidr: str, gateway: str | None = None,
+                       dhcp: bool = True, dns=()) -> dict:
+        validate.name("network", name)
+        net = validate.cidr(cidr)
+        gw = validate.gateway(gateway, net)
+        dns = validate.dns_servers(dns)
+
+        def build(txn):
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
+            if self._find("Network", tenant=tenant, name=name):
+                raise Conflict(f"network {tenant}/{name} already exists")
+            vni = validate.allocate_vni({r.vni for r in self._rows("Network")})
+            row = txn.insert(self.idl.tables["Network"])
+            row.tenant, row.name, row.cidr, row.vni = tenant, name, str(net.cidr), vni
+            row.gateway = [gw]
+            row.dhcp = bool(dhcp)
+            row.dns = list(dns)
+            return {"tenant": tenant, "name": name, "cidr": str(net.cidr), "gateway": gw,
+                    "vni": vni, "dhcp": bool(dhcp), "dns": list(dns), "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    def delete_network(self, tenant: str, name: str, cascade: bool = False) -> dict:
+        def build(txn):
+            row = self._find("Network", tenant=tenant, name=name)
+            if row is None:
+                raise NotFound(f"no network {tenant}/{name}")
+            ports = [p for p in self._rows("Port") if p.tenant == tenant and p.network == name]
+            if ports and not cascade:
+                raise Conflict(f"network {tenant}/{name} still has {len(ports)} port(s); delete "
+                               f"them first or use --cascade")
+            for port in ports:
+                self._delete_port_rows(port)
+            row.delete()
+            return {"network": f"{tenant}/{name}", "deleted": True}
+        return self._transact(build)
+
+    # ports
+    def create_port(self, tenant: str, network: str, name: str, ip: str | None = None,
+                    mac: str | None = None, port_security: bool = True, security_groups=()) -> dict:
+        validate.name("port", name)
+        mac = validate.mac(mac) if mac else None
+
+        def build(txn):
+            net_row = self._find("Network", tenant=tenant, name=network)
+            if net_row is None:
+                if not self._find("Tenant", name=tenant):
+                    raise NotFound(f"no tenant named {tenant!r}")
+                raise NotFound(f"no network {tenant}/{network}")
+            if self._find("Port", tenant=tenant, network=network, name=name):
+                raise Conflict(f"port {tenant}/{network}/{name} already exists")
+            cidr = validate.cidr(net_row.cidr)
+            gw = _opt(net_row.gateway)
+            taken_ips = {ip_ for p in self._rows("Port") if p.tenant == tenant and p.network == network
+                         for ip_ in p.ips}
+            the_ip = (validate.port_ip(ip, cidr, gw, taken_ips) if ip
+                      else validate.allocate_ip(cidr, gw, taken_ips))
+            macs = {p.mac for p in self._rows("Port")}
+            if mac and mac in macs:
+                raise Conflict(f"MAC {mac} is already used by another port")
+            the_mac = mac or validate.allocate_mac(macs)
+            row = txn.insert(self.idl.tables["Port"])
+            row.tenant, row.network, row.name = tenant, network, name
+            row.mac, row.ips = the_mac, [the_ip]
+            row.port_security = bool(port_security)
+            row.security_groups = list(security_groups)
+            return {"tenant": tenant, "network": network, "name": name, "mac": the_mac,
+                    "ip": the_ip, "prefixlen": cidr.prefixlen, "gateway": gw,
+                    "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    def delete_port(self, tenant: str, network: str, name: str) -> dict:
+        def build(txn):
+            row = self._find("Port", tenant=tenant, network=network, name=name)
+            if row is None:
+                raise NotFound(f"no port {tenant}/{network}/{name}")
+            port_id = str(row.uuid)
+            self._delete_port_rows(row)
+            return {"port": f"{tenant}/{network}/{name}", "id": port_id, "deleted": True}
+        return self._transact(build)
+
+    def _delete_port_rows(self, port_row) -> None:
+        for b in [b for b in self._rows("Binding") if b.port == str(port_row.uuid)]:
+            b.delete()
+        port_row.delete()
+
+    # hosts
+    def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str) -> dict:
+        validate.name("host", name)
+        ip = str(validate.address(tunnel_ip, "tunnel IP"))
+        if not ovsdb_remote or not ovsdb_remote.startswith(("unix:", "tcp:", "ssl:")):
+            raise WeftError(f"invalid OVSDB remote {ovsdb_remote!r}: expected unix:PATH, "
+                            f"tcp:IP:PORT or ssl:IP:PORT")
+
+        def build(txn):
+            row = self._find("Host", name=name)
+            other = self._find("Host", tunnel_ip=ip)
+            if other is not None and other is not row:
+                raise Conflict(f"tunnel IP {ip} is already used by host {other.name}")
+            if row is None:
+                row = txn.insert(self.idl.tables["Host"])
+                row.name = name
+            row.tunnel_ip, row.ovsdb = ip, ovsdb_remote
+            return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote}
+        return self._transact(build)
+
+    def delete_host(self, name: str) -> dict:
+        def build(txn):
+            row = self._find("Host", name=name)
+            if row is None:
+                raise NotFound(f"no host named {name!r}")
+            for b in [b for b in self._rows("Binding") if b.host == name]:
+                b.delete()
+            row.delete()
+            return {"name": name, "deleted": True}
+        return self._transact(build)
+
+    # bindings (written by the southbound watcher)
+    def sync_bindings(self, host: str, bindings: dict[str, int]) -> None:
+        """Make the Binding rows of `host` equal `bindings` (port uuid -> ofport)."""
+        def build(txn):
+            ports = {str(p.uuid) for p in self._rows("Port")}
+            want = {p: o for p, o in bindings.items() if p in ports}
+            have = {b.port: b for b in self._rows("Binding")}
+            for port, brow in have.items():
+                if brow.host == host and port not in want:
+                    brow.delete()
+            for port, ofport in want.items():
+                brow = have.get(port)
+                if brow is None:
+                    brow = txn.insert(self.idl.tables["Binding"])
+                    brow.port, brow.host, brow.ofport = port, host, ofport
+                elif brow.host != host or brow.ofport != ofport:
+                    brow.host, brow.ofport = host, ofport
+            return {}
+        self._transact(build)

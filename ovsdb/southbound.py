@@ -1,0 +1,164 @@
+"""Southbound OVSDB: configure each host's br-int and tunnel port, and learn VM bindings from its Interface table.
+
+Configuration uses ovs-vsctl (idempotent, changes only what differs); watching uses one
+`ovs` IDL per host, all driven by a single thread and one poller, so that the number of
+hosts costs sockets, not threads. A NIC is bound when an Interface has
+`external_ids:iface-id=<port uuid>`; until ovs-vswitchd gives it an ofport it is reported as
+PENDING (0), which lets the controller install everything that does not need the ofport
+ahead of it (ofport -1, a failed interface, is not bound).
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+import warnings
+import zlib
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import ovs.db.idl
+    import ovs.poller
+
+from flows.compiler import PENDING
+from flows.pipeline import TUNNEL_OFPORT
+from topology.errors import WeftError
+
+LOG = logging.getLogger(__name__)
+BRIDGE = "br-int"
+TUNNEL_PORT = "weft-tun"
+VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+
+
+def datapath_id(host: str) -> int:
+    """A stable 64-bit datapath id for a host's br-int (so the controller knows who connects)."""
+    return 0x7765 << 48 | zlib.crc32(host.encode()) << 8 | 0x01
+
+
+def vsctl(remote: str, *args: str, timeout: int = 10) -> str:
+    proc = subprocess.run(["ovs-vsctl", f"--db={remote}", f"--timeout={timeout}", *args],
+                          capture_output=True, text=True, timeout=timeout + 5)
+    if proc.returncode != 0:
+        raise WeftError(f"ovs-vsctl on {remote} failed: {proc.stderr.strip()}", 502)
+    return proc.stdout.strip()
+
+
+def configure_host(host: str, remote: str, tunnel_ip: str, controllers: list[str],
+                   tunnel: str = "vxlan", datapath_type: str | None = None) -> None:
+    """Ensure br-int (secure, OpenFlow 1.4, our controllers) and one flow-based tunnel port."""
+    dpid = f"{datapath_id(host):016x}"
+    bridge_settings = ["fail_mode=secure", "protocols=OpenFlow13,OpenFlow14",
+                       f"other-config:datapath-id={dpid}", "other-config:disable-in-band=true"]
+    if datapath_type:
+        bridge_settings.append(f"datapath_type={datapath_type}")
+    args = ["--may-exist", "add-br", BRIDGE, "--", "set", "Bridge", BRIDGE, *bridge_settings,
+            "--", "--may-exist", "add-port", BRIDGE, TUNNEL_PORT,
+            "--", "set", "Interface", TUNNEL_PORT, f"type={tunnel}", "options:remote_ip=flow",
+            "options:key=flow", f"options:local_ip={tunnel_ip}", f"ofport_request={TUNNEL_OFPORT}"]
+    try:
+        current = vsctl(remote, "get-controller", BRIDGE).split()
+    except WeftError:
+        current = []          # no br-int yet: created below
+    if sorted(current) != sorted(controllers):
+        args += ["--", "set", "Bridge", BRIDGE, "controller=[]"]
+        for i, target in enumerate(controllers):
+            args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{target}"',
+                     "max_backoff=1000", "inactivity_probe=5000"]
+        if controllers:
+            args += ["--", "set", "Bridge", BRIDGE,
+                     "controller=[" + ",".join(f"@c{i}" for i in range(len(controllers))) + "]"]
+    vsctl(remote, *args)
+
+
+class BindingWatcher:
+    """Watches the Interface table of many hosts and reports {port uuid: ofport} per host."""
+
+    def __init__(self, on_bindings):
+        self.on_bindings = on_bindings     # callback(host, {port_uuid: ofport})
+        self.lock = threading.Lock()
+        self.idls: dict[str, tuple] = {}   # host -> (remote, idl, last seqno, last bindings)
+        self._stop = False
+        self._wake_r, self._wake_w = None, None
+        self._thread = threading.Thread(target=self._loop, name="sb-watch", daemon=True)
+
+    def start(self) -> None:
+        import os
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._thread.start()
+
+    def watch(self, host: str, remote: str) -> None:
+        with self.lock:
+            if host in self.idls and self.idls[host][0] == remote:
+                return
+            helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
+            helper.register_columns("Interface", ["name", "external_ids", "ofport"])
+            self.idls[host] = [remote, ovs.db.idl.Idl(remote, helper), None, None]
+        self._wake()
+
+    def unwatch(self, host: str) -> None:
+        with self.lock:
+            entry = self.idls.pop(host, None)
+        if entry:
+            entry[1].close()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake()
+
+    def _wake(self) -> None:
+        import os
+        if self._wake_w is not None:
+            os.write(self._wake_w, b"x")
+
+    def _loop(self) -> None:
+        import os
+        while not self._stop:
+            reports = []
+            poller = ovs.poller.Poller()
+            with self.lock:
+                for host, entry in self.idls.items():
+                    _remote, idl, seqno, last = entry
+                    idl.run()
+                    if idl.change_seqno != seqno:
+                        entry[2] = idl.change_seqno
+                        bindings = self._bindings(idl)
+                        if bindings != last:
+                            entry[3] = bindings
+                            reports.append((host, bindings))
+                    idl.wait(poller)
+            for host, bindings in reports:
+                try:
+                    self.on_bindings(host, bindings)
+                except Exception:
+                    LOG.exception("binding callback failed for %s", host)
+            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+            poller.timer_wait(1000)
+            poller.block()
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    @staticmethod
+    def _bindings(idl) -> dict[str, int]:
+        found = {}
+        for row in idl.tables["Interface"].rows.values():
+            iface_id = row.external_ids.get("iface-id")
+            ofport = row.ofport
+            if isinstance(ofport, list):
+                ofport = ofport[0] if ofport else PENDING
+            if iface_id and isinstance(ofport, int) and ofport >= 0:
+                found[iface_id] = ofport      # 0: in the database, not numbered by vswitchd yet
+        return found
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
