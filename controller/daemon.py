@@ -112,10 +112,10 @@ class Controller:
         if host is not None:
             self._configure(host, (host.tunnel_ip, host.ovsdb))
 
-    def _on_bindings(self, host: str, bindings: dict[str, int]) -> None:
+    def _on_bindings(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
         self.engine.set_bindings(host, bindings)
         try:   # the store records numbered NICs only; pending ones are the engine's business
-            self.store.sync_bindings(host, {p: o for p, o in bindings.items() if o > 0})
+            self.store.sync_bindings(host, {p: o for p, (o, _name) in bindings.items() if o > 0})
         except WeftError as exc:
             LOG.error("cannot record bindings of %s: %s", host, exc)
 

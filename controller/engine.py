@@ -37,7 +37,8 @@ class Engine:
     def __init__(self):
         self.lock = threading.RLock()
         self.nb_model = Model()
-        self.live: dict[str, dict[str, int]] = {}      # host -> {port uuid: ofport}
+        self.live: dict[str, dict[str, tuple]] = {}    # host -> {port uuid: (ofport, iface name)}
+        self.of_ports: dict[str, dict[str, int]] = {}  # host -> {iface name: ofport}, from OpenFlow
         self.hosts: dict[str, HostState] = {}
         self.dpids: dict[int, str] = {}                 # datapath id -> host name
         self._model = Model()
@@ -52,13 +53,33 @@ class Engine:
             self.nb_model = model
             self._recompute()
 
-    def set_bindings(self, host: str, bindings: dict[str, int]) -> None:
+    def set_bindings(self, host: str, bindings: dict[str, tuple]) -> None:
+        """What a host's database says: {port uuid: (ofport or PENDING, interface name)}."""
+        LOG.debug("bindings of %s: %s", host, bindings)
         with self.lock:
             self.live[host] = dict(bindings)
             self._recompute()
             state = self.hosts.get(host)
             if state and state.datapath is not None and not state.reconciled and state.dumping is None:
                 self._request_dump(host, state)
+
+    def set_port(self, datapath, name: str, ofport: int | None) -> None:
+        """OpenFlow port-status: the switch numbered (or removed) interface `name`.
+
+        It arrives before the ofport reaches the host's database, so a pending binding
+        resolves a few milliseconds earlier."""
+        LOG.debug("port-status %s ofport %s", name, ofport)
+        with self.lock:
+            host = self.dpids.get(datapath.id)
+            if host is None:
+                return
+            ports = self.of_ports.setdefault(host, {})
+            if ofport is None:
+                ports.pop(name, None)
+            else:
+                ports[name] = ofport
+            if any(n == name for _o, n in self.live.get(host, {}).values()):
+                self._recompute()
 
     def register_dpid(self, dpid: int, host: str) -> None:
         with self.lock:
@@ -73,14 +94,18 @@ class Engine:
             state = self.hosts.setdefault(host, HostState())
             state.datapath, state.reconciled, state.dumping = datapath, False, None
             state.connects += 1
+            self.of_ports[host] = {}
+            parser = datapath.ofproto_parser
+            datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
             if host in self.live:
                 self._request_dump(host, state)
 
     def switch_disconnected(self, datapath) -> None:
         with self.lock:
-            for state in self.hosts.values():
+            for host, state in self.hosts.items():
                 if state.datapath is datapath:
                     state.datapath, state.reconciled, state.dumping = None, False, None
+                    self.of_ports.pop(host, None)
 
     def flow_stats(self, datapath, entries, more: bool) -> None:
         """Part of a flow dump: entries are (table, priority, cookie)."""
@@ -110,8 +135,11 @@ class Engine:
         for host, ports in self.live.items():
             if host not in nb.hosts:
                 continue
-            for port, ofport in ports.items():
+            numbered = self.of_ports.get(host, {})
+            for port, (ofport, name) in ports.items():
                 if port in nb.ports:
+                    if ofport == compiler.PENDING:
+                        ofport = numbered.get(name, compiler.PENDING)
                     bindings[port] = Binding(port, host, ofport)
         # hosts we have not heard from yet keep their last known bindings from the store
         for port, b in nb.bindings.items():

@@ -37,6 +37,21 @@ class WeftOFApp(app_manager.OSKenApp):
                 return
         ENGINE.flow_stats(msg.datapath, [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
 
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev):
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        name = msg.desc.name.decode(errors="replace") if isinstance(msg.desc.name, bytes) else msg.desc.name
+        gone = msg.reason == ofp.OFPPR_DELETE
+        ENGINE.set_port(msg.datapath, name, None if gone else msg.desc.port_no)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_desc(self, ev):
+        for desc in ev.msg.body:
+            name = desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else desc.name
+            if desc.port_no < 0xFFFFFF00:
+                ENGINE.set_port(ev.msg.datapath, name, desc.port_no)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev):
         msg = ev.msg

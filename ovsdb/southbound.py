@@ -75,7 +75,7 @@ class BindingWatcher:
     """Watches the Interface table of many hosts and reports {port uuid: ofport} per host."""
 
     def __init__(self, on_bindings):
-        self.on_bindings = on_bindings     # callback(host, {port_uuid: ofport})
+        self.on_bindings = on_bindings     # callback(host, {port_uuid: (ofport, interface name)})
         self.lock = threading.Lock()
         self.idls: dict[str, tuple] = {}   # host -> (remote, idl, last seqno, last bindings)
         self._stop = False
@@ -143,7 +143,7 @@ class BindingWatcher:
                 pass
 
     @staticmethod
-    def _bindings(idl) -> dict[str, int]:
+    def _bindings(idl) -> dict[str, tuple[int, str]]:
         found = {}
         for row in idl.tables["Interface"].rows.values():
             iface_id = row.external_ids.get("iface-id")
@@ -151,7 +151,7 @@ class BindingWatcher:
             if isinstance(ofport, list):
                 ofport = ofport[0] if ofport else PENDING
             if iface_id and isinstance(ofport, int) and ofport >= 0:
-                found[iface_id] = ofport      # 0: in the database, not numbered by vswitchd yet
+                found[iface_id] = (ofport, row.name)   # 0: not numbered by vswitchd yet
         return found
 
 
