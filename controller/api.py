@@ -38,6 +38,14 @@ class Api:
             ("POST", r"/v1/ports", self.create_port),
             ("GET", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.show_port),
             ("DELETE", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.delete_port),
+            ("GET", r"/v1/routers", self.list_routers),
+            ("POST", r"/v1/routers", self.create_router),
+            ("GET", rf"/v1/routers/{SEG}/{SEG}", self.show_router),
+            ("DELETE", rf"/v1/routers/{SEG}/{SEG}", self.delete_router),
+            ("POST", rf"/v1/routers/{SEG}/{SEG}/attach", self.attach),
+            ("POST", rf"/v1/routers/{SEG}/{SEG}/detach", self.detach),
+            ("POST", rf"/v1/routers/{SEG}/{SEG}/routes", self.add_route),
+            ("DELETE", rf"/v1/routers/{SEG}/{SEG}/routes", self.delete_route),
             ("GET", r"/v1/hosts", self.list_hosts),
             ("POST", r"/v1/hosts", self.add_host),
             ("DELETE", rf"/v1/hosts/{SEG}", self.delete_host),
@@ -77,7 +85,8 @@ class Api:
     def _net_view(net, ports: int) -> dict:
         return {"id": net.uuid, "tenant": net.tenant, "name": net.name, "ref": net.ref,
                 "cidr": net.cidr, "gateway": net.gateway, "vni": net.vni, "dhcp": net.dhcp,
-                "dns": list(net.dns), "ports": ports}
+                "dns": list(net.dns), "router": f"{net.tenant}/{net.router}" if net.router else None,
+                "ports": ports}
 
     @staticmethod
     def _required(body: dict, *keys: str) -> None:
@@ -170,6 +179,58 @@ class Api:
     def delete_port(self, tenant, network, name, query, body):
         return self.store.delete_port(tenant, network, name)
 
+    # -- routers
+    def _router_view(self, r) -> dict:
+        nets = sorted((n for n in self.model.networks.values()
+                       if n.tenant == r.tenant and n.router == r.name), key=lambda n: n.name)
+        return {"id": r.uuid, "tenant": r.tenant, "name": r.name, "ref": r.ref, "mac": r.mac,
+                "networks": [{"network": n.ref, "cidr": n.cidr, "gateway": n.gateway} for n in nets],
+                "routes": [{"cidr": c, "via": v} for c, v in r.routes]}
+
+    def list_routers(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        if tenant and tenant not in self.model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        return [self._router_view(r) for r in sorted(self.model.routers.values(), key=lambda r: r.ref)
+                if not tenant or r.tenant == tenant]
+
+    def create_router(self, query, body):
+        self._required(body, "tenant", "name")
+        return self.store.create_router(body["tenant"], body["name"])
+
+    def show_router(self, tenant, name, query, body):
+        r = next((r for r in self.model.routers.values() if (r.tenant, r.name) == (tenant, name)), None)
+        if r is None:
+            raise NotFound(f"no router {tenant}/{name}")
+        return self._router_view(r)
+
+    def delete_router(self, tenant, name, query, body):
+        return self.store.delete_router(tenant, name, cascade=self._flag(query, "cascade"))
+
+    def _network_of_router(self, tenant, body) -> str:
+        self._required(body, "network")
+        net_tenant, _, net = body["network"].rpartition("/")
+        if net_tenant and net_tenant != tenant:
+            raise WeftError(f"router {tenant}/… cannot use network {body['network']}: a router only "
+                            f"joins networks of its own tenant ({tenant})")
+        return net
+
+    def attach(self, tenant, name, query, body):
+        return self.store.attach(tenant, name, self._network_of_router(tenant, body))
+
+    def detach(self, tenant, name, query, body):
+        return self.store.detach(tenant, name, self._network_of_router(tenant, body))
+
+    def add_route(self, tenant, name, query, body):
+        self._required(body, "cidr", "via")
+        return self.store.add_route(tenant, name, body["cidr"], body["via"])
+
+    def delete_route(self, tenant, name, query, body):
+        cidr = query.get("cidr", [None])[0]
+        if not cidr:
+            raise WeftError("missing query parameter: cidr")
+        return self.store.delete_route(tenant, name, cidr)
+
     # -- hosts
     def list_hosts(self, query, body):
         model = self.model
@@ -219,11 +280,14 @@ class Api:
             names[cookies.object_id(n.uuid)] = f"network {n.ref}"
         for p in model.ports.values():
             names[cookies.object_id(p.uuid)] = f"port {p.ref}"
+        for r in model.routers.values():
+            names[cookies.object_id(r.uuid)] = f"router {r.ref}"
         return names
 
     def status(self, query, body):
         hosts = self.engine.status()
-        return {"hosts": hosts, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
+        dhcp = getattr(self, "dhcp_counters", None)
+        return {"hosts": hosts, "dhcp": dhcp() if dhcp else None, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
                 "bundles": sum(h["bundles"] for h in hosts.values()), "pid": os.getpid(),
                 "time": time.time()}
 

@@ -49,6 +49,8 @@ def build_parser() -> Parser:
     p.add_argument("--ip", help="override the port's IP (ADDR/PREFIX)")
     p.add_argument("--gateway", help="default gateway inside the VM")
     p.add_argument("--iface-id", help="external_ids:iface-id (default: the port's id)")
+    p.add_argument("--dhcp", action="store_true",
+                   help="configure the NIC with a DHCP client in the VM instead of statically")
     _out(p)
     p = vm.add_parser("delete", help="delete a VM")
     p.add_argument("name")
@@ -111,6 +113,38 @@ def build_parser() -> Parser:
     p.add_argument("scope", nargs="?", metavar="TENANT[/NET]")
     _out(p)
 
+    router = sub.add_parser("router", help="distributed routers").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    router.required = True
+    p = router.add_parser("create", help="create TENANT/ROUTER")
+    p.add_argument("ref", metavar="TENANT/ROUTER")
+    _out(p)
+    p = router.add_parser("delete", help="delete TENANT/ROUTER")
+    p.add_argument("ref", metavar="TENANT/ROUTER")
+    p.add_argument("--cascade", action="store_true", help="detach its networks first")
+    p = router.add_parser("show", help="show TENANT/ROUTER, its networks and routes")
+    p.add_argument("ref", metavar="TENANT/ROUTER")
+    _out(p)
+    p = router.add_parser("list", help="list routers")
+    p.add_argument("tenant", nargs="?")
+    _out(p)
+    for verb in ("attach", "detach"):
+        p = router.add_parser(verb, help=f"{verb} TENANT/NET {'to' if verb == 'attach' else 'from'} the router")
+        p.add_argument("ref", metavar="TENANT/ROUTER")
+        p.add_argument("network", metavar="TENANT/NET")
+        _out(p)
+    route = router.add_parser("route", help="static routes").add_subparsers(
+        dest="route_cmd", metavar="ROUTE_COMMAND", parser_class=Parser)
+    route.required = True
+    p = route.add_parser("add", help="add a static route")
+    p.add_argument("ref", metavar="TENANT/ROUTER")
+    p.add_argument("cidr")
+    p.add_argument("--via", required=True, help="next hop, inside one of the router's networks")
+    _out(p)
+    p = route.add_parser("delete", help="delete a static route")
+    p.add_argument("ref", metavar="TENANT/ROUTER")
+    p.add_argument("cidr")
+
     host = sub.add_parser("host", help="hypervisors").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
     host.required = True
@@ -151,7 +185,7 @@ def cmd_network(args, client) -> int:
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
         rows = client.get("/v1/networks", tenant=args.tenant)
-        print(render(rows, args.output, ["ref", "cidr", "gateway", "vni", "dhcp", "ports"]))
+        print(render(rows, args.output, ["ref", "cidr", "gateway", "vni", "dhcp", "router", "ports"]))
         return 0
     tenant, name = _ref(args.ref, 2, "network")
     if args.sub == "create":
@@ -202,6 +236,58 @@ def cmd_port(args, client) -> int:
         print(f"port {tenant}/{net}/{name} deleted")
     else:
         print(render(client.get(f"/v1/ports/{seg(tenant, net, name)}"), args.output))
+    return 0
+
+
+def cmd_router(args, client) -> int:
+    if args.sub == "list":
+        if args.tenant:
+            _ref(args.tenant, 1, "tenant")
+        rows = client.get("/v1/routers", tenant=args.tenant)
+        for r in rows:
+            r["attached"] = [n["network"] for n in r["networks"]]
+            r["route_count"] = len(r["routes"])
+        print(render(rows, args.output, ["ref", "mac", "attached", "route_count"]))
+        return 0
+    tenant, name = _ref(args.ref, 2, "router")
+    path = f"/v1/routers/{seg(tenant, name)}"
+    if args.sub == "create":
+        res = client.post("/v1/routers", {"tenant": tenant, "name": name})
+        print(render(res, "json") if args.output == "json" else
+              f"router {tenant}/{name} created (mac {res['mac']})")
+    elif args.sub == "delete":
+        client.delete(path, cascade=1 if args.cascade else None)
+        print(f"router {tenant}/{name} deleted")
+    elif args.sub == "show":
+        res = client.get(path)
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            print(render({k: v for k, v in res.items() if k not in ("networks", "routes")}))
+            print()
+            print(render(res["networks"], columns=["network", "cidr", "gateway"]))
+            if res["routes"]:
+                print()
+                print(render(res["routes"], columns=["cidr", "via"]))
+    elif args.sub in ("attach", "detach"):
+        net_tenant, net = _ref(args.network, 2, "network")
+        if net_tenant != tenant:
+            raise WeftError(f"router {tenant}/{name} cannot {args.sub} {net_tenant}/{net}: a router "
+                            f"only joins networks of its own tenant ({tenant})")
+        res = client.post(f"{path}/{args.sub}", {"network": f"{tenant}/{net}"})
+        if args.output == "json":
+            print(render(res, "json"))
+        elif args.sub == "attach":
+            print(f"{tenant}/{net} attached to {tenant}/{name} (gateway {res['gateway']})")
+        else:
+            print(f"{tenant}/{net} detached from {tenant}/{name}")
+    elif args.route_cmd == "add":
+        res = client.post(f"{path}/routes", {"cidr": args.cidr, "via": args.via})
+        print(render(res, "json") if args.output == "json" else
+              f"route {res['cidr']} via {res['via']} added to {tenant}/{name}")
+    else:
+        client.delete(f"{path}/routes", cidr=args.cidr)
+        print(f"route {args.cidr} deleted from {tenant}/{name}")
     return 0
 
 
@@ -293,7 +379,8 @@ def _vm_create(args) -> int:
 
     port = _port_for_vm(args)
     created = vm.create(args.name, args.host, mac=port["mac"], ip=port["ip"],
-                        iface_id=port["id"], port_ref=args.port, gateway=port.get("gateway"))
+                        iface_id=port["id"], port_ref=args.port, gateway=port.get("gateway"),
+                        dhcp=args.dhcp)
     if args.output == "json":
         print(render({"name": args.name, **created}, "json"))
     else:
@@ -305,12 +392,16 @@ def _vm_create(args) -> int:
 def _port_for_vm(args) -> dict:
     """MAC, IP, gateway and iface-id for a lab VM: from the port in weftd, overridable by flags."""
     tenant, net, name = _ref(args.port, 3, "port")
-    if args.mac and args.ip and args.iface_id:
+    if args.mac and (args.ip or args.dhcp) and args.iface_id:
         return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway}
-    port = Client().get(f"/v1/ports/{seg(tenant, net, name)}")
+    client = Client()
+    port = client.get(f"/v1/ports/{seg(tenant, net, name)}")
+    gateway = args.gateway
+    if gateway is None and client.get(f"/v1/networks/{seg(tenant, net)}").get("router"):
+        gateway = port["gateway"]        # the router answers there, as DHCP would tell the VM
     return {"mac": args.mac or port["mac"],
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
-            "id": args.iface_id or port["id"], "gateway": args.gateway}
+            "id": args.iface_id or port["id"], "gateway": gateway}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             return cmd_lab(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
-                   "host": cmd_host, "flows": cmd_flows}[args.command]
+                   "host": cmd_host, "flows": cmd_flows, "router": cmd_router}[args.command]
         return handler(args, Client())
         raise WeftError(f"unknown command {args.command!r}")
     except WeftError as exc:

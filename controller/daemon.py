@@ -62,6 +62,7 @@ class Controller:
         self.configured: dict[str, tuple] = {}
         self._config_lock = threading.Lock()
         self._dumps: dict[int, tuple] = {}
+        self.dhcp = None
 
     def start(self) -> None:
         from controller import api
@@ -72,6 +73,7 @@ class Controller:
         self._on_model(None, self.store.model)
         tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
         self.api = api.Api(self.store, self.engine, self.dump_flows)
+        self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp)
 
     def _on_model(self, _old, new) -> None:
@@ -165,6 +167,8 @@ def run_openflow(controller: Controller) -> None:
     from controller import ofapp
 
     ofapp.ENGINE = controller.engine
+    from controller.dhcp_service import DhcpService
+    ofapp.DHCP = controller.dhcp = DhcpService(controller.engine, controller.args.tunnel)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")

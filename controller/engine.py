@@ -18,6 +18,7 @@ from flows.flow import Flow
 from topology.model import Binding, Model
 
 LOG = logging.getLogger(__name__)
+DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a flood is dropped there
 
 
 @dataclasses.dataclass
@@ -96,6 +97,10 @@ class Engine:
             state.connects += 1
             self.of_ports[host] = {}
             parser = datapath.ofproto_parser
+            from controller import ofmsg
+            from flows.pipeline import DHCP_METER
+            # before any flow that uses it (an existing meter answers METER_EXISTS, ignored)
+            datapath.send_msg(ofmsg.meter_add(datapath, DHCP_METER, pps=DHCP_PPS, burst=DHCP_BURST))
             datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
             if host in self.live:
                 self._request_dump(host, state)

@@ -10,6 +10,7 @@ from os_ken.ofproto import ofproto_v1_4
 
 LOG = logging.getLogger(__name__)
 ENGINE = None          # set by weftd before the app is instantiated
+DHCP = None            # controller.dhcp_service.DhcpService
 LISTENERS = []         # callables(datapath, msg) for other replies (flow dumps for `weft flows`)
 
 
@@ -37,6 +38,15 @@ class WeftOFApp(app_manager.OSKenApp):
                 return
         ENGINE.flow_stats(msg.datapath, [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
 
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev):
+        msg = ev.msg
+        if DHCP is not None:
+            try:
+                DHCP.packet_in(msg.datapath, msg.match["in_port"], bytes(msg.data))
+            except Exception:
+                LOG.exception("DHCP packet-in failed")
+
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
         msg = ev.msg
@@ -55,5 +65,8 @@ class WeftOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev):
         msg = ev.msg
+        ofp = msg.datapath.ofproto
+        if msg.type == ofp.OFPET_METER_MOD_FAILED and msg.code == ofp.OFPMMFC_METER_EXISTS:
+            return          # weft re-adds its meter on every connection
         LOG.error("switch %016x error type=%s code=%s data=%s", msg.datapath.id, msg.type,
                   msg.code, bytes(msg.data[:64]).hex() if msg.data else "")

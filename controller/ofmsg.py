@@ -13,11 +13,13 @@ def match(parser, flow: Flow):
 
 
 def actions(parser, ofproto, flow: Flow):
-    """(apply-actions list, goto table or None)."""
-    acts, goto = [], None
+    """(apply-actions list, goto table or None, meter id or None)."""
+    acts, goto, meter = [], None, None
     for act in flow.actions:
         kind = act[0]
-        if kind == "output":
+        if kind == "meter":
+            meter = act[1]
+        elif kind == "output":
             acts.append(parser.OFPActionOutput(act[1], 0xFFFF if act[1] == ofproto.OFPP_CONTROLLER else 0))
         elif kind == "set_field":
             acts.append(parser.OFPActionSetField(**{act[1]: act[2]}))
@@ -31,13 +33,15 @@ def actions(parser, ofproto, flow: Flow):
             goto = act[1]
         else:
             raise ValueError(f"unknown action {act!r}")
-    return acts, goto
+    return acts, goto, meter
 
 
 def flow_add(datapath, flow: Flow):
     parser, ofproto = datapath.ofproto_parser, datapath.ofproto
-    acts, goto = actions(parser, ofproto, flow)
+    acts, goto, meter = actions(parser, ofproto, flow)
     inst = []
+    if meter is not None:
+        inst.append(parser.OFPInstructionMeter(meter, ofproto.OFPIT_METER))
     if acts:
         inst.append(parser.OFPInstructionActions(ofproto.OFPIT_APPLY_ACTIONS, acts))
     if goto is not None:
@@ -79,6 +83,8 @@ def render_actions(flow: Flow) -> str:
             out.append(f"goto_table:{act[1]}")
         elif kind == "controller":
             out.append("CONTROLLER")
+        elif kind == "meter":
+            out.append(f"meter:{act[1]}")
         else:
             out.append(kind)
     return ",".join(out) or "drop"
@@ -86,3 +92,11 @@ def render_actions(flow: Flow) -> str:
 
 def _v(value) -> str:
     return hex(value) if isinstance(value, int) and value > 0xFFFF else str(value)
+
+
+def meter_add(datapath, meter_id: int, pps: int, burst: int):
+    """A packets-per-second drop meter (DHCP to the controller goes through one)."""
+    parser, ofproto = datapath.ofproto_parser, datapath.ofproto
+    return parser.OFPMeterMod(datapath, command=ofproto.OFPMC_ADD,
+                              flags=ofproto.OFPMF_PKTPS | ofproto.OFPMF_BURST, meter_id=meter_id,
+                              bands=[parser.OFPMeterBandDrop(rate=pps, burst_size=burst)])

@@ -19,9 +19,10 @@ from flows import pipeline as P
 from flows.cookies import make
 from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, Flow, make_match
 from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
-from topology.model import Model, Network, Port
+from topology.model import Model, Network, Port, Router
 
 PRIO_HIGH = 100
+PRIO_DHCP = 95
 PRIO_SPOOF_CHECKED = 90
 PRIO_UNCHECKED = 80
 PRIO_ARP_DROP = 50
@@ -40,14 +41,18 @@ _by_table = attrgetter("table")
 
 @dataclass
 class _Fragment:
-    """What one network contributes to the hosts it is present on."""
+    """What one network contributes to the hosts it is present on (or routed to from)."""
     net: Network
     tunnel_classify: Flow
     arp: tuple[Flow, ...]
     l2: tuple[tuple[str | None, Flow, Flow | None], ...]   # (bound host, local flow, remote flow)
     peers: tuple[tuple[str, tuple], ...]    # (host, actions tunnelling to it) holding its ports
     local_ports: dict[str, list[tuple[int, Port]]]          # host -> [(ofport, port)] by ofport
+    router: Router | None = None            # the router it is attached to
+    l3_input: tuple[Flow, ...] = ()         # router gateway ARP and L3 entry (where present)
+    resolve: tuple[Flow, ...] = ()          # IP -> MAC of its ports (where its router is present)
     chunks: dict[str, tuple[Flow, ...]] = field(default_factory=dict)   # host -> its flows
+    routed_chunks: dict[str, tuple[Flow, ...]] = field(default_factory=dict)
 
 
 def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
@@ -55,7 +60,9 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
     local = index.local.get(host, {})
     _check_ofports(host, local)
     flows = list(STRUCTURAL)
-    for key in sorted({(port.tenant, port.network) for port, _ in local.values()}):
+    present = sorted({(port.tenant, port.network) for port, _ in local.values()})
+    routed, routers = set(), set()
+    for key in present:
         frag = _fragment(index, key)
         if frag is None:
             continue            # the port's network does not exist: nothing to classify it into
@@ -63,6 +70,20 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
         if chunk is None:
             chunk = frag.chunks[host] = _chunk(frag, host)
         flows.extend(chunk)
+        if frag.router is not None:
+            routers.add((frag.router.tenant, frag.router.name))
+            routed |= index.router_group(key)
+    # networks this host routes to without having a port of them: resolution and delivery
+    for key in sorted(routed.difference(present)):
+        frag = _fragment(index, key)
+        if frag is None:
+            continue
+        chunk = frag.routed_chunks.get(host)
+        if chunk is None:
+            chunk = frag.routed_chunks[host] = _routed_chunk(frag, host)
+        flows.extend(chunk)
+    for tenant, name in sorted(routers):
+        flows.extend(_router_flows(index, tenant, name))
     flows.sort(key=_by_table)
     return flows
 
@@ -165,8 +186,113 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         l2.append((binding.host, local, remote))
     for entries in local_ports.values():
         entries.sort(key=lambda e: e[0])
-    return _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(sorted(peers.items())),
+    frag = _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(sorted(peers.items())),
                      local_ports)
+    router = index.router_by_name.get((net.tenant, net.router)) if net.router else None
+    if router is not None:
+        frag.router = router
+        frag.l3_input = _l3_input(net, router)
+        frag.resolve = tuple(
+            make("l3", port.uuid, P.RESOLVE, PRIO_HIGH,
+                 make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
+                 (("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP)))
+            for port in ports for ip in port.ips)
+    return frag
+
+
+def _l3_input(net: Network, router: Router) -> tuple[Flow, ...]:
+    """On hosts where `net` is present: its gateway answers ARP; IPv4 to the router MAC is routed."""
+    vni, gw = net.vni, net.gateway
+    flows = [
+        make("l3", router.uuid, P.L3_INPUT, PRIO_HIGH,
+             make_match(**{P.REG_NET: vni}, eth_dst=router.mac, eth_type=ETH_TYPE_IP),
+             (("set_field", P.REG_ROUTER, router.key), ("goto", P.ROUTE))),
+        make("l3", router.uuid, P.L3_INPUT, PRIO_SPOOF_CHECKED,
+             make_match(**{P.REG_NET: vni}, eth_dst=router.mac), ()),
+    ]
+    if gw:
+        flows.append(make(
+            "arp-responder", router.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+            make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=gw),
+            _arp_reply(router.mac, gw)))
+    return tuple(flows)
+
+
+def _arp_reply(mac: str, ip: str) -> tuple:
+    return (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
+            ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
+            ("move", "arp_spa", "arp_tpa", 32), ("set_field", "arp_sha", mac),
+            ("set_field", "arp_spa", ip), ("output", IN_PORT))
+
+
+PRIO_ROUTER_ECHO = 300
+PRIO_ROUTER_ADDR = 290
+PRIO_ROUTE_BASE = 200
+
+
+def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, ...]:
+    """The router's own table (host independent, cached): echo, connected and static routes."""
+    cache_key = ("router", tenant, name)
+    cached = index.fragments.get(cache_key)
+    if cached is not None:
+        return cached
+    router = index.router_by_name[(tenant, name)]
+    rk, mac = router.key, router.mac
+    nets = sorted((index.net_by_key[k] for k in index.nets_by_router.get((tenant, name), ())),
+                  key=attrgetter("name"))
+    flows = []
+    for net in nets:
+        if net.gateway:
+            flows.append(make(   # ping the router: the echo request becomes its reply, in place
+                "l3", router.uuid, P.ROUTE, PRIO_ROUTER_ECHO,
+                make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP, ip_proto=1, icmpv4_type=8,
+                           ipv4_dst=net.gateway),
+                (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
+                 ("move", "ipv4_src", "ipv4_dst", 32), ("set_field", "ipv4_src", net.gateway),
+                 ("set_field", "icmpv4_type", 0), ("output", IN_PORT))))
+            flows.append(make("l3", router.uuid, P.ROUTE, PRIO_ROUTER_ADDR,
+                              make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP,
+                                         ipv4_dst=net.gateway), ()))
+        prefixlen = int(net.cidr.split("/")[1])
+        flows.append(make(
+            "l3", router.uuid, P.ROUTE, PRIO_ROUTE_BASE + 2 * prefixlen + 1,
+            make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP, ipv4_dst=_masked(net.cidr)),
+            (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
+             ("goto", P.RESOLVE))))
+    for cidr, via in router.routes:
+        hop = _next_hop(index, nets, via)
+        if hop is None:
+            continue            # the next hop is no known port (yet): nothing to send to
+        net, port = hop
+        prefixlen = int(cidr.split("/")[1])
+        flows.append(make(
+            "l3", router.uuid, P.ROUTE, PRIO_ROUTE_BASE + 2 * prefixlen,
+            make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP, ipv4_dst=_masked(cidr)),
+            (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
+             ("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP))))
+    result = index.fragments[cache_key] = tuple(flows)
+    return result
+
+
+def _masked(cidr: str):
+    """An IPv4 prefix as a match value: the address alone for /32, else (network, mask)."""
+    addr, plen = cidr.split("/")
+    plen = int(plen)
+    if plen == 32:
+        return addr
+    mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+    return (addr, ".".join(str((mask >> s) & 255) for s in (24, 16, 8, 0)))
+
+
+def _next_hop(index: CompilerIndex, nets, via: str):
+    import ipaddress
+    hop = ipaddress.ip_address(via)
+    for net in nets:
+        if hop in ipaddress.ip_network(net.cidr):
+            for port in index.ports_by_key.get((net.tenant, net.name), {}).values():
+                if via in port.ips:
+                    return net, port
+    return None
 
 
 def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
@@ -177,8 +303,10 @@ def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
     for ofport, port in local_ports:
         flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
                           (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
-        flows.extend(_port_security(port, ofport))
+        flows.extend(_port_security(port, ofport, dhcp=net.dhcp))
     flows.extend(frag.arp)
+    flows.extend(frag.l3_input)
+    flows.extend(frag.resolve)
     for bound_host, local, remote in frag.l2:
         if bound_host == host:
             if local is not None:
@@ -196,12 +324,30 @@ def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
     return tuple(flows)
 
 
-def _port_security(port: Port, ofport: int) -> list[Flow]:
+def _routed_chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
+    """What a network gives a host that only routes to it: IP -> MAC and delivery to its ports."""
+    flows = list(frag.resolve)
+    for bound_host, _local, remote in frag.l2:
+        if bound_host != host and remote is not None:
+            flows.append(remote)
+    return tuple(flows)
+
+
+def _dhcp(port: Port, ofport: int) -> Flow:
+    """DHCP from the port's own MAC goes to the controller, through the per-host meter."""
+    return make("dhcp", port.uuid, P.PORT_SECURITY, PRIO_DHCP,
+                make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_IP, ip_proto=17,
+                           udp_src=68, udp_dst=67),
+                (("meter", P.DHCP_METER), ("controller", 0xFFFF)))
+
+
+def _port_security(port: Port, ofport: int, dhcp: bool = False) -> list[Flow]:
     goto = (("goto", P.ARP_RESPONDER),)
+    extra = [_dhcp(port, ofport)] if dhcp else []
     if not port.port_security:
-        return [make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED,
-                     make_match(in_port=ofport), goto)]
-    flows = []
+        return extra + [make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED,
+                             make_match(in_port=ofport), goto)]
+    flows = extra
     for ip in port.ips:
         flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
                           make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_IP,

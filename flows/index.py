@@ -29,16 +29,18 @@ class ModelDiff:
     bindings: frozenset[str]
     networks: frozenset[str]
     hosts: frozenset[str]
+    routers: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
-        return not (self.ports or self.bindings or self.networks or self.hosts)
+        return not (self.ports or self.bindings or self.networks or self.hosts or self.routers)
 
 
 def diff_models(old: Model, new: Model) -> ModelDiff:
     """What changed; O(model) but in C for records shared by both snapshots (the common case)."""
     return ModelDiff(_changed(old.ports, new.ports), _changed(old.bindings, new.bindings),
-                     _changed(old.networks, new.networks), _changed(old.hosts, new.hosts))
+                     _changed(old.networks, new.networks), _changed(old.hosts, new.hosts),
+                     _changed(old.routers, new.routers))
 
 
 def _changed(old: dict, new: dict) -> frozenset:
@@ -75,10 +77,26 @@ class CompilerIndex:
             port = ports.get(uuid)
             if port is not None:
                 self.local.setdefault(binding.host, {})[uuid] = (port, binding)
+        self._index_routers()
         self.fragments: dict = {}
         self.parent: Model | None = None        # the model `updated()` derived this index from
         self.diff: ModelDiff | None = None      # ... and what changed since it
         self.touched: frozenset = frozenset()   # NetKeys whose flows may differ from the parent's
+
+    def _index_routers(self) -> None:
+        """router_by_name: (tenant, router name) -> Router; nets_by_router: -> {NetKey}."""
+        self.router_by_name = {(r.tenant, r.name): r for r in self.model.routers.values()}
+        self.nets_by_router: dict[tuple[str, str], set[NetKey]] = {}
+        for key, net in self.net_by_key.items():
+            if net.router:
+                self.nets_by_router.setdefault((net.tenant, net.router), set()).add(key)
+
+    def router_group(self, key: NetKey) -> set[NetKey]:
+        """The networks a packet from network `key` may be routed to (itself included)."""
+        net = self.net_by_key.get(key)
+        if net is None or not net.router or (net.tenant, net.router) not in self.router_by_name:
+            return {key}
+        return self.nets_by_router.get((net.tenant, net.router), set()) | {key}
 
     @staticmethod
     def _add_network(net_by_key: dict, vni_owner: dict, net) -> None:
@@ -175,12 +193,20 @@ class CompilerIndex:
                 if not new.local[host]:
                     del new.local[host]
 
+        if diff.networks or diff.routers:
+            new._index_routers()
+        else:
+            new.router_by_name, new.nets_by_router = self.router_by_name, self.nets_by_router
         new.touched = frozenset(touched_keys(diff, self, new))
         new.fragments = self.fragments
         if new.touched:
             new.fragments = dict(self.fragments)
             for key in new.touched:
                 new.fragments.pop(key, None)
+                for idx in (self, new):
+                    net = idx.net_by_key.get(key)
+                    if net is not None and net.router:
+                        new.fragments.pop(("router", net.tenant, net.router), None)
         return new
 
 
@@ -206,4 +232,14 @@ def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set
     for host in diff.hosts:
         keys |= old.keys_on(host)
         keys |= new.keys_on(host)
+    for uuid in diff.routers:
+        for model in (old.model, new.model):
+            router = model.routers.get(uuid)
+            if router is not None:
+                for idx in (old, new):
+                    keys |= idx.nets_by_router.get((router.tenant, router.name), set())
+    # a routed network's flows reach every host where a network of its router is present
+    for key in list(keys):
+        keys |= old.router_group(key)
+        keys |= new.router_group(key)
     return keys

@@ -5,9 +5,17 @@ Packets walk the tables in order:
     0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
                       also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
     10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP
-    20 ARP_RESPONDER  ARP requests for known IPs are answered locally; other requests drop
-    30 L3             reserved (distributed routing), empty for now
+    20 ARP_RESPONDER  ARP requests for known IPs (and router gateways) are answered locally;
+                      other requests drop
+    30 L3_INPUT       IPv4 to the router MAC of a network attached to a router: reg5 = router
+                      key, on to ROUTE; anything else to L2_LOOKUP
+    31 ROUTE          the router's table: echo to its addresses answered; longest prefix match
+                      (connected networks, static routes) -> TTL-1, router MAC as source,
+                      reg6 = destination network; no route drops
+    32 RESOLVE        destination IP -> its port's MAC (every IP is known: no ARP needed)
     40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; flooding
+
+DHCP requests from a port are metered and sent to the controller from PORT_SECURITY.
 
 Isolation rests on one rule: every match after table 0 includes reg6 (or depends on a flow
 that does), and reg6 is written only by table 0, from the in_port or the tunnel key.
@@ -22,6 +30,7 @@ from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
 TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
 TUNNEL_PORT_NAME = "weft-tun"
 
+REG_ROUTER = "reg5"             # router key while a packet is being routed
 REG_NET = "reg6"                # network key: the network's VNI
 REG_FLAGS = "reg7"              # 1 = the packet arrived from the tunnel
 FROM_TUNNEL = 1
@@ -29,8 +38,11 @@ FROM_TUNNEL = 1
 CLASSIFY = 0
 PORT_SECURITY = 10
 ARP_RESPONDER = 20
-L3 = 30
+L3 = L3_INPUT = 30
+ROUTE = 31
+RESOLVE = 32
 L2_LOOKUP = 40
+DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
 
 MISS_PRIORITY = 0
 
@@ -53,12 +65,17 @@ class Table:
 TABLES: dict[int, Table] = {t.id: t for t in (
     Table(CLASSIFY, "classify", "in_port or tunnel key -> network (reg6), tunnel flag (reg7)",
           frozenset({"in_port", "tunnel_id"})),
-    Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs",
-          frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa"})),
+    Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
+          frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
+                     "ip_proto", "udp_src", "udp_dst"})),
     Table(ARP_RESPONDER, "arp-responder", "answer ARP requests for known IPs, never flood them",
-          frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa"}), miss=L2_LOOKUP),
-    Table(L3, "l3", "distributed routing (reserved)",
-          frozenset({REG_NET, "eth_type", "eth_dst", "ipv4_dst"}), reserved=True),
+          frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa"}), miss=L3_INPUT),
+    Table(L3_INPUT, "l3-input", "IPv4 to a router MAC enters its router (reg5)",
+          frozenset({REG_NET, "eth_type", "eth_dst"}), miss=L2_LOOKUP),
+    Table(ROUTE, "route", "router echo; longest prefix match; TTL-1, MAC rewrite",
+          frozenset({REG_ROUTER, "eth_type", "ipv4_dst", "ip_proto", "icmpv4_type"})),
+    Table(RESOLVE, "resolve", "destination IP -> the port's MAC",
+          frozenset({REG_NET, "eth_type", "ipv4_dst"})),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
           frozenset({REG_NET, REG_FLAGS, "eth_dst"})),
 )}
@@ -73,7 +90,8 @@ PREREQUISITES: dict[str, tuple[tuple[str, int], ...]] = {
     **{f: _IP + (("ip_proto", 17),) for f in ("udp_src", "udp_dst")},
     **{f: _IP + (("ip_proto", 1),) for f in ("icmpv4_type", "icmpv4_code")},
 }
-_ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2}
+_ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2,
+          "meter": 2}
 
 
 def table(table_id: int) -> Table:
@@ -133,6 +151,8 @@ def _problem(flow: Flow) -> str | None:
         kind = action[0]
         if len(action) != _ARITY[kind]:
             return f"action {action!r} has the wrong number of arguments"
+        if kind == "meter" and i != 0:
+            return "meter must be the first action"
         if kind == "goto":
             if i != len(flow.actions) - 1:
                 return "goto must be the last action"
@@ -141,7 +161,7 @@ def _problem(flow: Flow) -> str | None:
                 return f"goto {target}: not a declared table in use"
             if target <= flow.table:
                 return f"goto {target} does not go forward from table {flow.table}"
-        elif kind in ("output", "controller"):
+        elif kind in ("output", "controller", "meter"):
             if not isinstance(action[1], int) or action[1] < 0:
                 return f"action {action!r} needs a non-negative integer"
         elif kind in ("set_field", "move"):

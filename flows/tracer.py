@@ -153,6 +153,8 @@ class Switch:
                     pkt["ip_ttl"] -= 1
                     if pkt["ip_ttl"] <= 0:
                         return outputs
+                elif kind == "meter":
+                    pass                    # rate limiting is not modelled
                 elif kind == "controller":
                     outputs.append(_output(CONTROLLER, pkt))
                 elif kind == "goto":

@@ -47,11 +47,14 @@ def tap_name(vm: str) -> str:
 
 def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
            port_ref: str | None = None, gateway: str | None = None,
-           mtu: int | None = None) -> dict:
-    """Create VM `name` on `host`; on failure nothing is left behind."""
+           mtu: int | None = None, dhcp: bool = False) -> dict:
+    """Create VM `name` on `host`; on failure nothing is left behind.
+
+    With dhcp the NIC starts unconfigured (MTU 1500) and busybox udhcpc inside the VM asks
+    for its address, prefix, gateway and MTU, as on a real cloud."""
     validate_name(name)
     mac = normalise_mac(mac)
-    addr = parse_ip(ip) if ip else None
+    addr = parse_ip(ip) if ip and not dhcp else None
     if gateway:
         try:
             gateway = str(netaddr.IPAddress(gateway, 4))
@@ -68,13 +71,17 @@ def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
         ns = p.ns(f"vm-{name}")
         netns.refuse_existing(ns)
         vm = {"ns": ns, "host": host, "mac": mac, "ip": str(addr) if addr else None,
-              "iface_id": iface_id, "port": port_ref, "gateway": gateway, "tap": tap_name(name),
-              "mtu": mtu or TUNNEL_MTU[state.tunnel]}
+              "iface_id": iface_id, "port": port_ref, "gateway": None if dhcp else gateway,
+              "tap": tap_name(name), "mtu": mtu or (1500 if dhcp else TUNNEL_MTU[state.tunnel]),
+              "dhcp": dhcp}
         state.vms[name] = vm
         state.save(p)
         try:
             netns.create(ns)
             _plug(p, state, name, vm)
+            if dhcp:
+                vm.update(_dhcp_client(ns))
+                state.save(p)
         except BaseException:
             _unplug(p, state, vm)
             netns.remove(ns)
@@ -92,10 +99,10 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
     netns.set_link(ns, "eth0", state="down")
     netns.set_link(ns, "eth0", address=vm["mac"], state="up")
     netns.run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
-    if vm["ip"]:
+    if vm["ip"] and not vm.get("dhcp"):
         addr = netaddr.IPNetwork(vm["ip"])
         netns.add_address(ns, "eth0", str(addr.ip), addr.prefixlen)
-    if vm.get("gateway"):
+    if vm.get("gateway") and not vm.get("dhcp"):
         netns.add_default_route(ns, vm["gateway"])
     switch = HostSwitch(host["ns"], host["dir"])
     switch.vsctl("--may-exist", "add-port", "br-int", tap, "--",
@@ -104,6 +111,24 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
                  f"external_ids:attached-mac={vm['mac']}",
                  f"external_ids:vm-id={name}",
                  "external_ids:iface-status=active")
+
+
+def _dhcp_client(ns: str, timeout: int = 6) -> dict:
+    """Run busybox udhcpc in the VM until it has a lease; the lease as the VM sees it."""
+    import json
+    import os
+    script = os.path.join(os.path.dirname(__file__), "udhcpc.sh")
+    proc = netns.run(["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n",
+                      "-t", str(timeout), "-T", "1", "-s", script, "-O", "mtu"],
+                     check=False, timeout=timeout + 10)
+    if proc.returncode != 0:
+        raise WeftError(f"the VM got no DHCP lease within {timeout} s "
+                        f"(is DHCP on for its network, and is its MAC the port's?)", 502)
+    addrs = json.loads(netns.run(["ip", "-n", ns, "-j", "addr", "show", "eth0"]).stdout)[0]
+    inet = [a for a in addrs.get("addr_info", []) if a.get("family") == "inet"]
+    routes = json.loads(netns.run(["ip", "-n", ns, "-j", "route", "show", "default"]).stdout)
+    return {"ip": f"{inet[0]['local']}/{inet[0]['prefixlen']}" if inet else None,
+            "gateway": routes[0]["gateway"] if routes else None, "mtu": addrs.get("mtu")}
 
 
 def _unplug(p: LabPaths, state: LabState, vm: dict) -> None:

@@ -19,7 +19,7 @@ with warnings.catch_warnings():
 from ovsdb.nbserver import SCHEMA
 from topology import validate
 from topology.errors import Conflict, NotFound, WeftError
-from topology.model import Binding, Host, Model, Network, Port, Tenant
+from topology.model import Binding, Host, Model, Network, Port, Router, Tenant
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
@@ -103,14 +103,17 @@ class NorthboundStore:
     def _build_model(self) -> Model:
         tenants = {r.name: Tenant(str(r.uuid), r.name) for r in self._rows("Tenant")}
         networks = {str(r.uuid): Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni,
-                                         _opt(r.gateway), r.dhcp, tuple(sorted(r.dns)))
+                                         _opt(r.gateway), r.dhcp, tuple(sorted(r.dns)), _opt(r.router))
                     for r in self._rows("Network")}
+        routers = {str(r.uuid): Router(str(r.uuid), r.tenant, r.name, r.mac, r.key,
+                                       tuple(sorted(r.routes.items())))
+                   for r in self._rows("Router")}
         ports = {str(r.uuid): Port(str(r.uuid), r.tenant, r.network, r.name, r.mac,
                                    tuple(r.ips), r.port_security, tuple(sorted(r.security_groups)))
                  for r in self._rows("Port")}
         hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb) for r in self._rows("Host")}
         bindings = {r.port: Binding(r.port, r.host, r.ofport) for r in self._rows("Binding")}
-        return Model(tenants, networks, ports, hosts, bindings)
+        return Model(tenants, networks, ports, hosts, bindings, routers)
 
     # ---- writing ---------------------------------------------------------------------------
     def _transact(self, build) -> dict:
@@ -173,6 +176,8 @@ class NorthboundStore:
                 self._delete_port_rows(port)
             for net in nets:
                 net.delete()
+            for router in [r for r in self._rows("Router") if r.tenant == name]:
+                router.delete()
             row.delete()
             return {"name": name, "deleted": True}
         return self._transact(build)
@@ -235,7 +240,7 @@ class NorthboundStore:
                          for ip_ in p.ips}
             the_ip = (validate.port_ip(ip, cidr, gw, taken_ips) if ip
                       else validate.allocate_ip(cidr, gw, taken_ips))
-            macs = {p.mac for p in self._rows("Port")}
+            macs = self._macs()
             if mac and mac in macs:
                 raise Conflict(f"MAC {mac} is already used by another port")
             the_mac = mac or validate.allocate_mac(macs)
@@ -259,10 +264,123 @@ class NorthboundStore:
             return {"port": f"{tenant}/{network}/{name}", "id": port_id, "deleted": True}
         return self._transact(build)
 
+    def _macs(self) -> set[str]:
+        return {p.mac for p in self._rows("Port")} | {r.mac for r in self._rows("Router")}
+
     def _delete_port_rows(self, port_row) -> None:
         for b in [b for b in self._rows("Binding") if b.port == str(port_row.uuid)]:
             b.delete()
         port_row.delete()
+
+    # routers
+    def _router(self, tenant: str, name: str):
+        row = self._find("Router", tenant=tenant, name=name)
+        if row is None:
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r}")
+            raise NotFound(f"no router {tenant}/{name}")
+        return row
+
+    def _router_networks(self, tenant: str, name: str) -> list:
+        return [n for n in self._rows("Network") if n.tenant == tenant and _opt(n.router) == name]
+
+    def create_router(self, tenant: str, name: str) -> dict:
+        validate.name("router", name)
+
+        def build(txn):
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
+            if self._find("Router", tenant=tenant, name=name):
+                raise Conflict(f"router {tenant}/{name} already exists")
+            mac = validate.allocate_mac(self._macs())
+            key = validate.allocate_vni({r.key for r in self._rows("Router")})
+            row = txn.insert(self.idl.tables["Router"])
+            row.tenant, row.name, row.mac, row.key, row.routes = tenant, name, mac, key, {}
+            return {"tenant": tenant, "name": name, "mac": mac, "key": key,
+                    "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    def delete_router(self, tenant: str, name: str, cascade: bool = False) -> dict:
+        def build(txn):
+            row = self._router(tenant, name)
+            nets = self._router_networks(tenant, name)
+            if nets and not cascade:
+                raise Conflict(f"router {tenant}/{name} is still attached to "
+                               f"{', '.join(sorted(n.name for n in nets))}; detach them first "
+                               f"or use --cascade")
+            for net in nets:
+                net.router = []
+            row.delete()
+            return {"router": f"{tenant}/{name}", "deleted": True}
+        return self._transact(build)
+
+    def attach(self, tenant: str, router: str, network: str) -> dict:
+        def build(txn):
+            rrow = self._router(tenant, router)
+            net = self._find("Network", tenant=tenant, name=network)
+            if net is None:
+                raise NotFound(f"no network {tenant}/{network}")
+            current = _opt(net.router)
+            if current == router:
+                raise Conflict(f"network {tenant}/{network} is already attached to {tenant}/{router}")
+            if current:
+                raise Conflict(f"network {tenant}/{network} is attached to router {tenant}/{current}; "
+                               f"a network attaches to one router (detach it first)")
+            cidr = validate.cidr(net.cidr)
+            for other in self._router_networks(tenant, router):
+                theirs = validate.cidr(other.cidr)
+                if cidr.first <= theirs.last and theirs.first <= cidr.last:
+                    raise Conflict(f"network {tenant}/{network} ({net.cidr}) overlaps {tenant}/{other.name} "
+                                   f"({other.cidr}) on router {tenant}/{router}")
+            net.router = [router]
+            return {"router": f"{tenant}/{router}", "network": f"{tenant}/{network}",
+                    "gateway": _opt(net.gateway), "mac": rrow.mac}
+        return self._transact(build)
+
+    def detach(self, tenant: str, router: str, network: str) -> dict:
+        def build(txn):
+            rrow = self._router(tenant, router)
+            net = self._find("Network", tenant=tenant, name=network)
+            if net is None:
+                raise NotFound(f"no network {tenant}/{network}")
+            if _opt(net.router) != router:
+                raise Conflict(f"network {tenant}/{network} is not attached to {tenant}/{router}")
+            gone = [c for c, via in rrow.routes.items()
+                    if validate.address(via) in validate.cidr(net.cidr)]
+            if gone:
+                raise Conflict(f"static route(s) {', '.join(sorted(gone))} of {tenant}/{router} go via "
+                               f"{tenant}/{network}; delete them first")
+            net.router = []
+            return {"router": f"{tenant}/{router}", "network": f"{tenant}/{network}", "detached": True}
+        return self._transact(build)
+
+    def add_route(self, tenant: str, router: str, cidr: str, via: str) -> dict:
+        prefix = validate.route_cidr(cidr)
+        nexthop = validate.address(via, "next hop")
+
+        def build(txn):
+            rrow = self._router(tenant, router)
+            if str(prefix) in rrow.routes:
+                raise Conflict(f"router {tenant}/{router} already has a route to {prefix} "
+                               f"(via {rrow.routes[str(prefix)]}); delete it first")
+            nets = self._router_networks(tenant, router)
+            if not any(nexthop in validate.cidr(n.cidr) for n in nets):
+                raise WeftError(f"next hop {nexthop} is not inside any network attached to "
+                                f"{tenant}/{router}")
+            rrow.setkey("routes", str(prefix), str(nexthop))
+            return {"router": f"{tenant}/{router}", "cidr": str(prefix), "via": str(nexthop)}
+        return self._transact(build)
+
+    def delete_route(self, tenant: str, router: str, cidr: str) -> dict:
+        prefix = validate.route_cidr(cidr)
+
+        def build(txn):
+            rrow = self._router(tenant, router)
+            if str(prefix) not in rrow.routes:
+                raise NotFound(f"router {tenant}/{router} has no route to {prefix}")
+            rrow.delkey("routes", str(prefix))
+            return {"router": f"{tenant}/{router}", "cidr": str(prefix), "deleted": True}
+        return self._transact(build)
 
     # hosts
     def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str) -> dict:

@@ -26,6 +26,22 @@ class Network:
     gateway: str | None = None
     dhcp: bool = True
     dns: tuple[str, ...] = ()
+    router: str | None = None      # name of the tenant's router this network is attached to
+
+    @property
+    def ref(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Router:
+    """A tenant's distributed logical router: it exists on every host where its networks are."""
+    uuid: str
+    tenant: str          # tenant name
+    name: str
+    mac: str             # the router's MAC on every attached network
+    key: int             # 32-bit id, unique across tenants (the router register value)
+    routes: tuple[tuple[str, str], ...] = ()   # static routes: (cidr, next hop)
 
     @property
     def ref(self) -> str:
@@ -75,6 +91,7 @@ class Model:
     ports: dict[str, Port] = field(default_factory=dict)          # by uuid
     hosts: dict[str, Host] = field(default_factory=dict)          # by name
     bindings: dict[str, Binding] = field(default_factory=dict)    # by port uuid
+    routers: dict[str, Router] = field(default_factory=dict)      # by uuid
 
     def network_of(self, port: Port) -> Network | None:
         for net in self.networks.values():

@@ -47,6 +47,19 @@ def cidr(value: str) -> netaddr.IPNetwork:
     return net
 
 
+def route_cidr(value: str) -> netaddr.IPNetwork:
+    """A static route's destination: any IPv4 prefix, 0.0.0.0/0 included, host bits clear."""
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise WeftError(f"invalid route destination {value!r}: expected e.g. 192.168.5.0/24") from None
+    if net.version != 4:
+        raise WeftError(f"invalid route destination {value!r}: IPv4 only")
+    if net.ip != net.network:
+        raise WeftError(f"invalid route destination {value!r}: host bits are set (did you mean {net.cidr}?)")
+    return net
+
+
 def gateway(value: str | None, net: netaddr.IPNetwork) -> str:
     """The network's gateway: the given address (inside the CIDR) or the first host address."""
     if value is None:

@@ -105,7 +105,7 @@ def test_unicast_same_host_and_across_hosts(net):
 @pytest.mark.parametrize("src", sorted(RED | BLUE))
 def test_broadcast_reaches_every_other_port_of_the_network_once(net, src):
     p = net.port(src)
-    got = net.send(src, udp(p.mac, BROADCAST, p.ips[0], "10.0.0.255", 68, 67))
+    got = net.send(src, udp(p.mac, BROADCAST, p.ips[0], "10.0.0.255", 5000, 5001))
     group = RED if src in RED else BLUE
     assert Counter(got) == Counter(group - {src})
 
@@ -296,11 +296,19 @@ def test_isolation_invariants_hold_flow_by_flow(net):
             match = f.match_dict()
             writes = {a[1] for a in f.actions if a[0] == "set_field"}
             writes |= {a[2] for a in f.actions if a[0] == "move"}
-            if REG_NET in writes or REG_FLAGS in writes:
+            if REG_FLAGS in writes:
                 assert f.table == pipeline.CLASSIFY
-            if f.table in (pipeline.ARP_RESPONDER, pipeline.L2_LOOKUP) and f.actions and \
-                    f.actions != (("goto", pipeline.L2_LOOKUP),):
+            if REG_NET in writes:      # table 0, or a router moving a packet it owns
+                assert f.table == pipeline.CLASSIFY or (
+                    f.table == pipeline.ROUTE and pipeline.REG_ROUTER in match), (host, f)
+            if pipeline.REG_ROUTER in writes:
+                assert f.table == pipeline.L3_INPUT and REG_NET in match, (host, f)
+            plain_goto = len(f.actions) == 1 and f.actions[0][0] == "goto"
+            if f.table in (pipeline.ARP_RESPONDER, pipeline.L3_INPUT, pipeline.RESOLVE,
+                           pipeline.L2_LOOKUP) and f.actions and not plain_goto:
                 assert REG_NET in match, (host, f)
+            if f.table == pipeline.ROUTE and f.actions:
+                assert pipeline.REG_ROUTER in match, (host, f)
             if f.table == pipeline.PORT_SECURITY and f.actions:
                 assert "in_port" in match
             if ("output", TUNNEL_OFPORT) in f.actions:
@@ -320,7 +328,7 @@ def test_cookies_name_the_right_feature_and_owner(net):
                 assert owner == 0 and f.priority in (0, 50)
             elif feature == "classify" and m["in_port"] == TUNNEL_OFPORT:
                 assert owner == oid(by_vni[m["tunnel_id"]].uuid)
-            elif feature in ("classify", "port-security"):
+            elif feature in ("classify", "port-security", "dhcp"):
                 assert owner == oid(at[m["in_port"]].uuid)
             elif feature == "arp-responder":
                 (port,) = [p for p in model.ports.values() if oid(p.uuid) == owner]
@@ -334,7 +342,7 @@ def test_cookies_name_the_right_feature_and_owner(net):
             else:
                 pytest.fail(f"unexpected feature {feature} in {f}")
             assert f.table == {"classify": 0, "port-security": 10, "arp-responder": 20,
-                               "l2": 40, "flood": 40}.get(feature, f.table)
+                               "l2": 40, "flood": 40, "dhcp": 10}.get(feature, f.table)
 
 
 def test_only_present_networks_produce_flows(net):
@@ -434,5 +442,5 @@ def test_pending_binding_installs_everything_but_the_nic_flows_ahead():
     assert replaced and all(cookies.decode(f.cookie)[0] == "flood" for f in replaced)
     assert all(("in_port", 5) not in f.match and ("output", 5) not in f.actions for f in hv2_pending)
     missing = hv2_bound - hv2_pending
-    assert {f.table for f in missing} <= {0, 10, 40} and len(missing) <= 6
+    assert {f.table for f in missing} <= {0, 10, 40} and len(missing) <= 7   # + DHCP to the controller
     assert len(hv2_pending & hv2_bound) >= 8     # tunnel classify, ARP answers, remote l2, misses

@@ -14,20 +14,23 @@ def flow(table, priority=100, actions=(), **match):
 def test_constants_and_tables():
     assert (TUNNEL_OFPORT, pipeline.REG_NET, pipeline.REG_FLAGS) == (60000, "reg6", "reg7")
     assert (CLASSIFY, PORT_SECURITY, ARP_RESPONDER, L3, L2_LOOKUP) == (0, 10, 20, 30, 40)
-    assert list(TABLES) == sorted(TABLES) == [0, 10, 20, 30, 40]
+    assert (pipeline.ROUTE, pipeline.RESOLVE, pipeline.REG_ROUTER) == (31, 32, "reg5")
+    assert list(TABLES) == sorted(TABLES) == [0, 10, 20, 30, 31, 32, 40]
     for table_id, table in TABLES.items():
         assert table.id == table_id and table.name and table.purpose
         assert table.miss is None or table.miss > table_id
-    assert TABLES[ARP_RESPONDER].miss_text == "goto 40" and TABLES[L2_LOOKUP].miss_text == "drop"
-    assert TABLES[L3].reserved
+    assert TABLES[ARP_RESPONDER].miss_text == "goto 30" and TABLES[L2_LOOKUP].miss_text == "drop"
+    assert TABLES[L3].miss_text == "goto 40" and TABLES[pipeline.ROUTE].miss_text == "drop"
+    assert not any(t.reserved for t in TABLES.values())
 
 
 def test_miss_flows_are_valid_and_skip_reserved_tables():
     misses = pipeline.miss_flows()
     validate(misses)
-    assert {f.table for f in misses} == {0, 10, 20, 40}
+    assert {f.table for f in misses} == {0, 10, 20, 30, 31, 32, 40}
     assert all(f.priority == 0 and f.match == () for f in misses)
-    assert {f.table: f.actions for f in misses}[ARP_RESPONDER] == (("goto", L2_LOOKUP),)
+    assert {f.table: f.actions for f in misses}[ARP_RESPONDER] == (("goto", L3),)
+    assert {f.table: f.actions for f in misses}[L3] == (("goto", L2_LOOKUP),)
     assert all(cookies.decode(f.cookie) == ("pipeline", 0) for f in misses)
 
 
@@ -46,13 +49,14 @@ def test_valid_flows_pass():
 
 @pytest.mark.parametrize("bad, why", [
     (flow(5, actions=[("goto", 10)]), "not declared"),
-    (flow(L3, reg6=1), "reserved"),
+    (flow(pipeline.ROUTE, reg6=1), "does not allow"),
+    (flow(PORT_SECURITY, in_port=1, actions=[("output", 1), ("meter", 1)]), "meter must be the first"),
     (flow(CLASSIFY, eth_src="fa:16:3e:00:00:01"), "does not allow"),
     (flow(L2_LOOKUP, in_port=1), "does not allow"),
     (flow(CLASSIFY, in_port=1, actions=[("goto", CLASSIFY)]), "forward"),
     (flow(ARP_RESPONDER, actions=[("goto", PORT_SECURITY)]), "forward"),
     (flow(CLASSIFY, in_port=1, actions=[("goto", 15)]), "declared"),
-    (flow(CLASSIFY, in_port=1, actions=[("goto", L3)]), "declared"),
+    (flow(CLASSIFY, in_port=1, actions=[("goto", 35)]), "declared"),
     (flow(CLASSIFY, in_port=1, actions=[("goto", 10), ("output", 1)]), "last"),
     (flow(CLASSIFY, in_port=1, actions=[("flood",)]), "unknown action"),
     (flow(CLASSIFY, in_port=1, actions=[("output",)]), "arguments"),
