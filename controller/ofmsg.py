@@ -25,6 +25,14 @@ def actions(parser, ofproto, flow: Flow):
             acts.append(parser.OFPActionSetField(**{act[1]: act[2]}))
         elif kind == "move":
             acts.append(parser.NXActionRegMove(src_field=act[1], dst_field=act[2], n_bits=act[3]))
+        elif kind == "ct":
+            _kind, commit, zone, table, mark = act
+            inner = [parser.OFPActionSetField(ct_mark=mark)] if mark is not None else []
+            acts.append(parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
+                                          recirc_table=255 if table is None else table, alg=0,
+                                          actions=inner))
+        elif kind == "conjunction":
+            acts.append(parser.NXActionConjunction(clause=act[2], n_clauses=act[3], id_=act[1]))
         elif kind == "dec_ttl":
             acts.append(parser.OFPActionDecNwTtl())
         elif kind == "controller":
@@ -60,9 +68,17 @@ def flow_delete(datapath, table: int, cookie: int):
                              match=parser.OFPMatch())
 
 
+CT_BITS = (("new", 0x01), ("est", 0x02), ("rel", 0x04), ("rpl", 0x08), ("inv", 0x10), ("trk", 0x20))
+
+
 def render_match(flow: Flow) -> str:
     parts = []
     for field, value in flow.match:
+        if field == "ct_state" and isinstance(value, tuple):
+            bits, mask = value
+            parts.append("ct_state=" + "".join(("+" if bits & b else "-") + n
+                                               for n, b in CT_BITS if mask & b))
+            continue
         if isinstance(value, tuple):
             value = f"{_v(value[0])}/{_v(value[1])}"
         parts.append(f"{field}={_v(value)}")
@@ -85,6 +101,14 @@ def render_actions(flow: Flow) -> str:
             out.append("CONTROLLER")
         elif kind == "meter":
             out.append(f"meter:{act[1]}")
+        elif kind == "ct":
+            _kind, commit, zone, table, mark = act
+            parts = (["commit"] if commit else []) + [f"zone={zone}"]
+            parts += [f"table={table}"] if table is not None else []
+            parts += [f"exec(set_field:{mark}->ct_mark)"] if mark is not None else []
+            out.append(f"ct({','.join(parts)})")
+        elif kind == "conjunction":
+            out.append(f"conjunction({act[1]},{act[2] + 1}/{act[3]})")
         else:
             out.append(kind)
     return ",".join(out) or "drop"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
 
+from flows import acl as A
 from flows import pipeline as P
 from flows.cookies import make
 from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, Flow, make_match
@@ -84,7 +85,26 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
         flows.extend(chunk)
     for tenant, name in sorted(routers):
         flows.extend(_router_flows(index, tenant, name))
+    flows.extend(_acl_flows(index, local))
     flows.sort(key=_by_table)
+    return flows
+
+
+def _acl_flows(index: CompilerIndex, local: dict) -> list[Flow]:
+    """Security-group flows of the host's ports that have groups (flows/acl.py)."""
+    guarded = sorted(((b.ofport, p) for p, b in local.values()
+                      if A.has_acl(p) and b.ofport != PENDING and (p.tenant, p.network) in index.net_by_key),
+                     key=lambda e: e[0])
+    if not guarded:
+        return []
+    flows, members = list(A.STRUCTURAL), {}
+    for ofport, port in guarded:
+        key = ("acl", port.tenant)
+        acl = index.fragments.get(key)
+        if acl is None:
+            acl = index.fragments[key] = A.tenant_acl(index.model, port.tenant)
+        flows.extend(A.port_flows(acl, port, ofport, members))
+    flows.extend(A.member_flows(members))
     return flows
 
 
@@ -173,9 +193,10 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         local = None
         if binding.ofport != PENDING:
             ports_here.append((binding.ofport, port))
+            deliver = ((("set_field", P.REG_OUT, binding.ofport), ("goto", P.INGRESS_CT))
+                       if A.has_acl(port) else (("output", binding.ofport),))
             local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
-                         make_match(**{P.REG_NET: vni}, eth_dst=port.mac),
-                         (("output", binding.ofport),))
+                         make_match(**{P.REG_NET: vni}, eth_dst=port.mac), deliver)
         remote = None
         where = model.hosts.get(binding.host)
         if where is not None:
@@ -321,6 +342,16 @@ def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
                       make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
                                  eth_dst=MULTICAST_BIT),
                       to_local))
+    if any(A.has_acl(port) for _o, port in local_ports):
+        # IPv4 broadcast/multicast never bypasses a port's security groups: not delivered to it
+        open_ports = tuple(("output", o) for o, port in local_ports if not A.has_acl(port))
+        flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_type=ETH_TYPE_IP),
+                          open_ports + to_peers))
+        flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
+                                     eth_dst=MULTICAST_BIT, eth_type=ETH_TYPE_IP),
+                          open_ports))
     return tuple(flows)
 
 
@@ -348,10 +379,11 @@ def _port_security(port: Port, ofport: int, dhcp: bool = False) -> list[Flow]:
         return extra + [make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED,
                              make_match(in_port=ofport), goto)]
     flows = extra
+    ip_next = (("goto", P.EGRESS_CT),) if A.has_acl(port) else goto
     for ip in port.ips:
         flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
                           make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_IP,
-                                     ipv4_src=ip), goto))
+                                     ipv4_src=ip), ip_next))
         flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
                           make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_ARP,
                                      arp_sha=port.mac, arp_spa=ip), goto))

@@ -30,17 +30,20 @@ class ModelDiff:
     networks: frozenset[str]
     hosts: frozenset[str]
     routers: frozenset[str] = frozenset()
+    security_groups: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
-        return not (self.ports or self.bindings or self.networks or self.hosts or self.routers)
+        return not (self.ports or self.bindings or self.networks or self.hosts or self.routers
+                    or self.security_groups)
 
 
 def diff_models(old: Model, new: Model) -> ModelDiff:
     """What changed; O(model) but in C for records shared by both snapshots (the common case)."""
     return ModelDiff(_changed(old.ports, new.ports), _changed(old.bindings, new.bindings),
                      _changed(old.networks, new.networks), _changed(old.hosts, new.hosts),
-                     _changed(old.routers, new.routers))
+                     _changed(old.routers, new.routers),
+                     _changed(old.security_groups, new.security_groups))
 
 
 def _changed(old: dict, new: dict) -> frozenset:
@@ -87,7 +90,9 @@ class CompilerIndex:
         """router_by_name: (tenant, router name) -> Router; nets_by_router: -> {NetKey}."""
         self.router_by_name = {(r.tenant, r.name): r for r in self.model.routers.values()}
         self.nets_by_router: dict[tuple[str, str], set[NetKey]] = {}
+        self.nets_by_tenant: dict[str, set[NetKey]] = {}
         for key, net in self.net_by_key.items():
+            self.nets_by_tenant.setdefault(net.tenant, set()).add(key)
             if net.router:
                 self.nets_by_router.setdefault((net.tenant, net.router), set()).add(key)
 
@@ -197,12 +202,14 @@ class CompilerIndex:
             new._index_routers()
         else:
             new.router_by_name, new.nets_by_router = self.router_by_name, self.nets_by_router
+            new.nets_by_tenant = self.nets_by_tenant
         new.touched = frozenset(touched_keys(diff, self, new))
         new.fragments = self.fragments
         if new.touched:
             new.fragments = dict(self.fragments)
             for key in new.touched:
                 new.fragments.pop(key, None)
+                new.fragments.pop(("acl", key[0]), None)
                 for idx in (self, new):
                     net = idx.net_by_key.get(key)
                     if net is not None and net.router:
@@ -232,6 +239,14 @@ def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set
     for host in diff.hosts:
         keys |= old.keys_on(host)
         keys |= new.keys_on(host)
+    # security groups: a group's members and rules reach every port of its tenant that uses them
+    for model in (old.model, new.model):
+        tenants = {model.security_groups[u].tenant for u in diff.security_groups
+                   if u in model.security_groups}
+        tenants |= {model.ports[u].tenant for u in dirty
+                    if u in model.ports and model.ports[u].security_groups}
+        for tenant in tenants:
+            keys |= old.nets_by_tenant.get(tenant, set()) | new.nets_by_tenant.get(tenant, set())
     for uuid in diff.routers:
         for model in (old.model, new.model):
             router = model.routers.get(uuid)

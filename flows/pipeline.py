@@ -5,6 +5,8 @@ Packets walk the tables in order:
     0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
                       also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
     10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP
+    11 EGRESS_CT      IPv4 from a port with security groups: conntrack (zone = its ofport)
+    12 EGRESS_ACL     stateful egress rules (flows/acl.py); allowed traffic on to 20
     20 ARP_RESPONDER  ARP requests for known IPs (and router gateways) are answered locally;
                       other requests drop
     30 L3_INPUT       IPv4 to the router MAC of a network attached to a router: reg5 = router
@@ -14,6 +16,9 @@ Packets walk the tables in order:
                       reg6 = destination network; no route drops
     32 RESOLVE        destination IP -> its port's MAC (every IP is known: no ARP needed)
     40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; flooding
+                      (a local port with security groups: reg4 = its ofport, on to 45)
+    45 INGRESS_CT     IPv4 to such a port: conntrack in its zone; other traffic straight out
+    46 INGRESS_ACL    stateful ingress rules; allowed traffic out of the port
 
 DHCP requests from a port are metered and sent to the controller from PORT_SECURITY.
 
@@ -30,6 +35,7 @@ from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
 TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
 TUNNEL_PORT_NAME = "weft-tun"
 
+REG_OUT = "reg4"                # ingress ACL: the local ofport a packet is headed to
 REG_ROUTER = "reg5"             # router key while a packet is being routed
 REG_NET = "reg6"                # network key: the network's VNI
 REG_FLAGS = "reg7"              # 1 = the packet arrived from the tunnel
@@ -37,11 +43,15 @@ FROM_TUNNEL = 1
 
 CLASSIFY = 0
 PORT_SECURITY = 10
+EGRESS_CT = 11
+EGRESS_ACL = 12
 ARP_RESPONDER = 20
 L3 = L3_INPUT = 30
 ROUTE = 31
 RESOLVE = 32
 L2_LOOKUP = 40
+INGRESS_CT = 45
+INGRESS_ACL = 46
 DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
 
 MISS_PRIORITY = 0
@@ -68,6 +78,11 @@ TABLES: dict[int, Table] = {t.id: t for t in (
     Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
           frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
                      "ip_proto", "udp_src", "udp_dst"})),
+    Table(EGRESS_CT, "egress-ct", "IPv4 from a port with security groups: conntrack in its zone",
+          frozenset({"in_port", "eth_type"})),
+    Table(EGRESS_ACL, "egress-acl", "established by a live rule, or new and allowed: commit",
+          frozenset({"in_port", "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
+                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type"})),
     Table(ARP_RESPONDER, "arp-responder", "answer ARP requests for known IPs, never flood them",
           frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa"}), miss=L3_INPUT),
     Table(L3_INPUT, "l3-input", "IPv4 to a router MAC enters its router (reg5)",
@@ -77,7 +92,12 @@ TABLES: dict[int, Table] = {t.id: t for t in (
     Table(RESOLVE, "resolve", "destination IP -> the port's MAC",
           frozenset({REG_NET, "eth_type", "ipv4_dst"})),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
-          frozenset({REG_NET, REG_FLAGS, "eth_dst"})),
+          frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"})),
+    Table(INGRESS_CT, "ingress-ct", "IPv4 to a port with security groups: conntrack in its zone",
+          frozenset({REG_OUT, "eth_type"})),
+    Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",
+          frozenset({REG_OUT, "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
+                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type"})),
 )}
 
 # OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these.
@@ -91,7 +111,7 @@ PREREQUISITES: dict[str, tuple[tuple[str, int], ...]] = {
     **{f: _IP + (("ip_proto", 1),) for f in ("icmpv4_type", "icmpv4_code")},
 }
 _ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2,
-          "meter": 2}
+          "meter": 2, "ct": 5, "conjunction": 4}
 
 
 def table(table_id: int) -> Table:

@@ -22,7 +22,7 @@ MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
 IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src",
                          "tun_ipv4_dst"})
 PIPELINE_FIELDS = frozenset({"in_port", "metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
-                             *(f"reg{i}" for i in range(8))})
+                             "ct_state", "ct_mark", "conj_id", *(f"reg{i}" for i in range(8))})
 ETH_TYPE_IPV6 = 0x86DD
 ZERO_MAC = "00:00:00:00:00:00"
 MAX_TABLE_VISITS = 255
@@ -103,20 +103,59 @@ class Switch:
         for entries in tables.values():
             entries.sort(key=lambda e: -e[0])
         self.tables = tables
+        self.conntrack: dict[int, dict[tuple, int]] = {}   # zone -> {connection tuple: ct_mark}
 
     def lookup(self, table: int, pkt: dict) -> Flow | None:
-        """The flow of `table` that takes this (integer-valued) packet, or None (a miss)."""
-        winner = None
-        for priority, compiled, flow in self.tables.get(table, ()):
-            if winner is not None and priority < winner.priority:
-                break
-            if _matches(compiled, pkt):
-                if winner is None:
+        """The flow of `table` that takes this (integer-valued) packet, or None (a miss).
+
+        Conjunctive flows follow OVS: at a priority where no ordinary flow matches, a
+        conjunction whose every clause has a matching flow sets conj_id, and the flow
+        matching that conj_id takes the packet."""
+        entries = self.tables.get(table, ())
+        for priority in sorted({e[0] for e in entries}, reverse=True):
+            winner, clauses = None, {}
+            for prio, compiled, flow in entries:
+                if prio != priority or not _matches(compiled, pkt):
+                    continue
+                conj = [a for a in flow.actions if a[0] == "conjunction"]
+                if conj:
+                    for _k, cid, clause, n in conj:
+                        clauses.setdefault((cid, n), set()).add(clause)
+                elif "conj_id" in dict(flow.match):
+                    continue
+                elif winner is None:
                     winner = flow
                 elif (flow.match, flow.actions) != (winner.match, winner.actions):
                     raise ValueError(f"table {table}: two flows of priority {priority} take the "
                                      f"packet: {winner.match!r} and {flow.match!r}")
-        return winner
+            if winner is not None:
+                return winner
+            for (cid, n), seen in sorted(clauses.items()):
+                if len(seen) == n:
+                    for _prio, compiled, flow in entries:
+                        if dict(flow.match).get("conj_id") == cid and _matches(compiled, {**pkt, "conj_id": cid}):
+                            return flow
+        return None
+
+    def _conn(self, pkt: dict) -> tuple:
+        l4 = (pkt.get("tcp_src", pkt.get("udp_src", 0)), pkt.get("tcp_dst", pkt.get("udp_dst", 0)))
+        return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), pkt.get("ip_proto"), *l4)
+
+    def _ct(self, pkt: dict, commit: bool, zone: int, mark) -> None:
+        """A small conntrack: new / established (either direction) per zone, with a mark."""
+        table = self.conntrack.setdefault(zone, {})
+        conn = self._conn(pkt)
+        rev = (conn[1], conn[0], conn[2], conn[4], conn[3])
+        if conn in table or rev in table:
+            state, key = 0x22 | (0x08 if rev in table else 0), conn if conn in table else rev
+            pkt["ct_mark"] = table[key]
+        else:
+            state, key = 0x21, conn
+            pkt["ct_mark"] = 0
+        pkt["ct_state"] = state
+        if commit and key not in table:
+            table[key] = mark or 0
+            pkt["ct_mark"] = table[key]
 
     def trace(self, packet: Mapping, in_port: int) -> list[Output]:
         pkt = {field: to_int(field, value) for field, value in packet.items()}
@@ -155,6 +194,12 @@ class Switch:
                         return outputs
                 elif kind == "meter":
                     pass                    # rate limiting is not modelled
+                elif kind == "ct":
+                    _k, commit, zone, ct_table, mark = action
+                    self._ct(pkt, commit, zone, mark)
+                    if ct_table is not None:
+                        table = ct_table
+                        break
                 elif kind == "controller":
                     outputs.append(_output(CONTROLLER, pkt))
                 elif kind == "goto":
@@ -277,6 +322,11 @@ def tcp(eth_src: str, eth_dst: str, ipv4_src: str, ipv4_dst: str, tcp_src: int, 
         **fields) -> dict:
     return ipv4(eth_src, eth_dst, ipv4_src, ipv4_dst, ip_proto=6, tcp_src=tcp_src,
                 tcp_dst=tcp_dst, **fields)
+
+
+def icmp_echo(eth_src: str, eth_dst: str, ipv4_src: str, ipv4_dst: str, **fields) -> dict:
+    return ipv4(eth_src, eth_dst, ipv4_src, ipv4_dst, ip_proto=1, icmpv4_type=8, icmpv4_code=0,
+                **fields)
 
 
 def ipv6(eth_src: str, eth_dst: str, **fields) -> dict:

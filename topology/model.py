@@ -69,6 +69,33 @@ class Port:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """One security-group rule (AWS/OpenStack semantics): what may start a connection."""
+    uuid: str
+    key: int             # 32-bit id, unique across tenants: the conntrack mark of what it admits
+    direction: str       # "ingress" | "egress"
+    proto: str = "any"   # "tcp" | "udp" | "icmp" | "any"
+    port_min: int | None = None     # tcp/udp destination port range
+    port_max: int | None = None
+    icmp_type: int | None = None    # icmp only
+    remote_cidr: str | None = None  # the peer's addresses ...
+    remote_sg: str | None = None    # ... or the members of this group of the same tenant
+    ethertype: str = "ipv4"
+
+
+@dataclass(frozen=True)
+class SecurityGroup:
+    uuid: str
+    tenant: str
+    name: str
+    rules: tuple[Rule, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     tunnel_ip: str
@@ -92,6 +119,7 @@ class Model:
     hosts: dict[str, Host] = field(default_factory=dict)          # by name
     bindings: dict[str, Binding] = field(default_factory=dict)    # by port uuid
     routers: dict[str, Router] = field(default_factory=dict)      # by uuid
+    security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
 
     def network_of(self, port: Port) -> Network | None:
         for net in self.networks.values():

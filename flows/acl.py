@@ -1,0 +1,183 @@
+"""Security groups as stateful flows: conntrack per port, rules committed with their key as ct_mark.
+
+For a port P with security groups, on P's host (ofport o, conntrack zone o — per port, so two
+ports never share connection state, whatever their tenants' addresses):
+
+    egress   10 port security -> 11: ct(zone=o, table=12)
+             12: +inv drop; established/related with ct_mark = a key of one of P's rules -> on;
+                 +new matching an egress rule R -> ct(commit, zone=o, ct_mark=R.key) -> on
+    ingress  40 L2 to P -> reg4=o -> 45: ct(zone=o, table=46) (non-IP straight out)
+             46: the same, with ingress rules and output to o
+Anything else is dropped. Because established traffic is admitted only while the rule that
+admitted it exists (its key is the mark), deleting a rule cuts the connections it allowed.
+
+Remote-group rules use conjunctive matches: clause 1 is (port, protocol, ports) per rule,
+clause 2 is one flow per member address shared by every rule that names the group, so the
+flow count grows as members + rules, not members x rules x ports. The established check is a
+conjunction too: (port, ongoing) x (mark = rule key), one flow per port plus one per key.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass
+
+from flows import pipeline as P
+from flows.cookies import make
+from flows.flow import ETH_TYPE_IP, Flow, make_match
+
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+NEW = (CT_NEW | CT_TRK, CT_NEW | CT_TRK)
+ONGOING = (CT_TRK, CT_TRK | CT_NEW | CT_INV)     # established or related, either direction
+INV = (CT_INV | CT_TRK, CT_INV | CT_TRK)
+PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+PRIO_INVALID, PRIO_ESTABLISHED, PRIO_RULE, PRIO_CONJ, PRIO_NON_IP = 300, 290, 200, 150, 90
+
+
+@dataclass(frozen=True)
+class TenantAcl:
+    """A tenant's groups by name and the member addresses of each (host independent)."""
+    groups: dict
+    members: dict         # group name -> sorted tuple of IPv4 addresses of its member ports
+
+
+def tenant_acl(model, tenant: str) -> TenantAcl:
+    groups = {g.name: g for g in model.security_groups.values() if g.tenant == tenant}
+    members = defaultdict(set)
+    for port in model.ports.values():
+        if port.tenant == tenant:
+            for name in port.security_groups:
+                members[name].update(port.ips)
+    return TenantAcl(groups, {k: tuple(sorted(v, key=_ip_key)) for k, v in members.items()})
+
+
+def _ip_key(ip: str):
+    return tuple(int(x) for x in ip.split("."))
+
+
+def has_acl(port) -> bool:
+    return bool(port.port_security and port.security_groups)
+
+
+def conj_id(rule_key: int, ofport: int) -> int:
+    """Stable per (rule, port) on a host (distinct while a port's rule keys differ mod 32768)."""
+    return ((rule_key & 0x7FFF) << 16) | (ofport & 0xFFFF)
+
+
+def ongoing_id(ofport: int, table: int) -> int:
+    """The conjunction admitting a port's established traffic in one direction."""
+    return 0x80000000 | ((table & 0xFF) << 16) | (ofport & 0xFFFF)
+
+
+def port_range(lo: int, hi: int) -> list:
+    """Split [lo, hi] into (value, mask) prefixes for a masked match (a single port stays plain)."""
+    if lo == hi:
+        return [lo]
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 0x10000
+        while size > hi - lo + 1:
+            size >>= 1
+        out.append(lo if size == 1 else (lo, (0xFFFF ^ (size - 1)) & 0xFFFF))
+        lo += size
+    return out
+
+
+def _l4_matches(rule) -> list[dict]:
+    """The protocol part of a rule as a list of alternative match dicts."""
+    if rule.proto == "any":
+        return [{}]
+    proto = PROTO[rule.proto]
+    base = {"ip_proto": proto}
+    if rule.proto == "icmp":
+        return [dict(base, icmpv4_type=rule.icmp_type) if rule.icmp_type is not None else base]
+    if rule.port_min is None:
+        return [base]
+    field = "tcp_dst" if rule.proto == "tcp" else "udp_dst"
+    hi = rule.port_max if rule.port_max is not None else rule.port_min
+    return [dict(base, **{field: v}) for v in port_range(rule.port_min, hi)]
+
+
+def _cidr(value: str | None):
+    net = ipaddress.ip_network(value or "0.0.0.0/0")
+    if net.prefixlen == 0:
+        return None
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return (str(net.network_address), str(net.netmask))
+
+
+def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
+    """The ACL flows of port `port` (bound at `ofport`) on its host.
+
+    Clause-2 (member address) entries are added to `members`, shared by all ports of the host:
+    {(table, match): {conjunction id: group uuid}}; `member_flows` turns them into flows."""
+    rules = [r for name in port.security_groups for r in acl.groups[name].rules] \
+        if all(name in acl.groups for name in port.security_groups) else []
+    owner_of = {r.key: r.uuid for r in rules}
+    flows: list[Flow] = []
+    # conntrack entry points
+    flows.append(make("acl", port.uuid, P.EGRESS_CT, 100, make_match(in_port=ofport, eth_type=ETH_TYPE_IP),
+                      (("ct", False, ofport, P.EGRESS_ACL, None),)))
+    flows.append(make("acl", port.uuid, P.INGRESS_CT, 100,
+                      make_match(**{P.REG_OUT: ofport}, eth_type=ETH_TYPE_IP),
+                      (("ct", False, ofport, P.INGRESS_ACL, None),)))
+    flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_NON_IP,
+                      make_match(**{P.REG_OUT: ofport}), (("output", ofport),)))
+    for direction, table, who, on in (
+            ("egress", P.EGRESS_ACL, {"in_port": ofport}, ("goto", P.ARP_RESPONDER)),
+            ("ingress", P.INGRESS_ACL, {P.REG_OUT: ofport}, ("output", ofport))):
+        # established and related traffic passes while a rule of the port that admitted it
+        # exists: (this port, ongoing) AND (mark = one of its rules' keys), as a conjunction
+        if owner_of:
+            oid = ongoing_id(ofport, table)
+            flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED,
+                              make_match(**who, ct_state=ONGOING), (("conjunction", oid, 0, 2),)))
+            flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED, make_match(conj_id=oid), (on,)))
+            for key in owner_of:
+                match = make_match(ct_state=ONGOING, ct_mark=key)
+                members.setdefault((table, match), {})[oid] = owner_of[key]
+        peer = "ipv4_dst" if direction == "egress" else "ipv4_src"
+        clause1 = defaultdict(list)
+        seen = set()
+        for rule in sorted((r for r in rules if r.direction == direction), key=lambda r: r.key):
+            commit = (("ct", True, ofport, None, rule.key), on)
+            if rule.remote_sg is None:
+                addr = _cidr(rule.remote_cidr)
+                for l4 in _l4_matches(rule):
+                    match = make_match(**who, ct_state=NEW, eth_type=ETH_TYPE_IP, **l4,
+                                       **({peer: addr} if addr else {}))
+                    if match not in seen:       # the same traffic admitted twice: first rule wins
+                        seen.add(match)
+                        flows.append(make("acl", rule.uuid, table, PRIO_RULE, match, commit))
+                continue
+            cid = conj_id(rule.key, ofport)
+            for l4 in _l4_matches(rule):
+                clause1[make_match(**who, ct_state=NEW, eth_type=ETH_TYPE_IP, **l4)].append(cid)
+            remote = acl.groups.get(rule.remote_sg)
+            for ip in acl.members.get(rule.remote_sg, ()):
+                match = make_match(ct_state=NEW, eth_type=ETH_TYPE_IP, **{peer: ip})
+                members.setdefault((table, match), {})[cid] = remote.uuid if remote else None
+            flows.append(make("acl", rule.uuid, table, PRIO_CONJ, make_match(conj_id=cid), commit))
+        for match, cids in clause1.items():
+            flows.append(make("acl", port.uuid, table, PRIO_CONJ, match,
+                              tuple(("conjunction", c, 0, 2) for c in sorted(set(cids)))))
+    return flows
+
+
+def member_flows(members: dict) -> list[Flow]:
+    """One flow per (table, member address or rule mark) carrying clause 2 of every
+    conjunction that needs it, shared by all ports of the host."""
+    flows = []
+    for (table, match), cids in sorted(members.items()):
+        owner = min((g for g in cids.values() if g), default=None)
+        prio = PRIO_ESTABLISHED if "ct_mark" in dict(match) else PRIO_CONJ
+        flows.append(make("acl", owner, table, prio, match,
+                          tuple(("conjunction", c, 1, 2) for c in sorted(cids))))
+    return flows
+
+
+STRUCTURAL = (
+    make("pipeline", None, P.EGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV), ()),
+    make("pipeline", None, P.INGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV), ()),
+)
