@@ -1,0 +1,547 @@
+"""The running collector: UDP receivers -> decode -> normalise -> attribute -> aggregate.
+
+One thread per socket (sFlow; NetFlow v5 and v9 share the NetFlow socket; IPFIX) with a
+large receive buffer, draining the socket non-blocking in bursts. Decoding, normalising and
+attribution happen in the receiving thread; records are pre-aggregated per thread and merged
+into the shared `Aggregator` every `flush_interval` seconds (and when the socket goes idle,
+and on `flush()`/`stop()`). A malformed or hostile datagram is counted (`malformed`) and
+dropped; an unexpected exception while handling one is counted too (`errors`) and never
+stops the thread.
+
+Exporter identity: NetFlow/IPFIX exporters are the UDP source address; sFlow exporters are
+the agent address in the datagram (the UDP source when the agent is "unknown"). Counters are
+kept per protocol and per exporter with `collectors.stats.CollectorStats`; `status()` adds
+per-protocol totals, records counted/deduplicated (see `collectors.attribution`) and the
+kernel's drop count of each socket (from /proc/net/udp).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+
+from . import netflow_v5, normalise, sflow
+from .aggregate import Aggregator
+from .attribution import Attributor
+from .errors import MalformedDatagram
+from .ipfix import IpfixDecoder
+from .netflow_v9 import NetflowV9Decoder
+from .packet import VXLAN_PORT
+from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
+from .stats import CollectorStats
+from .templates import TemplateCache
+
+log = logging.getLogger(__name__)
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+DEFAULT_RCVBUF = 32 << 20
+BURST = 512
+PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
+_COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
+             "lost_records", "out_of_order", "sequence_resets", "pending_sets")
+
+
+def parse_addr(value, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """(host, port) from a tuple or "HOST:PORT" / "[V6]:PORT" / ":PORT"; ValueError if bad."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"address {value!r} is not (host, port)")
+        host, port = value
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep or not rest.startswith(":"):
+                raise ValueError(f"bad address {value!r} (want [ADDR]:PORT)")
+            port = rest[1:]
+        else:
+            host, sep, port = text.rpartition(":")
+            if not sep:
+                raise ValueError(f"bad address {value!r} (want ADDR:PORT)")
+        host = host or default_host
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"bad port in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range in {value!r}")
+    return str(host), port
+
+
+def udp_socket(addr: tuple[str, int], rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """A bound, non-blocking UDP socket with the largest receive buffer we can get."""
+    host, port = addr
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _t, _p, _c, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if rcvbuf:
+            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                    break
+                except OSError:
+                    continue
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_VXLAN_DPORT = VXLAN_PORT.to_bytes(2, "big")
+
+
+def vxlan_key(h: bytes) -> bytes | None:
+    """For an untagged Ethernet/IPv4/UDP:4789/VXLAN(I)/Ethernet/IPv4 header: the bytes that
+    decide its attribution (VNI, inner MACs, inner IPs); None for any other layout."""
+    if (len(h) >= 84 and h[12] == 8 and h[13] == 0 and h[14] == 0x45 and h[23] == 17
+            and not (h[20] & 0x1F or h[21]) and h[36:38] == _VXLAN_DPORT and h[42] & 0x08
+            and h[62] == 8 and h[63] == 0 and h[64] == 0x45):
+        return h[46:49] + h[50:62] + h[76:84]
+    return None
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """The kernel's drop counter for this UDP socket (/proc/net/udp[6]), None if unknown."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    for path in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(path) as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] == inode:
+                        return int(cols[12])
+        except OSError:
+            continue
+    return None
+
+
+class _Receiver:
+    """One socket, one thread: receive, decode, account; owns its stats and batch."""
+
+    def __init__(self, service: CollectorService, kind: str, addr: tuple[str, int]) -> None:
+        self.service = service
+        self.kind = kind
+        self.sock = udp_socket(addr, service.rcvbuf)
+        self.address = self.sock.getsockname()[:2]
+        self.lock = threading.Lock()
+        self.stats = {p: CollectorStats() for p in PROTOCOLS_OF[kind]}
+        self.flows = {p: [0, 0, 0] for p in PROTOCOLS_OF[kind]}  # records, counted, dedup
+        self.datagrams = 0
+        self.bytes = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.caches = {}
+        if kind == "netflow":
+            self.caches["netflow9"] = TemplateCache()
+            self.v9 = NetflowV9Decoder(self.caches["netflow9"])
+        elif kind == "ipfix":
+            self.caches["ipfix"] = TemplateCache()
+            self.ipfix = IpfixDecoder(self.caches["ipfix"])
+        self.handle = {"sflow": self._sflow, "netflow": self._netflow,
+                       "ipfix": self._ipfix}[kind]
+        self._batch: dict = {}
+        self._cur: dict | None = None
+        self._cur_start = None
+        self._last_flush = time.monotonic()
+        self._last_expire = time.monotonic()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"collect-{kind}", daemon=True)
+
+    # ---------------------------------------------------------------- loop
+
+    def _run(self) -> None:
+        sock = self.sock
+        recv = sock.recvfrom
+        handle = self.handle
+        clock = self.service.clock
+        stop = self._stop
+        interval = self.service.flush_interval
+        poller = select.poll()  # (select.select fails for descriptors >= 1024)
+        poller.register(sock, select.POLLIN)
+        while not stop.is_set():
+            try:
+                ready = poller.poll(100)
+            except (OSError, ValueError):
+                if stop.is_set():
+                    break
+                time.sleep(0.01)
+                continue
+            with self.lock:
+                if ready:
+                    for _ in range(BURST):
+                        try:
+                            data, src = recv(65535)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError as exc:
+                            self._error(exc)
+                            break
+                        self.datagrams += 1
+                        self.bytes += len(data)
+                        try:
+                            handle(data, src[0], clock())
+                        except MalformedDatagram:
+                            self._malformed(data, src[0])
+                        except Exception as exc:  # a decoder bug must not kill the thread
+                            self._malformed(data, src[0])
+                            self._error(exc)
+                    mono = time.monotonic()
+                    if mono - self._last_flush < interval:
+                        continue
+                self._housekeep()
+
+    def _housekeep(self) -> None:
+        """Flush the batch, expire templates; caller holds the lock."""
+        mono = time.monotonic()
+        self._flush()
+        self._last_flush = mono
+        if mono - self._last_expire >= 10.0:
+            self._last_expire = mono
+            for cache in self.caches.values():
+                cache.expire()
+
+    def _error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.last_error is None or self.errors % 1000 == 1:
+            log.warning("collector %s: %s: %s", self.kind, type(exc).__name__, exc)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def _malformed(self, data: bytes, exporter) -> None:
+        if self.kind == "netflow":
+            proto = "netflow9" if data[:2] == b"\x00\x09" else "netflow5"
+        else:
+            proto = PROTOCOLS_OF[self.kind][0]
+        self.stats[proto].malformed(exporter)
+
+    # ---------------------------------------------------------------- protocols
+
+    # Fast paths: the Attribution of a record depends only on a few of its fields, so it
+    # is memoised (Attributor.memo, emptied on model change) under those fields as they
+    # come off the wire; a record is fully normalised only on a memo miss. The result is
+    # the same as normalise + attribute for every record (tests check the equivalence).
+
+    def _sflow(self, data: bytes, src: str, now: float) -> None:
+        dg = sflow.decode(data)
+        agent = dg.agent if dg.agent is not None else src
+        self.stats["sflow"].observe_sflow(dg, agent)
+        attributor = self.service.attributor
+        memo = attributor.memo()
+        items = []
+        append = items.append
+        full = None
+        i = -1
+        for s in dg.samples:
+            if type(s) is not FlowSample:
+                continue
+            i += 1
+            raw = None
+            for r in s.records:
+                if type(r) is RawPacketHeader:
+                    raw = r
+            key = None
+            if raw is not None and raw.protocol == HEADER_ETHERNET:
+                vk = vxlan_key(raw.header)
+                if vk is not None:
+                    key = (agent, vk, s.input_ifindex, s.output_ifindex)
+                    a = memo.get(key)
+                    if a is not None:
+                        rate = s.sampling_rate or 1
+                        append((a, raw.frame_length * rate, rate))
+                        continue
+            if full is None:
+                full = normalise.from_sflow(dg, agent, now)
+            rec = full[i]
+            a = attributor.attribute(rec)
+            if key is not None:
+                if len(memo) >= attributor.cache_max:
+                    memo.clear()
+                memo[key] = a
+            append((a, rec.bytes, rec.packets))
+        self._account("sflow", items, now)
+
+    def _netflow(self, data: bytes, src: str, now: float) -> None:
+        if data[:2] == b"\x00\x09":
+            pkt = self.v9.decode(data, src)
+            self.stats["netflow9"].observe_netflow9(pkt, src, self.caches["netflow9"])
+            self._records("netflow9", normalise.from_netflow9(pkt, src), now)
+            return
+        pkt = netflow_v5.decode(data)
+        self.stats["netflow5"].observe_netflow5(pkt, src)
+        scale = pkt.sampling_interval if pkt.sampling_interval > 1 else 1
+        attributor = self.service.attributor
+        memo = attributor.memo()
+        items = []
+        append = items.append
+        full = None
+        for i, r in enumerate(pkt.records):
+            # 5-tuple: never equal to the 4-tuple sFlow keys sharing the memo
+            key = (src, r.src_addr, r.dst_addr, r.input, r.output)
+            a = memo.get(key)
+            if a is None:
+                if full is None:
+                    full = normalise.from_netflow5(pkt, src)
+                a = attributor.attribute(full[i])
+                if len(memo) >= attributor.cache_max:
+                    memo.clear()
+                memo[key] = a
+            append((a, r.octets * scale, r.packets * scale))
+        self._account("netflow5", items, now)
+
+    def _ipfix(self, data: bytes, src: str, now: float) -> None:
+        msg = self.ipfix.decode(data, src)
+        self.stats["ipfix"].observe_ipfix(msg, src, self.caches["ipfix"])
+        self._records("ipfix", normalise.from_ipfix(msg, src), now)
+
+    def _records(self, proto: str, recs: list, now: float) -> None:
+        attribute = self.service.attributor.attribute
+        self._account(proto, [(attribute(r), r.bytes, r.packets) for r in recs], now)
+
+    def _account(self, proto: str, items: list, now: float) -> None:
+        """Pre-aggregate (Attribution, bytes, packets); keyed by the memoised object's id."""
+        bs = self.service.bucket_seconds
+        start = (now // bs) * bs
+        if start != self._cur_start:
+            self._cur = self._batch.setdefault(start, {})
+            self._cur_start = start
+        cur = self._cur
+        counted = 0
+        for a, nb, np in items:
+            if a.counted:
+                counted += 1
+                e = cur.get(id(a))
+                if e is None:
+                    cur[id(a)] = [a, nb, np, now, now]
+                else:
+                    e[1] += nb
+                    e[2] += np
+                    e[4] = now
+        f = self.flows[proto]
+        f[0] += len(items)
+        f[1] += counted
+        f[2] += len(items) - counted
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        out = {}
+        for start, entries in self._batch.items():
+            merged = out.setdefault(start, {})
+            for a, nb, np, first, last in entries.values():
+                key = (a.src, a.dst)
+                m = merged.get(key)
+                if m is None:
+                    merged[key] = [nb, np, first, last]
+                else:
+                    m[0] += nb
+                    m[1] += np
+                    m[2] = min(m[2], first)
+                    m[3] = max(m[3], last)
+        self._batch = {}
+        self._cur = None
+        self._cur_start = None
+        self.service.aggregator.add_batch(out)
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.thread.join(timeout)
+        with self.lock:
+            self._flush()
+        self.sock.close()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "address": f"{self.address[0]}:{self.address[1]}",
+                "datagrams": self.datagrams, "bytes": self.bytes, "errors": self.errors,
+                "last_error": self.last_error,
+                "kernel_drops": kernel_drops(self.sock) if self.sock.fileno() >= 0 else None,
+                "stats": {p: s.snapshot() for p, s in self.stats.items()},
+                "flows": {p: list(v) for p, v in self.flows.items()},
+                "templates": {p: len(c) for p, c in self.caches.items()},
+            }
+
+
+class CollectorService:
+    """sFlow / NetFlow / IPFIX collection into an Aggregator, attributed to a weft model.
+
+    `model_provider` is a Model, None, or a callable returning the current Model (polled
+    every `model_refresh` seconds; a different object rebuilds the attribution index).
+    `exporter_hosts` maps exporter addresses to host names; `sflow_ifindexes` maps
+    (host, kernel ifindex) to port uuid for sFlow (see collectors.attribution).
+    Addresses are (host, port) or "HOST:PORT"; port 0 binds an ephemeral port (see
+    `addresses` after `start()`).
+    """
+
+    def __init__(self, model_provider=None, sflow=("127.0.0.1", 6343), netflow=None,
+                 ipfix=None, exporter_hosts: dict | None = None,
+                 aggregator: Aggregator | None = None, bucket_seconds: float = 10.0,
+                 sflow_ifindexes: dict | None = None,
+                 flush_interval: float = 0.25, model_refresh: float = 5.0,
+                 rcvbuf: int = DEFAULT_RCVBUF, clock=time.time) -> None:
+        self.model_provider = model_provider
+        self.endpoints = {k: (parse_addr(v) if v is not None else None)
+                          for k, v in (("sflow", sflow), ("netflow", netflow), ("ipfix", ipfix))}
+        if not any(self.endpoints.values()):
+            raise ValueError("no collector socket configured (sflow, netflow or ipfix)")
+        self.aggregator = aggregator if aggregator is not None else Aggregator(bucket_seconds)
+        self.bucket_seconds = self.aggregator.bucket_seconds
+        self.flush_interval = flush_interval
+        self.model_refresh = model_refresh
+        self.rcvbuf = rcvbuf
+        self.clock = clock
+        self.attributor = Attributor(None, exporter_hosts, ifindexes=sflow_ifindexes)
+        self._model = None
+        self._receivers: dict[str, _Receiver] = {}
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self.started: float | None = None
+        self.model_errors = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _current_model(self):
+        p = self.model_provider
+        return p() if callable(p) else p
+
+    def refresh_model(self) -> bool:
+        """Poll the provider now; True when the attribution index was rebuilt."""
+        try:
+            model = self._current_model()
+        except Exception as exc:  # a failing provider keeps the last model
+            self.model_errors += 1
+            log.warning("collector model provider failed: %s", exc)
+            return False
+        if model is self._model:
+            return False
+        self._model = model
+        self.attributor.update(model)
+        return True
+
+    def start(self) -> CollectorService:
+        if self._receivers:
+            raise RuntimeError("collector already started")
+        self.refresh_model()
+        try:
+            for kind, addr in self.endpoints.items():
+                if addr is not None:
+                    self._receivers[kind] = _Receiver(self, kind, addr)
+        except BaseException:
+            for r in self._receivers.values():
+                r.sock.close()
+            self._receivers = {}
+            raise
+        for r in self._receivers.values():
+            r.start()
+        self.started = self.clock()
+        self._stop.clear()
+        if callable(self.model_provider) and self.model_refresh:
+            self._refresher = threading.Thread(target=self._refresh_loop,
+                                               name="collect-model", daemon=True)
+            self._refresher.start()
+        return self
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.model_refresh):
+            self.refresh_model()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for r in self._receivers.values():
+            r.stop()
+        if self._refresher is not None:
+            self._refresher.join(5.0)
+            self._refresher = None
+
+    def __enter__(self) -> CollectorService:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Bound (host, port) per socket kind (sflow / netflow / ipfix)."""
+        return {k: r.address for k, r in self._receivers.items()}
+
+    def flush(self) -> None:
+        """Merge every receiver's pending batch into the aggregator now."""
+        for r in self._receivers.values():
+            r.flush()
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict:
+        protocols: dict[str, dict] = {}
+        exporters: list[dict] = []
+        sockets: dict[str, dict] = {}
+        errors = 0
+        for kind, r in self._receivers.items():
+            snap = r.snapshot()
+            errors += snap["errors"]
+            sockets[kind] = {k: snap[k] for k in ("address", "datagrams", "bytes", "errors",
+                                                  "last_error", "kernel_drops")}
+            for proto, per_exp in snap["stats"].items():
+                tot = dict.fromkeys(_COUNTERS, 0)
+                for exp, st in per_exp.items():
+                    for c in _COUNTERS:
+                        tot[c] += st[c]
+                    exporters.append({"protocol": proto, "exporter": str(exp),
+                                      "host": self.attributor.host_of(exp), **st})
+                flows, counted, dedup = snap["flows"][proto]
+                tot.update(exporters=len(per_exp), templates=snap["templates"].get(proto, 0),
+                           flows=flows, counted=counted, deduplicated=dedup)
+                protocols[proto] = tot
+        totals = dict.fromkeys(("datagrams", "records", "malformed", "flows", "counted",
+                                "deduplicated"), 0)
+        for p in protocols.values():
+            for k in totals:
+                totals[k] += p[k]
+        return {"uptime": (self.clock() - self.started) if self.started else 0.0,
+                "totals": totals, "protocols": protocols, "exporters": exporters,
+                "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
+                "aggregate": self.aggregator.stats()}
+
+    # ---------------------------------------------------------------- queries
+    # Each query first merges the receivers' pending batches, so it sees every record
+    # counted in status() before it (the receivers wait for a moment meanwhile).
+
+    def matrix(self, since: float | None = None, by: str = "vm", tenant: str | None = None,
+               until: float | None = None) -> list[dict]:
+        self.flush()
+        return self.aggregator.matrix(since, by, tenant, until)
+
+    def top(self, n: int = 10, since: float | None = None, by: str = "vm",
+            tenant: str | None = None, until: float | None = None) -> list[dict]:
+        self.flush()
+        return self.aggregator.top(n, since, by, tenant, until)
+
+    def host_totals(self, since: float | None = None) -> list[dict]:
+        self.flush()
+        return self.aggregator.host_totals(since)
+
+    def network_totals(self, since: float | None = None, tenant: str | None = None) -> list[dict]:
+        self.flush()
+        return self.aggregator.network_totals(since, tenant)
+
+    def tenant_pairs(self) -> dict:
+        self.flush()
+        return self.aggregator.tenant_pairs()
