@@ -38,6 +38,14 @@ class Api:
             ("POST", r"/v1/ports", self.create_port),
             ("GET", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.show_port),
             ("DELETE", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.delete_port),
+            ("PATCH", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.update_port),
+            ("POST", rf"/v1/ports/{SEG}/{SEG}/{SEG}/update", self.update_port),
+            ("GET", r"/v1/security-groups", self.list_sgs),
+            ("POST", r"/v1/security-groups", self.create_sg),
+            ("GET", rf"/v1/security-groups/{SEG}/{SEG}", self.show_sg),
+            ("DELETE", rf"/v1/security-groups/{SEG}/{SEG}", self.delete_sg),
+            ("POST", rf"/v1/security-groups/{SEG}/{SEG}/rules", self.add_rule),
+            ("DELETE", rf"/v1/security-groups/{SEG}/{SEG}/rules/{SEG}", self.delete_rule),
             ("GET", r"/v1/routers", self.list_routers),
             ("POST", r"/v1/routers", self.create_router),
             ("GET", rf"/v1/routers/{SEG}/{SEG}", self.show_router),
@@ -160,14 +168,25 @@ class Api:
 
     def create_port(self, query, body):
         self._required(body, "tenant", "network", "name")
-        sgs = body.get("security_groups") or []
-        if sgs:
-            raise WeftError("security groups are not supported yet")
+        ps = body.get("port_security")
         created = self.store.create_port(body["tenant"], body["network"], body["name"],
                                          ip=body.get("ip"), mac=body.get("mac"),
-                                         port_security=body.get("port_security", True))
+                                         port_security=True if ps is None else ps,
+                                         security_groups=body.get("security_groups") or ())
         created["ref"] = f"{body['tenant']}/{body['network']}/{body['name']}"
         return created
+
+    def update_port(self, tenant, network, name, query, body):
+        """PATCH (or POST …/update) {security_groups: [SG or TENANT/SG…] | [], port_security: bool}."""
+        unknown = sorted(set(body) - {"security_groups", "port_security"})
+        if unknown:
+            raise WeftError(f"unknown field(s): {', '.join(unknown)} (a port update takes "
+                            f"security_groups and port_security)")
+        if "security_groups" not in body and "port_security" not in body:
+            raise WeftError("nothing to update: give security_groups and/or port_security")
+        self.store.update_port(tenant, network, name, security_groups=body.get("security_groups"),
+                               port_security=body.get("port_security"))
+        return self.show_port(tenant, network, name, query, {})
 
     def show_port(self, tenant, network, name, query, body):
         port = next((p for p in self.model.ports.values()
@@ -231,6 +250,63 @@ class Api:
             raise WeftError("missing query parameter: cidr")
         return self.store.delete_route(tenant, name, cidr)
 
+    # -- security groups
+    @staticmethod
+    def _rule_view(rule) -> dict:
+        return {"id": rule.uuid, "key": rule.key, "direction": rule.direction, "proto": rule.proto,
+                "port_min": rule.port_min, "port_max": rule.port_max, "icmp_type": rule.icmp_type,
+                "remote_cidr": rule.remote_cidr, "remote_sg": rule.remote_sg,
+                "ethertype": rule.ethertype}
+
+    def _sg_view(self, sg, model=None) -> dict:
+        model = model or self.model
+        ports = sorted(p.ref for p in model.ports.values()
+                       if p.tenant == sg.tenant and sg.name in p.security_groups)
+        return {"id": sg.uuid, "tenant": sg.tenant, "name": sg.name, "ref": sg.ref,
+                "rules": [self._rule_view(r) for r in sg.rules], "ports": ports}
+
+    def _sg(self, tenant, name):
+        model = self.model
+        sg = next((g for g in model.security_groups.values() if (g.tenant, g.name) == (tenant, name)), None)
+        if sg is None:
+            if tenant not in model.tenants:
+                raise NotFound(f"no tenant named {tenant!r}")
+            raise NotFound(f"no security group {tenant}/{name}")
+        return sg
+
+    def list_sgs(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        model = self.model
+        if tenant and tenant not in model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        return [self._sg_view(g, model) for g in sorted(model.security_groups.values(), key=lambda g: g.ref)
+                if not tenant or g.tenant == tenant]
+
+    def create_sg(self, query, body):
+        self._required(body, "tenant", "name")
+        return self.store.create_sg(body["tenant"], body["name"])
+
+    def show_sg(self, tenant, name, query, body):
+        return self._sg_view(self._sg(tenant, name))
+
+    def delete_sg(self, tenant, name, query, body):
+        return self.store.delete_sg(tenant, name)
+
+    RULE_FIELDS = ("direction", "proto", "port_min", "port_max", "icmp_type", "remote_cidr",
+                   "remote_sg", "ethertype")
+
+    def add_rule(self, tenant, name, query, body):
+        self._required(body, "direction")
+        unknown = sorted(set(body) - set(self.RULE_FIELDS))
+        if unknown:
+            raise WeftError(f"unknown field(s): {', '.join(unknown)} (a rule takes "
+                            f"{', '.join(self.RULE_FIELDS)})")
+        fields = {k: body[k] for k in self.RULE_FIELDS if body.get(k) is not None}
+        return self.store.add_rule(tenant, name, **fields)
+
+    def delete_rule(self, tenant, name, rule_id, query, body):
+        return self.store.delete_rule(tenant, name, rule_id)
+
     # -- hosts
     def list_hosts(self, query, body):
         model = self.model
@@ -282,6 +358,10 @@ class Api:
             names[cookies.object_id(p.uuid)] = f"port {p.ref}"
         for r in model.routers.values():
             names[cookies.object_id(r.uuid)] = f"router {r.ref}"
+        for g in model.security_groups.values():
+            names[cookies.object_id(g.uuid)] = f"sg {g.ref}"
+            for rule in g.rules:
+                names[cookies.object_id(rule.uuid)] = f"rule {rule.uuid} of {g.ref}"
         return names
 
     def status(self, query, body):
@@ -341,6 +421,9 @@ def make_handler(api: Api):
 
         def do_DELETE(self):
             self._handle("DELETE")
+
+        def do_PATCH(self):
+            self._handle("PATCH")
 
     return Handler
 

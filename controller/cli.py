@@ -104,6 +104,19 @@ def build_parser() -> Parser:
     p.add_argument("--sg", action="append", default=[], metavar="TENANT/SG")
     p.add_argument("--no-port-security", action="store_true")
     _out(p)
+    p = port.add_parser("update", help="replace the security groups of TENANT/NET/PORT and/or turn "
+                                       "its port security on or off")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    groups = p.add_mutually_exclusive_group()
+    groups.add_argument("--sg", action="append", metavar="TENANT/SG",
+                        help="the port's security groups (repeat it; replaces the set)")
+    groups.add_argument("--no-sg", action="store_true", help="take every security group off the port")
+    security = p.add_mutually_exclusive_group()
+    security.add_argument("--port-security", dest="port_security", action="store_const", const=True,
+                          help="turn anti-spoofing and security groups on")
+    security.add_argument("--no-port-security", dest="port_security", action="store_const",
+                          const=False, help="turn them off (the port must have no security group)")
+    _out(p)
     p = port.add_parser("delete", help="delete TENANT/NET/PORT")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
     p = port.add_parser("show", help="show TENANT/NET/PORT")
@@ -144,6 +157,38 @@ def build_parser() -> Parser:
     p = route.add_parser("delete", help="delete a static route")
     p.add_argument("ref", metavar="TENANT/ROUTER")
     p.add_argument("cidr")
+
+    sg = sub.add_parser("sg", help="security groups").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    sg.required = True
+    p = sg.add_parser("create", help="create TENANT/SG (with no rule: add them with `weft sg rule add`)")
+    p.add_argument("ref", metavar="TENANT/SG")
+    _out(p)
+    p = sg.add_parser("delete", help="delete TENANT/SG (refused while ports or rules use it)")
+    p.add_argument("ref", metavar="TENANT/SG")
+    p = sg.add_parser("show", help="show TENANT/SG, its rules and the ports using it")
+    p.add_argument("ref", metavar="TENANT/SG")
+    _out(p)
+    p = sg.add_parser("list", help="list security groups")
+    p.add_argument("tenant", nargs="?")
+    _out(p)
+    rule = sg.add_parser("rule", help="security-group rules").add_subparsers(
+        dest="rule_cmd", metavar="RULE_COMMAND", parser_class=Parser)
+    rule.required = True
+    p = rule.add_parser("add", help="add a rule (prints its id)")
+    p.add_argument("ref", metavar="TENANT/SG")
+    p.add_argument("--direction", required=True, choices=["ingress", "egress"])
+    p.add_argument("--proto", default="any", choices=["tcp", "udp", "icmp", "any"])
+    p.add_argument("--port", metavar="N|N-M", help="destination port or range (tcp and udp only)")
+    p.add_argument("--icmp-type", metavar="T", help="ICMP type 0-255 (icmp only)")
+    remote = p.add_mutually_exclusive_group()
+    remote.add_argument("--remote-cidr", metavar="CIDR", help="peers by address (default 0.0.0.0/0)")
+    remote.add_argument("--remote-sg", metavar="TENANT/SG", help="peers: the members of this group")
+    p.add_argument("--ethertype", default="ipv4", choices=["ipv4"])
+    _out(p)
+    p = rule.add_parser("delete", help="delete a rule")
+    p.add_argument("ref", metavar="TENANT/SG")
+    p.add_argument("rule_id", metavar="RULE_ID")
 
     host = sub.add_parser("host", help="hypervisors").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -221,16 +266,31 @@ def cmd_port(args, client) -> int:
         return 0
     tenant, net, name = _ref(args.ref, 3, "port")
     if args.sub == "create":
-        for sg in args.sg:
-            _ref(sg, 2, "security group")
+        groups = [_group_of(tenant, g, f"port {args.ref}") for g in args.sg]
         res = client.post("/v1/ports", {"tenant": tenant, "network": net, "name": name,
                                         "ip": args.ip, "mac": args.mac,
-                                        "security_groups": args.sg,
+                                        "security_groups": groups,
                                         "port_security": not args.no_port_security})
         if args.output == "json":
             print(render(res, "json"))
         else:
             print(f"id {res['id']}\nmac {res['mac']}\nip {res['ip']}")
+    elif args.sub == "update":
+        body = {}
+        if args.sg or args.no_sg:
+            body["security_groups"] = [_group_of(tenant, g, f"port {args.ref}") for g in args.sg or []]
+        if args.port_security is not None:
+            body["port_security"] = args.port_security
+        if not body:
+            raise WeftError("nothing to update: give --sg TENANT/SG (repeatable), --no-sg, "
+                            "--port-security or --no-port-security")
+        res = client.request("PATCH", f"/v1/ports/{seg(tenant, net, name)}", body)
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            groups = ", ".join(f"{tenant}/{g}" for g in res["security_groups"]) or "none"
+            print(f"port {tenant}/{net}/{name}: security groups {groups}; port security "
+                  f"{'on' if res['port_security'] else 'off'}")
     elif args.sub == "delete":
         client.delete(f"/v1/ports/{seg(tenant, net, name)}")
         print(f"port {tenant}/{net}/{name} deleted")
@@ -288,6 +348,76 @@ def cmd_router(args, client) -> int:
     else:
         client.delete(f"{path}/routes", cidr=args.cidr)
         print(f"route {args.cidr} deleted from {tenant}/{name}")
+    return 0
+
+
+def _group_of(tenant: str, ref: str, user: str) -> str:
+    """The name of security group TENANT/SG, which must be of `tenant` (that of `user`)."""
+    owner, name = _ref(ref, 2, "security group")
+    if owner != tenant:
+        raise WeftError(f"{user} cannot use security group {ref}: only groups of its own tenant "
+                        f"({tenant}) can be used")
+    return name
+
+
+def _rule_rows(rules: list[dict]) -> list[dict]:
+    rows = []
+    for r in rules:
+        ports = (None if r["port_min"] is None else str(r["port_min"]) if r["port_min"] == r["port_max"]
+                 else f"{r['port_min']}-{r['port_max']}")
+        remote = r["remote_cidr"] if r["remote_sg"] is None else f"sg:{r['remote_sg']}"
+        rows.append({**r, "ports": ports, "remote": remote})
+    return rows
+
+
+RULE_COLUMNS = ["id", "direction", "proto", "ports", "icmp_type", "remote", "ethertype"]
+
+
+def cmd_sg(args, client) -> int:
+    if args.sub == "list":
+        if args.tenant:
+            _ref(args.tenant, 1, "tenant")
+        rows = client.get("/v1/security-groups", tenant=args.tenant)
+        if args.output == "json":
+            print(render(rows, "json"))
+            return 0
+        for g in rows:
+            g["rule_count"], g["port_count"] = len(g["rules"]), len(g["ports"])
+        print(render(rows, columns=["ref", "rule_count", "port_count", "id"]))
+        return 0
+    tenant, name = _ref(args.ref, 2, "security group")
+    path = f"/v1/security-groups/{seg(tenant, name)}"
+    if args.sub == "create":
+        res = client.post("/v1/security-groups", {"tenant": tenant, "name": name})
+        print(render(res, "json") if args.output == "json" else
+              f"security group {tenant}/{name} created ({res['id']})")
+    elif args.sub == "delete":
+        client.delete(path)
+        print(f"security group {tenant}/{name} deleted")
+    elif args.sub == "show":
+        res = client.get(path)
+        if args.output == "json":
+            print(render(res, "json"))
+            return 0
+        print(render({"ref": res["ref"], "id": res["id"], "ports": res["ports"]}))
+        print()
+        print(render(_rule_rows(res["rules"]), columns=RULE_COLUMNS))
+    elif args.rule_cmd == "add":
+        body = {"direction": args.direction, "proto": args.proto, "ethertype": args.ethertype}
+        if args.port is not None:
+            from topology.validate import port_range
+            body["port_min"], body["port_max"] = port_range(args.port)
+        if args.icmp_type is not None:
+            body["icmp_type"] = args.icmp_type
+        if args.remote_cidr is not None:
+            body["remote_cidr"] = args.remote_cidr
+        if args.remote_sg is not None:
+            body["remote_sg"] = _group_of(tenant, args.remote_sg, f"a rule of {tenant}/{name}")
+        res = client.post(f"{path}/rules", body)
+        print(render(res, "json") if args.output == "json" else res["id"])
+    else:
+        client.delete(f"{path}/rules/{seg(args.rule_id)}")
+        print(f"rule {args.rule_id} deleted from {tenant}/{name}")
     return 0
 
 
@@ -410,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             return cmd_lab(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
-                   "host": cmd_host, "flows": cmd_flows, "router": cmd_router}[args.command]
+                   "host": cmd_host, "flows": cmd_flows, "router": cmd_router,
+                   "sg": cmd_sg}[args.command]
         return handler(args, Client())
         raise WeftError(f"unknown command {args.command!r}")
     except WeftError as exc:

@@ -158,7 +158,8 @@ def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
             for ip in acl.members.get(rule.remote_sg, ()):
                 match = make_match(ct_state=NEW, eth_type=ETH_TYPE_IP, **{peer: ip})
                 members.setdefault((table, match), {})[cid] = remote.uuid if remote else None
-            flows.append(make("acl", rule.uuid, table, PRIO_CONJ, make_match(conj_id=cid), commit))
+            flows.append(make("acl", rule.uuid, table, PRIO_CONJ,
+                              make_match(conj_id=cid, eth_type=ETH_TYPE_IP), commit))
         for match, cids in clause1.items():
             flows.append(make("acl", port.uuid, table, PRIO_CONJ, match,
                               tuple(("conjunction", c, 0, 2) for c in sorted(set(cids)))))

@@ -184,6 +184,8 @@ def _problem(flow: Flow) -> str | None:
         elif kind in ("output", "controller", "meter"):
             if not isinstance(action[1], int) or action[1] < 0:
                 return f"action {action!r} needs a non-negative integer"
+        elif kind == "ct" and match.get("eth_type") != ETH_TYPE_IP:
+            return "ct needs eth_type=0x0800 in the match"
         elif kind in ("set_field", "move"):
             for field in action[1:-1] if kind == "move" else action[1:2]:
                 missing = _unmet(field, match)

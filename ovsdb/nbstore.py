@@ -19,7 +19,7 @@ with warnings.catch_warnings():
 from ovsdb.nbserver import SCHEMA
 from topology import validate
 from topology.errors import Conflict, NotFound, WeftError
-from topology.model import Binding, Host, Model, Network, Port, Router, Tenant
+from topology.model import Binding, Host, Model, Network, Port, Router, Rule, SecurityGroup, Tenant
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
@@ -57,6 +57,7 @@ class NorthboundStore:
             if time.monotonic() > deadline:
                 raise WeftError(f"cannot connect to the northbound database at {self.remote}", 503)
             self._block(0.05)
+        self._upgrade()
         self._thread = threading.Thread(target=self._loop, name="nb-idl", daemon=True)
         self._thread.start()
 
@@ -113,7 +114,16 @@ class NorthboundStore:
                  for r in self._rows("Port")}
         hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb) for r in self._rows("Host")}
         bindings = {r.port: Binding(r.port, r.host, r.ofport) for r in self._rows("Binding")}
-        return Model(tenants, networks, ports, hosts, bindings, routers)
+        rules = {}
+        for r in self._rows("SG_Rule"):
+            rules.setdefault((r.tenant, r.group), []).append(
+                Rule(str(r.uuid), r.key, r.direction, r.proto, _opt(r.port_min), _opt(r.port_max),
+                     _opt(r.icmp_type), _opt(r.remote_cidr), _opt(r.remote_sg), r.ethertype))
+        groups = {str(r.uuid): SecurityGroup(str(r.uuid), r.tenant, r.name,
+                                             tuple(sorted(rules.get((r.tenant, r.name), ()),
+                                                          key=lambda rule: rule.key)))
+                  for r in self._rows("Security_Group")}
+        return Model(tenants, networks, ports, hosts, bindings, routers, groups)
 
     # ---- writing ---------------------------------------------------------------------------
     def _transact(self, build) -> dict:
@@ -159,7 +169,8 @@ class NorthboundStore:
                 raise Conflict(f"tenant {name!r} already exists")
             row = txn.insert(self.idl.tables["Tenant"])
             row.name = name
-            return {"name": name, "_inserted": {"id": row.uuid}}
+            group = self._insert_default_group(txn, name)
+            return {"name": name, "_inserted": {"id": row.uuid, "default_group": group.uuid}}
         return self._transact(build)
 
     def delete_tenant(self, name: str, cascade: bool = False) -> dict:
@@ -178,6 +189,10 @@ class NorthboundStore:
                 net.delete()
             for router in [r for r in self._rows("Router") if r.tenant == name]:
                 router.delete()
+            for rule in [r for r in self._rows("SG_Rule") if r.tenant == name]:
+                rule.delete()
+            for group in [g for g in self._rows("Security_Group") if g.tenant == name]:
+                group.delete()
             row.delete()
             return {"name": name, "deleted": True}
         return self._transact(build)
@@ -223,8 +238,18 @@ class NorthboundStore:
     # ports
     def create_port(self, tenant: str, network: str, name: str, ip: str | None = None,
                     mac: str | None = None, port_security: bool = True, security_groups=()) -> dict:
+        """security_groups: names (or TENANT/NAME) of groups of the port's tenant; none given
+        with port security on means the tenant's `default` group; port security off, no groups."""
         validate.name("port", name)
         mac = validate.mac(mac) if mac else None
+        port_security = self._bool(port_security, "port_security")
+        ref = f"{tenant}/{network}/{name}"
+        groups = validate.group_names(security_groups, tenant, f"port {ref}")
+        if not port_security and groups:
+            raise WeftError(f"port {ref} cannot have security groups ({', '.join(groups)}) with port "
+                            f"security off: security groups need port security")
+        if port_security and not groups:
+            groups = [validate.DEFAULT_SG]
 
         def build(txn):
             net_row = self._find("Network", tenant=tenant, name=network)
@@ -234,6 +259,7 @@ class NorthboundStore:
                 raise NotFound(f"no network {tenant}/{network}")
             if self._find("Port", tenant=tenant, network=network, name=name):
                 raise Conflict(f"port {tenant}/{network}/{name} already exists")
+            self._check_groups(tenant, groups)
             cidr = validate.cidr(net_row.cidr)
             gw = _opt(net_row.gateway)
             taken_ips = {ip_ for p in self._rows("Port") if p.tenant == tenant and p.network == network
@@ -247,10 +273,11 @@ class NorthboundStore:
             row = txn.insert(self.idl.tables["Port"])
             row.tenant, row.network, row.name = tenant, network, name
             row.mac, row.ips = the_mac, [the_ip]
-            row.port_security = bool(port_security)
-            row.security_groups = list(security_groups)
+            row.port_security = port_security
+            row.security_groups = groups
             return {"tenant": tenant, "network": network, "name": name, "mac": the_mac,
                     "ip": the_ip, "prefixlen": cidr.prefixlen, "gateway": gw,
+                    "port_security": port_security, "security_groups": groups,
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
@@ -263,6 +290,46 @@ class NorthboundStore:
             self._delete_port_rows(row)
             return {"port": f"{tenant}/{network}/{name}", "id": port_id, "deleted": True}
         return self._transact(build)
+
+    def update_port(self, tenant: str, network: str, name: str, security_groups=None,
+                    port_security: bool | None = None) -> dict:
+        """Replace the port's security groups (None keeps them, [] removes them all) and/or turn
+        its port security on or off. Port security off needs no groups; turning it on with no
+        groups given and none on the port gives it the tenant's `default` group."""
+        ref = f"{tenant}/{network}/{name}"
+        if port_security is not None:
+            port_security = self._bool(port_security, "port_security")
+        groups = (None if security_groups is None
+                  else validate.group_names(security_groups, tenant, f"port {ref}"))
+
+        def build(txn):
+            row = self._find("Port", tenant=tenant, network=network, name=name)
+            if row is None:
+                raise NotFound(f"no port {ref}")
+            was_on = row.port_security
+            on = was_on if port_security is None else port_security
+            new = sorted(row.security_groups) if groups is None else groups
+            if on and not was_on and groups is None and not new:
+                new = [validate.DEFAULT_SG]
+            if not on and new:
+                if groups is None:
+                    raise WeftError(f"port {ref} still has security groups ({', '.join(new)}): remove "
+                                    f"them (no groups) to turn port security off")
+                raise WeftError(f"port {ref} cannot have security groups ({', '.join(new)}) with port "
+                                f"security off: security groups need port security")
+            self._check_groups(tenant, new)
+            if on != was_on:
+                row.port_security = on
+            if new != sorted(row.security_groups):
+                row.security_groups = new
+            return {"port": ref, "id": str(row.uuid), "port_security": on, "security_groups": new}
+        return self._transact(build)
+
+    @staticmethod
+    def _bool(value, what: str) -> bool:
+        if not isinstance(value, bool):
+            raise WeftError(f"invalid {what} {value!r}: expected true or false")
+        return value
 
     def _macs(self) -> set[str]:
         return {p.mac for p in self._rows("Port")} | {r.mac for r in self._rows("Router")}
@@ -380,6 +447,153 @@ class NorthboundStore:
                 raise NotFound(f"router {tenant}/{router} has no route to {prefix}")
             rrow.delkey("routes", str(prefix))
             return {"router": f"{tenant}/{router}", "cidr": str(prefix), "deleted": True}
+        return self._transact(build)
+
+    # security groups
+    def _group(self, tenant: str, name: str):
+        row = self._find("Security_Group", tenant=tenant, name=name)
+        if row is None:
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r}")
+            raise NotFound(f"no security group {tenant}/{name}")
+        return row
+
+    def _check_groups(self, tenant: str, names) -> None:
+        """Every name is a security group of `tenant` (call inside a transaction's build)."""
+        have = {g.name for g in self._rows("Security_Group") if g.tenant == tenant}
+        missing = [n for n in names if n not in have]
+        if missing:
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r}")
+            raise NotFound(f"no security group {', '.join(f'{tenant}/{n}' for n in missing)} "
+                           f"(groups of {tenant}: {', '.join(sorted(have)) or 'none'})")
+
+    def _insert_rule(self, txn, tenant: str, group: str, fields: dict, key: int):
+        row = txn.insert(self.idl.tables["SG_Rule"])
+        row.tenant, row.group, row.key = tenant, group, key
+        row.direction, row.proto, row.ethertype = fields["direction"], fields["proto"], fields["ethertype"]
+        for col in ("port_min", "port_max", "icmp_type", "remote_cidr", "remote_sg"):
+            setattr(row, col, [] if fields[col] is None else [fields[col]])
+        return row
+
+    def _insert_default_group(self, txn, tenant: str):
+        """The tenant's `default` group and its rules (read the keys in use before inserting)."""
+        taken = {r.key for r in self._rows("SG_Rule")}
+        keys = []
+        for _rule in validate.default_sg_rules():
+            keys.append(validate.allocate_rule_key(taken | set(keys)))
+        group = txn.insert(self.idl.tables["Security_Group"])
+        group.tenant, group.name = tenant, validate.DEFAULT_SG
+        for fields, key in zip(validate.default_sg_rules(), keys):
+            self._insert_rule(txn, tenant, validate.DEFAULT_SG, fields, key)
+        return group
+
+    def _upgrade(self) -> None:
+        """A database from before security groups: give every tenant its `default` group and
+        every port of such a tenant with port security on and no groups that group, as weft does
+        for new tenants and ports (nothing to do, no transaction)."""
+        def legacy():
+            have = {g.tenant for g in self._rows("Security_Group") if g.name == validate.DEFAULT_SG}
+            return sorted(t.name for t in self._rows("Tenant") if t.name not in have)
+
+        with self.lock:
+            if not legacy():
+                return
+
+        def build(txn):
+            tenants = legacy()
+            ports = [p for p in self._rows("Port")
+                     if p.tenant in tenants and p.port_security and not p.security_groups]
+            for tenant in tenants:
+                self._insert_default_group(txn, tenant)
+            for port in ports:
+                port.security_groups = [validate.DEFAULT_SG]
+            return {"tenants": tenants}
+        done = self._transact(build)
+        LOG.info("gave tenant(s) %s their default security group", ", ".join(done["tenants"]))
+
+    def create_sg(self, tenant: str, name: str) -> dict:
+        """A new group of the tenant, with no rule (add them with add_rule): a port whose only
+        group it is sends and receives nothing until rules admit it."""
+        validate.name("security group", name)
+
+        def build(txn):
+            if not self._find("Tenant", name=tenant):
+                raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
+            if self._find("Security_Group", tenant=tenant, name=name):
+                raise Conflict(f"security group {tenant}/{name} already exists")
+            row = txn.insert(self.idl.tables["Security_Group"])
+            row.tenant, row.name = tenant, name
+            return {"tenant": tenant, "name": name, "ref": f"{tenant}/{name}",
+                    "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    def delete_sg(self, tenant: str, name: str) -> dict:
+        def build(txn):
+            row = self._group(tenant, name)
+            if name == validate.DEFAULT_SG:
+                raise Conflict(f"security group {tenant}/{name} is the tenant's default group: it is "
+                               f"deleted only with the tenant")
+            users = sorted(f"{p.tenant}/{p.network}/{p.name}" for p in self._rows("Port")
+                           if p.tenant == tenant and name in p.security_groups)
+            if users:
+                raise Conflict(f"security group {tenant}/{name} is used by port(s) {', '.join(users)}; "
+                               f"take it off them first (`weft port update`)")
+            referrers = sorted({f"{r.tenant}/{r.group}" for r in self._rows("SG_Rule")
+                                if r.tenant == tenant and _opt(r.remote_sg) == name and r.group != name})
+            if referrers:
+                raise Conflict(f"security group {tenant}/{name} is the remote group of rules of "
+                               f"{', '.join(referrers)}; delete those rules first")
+            group_id = str(row.uuid)
+            for rule in [r for r in self._rows("SG_Rule") if r.tenant == tenant and r.group == name]:
+                rule.delete()
+            row.delete()
+            return {"security_group": f"{tenant}/{name}", "id": group_id, "deleted": True}
+        return self._transact(build)
+
+    def add_rule(self, tenant: str, sg: str, direction: str, proto: str = "any", port_min=None,
+                 port_max=None, icmp_type=None, remote_cidr=None, remote_sg=None,
+                 ethertype: str = "ipv4") -> dict:
+        """Add a rule to TENANT/SG; remote_sg names a group of the same tenant (or TENANT/SG).
+        Returns the rule with its "id" (the rule row's uuid) and its allocated "key"."""
+        if remote_sg is not None:
+            remote_sg = validate.group_name(remote_sg, tenant, f"a rule of {tenant}/{sg}")
+        fields = validate.sg_rule(direction, proto, port_min, port_max, icmp_type, remote_cidr,
+                                  remote_sg, ethertype)
+
+        def build(txn):
+            self._group(tenant, sg)
+            if fields["remote_sg"] is not None and fields["remote_sg"] != sg:
+                self._check_groups(tenant, [fields["remote_sg"]])
+            rules = list(self._rows("SG_Rule"))
+            same = validate.rule_identity(fields)
+            for r in rules:
+                if r.tenant == tenant and r.group == sg and self._rule_fields(r) == same:
+                    raise Conflict(f"security group {tenant}/{sg} already has this rule ({r.uuid})")
+            key = validate.allocate_rule_key({r.key for r in rules})
+            row = self._insert_rule(txn, tenant, sg, fields, key)
+            return {"tenant": tenant, "security_group": sg, "key": key, **fields,
+                    "_inserted": {"id": row.uuid}}
+        return self._transact(build)
+
+    @staticmethod
+    def _rule_fields(row) -> tuple:
+        return validate.rule_identity({"direction": row.direction, "proto": row.proto,
+                                       "port_min": _opt(row.port_min), "port_max": _opt(row.port_max),
+                                       "icmp_type": _opt(row.icmp_type),
+                                       "remote_cidr": _opt(row.remote_cidr),
+                                       "remote_sg": _opt(row.remote_sg), "ethertype": row.ethertype})
+
+    def delete_rule(self, tenant: str, sg: str, rule_id: str) -> dict:
+        def build(txn):
+            self._group(tenant, sg)
+            row = next((r for r in self._rows("SG_Rule") if str(r.uuid) == rule_id
+                        and r.tenant == tenant and r.group == sg), None)
+            if row is None:
+                raise NotFound(f"security group {tenant}/{sg} has no rule {rule_id}")
+            key = row.key
+            row.delete()
+            return {"security_group": f"{tenant}/{sg}", "id": rule_id, "key": key, "deleted": True}
         return self._transact(build)
 
     # hosts

@@ -1,4 +1,5 @@
-"""Validation and allocation for model objects: names, references, CIDRs, addresses, MACs, VNIs."""
+"""Validation and allocation for model objects: names, references, CIDRs, addresses, MACs, VNIs,
+security-group rules and their keys."""
 from __future__ import annotations
 
 import random
@@ -12,6 +13,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAC_PREFIX = (0x02, 0x77, 0x65)     # locally administered, "we"
 VNI_FIRST = 1000
 VNI_MAX = 0xFFFFFF
+RULE_KEY_FIRST = 1                  # 0 is "no rule" (the conntrack mark of nothing admitted)
+RULE_KEY_MAX = 0xFFFFFFFF
+DIRECTIONS = ("ingress", "egress")
+PROTOS = ("tcp", "udp", "icmp", "any")
+ETHERTYPES = ("ipv4",)
+ANY_CIDR = "0.0.0.0/0"
+DEFAULT_SG = "default"
+# the fields that make a rule what it is (two rules of a group may not share all of them)
+RULE_FIELDS = ("direction", "proto", "port_min", "port_max", "icmp_type", "remote_cidr", "remote_sg",
+               "ethertype")
 
 
 def name(kind: str, value: str) -> str:
@@ -21,13 +32,21 @@ def name(kind: str, value: str) -> str:
     return value
 
 
+_SECOND = {"router": ("router", "ROUTER"), "security group": ("security group", "SG")}
+
+
 def split_ref(ref: str, parts: int, what: str) -> list[str]:
-    """Split `TENANT/NET/PORT`-style references, with an error naming the expected shape."""
+    """Split `TENANT/NET/PORT`-style references, with an error naming the expected shape.
+
+    Two-part references of routers and security groups read `TENANT/ROUTER`, `TENANT/SG`."""
+    kinds = ["tenant", "network", "port"]
     shapes = {1: "TENANT", 2: "TENANT/NET", 3: "TENANT/NET/PORT"}
+    if parts == 2 and what in _SECOND:
+        kinds[1] = _SECOND[what][0]
+        shapes[2] = f"TENANT/{_SECOND[what][1]}"
     pieces = ref.split("/") if isinstance(ref, str) else []
     if len(pieces) != parts or not all(pieces):
         raise WeftError(f"invalid {what} reference {ref!r}: expected {shapes.get(parts, what)}")
-    kinds = ["tenant", "network", "port"]
     for kind, piece in zip(kinds, pieces):
         name(kind, piece)
     return pieces
@@ -140,3 +159,133 @@ def allocate_vni(taken: set[int]) -> int:
 
 def dns_servers(values) -> tuple[str, ...]:
     return tuple(str(address(v, "DNS server")) for v in (values or ()))
+
+
+# ---- security groups ---------------------------------------------------------------------------
+def allocate_rule_key(taken: set[int]) -> int:
+    """A rule key (the conntrack mark of what the rule admits): one more than the highest in use,
+    so a deleted rule's key is not handed out again while keys remain above it."""
+    key = max([RULE_KEY_FIRST - 1, *taken]) + 1
+    if key <= RULE_KEY_MAX:
+        return key
+    expected = RULE_KEY_FIRST
+    for used in sorted(k for k in taken if k >= RULE_KEY_FIRST):
+        if used > expected:
+            return expected
+        expected = used + 1
+    if expected <= RULE_KEY_MAX:
+        return expected
+    raise WeftError("no free security-group rule key left", status=409)
+
+
+def group_name(value: str, tenant: str, user: str) -> str:
+    """A security group named as `SG` or `TENANT/SG` by `user` (a port or a group) of `tenant`:
+    its name, which must be of that same tenant."""
+    if not isinstance(value, str):
+        raise WeftError(f"invalid security group {value!r}: expected SG or TENANT/SG")
+    if "/" in value:
+        owner, sg = split_ref(value, 2, "security group")
+        if owner != tenant:
+            raise WeftError(f"{user} cannot use security group {value}: only groups of its own "
+                            f"tenant ({tenant}) can be used")
+        return sg
+    return name("security group", value)
+
+
+def group_names(values, tenant: str, user: str) -> list[str]:
+    """A list of security groups (each `SG` or `TENANT/SG` of `tenant`) as sorted unique names."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise WeftError(f"invalid security_groups {values!r}: expected a list of group names")
+    return sorted({group_name(v, tenant, user) for v in values})
+
+
+def _int(value, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise WeftError(f"invalid {what} {value!r}: expected an integer from {lo} to {hi}")
+    return value
+
+
+def port_range(value: str) -> tuple[int, int]:
+    """`N` or `N-M` (1 <= N <= M <= 65535) as (N, M)."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value) if isinstance(value, str) else None
+    if not found:
+        raise WeftError(f"invalid port range {value!r}: expected N or N-M, e.g. 22 or 8000-8080")
+    first = _int(int(found[1]), "port", 1, 65535)
+    last = _int(int(found[2]), "port", 1, 65535) if found[2] else first
+    if first > last:
+        raise WeftError(f"invalid port range {value!r}: the first port is above the last")
+    return first, last
+
+
+def rule_cidr(value: str) -> str:
+    """The peer prefix of a rule: any IPv4 prefix with its host bits clear (0.0.0.0/0 is anyone)."""
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise WeftError(f"invalid remote CIDR {value!r}: expected an IPv4 prefix, e.g. 10.0.0.0/24") from None
+    if net.version != 4:
+        raise WeftError(f"invalid remote CIDR {value!r}: IPv4 only")
+    if net.ip != net.network:
+        raise WeftError(f"invalid remote CIDR {value!r}: host bits are set (did you mean {net.cidr}?)")
+    return str(net.cidr)
+
+
+def _choice(value, what: str, choices: tuple[str, ...]) -> str:
+    low = value.lower() if isinstance(value, str) else value
+    if low not in choices:
+        listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+        raise WeftError(f"invalid {what} {value!r}: expected {listed}")
+    return low
+
+
+def sg_rule(direction, proto="any", port_min=None, port_max=None, icmp_type=None, remote_cidr=None,
+            remote_sg=None, ethertype="ipv4") -> dict:
+    """A security-group rule's fields, checked and normalised (the keys of RULE_FIELDS).
+
+    Either remote_cidr or remote_sg (a group name of the rule's tenant; whether it exists is
+    the store's business) says who the peer is; with neither, the peer is anyone (0.0.0.0/0)."""
+    direction = _choice(direction, "direction", DIRECTIONS)
+    proto = _choice("any" if proto is None else proto, "protocol", PROTOS)
+    ethertype = "ipv4" if ethertype is None else ethertype
+    if (ethertype.lower() if isinstance(ethertype, str) else ethertype) not in ETHERTYPES:
+        raise WeftError(f"invalid ethertype {ethertype!r}: only ipv4 is supported")
+    ethertype = ethertype.lower()
+    if port_min is None and port_max is not None:
+        raise WeftError("a port range needs its first port (port_min), not only port_max")
+    if port_min is not None:
+        if proto not in ("tcp", "udp"):
+            raise WeftError(f"a port range only applies to tcp and udp rules, not to {proto}")
+        port_min = _int(port_min, "port", 1, 65535)
+        port_max = port_min if port_max is None else _int(port_max, "port", 1, 65535)
+        if port_min > port_max:
+            raise WeftError(f"invalid port range {port_min}-{port_max}: the first port is above the last")
+    if icmp_type is not None:
+        if proto != "icmp":
+            raise WeftError(f"an ICMP type only applies to icmp rules, not to {proto}")
+        icmp_type = _int(icmp_type, "ICMP type", 0, 255)
+    if remote_cidr is not None and remote_sg is not None:
+        raise WeftError("remote_cidr and remote_sg are mutually exclusive: a rule admits either "
+                        "addresses or the members of a group")
+    if remote_sg is not None:
+        remote_sg = name("security group", remote_sg)
+    else:
+        remote_cidr = ANY_CIDR if remote_cidr is None else rule_cidr(remote_cidr)
+    return {"direction": direction, "proto": proto, "port_min": port_min, "port_max": port_max,
+            "icmp_type": icmp_type, "remote_cidr": remote_cidr, "remote_sg": remote_sg,
+            "ethertype": ethertype}
+
+
+def rule_identity(rule) -> tuple:
+    """What makes two rules of a group the same rule (a dict of RULE_FIELDS or a Rule)."""
+    get = rule.get if isinstance(rule, dict) else (lambda k: getattr(rule, k))
+    return tuple(get(k) for k in RULE_FIELDS)
+
+
+def default_sg_rules() -> list[dict]:
+    """The rules of every tenant's `default` group: anything out; in from the group's members."""
+    return [sg_rule("egress", "any", remote_cidr=ANY_CIDR),
+            sg_rule("ingress", "any", remote_sg=DEFAULT_SG)]
