@@ -24,8 +24,8 @@ SEG = r"([A-Za-z0-9_.-]+)"
 class Api:
     """The operations behind the routes; independent of HTTP so it can be tested directly."""
 
-    def __init__(self, store, engine, flow_dumper=None):
-        self.store, self.engine, self.flow_dumper = store, engine, flow_dumper
+    def __init__(self, store, engine, flow_dumper=None, traffic=None):
+        self.store, self.engine, self.flow_dumper, self.traffic = store, engine, flow_dumper, traffic
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
             ("POST", r"/v1/tenants", self.create_tenant),
@@ -59,6 +59,11 @@ class Api:
             ("DELETE", rf"/v1/hosts/{SEG}", self.delete_host),
             ("GET", rf"/v1/hosts/{SEG}/flows", self.host_flows),
             ("GET", r"/v1/status", self.status),
+            ("GET", r"/v1/traffic/config", self.traffic_config),
+            ("POST", r"/v1/traffic/config", self.set_traffic_config),
+            ("GET", r"/v1/traffic/matrix", self.traffic_matrix),
+            ("GET", r"/v1/traffic/top", self.traffic_top),
+            ("GET", r"/v1/traffic/status", self.traffic_status),
         ]
 
     def dispatch(self, method: str, path: str, query: dict, body: dict):
@@ -322,7 +327,7 @@ class Api:
 
     def add_host(self, query, body):
         self._required(body, "name", "tunnel_ip", "ovsdb")
-        return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"])
+        return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"], body.get("mgmt_ip"))
 
     def delete_host(self, name, query, body):
         return self.store.delete_host(name)
@@ -364,6 +369,69 @@ class Api:
                 names[cookies.object_id(rule.uuid)] = f"rule {rule.uuid} of {g.ref}"
         return names
 
+    # -- traffic
+    def _collectors(self):
+        if self.traffic is None:
+            raise WeftError("weftd runs no collectors (start it with --collector-ip)", 503)
+        return self.traffic
+
+    def traffic_config(self, query, body):
+        import dataclasses
+        return dataclasses.asdict(self.model.traffic)
+
+    def set_traffic_config(self, query, body):
+        return self.store.set_traffic_config(**body)
+
+    @staticmethod
+    def _since(query) -> float | None:
+        text = query.get("since", [None])[0]
+        if not text:
+            return None
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        number, unit = (text[:-1], text[-1]) if text[-1] in units else (text, "s")
+        try:
+            seconds = float(number) * units[unit]
+        except ValueError:
+            raise WeftError(f"invalid --since {text!r}: expected e.g. 30s, 5m, 2h") from None
+        if seconds <= 0:
+            raise WeftError(f"invalid --since {text!r}: must be positive")
+        return time.time() - seconds
+
+    @staticmethod
+    def _by(query) -> str:
+        by = query.get("by", ["vm"])[0]
+        if by not in ("vm", "network", "tenant"):
+            raise WeftError(f"invalid --by {by!r}: use vm, network or tenant")
+        return by
+
+    def _source(self, query):
+        return self._collectors().service(query.get("source", ["sflow"])[0])
+
+    def traffic_matrix(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        if tenant and tenant not in self.model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        return self._source(query).matrix(self._since(query), self._by(query), tenant)
+
+    def traffic_top(self, query, body):
+        try:
+            n = int(query.get("n", ["10"])[0])
+        except ValueError:
+            raise WeftError("-n must be a whole number") from None
+        if not 1 <= n <= 10000:
+            raise WeftError("-n must be between 1 and 10000")
+        return self._source(query).top(n, self._since(query), self._by(query))
+
+    def traffic_status(self, query, body):
+        return self._collectors().status()
+
+    def metrics(self) -> bytes:
+        """Prometheus exposition of the default (sFlow) collector: health and tenant pairs."""
+        if getattr(self, "_metrics", None) is None:
+            from collectors.metrics import MetricsRenderer
+            self._metrics = MetricsRenderer(self._collectors().service("sflow"))
+        return self._metrics.render().encode()
+
     def status(self, query, body):
         hosts = self.engine.status()
         dhcp = getattr(self, "dhcp_counters", None)
@@ -397,6 +465,8 @@ def make_handler(api: Api):
                 if url.path == "/openapi.yaml":
                     with open(OPENAPI, "rb") as f:
                         return self._send(200, f.read(), "application/yaml")
+                if url.path == "/metrics" and method == "GET":
+                    return self._send(200, api.metrics(), "text/plain; version=0.0.4")
                 result = api.dispatch(method, url.path, parse_qs(url.query), body)
                 status = 201 if method == "POST" else 200
                 self._send(status, json.dumps(result).encode())

@@ -198,9 +198,40 @@ def build_parser() -> Parser:
     p.add_argument("name")
     p.add_argument("--tunnel-ip", required=True)
     p.add_argument("--ovsdb", required=True, help="unix:PATH or tcp:IP:PORT of its Open vSwitch DB")
+    p.add_argument("--mgmt-ip", help="the address its flow exporters send from")
     _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
     p.add_argument("name")
+
+    traffic = sub.add_parser("traffic", help="who talks to whom (sFlow/NetFlow/IPFIX)").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    traffic.required = True
+    for name, helptext in (("matrix", "traffic between VMs, networks or tenants"),
+                           ("top", "top talkers")):
+        p = traffic.add_parser(name, help=helptext)
+        p.add_argument("--since", help="only the last DURATION (e.g. 30s, 5m, 1h)")
+        p.add_argument("--by", choices=["vm", "network", "tenant"], default="vm")
+        p.add_argument("--source", choices=["sflow", "netflow", "ipfix"], default="sflow",
+                       help="which collector to report (default sflow)")
+        if name == "matrix":
+            p.add_argument("--tenant", help="only pairs with this tenant on one side")
+        else:
+            p.add_argument("-n", type=int, default=10, help="how many (default 10)")
+        p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
+    p = traffic.add_parser("status", help="per exporter: datagrams, records, malformed, gaps, templates")
+    p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
+    p = traffic.add_parser("config", help="show or change what the hosts export")
+    onoff = {"choices": ["on", "off"]}
+    p.add_argument("--sflow", **onoff)
+    p.add_argument("--sflow-sampling", type=int, metavar="N", help="sample 1 packet in N")
+    p.add_argument("--sflow-polling", type=int, metavar="S", help="counter polling interval (s)")
+    p.add_argument("--netflow", **onoff)
+    p.add_argument("--netflow-active-timeout", type=int, metavar="S")
+    p.add_argument("--ipfix", **onoff)
+    p.add_argument("--ipfix-sampling", type=int, metavar="N", help="sample 1 packet in N")
+    p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
+    from collectors.cli import add_parser as add_collect
+    add_collect(sub)
 
     p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
     p.add_argument("host")
@@ -424,7 +455,7 @@ def cmd_sg(args, client) -> int:
 def cmd_host(args, client) -> int:
     if args.sub == "add":
         res = client.post("/v1/hosts", {"name": args.name, "tunnel_ip": args.tunnel_ip,
-                                        "ovsdb": args.ovsdb})
+                                        "ovsdb": args.ovsdb, "mgmt_ip": args.mgmt_ip})
         print(render(res, "json") if args.output == "json" else f"host {res['name']} registered")
     elif args.sub == "delete":
         client.delete(f"/v1/hosts/{seg(args.name)}")
@@ -432,6 +463,39 @@ def cmd_host(args, client) -> int:
     else:
         rows = client.get("/v1/hosts")
         print(render(rows, args.output, ["name", "tunnel_ip", "connected", "ports_bound", "flows"]))
+    return 0
+
+
+def cmd_traffic(args, client) -> int:
+    from collectors.cli import render_matrix
+
+    if args.sub in ("matrix", "top"):
+        query = {"since": args.since, "by": args.by, "source": args.source}
+        if args.sub == "matrix":
+            query["tenant"] = args.tenant
+        else:
+            query["n"] = args.n
+        rows = client.get(f"/v1/traffic/{args.sub}", **query)
+        print(render_matrix(rows, args.output))
+        return 0
+    if args.sub == "status":
+        st = client.get("/v1/traffic/status")
+        rows = st["exporters"]
+        if args.output == "json":
+            print(render(st, "json"))
+        else:
+            cols = ["protocol", "exporter", "host", "datagrams", "records", "malformed",
+                    "sequence_gaps", "templates"]
+            print(render(rows, args.output, [c for c in cols if not rows or c in rows[0]] or None))
+        return 0
+    changes = {k: v for k, v in (("sflow", args.sflow), ("sflow_sampling", args.sflow_sampling),
+                                 ("sflow_polling", args.sflow_polling), ("netflow", args.netflow),
+                                 ("netflow_active_timeout", args.netflow_active_timeout),
+                                 ("ipfix", args.ipfix), ("ipfix_sampling", args.ipfix_sampling))
+               if v is not None}
+    changes = {k: (v == "on") if v in ("on", "off") else v for k, v in changes.items()}
+    cfg = client.post("/v1/traffic/config", changes) if changes else client.get("/v1/traffic/config")
+    print(render(cfg, "json" if args.output == "json" else args.output))
     return 0
 
 
@@ -539,8 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return cmd_lab(args)
+        if args.command == "collect":
+            from collectors.cli import run as run_collector
+            return run_collector(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
-                   "host": cmd_host, "flows": cmd_flows, "router": cmd_router,
+                   "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg}[args.command]
         return handler(args, Client())
         raise WeftError(f"unknown command {args.command!r}")

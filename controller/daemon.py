@@ -27,6 +27,13 @@ def parse_args(argv):
     ap.add_argument("--api-listen", metavar="IP:PORT", help="serve the API on TCP (e.g. 127.0.0.1:6680)")
     ap.add_argument("--tunnel", choices=["vxlan", "geneve"], default="vxlan")
     ap.add_argument("--datapath-type", help="set br-int's datapath_type (the lab uses netdev)")
+    ap.add_argument("--collector-ip", metavar="IP",
+                    help="run weft's sFlow/NetFlow/IPFIX collectors on this address (ports 6343, "
+                         "2055, 4739) and point every host's exporters at it")
+    ap.add_argument("--sflow-agent", metavar="IFACE",
+                    help="the interface whose address the hosts' sFlow agent uses (the lab: mgmt0)")
+    ap.add_argument("--export-dir", help="rotating JSON Lines / CSV traffic exports (default: "
+                                         "<run-dir>/exports when collecting)")
     ap.add_argument("--pidfile")
     ap.add_argument("--log-file")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -63,16 +70,24 @@ class Controller:
         self._config_lock = threading.Lock()
         self._dumps: dict[int, tuple] = {}
         self.dhcp = None
+        self.traffic = None
+        self.exporters: dict[str, dict] = {}
+        if args.collector_ip:
+            from controller.traffic import TrafficCollectors
+            self.traffic = TrafficCollectors(self.engine, args.collector_ip,
+                                             args.export_dir or os.path.join(args.run_dir, "exports"))
 
     def start(self) -> None:
         from controller import api
 
         self.watcher.start()
+        if self.traffic is not None:
+            self.traffic.start()
         self.store.subscribe(self._on_model)
         self.store.start()
         self._on_model(None, self.store.model)
         tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
-        self.api = api.Api(self.store, self.engine, self.dump_flows)
+        self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp)
 
@@ -80,6 +95,7 @@ class Controller:
         from ovsdb import southbound
 
         self.engine.set_nb_model(new)
+        self._refresh_collectors()
         for name, host in new.hosts.items():
             key = (host.tunnel_ip, host.ovsdb)
             self.engine.register_dpid(southbound.datapath_id(name), name)
@@ -89,7 +105,30 @@ class Controller:
         for name in list(self.configured):
             if name not in new.hosts:
                 self.configured.pop(name, None)
+                self.exporters.pop(name, None)
                 self.watcher.unwatch(name)
+            elif self.traffic is not None:
+                self._push_exporters(new.hosts[name], new.traffic)
+
+    def _push_exporters(self, host, traffic) -> None:
+        """Point the host's exporters at weft's collectors (only when its settings change)."""
+        from controller.traffic import exporter_settings
+        from ovsdb import southbound
+
+        settings = exporter_settings(traffic, self.args.collector_ip, self.args.sflow_agent,
+                                     southbound.datapath_id(host.name) >> 8 & 0xFFFF)
+        if self.exporters.get(host.name) == settings:
+            return
+        self.exporters[host.name] = settings
+
+        def apply():
+            try:
+                changed = southbound.configure_exporters(host.ovsdb, settings)
+                LOG.info("host %s exporters: %s", host.name, ", ".join(changed) or "unchanged")
+            except WeftError as exc:
+                self.exporters.pop(host.name, None)
+                LOG.error("cannot configure exporters of %s: %s", host.name, exc)
+        threading.Thread(target=apply, daemon=True, name=f"exporters-{host.name}").start()
 
     def _configure(self, host, key) -> None:
         from ovsdb import southbound
@@ -102,6 +141,8 @@ class Controller:
                                           tunnel=self.args.tunnel, datapath_type=self.args.datapath_type)
                 self.configured[host.name] = key
                 self.watcher.watch(host.name, host.ovsdb)
+                if self.traffic is not None:
+                    self._push_exporters(host, self.store.model.traffic)
                 LOG.info("host %s configured (%s)", host.name, host.ovsdb)
             except WeftError as exc:
                 LOG.error("cannot configure host %s: %s (retrying in 2 s)", host.name, exc)
@@ -114,8 +155,15 @@ class Controller:
         if host is not None:
             self._configure(host, (host.tunnel_ip, host.ovsdb))
 
+    def _refresh_collectors(self) -> None:
+        """Attribution follows the model at once (not only on the collectors' periodic poll)."""
+        if self.traffic is not None:
+            for svc in self.traffic.services.values():
+                svc.refresh_model()
+
     def _on_bindings(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
         self.engine.set_bindings(host, bindings)
+        self._refresh_collectors()
         try:   # the store records numbered NICs only; pending ones are the engine's business
             self.store.sync_bindings(host, {p: o for p, (o, _name) in bindings.items() if o > 0})
         except WeftError as exc:

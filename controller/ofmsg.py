@@ -31,6 +31,9 @@ def actions(parser, ofproto, flow: Flow):
             acts.append(parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
                                           recirc_table=255 if table is None else table, alg=0,
                                           actions=inner))
+        elif kind == "sample":
+            acts.append(parser.NXActionSample(probability=act[1], collector_set_id=act[2],
+                                              obs_domain_id=act[3], obs_point_id=act[4]))
         elif kind == "conjunction":
             acts.append(parser.NXActionConjunction(clause=act[2], n_clauses=act[3], id_=act[1]))
         elif kind == "dec_ttl":
@@ -107,6 +110,8 @@ def render_actions(flow: Flow) -> str:
             parts += [f"table={table}"] if table is not None else []
             parts += [f"exec(set_field:{mark}->ct_mark)"] if mark is not None else []
             out.append(f"ct({','.join(parts)})")
+        elif kind == "sample":
+            out.append(f"sample(probability={act[1]},collector_set_id={act[2]},obs_point_id={act[4]})")
         elif kind == "conjunction":
             out.append(f"conjunction({act[1]},{act[2] + 1}/{act[3]})")
         else:

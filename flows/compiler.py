@@ -69,7 +69,7 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
             continue            # the port's network does not exist: nothing to classify it into
         chunk = frag.chunks.get(host)
         if chunk is None:
-            chunk = frag.chunks[host] = _chunk(frag, host)
+            chunk = frag.chunks[host] = _chunk(frag, host, _ipfix_sampling(index.model))
         flows.extend(chunk)
         if frag.router is not None:
             routers.add((frag.router.tenant, frag.router.name))
@@ -316,14 +316,30 @@ def _next_hop(index: CompilerIndex, nets, via: str):
     return None
 
 
-def _chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:
-    """The flows network `frag.net` gives `host` (where it has at least one local port)."""
+IPFIX_COLLECTOR_SET = 1         # the Flow_Sample_Collector_Set weft configures on br-int
+
+
+def _ipfix_sampling(model) -> int | None:
+    """Sampling probability (out of 65535) for flow-based IPFIX, or None when off."""
+    traffic = model.traffic
+    if not traffic.ipfix:
+        return None
+    return max(1, 65535 // traffic.ipfix_sampling)
+
+
+def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flow, ...]:
+    """The flows network `frag.net` gives `host` (where it has at least one local port).
+
+    With IPFIX on, each packet a VM sends is sampled once, at table 0 on its own host (before
+    conntrack recirculates it, which bridge-level IPFIX would miss); the observation point
+    is the VM's ofport, so the collector knows the port."""
     net, vni = frag.net, frag.net.vni
     local_ports = frag.local_ports.get(host, ())
     flows = [frag.tunnel_classify]
     for ofport, port in local_ports:
+        sample = (("sample", sampling, IPFIX_COLLECTOR_SET, 1, ofport),) if sampling else ()
         flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
-                          (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
+                          sample + (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
         flows.extend(_port_security(port, ofport, dhcp=net.dhcp))
     flows.extend(frag.arp)
     flows.extend(frag.l3_input)

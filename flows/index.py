@@ -204,6 +204,10 @@ class CompilerIndex:
             new.router_by_name, new.nets_by_router = self.router_by_name, self.nets_by_router
             new.nets_by_tenant = self.nets_by_tenant
         new.touched = frozenset(touched_keys(diff, self, new))
+        if old_model.traffic != new_model.traffic:     # sampling is in every port's flows
+            new.touched = frozenset(self.net_by_key) | frozenset(new.net_by_key)
+            new.fragments = {}
+            return new
         new.fragments = self.fragments
         if new.touched:
             new.fragments = dict(self.fragments)

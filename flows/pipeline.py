@@ -111,7 +111,7 @@ PREREQUISITES: dict[str, tuple[tuple[str, int], ...]] = {
     **{f: _IP + (("ip_proto", 1),) for f in ("icmpv4_type", "icmpv4_code")},
 }
 _ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2,
-          "meter": 2, "ct": 5, "conjunction": 4}
+          "meter": 2, "ct": 5, "conjunction": 4, "sample": 5}
 
 
 def table(table_id: int) -> Table:

@@ -192,8 +192,8 @@ class Switch:
                     pkt["ip_ttl"] -= 1
                     if pkt["ip_ttl"] <= 0:
                         return outputs
-                elif kind == "meter":
-                    pass                    # rate limiting is not modelled
+                elif kind in ("meter", "sample"):
+                    pass                    # rate limiting and sampling are not modelled
                 elif kind == "ct":
                     _k, commit, zone, ct_table, mark = action
                     self._ct(pkt, commit, zone, mark)

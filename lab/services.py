@@ -22,7 +22,7 @@ def _weftd_argv(p: LabPaths, state: LabState) -> tuple[list[str], dict]:
     argv = ["ip", "netns", "exec", p.ns("mgmt"), weftd, "--run-dir", ctl,
             "--of-listen", f"{MGMT_IP}:{OF_PORT}", "--api-socket", svc["api"],
             "--pidfile", svc["pidfile"], "--log-file", svc["log"], "--tunnel", state.tunnel,
-            "--datapath-type", "netdev"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
+            "--datapath-type", "netdev", "--collector-ip", MGMT_IP, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
     return argv, svc
 
 
@@ -50,7 +50,8 @@ def start_weftd(p: LabPaths, state: LabState, timeout: float = 20.0) -> None:
                 raise WeftError(f"weftd did not answer within {timeout:.0f} s (see {svc['log']})", 500)
             time.sleep(0.05)
     for name, info in state.hosts.items():
-        client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"]})
+        client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"],
+                                  "mgmt_ip": info["mgmt_ip"]})
     wait_in_sync(client, set(state.hosts), deadline)
 
 

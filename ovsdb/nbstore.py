@@ -19,7 +19,8 @@ with warnings.catch_warnings():
 from ovsdb.nbserver import SCHEMA
 from topology import validate
 from topology.errors import Conflict, NotFound, WeftError
-from topology.model import Binding, Host, Model, Network, Port, Router, Rule, SecurityGroup, Tenant
+from topology.model import (Binding, Host, Model, Network, Port, Router, Rule, SecurityGroup, Tenant,
+                            TrafficConfig)
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
@@ -112,7 +113,7 @@ class NorthboundStore:
         ports = {str(r.uuid): Port(str(r.uuid), r.tenant, r.network, r.name, r.mac,
                                    tuple(r.ips), r.port_security, tuple(sorted(r.security_groups)))
                  for r in self._rows("Port")}
-        hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb) for r in self._rows("Host")}
+        hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb, _opt(r.mgmt_ip)) for r in self._rows("Host")}
         bindings = {r.port: Binding(r.port, r.host, r.ofport) for r in self._rows("Binding")}
         rules = {}
         for r in self._rows("SG_Rule"):
@@ -123,7 +124,11 @@ class NorthboundStore:
                                              tuple(sorted(rules.get((r.tenant, r.name), ()),
                                                           key=lambda rule: rule.key)))
                   for r in self._rows("Security_Group")}
-        return Model(tenants, networks, ports, hosts, bindings, routers, groups)
+        traffic = TrafficConfig()
+        for r in self._rows("Traffic_Config"):
+            traffic = TrafficConfig(r.sflow, r.sflow_sampling, r.sflow_polling, r.netflow,
+                                    r.netflow_active_timeout, r.ipfix, r.ipfix_sampling)
+        return Model(tenants, networks, ports, hosts, bindings, routers, groups, traffic)
 
     # ---- writing ---------------------------------------------------------------------------
     def _transact(self, build) -> dict:
@@ -597,9 +602,10 @@ class NorthboundStore:
         return self._transact(build)
 
     # hosts
-    def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str) -> dict:
+    def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str, mgmt_ip: str | None = None) -> dict:
         validate.name("host", name)
         ip = str(validate.address(tunnel_ip, "tunnel IP"))
+        mgmt = str(validate.address(mgmt_ip, "management IP")) if mgmt_ip else None
         if not ovsdb_remote or not ovsdb_remote.startswith(("unix:", "tcp:", "ssl:")):
             raise WeftError(f"invalid OVSDB remote {ovsdb_remote!r}: expected unix:PATH, "
                             f"tcp:IP:PORT or ssl:IP:PORT")
@@ -613,7 +619,28 @@ class NorthboundStore:
                 row = txn.insert(self.idl.tables["Host"])
                 row.name = name
             row.tunnel_ip, row.ovsdb = ip, ovsdb_remote
-            return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote}
+            row.mgmt_ip = [mgmt] if mgmt else []
+            return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote, "mgmt_ip": mgmt}
+        return self._transact(build)
+
+    # traffic exporters
+    def set_traffic_config(self, **changes) -> dict:
+        """Change what the hosts export (validated as a whole; unknown settings refused)."""
+        import dataclasses
+        current = self.model.traffic
+        known = {f.name for f in dataclasses.fields(TrafficConfig)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise WeftError(f"unknown traffic setting(s): {', '.join(unknown)}")
+        new = dataclasses.replace(current, **{k: v for k, v in changes.items() if v is not None})
+        validate.traffic_config(new)
+
+        def build(txn):
+            rows = list(self._rows("Traffic_Config"))
+            row = rows[0] if rows else txn.insert(self.idl.tables["Traffic_Config"])
+            for field in known:
+                setattr(row, field, getattr(new, field))
+            return dataclasses.asdict(new)
         return self._transact(build)
 
     def delete_host(self, name: str) -> dict:

@@ -162,3 +162,105 @@ def wait_for(predicate, timeout: float, interval: float = 0.01) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# ---- traffic exporters (sFlow, NetFlow, IPFIX) on br-int ---------------------------------------
+
+def _current(remote: str, table: str, column: str) -> dict | None:
+    """The exporter record br-int points to, as {column: value}, or None."""
+    import json
+    ref = vsctl(remote, "get", "Bridge", BRIDGE, column).strip()
+    if ref in ("[]", ""):
+        return None
+    data = json.loads(vsctl(remote, "--format=json", "list", table, ref))
+    row = dict(zip(data["headings"], data["data"][0])) if data["data"] else None
+    return row
+
+
+def _ovs_value(value):
+    """An ovs-vsctl JSON cell as a plain value (["set", []] -> None, ["map", ...] -> dict)."""
+    if isinstance(value, list) and value and value[0] == "set":
+        return value[1][0] if value[1] else None
+    if isinstance(value, list) and value and value[0] == "map":
+        return {k: v for k, v in value[1]}
+    return value
+
+
+def exporter_args(kind: str, cfg: dict) -> list[str]:
+    """ovs-vsctl arguments that create exporter `kind` with settings `cfg` and attach it.
+
+    IPFIX is flow-based: a Flow_Sample_Collector_Set (id 1) that the sample actions weft puts
+    in table 0 feed. Bridge-level IPFIX would miss every packet that conntrack recirculates."""
+    if kind == "sflow":
+        args = ["--", "--id=@x", "create", "sFlow", f'targets="{cfg["target"]}"',
+                f"sampling={cfg['sampling']}", f"polling={cfg['polling']}", f"header={cfg.get('header', 128)}"]
+        if cfg.get("agent"):
+            args.append(f"agent={cfg['agent']}")
+        return args + ["--", "set", "Bridge", BRIDGE, "sflow=@x"]
+    if kind == "netflow":
+        return ["--", "--id=@x", "create", "NetFlow", f'targets="{cfg["target"]}"',
+                f"active_timeout={cfg['active_timeout']}", f"engine_id={cfg.get('engine_id', 0)}",
+                "--", "set", "Bridge", BRIDGE, "netflow=@x"]
+    return ["--", "--id=@br", "get", "Bridge", BRIDGE,
+            "--", "--id=@x", "create", "IPFIX", f'targets="{cfg["target"]}"',
+            f"obs_domain_id={cfg.get('obs_domain_id', 1)}",
+            f"cache_active_timeout={cfg.get('active_timeout', 10)}",
+            "other_config:enable-tunnel-sampling=true",
+            "--", "create", "Flow_Sample_Collector_Set", f"id={IPFIX_SET}", "bridge=@br", "ipfix=@x"]
+
+
+IPFIX_SET = 1
+
+
+def _ipfix_current(remote: str):
+    """(collector set uuid, its IPFIX row) of weft's collector set on br-int, or (None, None)."""
+    import json
+    data = json.loads(vsctl(remote, "--format=json", "--columns=_uuid,id,ipfix", "list",
+                            "Flow_Sample_Collector_Set"))
+    for uuid, set_id, ipfix in data["data"]:
+        if set_id == IPFIX_SET:
+            rows = json.loads(vsctl(remote, "--format=json", "list", "IPFIX", ipfix[1]))
+            row = dict(zip(rows["headings"], rows["data"][0])) if rows["data"] else {}
+            return uuid[1], row
+    return None, None
+
+
+def _matches(kind: str, row: dict, cfg: dict) -> bool:
+    v = {k: _ovs_value(x) for k, x in row.items()}
+    targets = _ovs_value(row.get("targets"))
+    if kind == "sflow":
+        return (targets == cfg["target"] and v.get("sampling") == cfg["sampling"]
+                and v.get("polling") == cfg["polling"] and (v.get("agent") or None) == (cfg.get("agent") or None))
+    if kind == "netflow":
+        return targets == cfg["target"] and v.get("active_timeout") == cfg["active_timeout"]
+    return (targets == cfg["target"] and v.get("obs_domain_id") == cfg.get("obs_domain_id", 1)
+            and v.get("cache_active_timeout") == cfg.get("active_timeout", 10))
+
+
+def configure_exporters(remote: str, settings: dict) -> list[str]:
+    """Make br-int's sFlow/NetFlow/IPFIX exporters equal `settings` ({kind: cfg or None}).
+
+    Changes only what differs (an unchanged exporter keeps its sequence numbers); returns the
+    kinds changed."""
+    changed = []
+    for kind, table in (("sflow", "sFlow"), ("netflow", "NetFlow")):
+        cfg = settings.get(kind)
+        row = _current(remote, table, kind)
+        if cfg is None:
+            if row is not None:
+                vsctl(remote, "clear", "Bridge", BRIDGE, kind)
+                changed.append(kind)
+        elif row is None or not _matches(kind, row, cfg):
+            vsctl(remote, *exporter_args(kind, cfg))
+            changed.append(kind)
+    cfg = settings.get("ipfix")
+    uuid, row = _ipfix_current(remote)
+    if uuid is not None and (cfg is None or not _matches("ipfix", row, cfg)):
+        vsctl(remote, "destroy", "Flow_Sample_Collector_Set", uuid)
+        changed.append("ipfix")
+        uuid = None
+    if cfg is not None and uuid is None:
+        vsctl(remote, *exporter_args("ipfix", cfg))
+        if "ipfix" not in changed:
+            changed.append("ipfix")
+    return changed

@@ -100,6 +100,19 @@ class Host:
     name: str
     tunnel_ip: str
     ovsdb: str           # how to reach the host's Open vSwitch database, e.g. unix:/path/db.sock
+    mgmt_ip: str | None = None   # the address its flow exporters send from, if not tunnel_ip
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """What every host's br-int exports to weft's collectors (sampling 1 in N packets)."""
+    sflow: bool = True
+    sflow_sampling: int = 64
+    sflow_polling: int = 10          # seconds between counter samples
+    netflow: bool = True
+    netflow_active_timeout: int = 10  # seconds
+    ipfix: bool = True
+    ipfix_sampling: int = 64
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class Model:
     bindings: dict[str, Binding] = field(default_factory=dict)    # by port uuid
     routers: dict[str, Router] = field(default_factory=dict)      # by uuid
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
+    traffic: TrafficConfig = TrafficConfig()
 
     def network_of(self, port: Port) -> Network | None:
         for net in self.networks.values():

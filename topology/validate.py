@@ -289,3 +289,17 @@ def default_sg_rules() -> list[dict]:
     """The rules of every tenant's `default` group: anything out; in from the group's members."""
     return [sg_rule("egress", "any", remote_cidr=ANY_CIDR),
             sg_rule("ingress", "any", remote_sg=DEFAULT_SG)]
+
+
+def traffic_config(cfg) -> None:
+    """Exporter settings: sampling 1 in N, intervals in seconds."""
+    limits = {"sflow_sampling": (1, 1_000_000), "sflow_polling": (1, 3600),
+              "netflow_active_timeout": (1, 3600), "ipfix_sampling": (1, 65535)}
+    for field, (lo, hi) in limits.items():
+        value = getattr(cfg, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise WeftError(f"{field.replace('_', '-')} must be a whole number from {lo} to {hi} "
+                            f"(got {value!r})")
+    for field in ("sflow", "netflow", "ipfix"):
+        if not isinstance(getattr(cfg, field), bool):
+            raise WeftError(f"{field} must be on or off")
