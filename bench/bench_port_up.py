@@ -7,7 +7,6 @@ echo reply after T0 minus T0. Median of N runs (default 10).
 """
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -15,16 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-WEFT = str(Path(sys.executable).parent / "weft")
-ENV = {**os.environ, "WEFT_LAB": "benchpu", "WEFT_RUN_DIR": "/run/weft-bench"}
-LAB_DIR = "/run/weft-bench/benchpu"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlab import WEFT, BenchLab  # noqa: E402
 
-
-def weft(*args, check=True):
-    proc = subprocess.run([WEFT, *args], env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"weft {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
+LAB = BenchLab("benchpu")
+weft, ENV, LAB_DIR = LAB.weft, LAB.env, LAB.dir
 
 
 def vsctl(host, *args):

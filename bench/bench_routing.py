@@ -5,34 +5,15 @@ routed:   a (10.0.0.0/24 on hv1) -> c (10.0.1.0/24 on hv2), through the distribu
 Prints the median of several alternating rounds and the ratio routed/switched (goal >= 0.9).
 """
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-WEFT = str(Path(sys.executable).parent / "weft")
-ENV = {**os.environ, "WEFT_LAB": "benchrt", "WEFT_RUN_DIR": "/run/weft-bench"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlab import BenchLab  # noqa: E402
 
-
-def weft(*args, check=True):
-    proc = subprocess.run([WEFT, *args], env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"weft {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
-
-
-def iperf(client: str, server: str, ip: str, seconds: int) -> float:
-    srv = subprocess.Popen([WEFT, "lab", "exec", server, "--", "iperf3", "-s", "-1"], env=ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.4)
-        out = weft("lab", "exec", client, "--", "iperf3", "-c", ip, "-t", str(seconds), "-J")
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    finally:
-        srv.wait(timeout=10)
+LAB = BenchLab("benchrt")
+weft, iperf = LAB.weft, LAB.iperf
 
 
 def main() -> None:

@@ -8,36 +8,18 @@
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlab import BenchLab  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.unit.test_flows_acl import count_flows  # noqa: E402  (the same scenario the tests check)
 
-WEFT = str(Path(sys.executable).parent / "weft")
-ENV = {**os.environ, "WEFT_LAB": "benchsg", "WEFT_RUN_DIR": "/run/weft-bench"}
-
-
-def weft(*args, check=True):
-    proc = subprocess.run([WEFT, *args], env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"weft {' '.join(args)}: {proc.stderr}")
-    return proc.stdout
-
-
-def iperf(client, server, ip, seconds):
-    srv = subprocess.Popen([WEFT, "lab", "exec", server, "--", "iperf3", "-s", "-1"], env=ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.4)
-        out = weft("lab", "exec", client, "--", "iperf3", "-c", ip, "-t", str(seconds), "-J")
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    finally:
-        srv.wait(timeout=10)
+LAB = BenchLab("benchsg")
+weft, iperf = LAB.weft, LAB.iperf
 
 
 def throughput(rounds, seconds):

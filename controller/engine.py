@@ -196,15 +196,13 @@ class Engine:
                                                0, 0, parser.OFPMatch()))
 
     def _apply(self, host: str, state: HostState, desired: list[Flow]) -> None:
-        from controller import ofmsg
-
         start = time.perf_counter()
         plan = planner.plan(state.installed, desired)
         state.desired = {f.key: f for f in desired}
         if plan.empty:
             return
         dp = state.datapath
-        parser, ofp = dp.ofproto_parser, dp.ofproto
+        ofp = dp.ofproto
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
         bid = self._bundle_id
         # the whole bundle goes out in one write: open, the flow-mods, commit

@@ -1,11 +1,10 @@
 """Security-group flows proven with the tracer (with its small conntrack): a three-tier tenant."""
-import dataclasses
 
 import pytest
 
-from flows import acl, pipeline
+from flows import pipeline
 from flows.compiler import CompilerIndex, compile_all
-from flows.tracer import Fabric, Switch, icmp_echo, tcp, udp
+from flows.tracer import Fabric, icmp_echo, tcp, udp
 from topology.model import Binding, Host, Model, Network, Port, Rule, SecurityGroup, Tenant
 
 HOSTS = {"hv1": "192.0.2.1", "hv2": "192.0.2.2", "hv3": "192.0.2.3"}

@@ -9,7 +9,6 @@ import pytest
 
 from flows import pipeline
 from flows.compiler import CompilerIndex, affected_hosts, compile_all, compile_host
-from flows.flow import IN_PORT
 from flows.tracer import Fabric, arp_request, ipv4, tcp
 from topology.model import Binding, Host, Model, Network, Port, Router, Tenant
 
