@@ -72,6 +72,7 @@ class Controller:
         self.dhcp = None
         self.traffic = None
         self.exporters: dict[str, dict] = {}
+        self.of_ready = threading.Event()
         if args.collector_ip:
             from controller.traffic import TrafficCollectors
             self.traffic = TrafficCollectors(self.engine, args.collector_ip,
@@ -133,6 +134,8 @@ class Controller:
     def _configure(self, host, key) -> None:
         from ovsdb import southbound
 
+        # a host told about a controller that is not listening yet backs off for a second
+        self.of_ready.wait(10)
         with self._config_lock:
             if self.configured.get(host.name) == key:
                 return
@@ -205,6 +208,34 @@ class Controller:
         return rows
 
 
+def _listening(host: str, port: int) -> bool:
+    """Whether a TCP socket of this network namespace listens on host:port (/proc/net/tcp)."""
+    import socket
+    import struct
+    want_ip = "00000000" if host in ("0.0.0.0", "") else "%08X" % struct.unpack(
+        "<I", socket.inet_aton(host))[0]
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                local, state = line.split()[1], line.split()[3]
+                ip, hexport = local.split(":")
+                if state == "0A" and int(hexport, 16) == port and ip in (want_ip, "00000000"):
+                    return True
+    except OSError:
+        return True       # cannot tell: do not hold the hosts back
+    return False
+
+
+def _signal_when_listening(controller: Controller) -> None:
+    import time
+    host, port = controller.of_listen
+    deadline = time.monotonic() + 10
+    while not _listening(host, port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    controller.of_ready.set()
+
+
 def run_openflow(controller: Controller) -> None:
     """Run the os-ken application manager (blocks)."""
     os.environ.setdefault("OSKEN_HUB_TYPE", "native")
@@ -220,6 +251,7 @@ def run_openflow(controller: Controller) -> None:
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")
+    threading.Thread(target=_signal_when_listening, args=(controller,), daemon=True).start()
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
