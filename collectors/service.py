@@ -501,11 +501,13 @@ class CollectorService:
                                                   "last_error", "kernel_drops")}
             for proto, per_exp in snap["stats"].items():
                 tot = dict.fromkeys(_COUNTERS, 0)
+                cache = r.caches.get(proto)
                 for exp, st in per_exp.items():
                     for c in _COUNTERS:
                         tot[c] += st[c]
                     exporters.append({"protocol": proto, "exporter": str(exp),
-                                      "host": self.attributor.host_of(exp), **st})
+                                      "host": self.attributor.host_of(exp), **st,
+                                      "templates": cache.count(exp) if cache is not None else 0})
                 flows, counted, dedup = snap["flows"][proto]
                 tot.update(exporters=len(per_exp), templates=snap["templates"].get(proto, 0),
                            flows=flows, counted=counted, deduplicated=dedup)
