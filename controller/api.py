@@ -411,7 +411,7 @@ class Api:
         tenant = query.get("tenant", [None])[0]
         if tenant and tenant not in self.model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
-        return self._source(query).matrix(self._since(query), self._by(query), tenant)
+        return self._active_rates(self._source(query).matrix(self._since(query), self._by(query), tenant))
 
     def traffic_top(self, query, body):
         try:
@@ -420,7 +420,16 @@ class Api:
             raise WeftError("-n must be a whole number") from None
         if not 1 <= n <= 10000:
             raise WeftError("-n must be between 1 and 10000")
-        return self._source(query).top(n, self._since(query), self._by(query))
+        return self._active_rates(self._source(query).top(n, self._since(query), self._by(query)))
+
+    @staticmethod
+    def _active_rates(rows: list[dict]) -> list[dict]:
+        """rate_bps while the pair was talking (first to last sample, at least 1 s), not
+        averaged over the whole query window: what an operator reads as "the rate"."""
+        for row in rows:
+            span = max(1.0, (row["last_seen"] or 0) - (row["first_seen"] or 0))
+            row["rate_bps"] = round(row["bytes"] * 8 / span, 3)
+        return rows
 
     def traffic_status(self, query, body):
         return self._collectors().status()

@@ -1,9 +1,11 @@
-"""The lab demo: hypervisors, two tenants on the same CIDR, VMs on several hosts, pings, isolation, flows."""
+"""The lab demo: hypervisors, two tenants on the same CIDR, VMs on several hosts, pings, isolation,
+flows, then traffic between VMs and the who-talks-to-whom report."""
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 WEFT = str(Path(sys.executable).parent / "weft")
@@ -62,6 +64,22 @@ def main() -> int:
                 failures += verdict != "ok"
                 print(f"  {src:>5}@{h1} -> {dst:<5}@{h2} {ip:<10} {'reached' if ok else 'blocked':<8} {verdict}")
         weft("flows", "hv3")
+        print("\n# traffic: iperf3 UDP red1 -> red3 (40 Mbit/s) and blue1 -> blue2 (20 Mbit/s), then the report",
+              flush=True)
+        streams = [("red1", "red3", "10.0.0.13", "40M"), ("blue1", "blue2", "10.0.0.13", "20M")]
+        servers = [subprocess.Popen([WEFT, "lab", "exec", dst, "--", "iperf3", "-s", "-1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for _src, dst, _ip, _rate in streams]
+        time.sleep(0.5)
+        clients = [subprocess.Popen([WEFT, "lab", "exec", src, "--", "iperf3", "-c", ip, "-u", "-b", rate,
+                                     "-t", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for src, _dst, ip, rate in streams]
+        for proc in clients + servers:
+            proc.wait(timeout=60)
+        time.sleep(1)
+        weft("traffic", "matrix", "--by", "vm")
+        weft("traffic", "matrix", "--by", "tenant")
+        weft("traffic", "top", "-n", "3")
         print(f"\ndemo finished: {'all as expected' if not failures else f'{failures} unexpected results'}")
     finally:
         if not args.keep:
