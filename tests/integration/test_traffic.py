@@ -25,7 +25,7 @@ def tlab():
     lab.down()
     lab.weft("lab", "up", "--hosts", "3")
     try:
-        lab.weft("traffic", "config", "--sflow-sampling", "32", "--ipfix-sampling", "32",
+        lab.weft("traffic", "config", "--sflow-sampling", "8", "--ipfix-sampling", "8",
                  "--netflow-active-timeout", "2")
         for tenant in ("red", "blue"):
             lab.weft("tenant", "create", tenant)
@@ -118,7 +118,7 @@ def test_status_config_and_bad_input(tlab):
     assert {"sflow", "netflow5", "ipfix"} <= protocols
     assert all(e["malformed"] == 0 for e in status["exporters"])
     cfg = lab.json("traffic", "config")
-    assert cfg["sflow_sampling"] == 32 and cfg["netflow_active_timeout"] == 2
+    assert cfg["sflow_sampling"] == 8 and cfg["netflow_active_timeout"] == 2
     for args, message in ((["traffic", "config", "--sflow-sampling", "0"], "sflow-sampling must be"),
                           (["traffic", "matrix", "--since", "5x"], "invalid --since"),
                           (["traffic", "matrix", "--tenant", "green"], "no tenant named 'green'")):
@@ -128,4 +128,4 @@ def test_status_config_and_bad_input(tlab):
     # the hosts' bridges really export where weft listens
     db = f"unix:{lab.dir}/hv1/db.sock"
     sflow = subprocess.run(["ovs-vsctl", f"--db={db}", "list", "sFlow"], capture_output=True, text=True).stdout
-    assert "198.19.0.1:6343" in sflow and re.search(r"sampling\s+: 32\b", sflow), sflow
+    assert "198.19.0.1:6343" in sflow and re.search(r"sampling\s+: 8\b", sflow), sflow
