@@ -160,6 +160,8 @@ def down() -> list[str]:
     with locked(p):
         state = LabState.load(p)
         if state is None and not os.path.exists(p.dir):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p.lock_file)
             return []
         return _teardown(p, state or LabState())
 
@@ -180,6 +182,8 @@ def _teardown(p: LabPaths, state: LabState) -> list[str]:
             removed.append(f"namespace {ns}")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(p.dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(p.lock_file)      # held by us right now; nothing of the lab is left after this
     return removed
 
 

@@ -122,6 +122,7 @@ def assert_nothing_left(lab: Lab):
     assert lab.namespaces() == []
     assert lab.processes() == []
     assert not os.path.exists(lab.dir)
+    assert not os.path.exists(lab.dir + ".lock")
 
 
 def test_down_leaves_no_namespace_process_or_file():
