@@ -12,9 +12,9 @@ import logging
 import time
 
 from controller import dhcp
+from flows.pipeline import DHCP_SERVER_MAC as SERVER_MAC   # answers on networks without a router
 
 LOG = logging.getLogger(__name__)
-SERVER_MAC = "02:77:65:ff:ff:fe"     # answers on networks without a router come from this MAC
 TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}
 
 

@@ -218,6 +218,13 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
                  make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
                  (("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP)))
             for port in ports for ip in port.ips)
+    elif net.dhcp and net.gateway:
+        # no router: the gateway address is where the DHCP server answers from; answer its ARP
+        # so that a client's unicast renewal reaches the controller instead of timing out
+        frag.l3_input = (make(
+            "dhcp", net.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+            make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=net.gateway),
+            _arp_reply(P.DHCP_SERVER_MAC, net.gateway)),)
     return frag
 
 

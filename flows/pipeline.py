@@ -53,6 +53,7 @@ L2_LOOKUP = 40
 INGRESS_CT = 45
 INGRESS_ACL = 46
 DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
+DHCP_SERVER_MAC = "02:77:65:ff:ff:fe"   # DHCP answers on networks without a router come from it
 
 MISS_PRIORITY = 0
 

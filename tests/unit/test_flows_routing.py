@@ -160,3 +160,15 @@ def test_affected_hosts_cover_every_host_whose_flows_change(change):
     old_index = CompilerIndex(old)
     compile_all(old_index)                     # fill the fragment cache, then update it
     assert compile_all(old_index.updated(new)) == after
+
+
+def test_without_a_router_the_gateway_arp_is_the_dhcp_servers():
+    from flows.pipeline import DHCP_SERVER_MAC
+    detached = Net(build(routes=(), attached=("n0",)))
+    t, _n, mac, ip, host, ofport = PORTS["rb"]          # red/n1 has no router now
+    got = detached.fabric.send(host, arp_request(mac, ip, "10.0.1.1"), ofport)
+    assert [(d.port, d.packet["arp_op"], d.packet["arp_sha"]) for d in got] == [(ofport, 2, DHCP_SERVER_MAC)]
+    # with its router, the same address is the router's
+    routed = Net(build())
+    got = routed.fabric.send(host, arp_request(mac, ip, "10.0.1.1"), ofport)
+    assert [d.packet["arp_sha"] for d in got] == [R_MAC]
