@@ -31,6 +31,7 @@ def main() -> None:
     weft("lab", "down")
     weft("lab", "up", "--hosts", "2")
     pcap = tempfile.NamedTemporaryFile(suffix=".pcap", delete=False).name
+    procs = []
     try:
         weft("traffic", "config", "--sflow-sampling", "16", "--sflow-polling", "2",
              "--ipfix-sampling", "16", "--netflow-active-timeout", "2")
@@ -42,9 +43,11 @@ def main() -> None:
         dump = subprocess.Popen(["ip", "netns", "exec", "capture-mgmt", "tcpdump", "-i", "br-mgmt", "-U", "-w",
                                  pcap, "udp and (port 6343 or port 2055 or port 4739)"],
                                 stderr=subprocess.DEVNULL)
+        procs.append(dump)
         time.sleep(1)
         srv = subprocess.Popen([WEFT, "lab", "exec", "b", "--", "iperf3", "-s", "-1"], env=ENV,
                                stdout=subprocess.DEVNULL)
+        procs.append(srv)
         time.sleep(0.5)
         subprocess.run([WEFT, "lab", "exec", "a", "--", "ping", "-c", "5", "-i", "0.2", "10.0.0.20"], env=ENV,
                        capture_output=True)
@@ -66,6 +69,10 @@ def main() -> None:
                     f.write(struct.pack("!I", len(d)) + d)
             print(proto, len(datagrams))
     finally:
+        for proc in procs:          # by pid: a namespace going away does not stop its processes
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         os.unlink(pcap)
         weft("lab", "down")
 
