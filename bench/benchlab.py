@@ -30,4 +30,8 @@ class BenchLab:
             out = self.weft("lab", "exec", client, "--", "iperf3", "-c", ip, "-t", str(seconds), "-J")
             return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
         finally:
-            srv.wait(timeout=10)
+            try:
+                srv.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                srv.kill()           # by pid: the lab going away would not stop it
+                srv.wait()

@@ -75,7 +75,11 @@ def main() -> int:
                                      "-t", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for src, _dst, ip, rate in streams]
         for proc in clients + servers:
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         time.sleep(1)
         weft("traffic", "matrix", "--by", "vm")
         weft("traffic", "matrix", "--by", "tenant")

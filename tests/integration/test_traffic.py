@@ -24,6 +24,7 @@ def tlab():
     lab = Lab(f"v{os.getpid() % 100000}")
     lab.down()
     lab.weft("lab", "up", "--hosts", "3")
+    procs = []
     try:
         lab.weft("traffic", "config", "--sflow-sampling", "8", "--ipfix-sampling", "8",
                  "--netflow-active-timeout", "2")
@@ -38,11 +39,13 @@ def tlab():
         servers = [subprocess.Popen([lab.weft_path, "lab", "exec", dst, "--", "iperf3", "-s", "-1"],
                                     env=lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for _src, dst, _rate in STREAMS]
+        procs += servers
         time.sleep(0.5)
         clients = {(src, dst): subprocess.Popen(
             [lab.weft_path, "lab", "exec", src, "--", "iperf3", "-c", VMS[dst][2], "-u", "-b", f"{rate}M",
              "-t", "4", "-l", "1200", "-J"], env=lab.env, stdout=subprocess.PIPE, text=True)
             for src, dst, rate in STREAMS}
+        procs += clients.values()
         for src, dst in PINGS:
             lab.exec(src, "ping", "-c", "20", "-i", "0.05", VMS[dst][2])
         for key, proc in clients.items():
@@ -54,6 +57,10 @@ def tlab():
         time.sleep(8)          # NetFlow active timeout and IPFIX cache expiry
         yield lab, sent
     finally:
+        for proc in procs:          # by pid, even when the test failed half-way
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         lab.down()
 
 
