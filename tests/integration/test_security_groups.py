@@ -132,6 +132,7 @@ def test_removing_a_rule_stops_a_running_stream_and_adding_it_back_allows_new(sg
     extra_egress = add_rule(sglab, "red", "web", "egress", "tcp", 8081, "sg:app")
     sink = subprocess.Popen([sglab.weft_path, "lab", "exec", "app1", "--", PY, PROBE, "sink", "8081"],
                             env=sglab.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sender = None
     try:
         assert sink.stdout.readline().strip() == "ready"
         sender = subprocess.Popen([sglab.weft_path, "lab", "exec", "web1", "--", PY, PROBE, "stream",
@@ -149,8 +150,10 @@ def test_removing_a_rule_stops_a_running_stream_and_adding_it_back_allows_new(sg
         assert before and before[-1] > 1_000_000, samples[:5]          # the stream was flowing
         assert settled and settled[-1] == settled[0], f"still flowing 1 s after the cut: {samples}"
     finally:
-        sink.kill()
-        sink.wait()
+        for proc in (sink, sender):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         sglab.weft("sg", "rule", "delete", "red/web", extra_egress, check=False)
         sglab.weft("sg", "rule", "delete", "red/app", extra, check=False)
     assert probe(sglab, "web1", [("10.0.0.21", "tcp", 8080)]) == [True]     # other rules untouched

@@ -210,9 +210,14 @@ def test_weftd_restart_under_ping_loses_nothing_and_sends_no_flow_mods(net_lab):
     pinger = subprocess.Popen([net_lab.weft_path, "lab", "exec", "r1", "--", "ping", "-i", "0.01",
                                "-c", "400", "-W", "1", "10.0.0.14"],
                               env=net_lab.env, stdout=subprocess.PIPE, text=True)
-    time.sleep(1)
-    net_lab.weft("lab", "controller", "restart")
-    out, _ = pinger.communicate(timeout=30)
+    try:
+        time.sleep(1)
+        net_lab.weft("lab", "controller", "restart")
+        out, _ = pinger.communicate(timeout=30)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+            pinger.wait()
     loss = re.search(r"(\d+) received", out)
     assert loss and int(loss.group(1)) == 400, out[-300:]
     status = net_lab.json_api("/v1/status")
