@@ -187,11 +187,13 @@ class _Index:
             if p is not None:
                 self.by_host_ifindex[(host, ifindex)] = p
         for host in getattr(model, "hosts", {}).values():
-            if host.tunnel_ip:
-                self.exporter_host.setdefault(host.tunnel_ip, host.name)
-                norm = _norm_ip(host.tunnel_ip)
-                if norm is not None:
-                    self.exporter_host.setdefault(norm, host.name)
+            # a host exports from its management address when it has one, else its tunnel IP
+            for addr in (getattr(host, "mgmt_ip", None), host.tunnel_ip):
+                if addr:
+                    self.exporter_host.setdefault(addr, host.name)
+                    norm = _norm_ip(addr)
+                    if norm is not None:
+                        self.exporter_host.setdefault(norm, host.name)
 
     # ------------------------------------------------------------------ lookups
 

@@ -26,6 +26,7 @@ class Api:
 
     def __init__(self, store, engine, flow_dumper=None, traffic=None):
         self.store, self.engine, self.flow_dumper, self.traffic = store, engine, flow_dumper, traffic
+        self.dhcp_counters = None       # callable giving the DHCP service's counters, once it runs
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
             ("POST", r"/v1/tenants", self.create_tenant),
@@ -84,8 +85,7 @@ class Api:
 
     def _port_view(self, port) -> dict:
         model = self.model
-        net = next((n for n in model.networks.values()
-                    if n.tenant == port.tenant and n.name == port.network), None)
+        net = model.network_of(port)
         binding = model.bindings.get(port.uuid)
         return {"id": port.uuid, "tenant": port.tenant, "network": port.network, "name": port.name,
                 "ref": port.ref, "mac": port.mac, "ip": port.ips[0] if port.ips else None,
@@ -147,7 +147,7 @@ class Api:
 
     def show_network(self, tenant, name, query, body):
         model = self.model
-        net = next((n for n in model.networks.values() if n.tenant == tenant and n.name == name), None)
+        net = model.network(tenant, name)
         if net is None:
             raise NotFound(f"no network {tenant}/{name}")
         ports = [self._port_view(p) for p in sorted(model.ports.values(), key=lambda p: p.name)
@@ -223,7 +223,7 @@ class Api:
         return self.store.create_router(body["tenant"], body["name"])
 
     def show_router(self, tenant, name, query, body):
-        r = next((r for r in self.model.routers.values() if (r.tenant, r.name) == (tenant, name)), None)
+        r = self.model.router(tenant, name)
         if r is None:
             raise NotFound(f"no router {tenant}/{name}")
         return self._router_view(r)
@@ -443,8 +443,7 @@ class Api:
 
     def status(self, query, body):
         hosts = self.engine.status()
-        dhcp = getattr(self, "dhcp_counters", None)
-        return {"hosts": hosts, "dhcp": dhcp() if dhcp else None, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
+        return {"hosts": hosts, "dhcp": self.dhcp_counters() if self.dhcp_counters else None, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
                 "bundles": sum(h["bundles"] for h in hosts.values()), "pid": os.getpid(),
                 "time": time.time()}
 

@@ -610,7 +610,6 @@ def main(argv: list[str] | None = None) -> int:
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg}[args.command]
         return handler(args, Client())
-        raise WeftError(f"unknown command {args.command!r}")
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")
         return 1

@@ -68,7 +68,6 @@ class Controller:
         self.watcher = southbound.BindingWatcher(self._on_bindings)
         self.configured: dict[str, tuple] = {}
         self._config_lock = threading.Lock()
-        self._dumps: dict[int, tuple] = {}
         self.dhcp = None
         self.traffic = None
         self.exporters: dict[str, dict] = {}

@@ -8,27 +8,24 @@ bucket per port here. Only the port's own MAC reaches the controller (port secur
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
 from controller import dhcp
 from flows.pipeline import DHCP_SERVER_MAC as SERVER_MAC   # answers on networks without a router
+from flows.pipeline import TUNNEL_MTU
 
 LOG = logging.getLogger(__name__)
-TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}
 
 
 def lease_for(model, port, tunnel: str) -> dhcp.Lease | None:
     """What the model gives `port`, or None (no DHCP on its network)."""
-    net = next((n for n in model.networks.values()
-                if n.tenant == port.tenant and n.name == port.network), None)
+    net = model.network_of(port)
     if net is None or not net.dhcp or not port.ips:
         return None
-    router = None
-    if net.router:
-        router = next((r for r in model.routers.values()
-                       if r.tenant == net.tenant and r.name == net.router), None)
-    server_ip = net.gateway or str(__import__("ipaddress").ip_network(net.cidr)[1])
+    router = model.router(net.tenant, net.router) if net.router else None
+    server_ip = net.gateway or str(ipaddress.ip_network(net.cidr)[1])
     return dhcp.Lease(mac=port.mac, ip=port.ips[0], prefixlen=int(net.cidr.split("/")[1]),
                       server_ip=server_ip, server_mac=router.mac if router else SERVER_MAC,
                       router=net.gateway if router else None, dns=tuple(net.dns),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 
 from flows import compiler, planner
 from flows.flow import Flow
@@ -25,13 +24,11 @@ DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a floo
 class HostState:
     datapath: object = None
     installed: set = dataclasses.field(default_factory=set)   # {(table, priority, cookie)}
-    desired: dict = dataclasses.field(default_factory=dict)   # key -> Flow
     reconciled: bool = False
     dumping: list | None = None
     flow_mods: int = 0
     bundles: int = 0
     connects: int = 0
-    last_change_ms: float | None = None
 
 
 class Engine:
@@ -196,9 +193,7 @@ class Engine:
                                                0, 0, parser.OFPMatch()))
 
     def _apply(self, host: str, state: HostState, desired: list[Flow]) -> None:
-        start = time.perf_counter()
         plan = planner.plan(state.installed, desired)
-        state.desired = {f.key: f for f in desired}
         if plan.empty:
             return
         dp = state.datapath
@@ -219,7 +214,6 @@ class Engine:
         state.installed |= {f.key for f in plan.add}
         state.flow_mods += msgs
         state.bundles += 1
-        state.last_change_ms = (time.perf_counter() - start) * 1000
         LOG.info("%s: bundle %d with %d deletes, %d adds", host, bid, len(plan.delete), len(plan.add))
 
     # ---- reporting -------------------------------------------------------------------------

@@ -37,17 +37,10 @@ class TrafficCollectors:
         for source, port in PORTS.items():
             kwargs = {k: None for k in PORTS}
             kwargs[source] = (listen_ip, port)
-            self.services[source] = CollectorService(self._model, bucket_seconds=bucket_seconds,
+            self.services[source] = CollectorService(engine.effective_model, bucket_seconds=bucket_seconds,
                                                      model_refresh=1.0, **kwargs)
         self.export_dir = export_dir
         self._exporters = []
-
-    def _model(self):
-        model = self.engine.effective_model()
-        hosts = {h.mgmt_ip: h.name for h in model.hosts.values() if h.mgmt_ip}
-        for svc in self.services.values():
-            svc.attributor.exporter_hosts = hosts
-        return model
 
     def start(self) -> None:
         for svc in self.services.values():

@@ -34,6 +34,7 @@ from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
 
 TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
 TUNNEL_PORT_NAME = "weft-tun"
+TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}   # a VM's MTU that leaves room for the encapsulation
 
 REG_OUT = "reg4"                # ingress ACL: the local ofport a packet is headed to
 REG_ROUTER = "reg5"             # router key while a packet is being routed

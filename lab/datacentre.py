@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 
+from flows.pipeline import TUNNEL_MTU
 from lab import netns
 from lab.ovs import HostSwitch, require_tools
 from lab.state import LabPaths, LabState, locked, paths, pid_alive, pid_from_file, pidfiles, stop_pid
@@ -27,7 +28,6 @@ MAX_HOSTS = 64
 UNDERLAY_PREFIX = "198.18.0."
 MGMT_PREFIX = "198.19.0."
 MGMT_IP = MGMT_PREFIX + "1"
-TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}
 
 
 def host_names(n: int) -> list[str]:

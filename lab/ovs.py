@@ -62,10 +62,3 @@ class HostSwitch:
         proc = netns.run(["ovs-vsctl", f"--db={self.remote}", f"--timeout={timeout}", *args],
                          timeout=timeout + 5)
         return proc.stdout.strip()
-
-    def ofctl(self, *args: str) -> str:
-        """Run ovs-ofctl against a bridge of this switch via its management socket."""
-        cmd, bridge, *rest = args
-        mgmt = os.path.join(self.dir, f"{bridge}.mgmt")
-        proc = netns.run(["ovs-ofctl", "-O", "OpenFlow13", cmd, f"unix:{mgmt}", *rest])
-        return proc.stdout

@@ -6,7 +6,8 @@ import re
 import netaddr
 
 from lab import netns
-from lab.datacentre import TUNNEL_MTU, load_up_state
+from flows.pipeline import TUNNEL_MTU
+from lab.datacentre import load_up_state
 from lab.ovs import HostSwitch
 from lab.state import LabPaths, LabState, locked
 from topology.errors import NotFound, WeftError, Conflict
@@ -195,8 +196,3 @@ def _get(state: LabState, name: str) -> dict:
 def _host_list(state: LabState) -> str:
     names = sorted(state.hosts, key=lambda h: int(h[2:]))
     return f"{names[0]}..{names[-1]}" if len(names) > 1 else names[0]
-
-
-def run_in(name: str, argv: list[str], timeout: float = 30.0):
-    """Run a command inside VM or host `name` and return the CompletedProcess (for tests and demos)."""
-    return netns.run(exec_argv(name, argv), check=False, timeout=timeout)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
-import time
 import warnings
 import zlib
 
@@ -153,15 +152,6 @@ class BindingWatcher:
             if iface_id and isinstance(ofport, int) and ofport >= 0:
                 found[iface_id] = (ofport, row.name)   # 0: not numbered by vswitchd yet
         return found
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ---- traffic exporters (sFlow, NetFlow, IPFIX) on br-int ---------------------------------------

@@ -1,6 +1,7 @@
 """Shared fixtures: integration tests need root and Open vSwitch, and get a lab of their own."""
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -14,6 +15,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """weft's northbound store on a real ovsdb-server of the test's own, stopped afterwards."""
+    from ovsdb.nbserver import ensure_local_server
+    from ovsdb.nbstore import NorthboundStore
+
+    remote = ensure_local_server(str(tmp_path / "nb"))
+    s = NorthboundStore(remote)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+        with open(tmp_path / "nb" / "nb.pid") as f:
+            os.kill(int(f.read()), signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

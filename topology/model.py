@@ -63,9 +63,6 @@ class Port:
     def ref(self) -> str:
         return f"{self.tenant}/{self.network}/{self.name}"
 
-    @property
-    def network_ref(self) -> str:
-        return f"{self.tenant}/{self.network}"
 
 
 @dataclass(frozen=True)
@@ -135,8 +132,11 @@ class Model:
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
     traffic: TrafficConfig = TrafficConfig()
 
+    def network(self, tenant: str, name: str) -> Network | None:
+        return next((n for n in self.networks.values() if (n.tenant, n.name) == (tenant, name)), None)
+
     def network_of(self, port: Port) -> Network | None:
-        for net in self.networks.values():
-            if net.tenant == port.tenant and net.name == port.network:
-                return net
-        return None
+        return self.network(port.tenant, port.network)
+
+    def router(self, tenant: str, name: str) -> Router | None:
+        return next((r for r in self.routers.values() if (r.tenant, r.name) == (tenant, name)), None)

@@ -52,31 +52,30 @@ def split_ref(ref: str, parts: int, what: str) -> list[str]:
     return pieces
 
 
-def cidr(value: str) -> netaddr.IPNetwork:
+def prefix(value: str, what: str, example: str = "10.0.0.0/24") -> netaddr.IPNetwork:
+    """Any IPv4 prefix with its host bits clear (0.0.0.0/0 included); errors name `what`."""
     try:
         net = netaddr.IPNetwork(value)
     except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise WeftError(f"invalid CIDR {value!r}: expected e.g. 10.0.0.0/24") from None
+        raise WeftError(f"invalid {what} {value!r}: expected e.g. {example}") from None
     if net.version != 4:
-        raise WeftError(f"invalid CIDR {value!r}: weft networks are IPv4")
+        raise WeftError(f"invalid {what} {value!r}: IPv4 only")
     if net.ip != net.network:
-        raise WeftError(f"invalid CIDR {value!r}: host bits are set (did you mean {net.cidr}?)")
+        raise WeftError(f"invalid {what} {value!r}: host bits are set (did you mean {net.cidr}?)")
+    return net
+
+
+def cidr(value: str) -> netaddr.IPNetwork:
+    """A network's CIDR: an IPv4 prefix from /8 to /29."""
+    net = prefix(value, "CIDR")
     if net.prefixlen > 29 or net.prefixlen < 8:
         raise WeftError(f"invalid CIDR {value!r}: the prefix length must be between /8 and /29")
     return net
 
 
 def route_cidr(value: str) -> netaddr.IPNetwork:
-    """A static route's destination: any IPv4 prefix, 0.0.0.0/0 included, host bits clear."""
-    try:
-        net = netaddr.IPNetwork(value)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise WeftError(f"invalid route destination {value!r}: expected e.g. 192.168.5.0/24") from None
-    if net.version != 4:
-        raise WeftError(f"invalid route destination {value!r}: IPv4 only")
-    if net.ip != net.network:
-        raise WeftError(f"invalid route destination {value!r}: host bits are set (did you mean {net.cidr}?)")
-    return net
+    """A static route's destination: any IPv4 prefix, 0.0.0.0/0 included."""
+    return prefix(value, "route destination", "192.168.5.0/24")
 
 
 def gateway(value: str | None, net: netaddr.IPNetwork) -> str:
@@ -222,16 +221,8 @@ def port_range(value: str) -> tuple[int, int]:
 
 
 def rule_cidr(value: str) -> str:
-    """The peer prefix of a rule: any IPv4 prefix with its host bits clear (0.0.0.0/0 is anyone)."""
-    try:
-        net = netaddr.IPNetwork(value)
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise WeftError(f"invalid remote CIDR {value!r}: expected an IPv4 prefix, e.g. 10.0.0.0/24") from None
-    if net.version != 4:
-        raise WeftError(f"invalid remote CIDR {value!r}: IPv4 only")
-    if net.ip != net.network:
-        raise WeftError(f"invalid remote CIDR {value!r}: host bits are set (did you mean {net.cidr}?)")
-    return str(net.cidr)
+    """The peer prefix of a rule (0.0.0.0/0 is anyone)."""
+    return str(prefix(value, "remote CIDR").cidr)
 
 
 def _choice(value, what: str, choices: tuple[str, ...]) -> str:

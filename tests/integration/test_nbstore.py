@@ -1,27 +1,9 @@
 """The northbound store on a real ovsdb-server: writes, refusals that change nothing, change notifications."""
-import os
-import signal
-
 import pytest
 
-from ovsdb.nbserver import ensure_local_server
-from ovsdb.nbstore import NorthboundStore
 from topology.errors import Conflict, NotFound, WeftError
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(tmp_path):
-    remote = ensure_local_server(str(tmp_path / "nb"))
-    s = NorthboundStore(remote)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        with open(tmp_path / "nb" / "nb.pid") as f:
-            os.kill(int(f.read()), signal.SIGTERM)
 
 
 def test_model_round_trip_and_notifications(store):

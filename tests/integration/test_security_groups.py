@@ -70,7 +70,8 @@ def sglab():
                 for r in rules:
                     add_rule(lab, tenant, group, *r)
         for tenant, vms in (("red", VMS), ("blue", {"bclient": ("hv2", "10.0.0.10", "client"),
-                                                   "bapp": ("hv1", "10.0.0.21", "app")})):
+                                                   "bapp": ("hv1", "10.0.0.21", "app"),
+                                                   "bweb": ("hv2", "10.0.0.50", "web")})):
             for vm, (host, ip, group) in vms.items():
                 lab.weft("port", "create", f"{tenant}/net/{vm}", "--ip", ip, "--sg", f"{tenant}/{group}")
                 lab.weft("lab", "vm", "create", vm, "--host", host, "--port", f"{tenant}/net/{vm}")
@@ -122,8 +123,14 @@ def test_the_reply_side_cannot_open_what_the_rules_do_not_allow(sglab):
 def test_identical_groups_of_another_tenant_admit_nothing(sglab):
     # blue's client may send anything and red web's 80 is open to 0.0.0.0/0: tenants still never meet
     assert probe(sglab, "bclient", [("10.0.0.11", "tcp", 80), ("10.0.0.12", "tcp", 80)]) == [False, False]
-    # blue's own app holds red app1's address: red web reaches red app1 only (blue's app: not a member)
-    assert probe(sglab, "bclient", [("10.0.0.21", "tcp", 8080)]) == [False]   # blue client not in blue web
+    # blue's web (named like red's) reaches blue's app, which holds red app1's address ...
+    assert probe(sglab, "bweb", [("10.0.0.21", "tcp", 8080)]) == [True]
+    # ... while red app1, on bweb's very host, admits from red's web members only: no flow of its
+    # ingress table names bweb's address, which only blue's `web` group contains
+    rows = sglab.json("flows", "hv2")
+    ingress = [r for r in rows if r["table"] == 46]
+    assert any("ipv4_src=10.0.0.11" in r["match"] for r in ingress)      # red web1, a real member
+    assert not [r for r in ingress if "ipv4_src=10.0.0.50" in r["match"]]
 
 
 def test_removing_a_rule_stops_a_running_stream_and_adding_it_back_allows_new(sglab):

@@ -21,18 +21,6 @@ def _kill(directory):
 
 
 @pytest.fixture
-def store(tmp_path):
-    remote = ensure_local_server(str(tmp_path / "nb"))
-    s = NorthboundStore(remote)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
-        _kill(tmp_path / "nb")
-
-
-@pytest.fixture
 def red(store):
     store.create_tenant("red")
     store.create_network("red", "net", "10.0.0.0/24")

@@ -205,6 +205,15 @@ def test_exporter_by_tunnel_ip_and_by_extra_map():
     assert Attributor(two_tenants(), {"2001:DB8::1": "hv3"}).host_of("2001:db8::1") == "hv3"
 
 
+def test_exporter_by_the_hosts_management_address():
+    import dataclasses
+    m = two_tenants()
+    m.hosts["hv2"] = dataclasses.replace(m.hosts["hv2"], mgmt_ip="198.19.0.12")
+    att = Attributor(m)
+    assert att.host_of("198.19.0.12") == "hv2" and att.host_of("172.16.0.2") == "hv2"
+    assert att.host_of("198.19.0.11") is None
+
+
 def test_update_rebuilds_and_drops_the_memo(att):
     r = rec("192.0.2.1", 100, MAC_A, MAC_B)
     assert att.attribute(r).src.host == "hv1"
