@@ -1,73 +1,203 @@
 """Port-up latency: from plugging a VM's NIC into br-int on one host to the first ping answered across hosts.
 
-The port already exists in weft. A VM on hv1 runs `ping -D -i 0.002` towards the VM on hv2
-the whole time; the NIC of the hv2 VM is unplugged, then plugged again (ovs-vsctl add-port
-with its iface-id, as libvirt does) at time T0; the latency is the timestamp of the first
-echo reply after T0 minus T0. Median of N runs (default 10).
+The port already exists in weft. A VM on hv1 pings the VM on hv2 every 2 ms; the NIC of the hv2
+VM is unplugged, then plugged again (ovs-vsctl add-port with its iface-id, as libvirt does); the
+latency is the timestamp of the first echo reply after T0 minus T0. Median of N runs (default 10).
+
+The method is the one of the peer scripts in /work/shared/bench (floor_port_up.sh,
+ovn_port_up.sh), step for step, so the figures compare:
+  - del-port, 0.5 s, `ip netns exec VM ping -D -n -i 0.002 -W 0.5` started, 0.3 s, plug, 0.7 s;
+  - the plug is the peers' own shell line: `t0=$(date +%s.%N); ip netns exec HV ovs-vsctl
+    --db=unix:... add-port br-int TAP -- set interface TAP external_ids:...` (ovs-vsctl waits for
+    ovs-vswitchd, no --no-wait, in all three), so T0 is taken before the `ip netns exec` process
+    starts and its start-up and ovs-vsctl's are counted the same way;
+  - the pinger is `ping` itself in the VM's namespace (before: through the `weft lab exec`
+    Python wrapper, which under load was not always running 0.3 s later), and ovs-vsctl runs
+    inside the hypervisor's namespace (before: outside it, saving `ip netns exec`'s start-up).
+A run without a reply is reported and left out of the median.
+
+`--peer ovn` runs the no-controller floor (VXLAN, NORMAL bridges), OVN 23.03 (always Geneve)
+and weft (`--tunnel`) from this one process, alternating them over `--rounds` (RUNS each per
+round), prints every run and every median, and ends with
+`port-up weft_ms=X ovn_ms=Y floor_ms=F ratio=R overhead_ratio=O` (R = X/Y, O = (X-F)/(Y-F)).
 """
+from __future__ import annotations
+
 import argparse
-import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlab import WEFT, BenchLab  # noqa: E402
+from benchlab import BenchLab  # noqa: E402
 
-LAB = BenchLab("benchpu")
-weft, ENV, LAB_DIR = LAB.weft, LAB.env, LAB.dir
+PING = ["ping", "-D", "-n", "-i", "0.002", "-W", "0.5"]
+PLUG = ('t0=$(date +%s.%N); ip netns exec "$1" ovs-vsctl --db=unix:"$2" $VSCTL_OPTS add-port br-int "$3" '
+        '-- set interface "$3" "${@:4}" || exit 1; t1=$(date +%s.%N); echo "$t0 $t1"')
+PLUG_BARE = ('t0=$(date +%s.%N); ip netns exec "$1" ovs-vsctl --db=unix:"$2" $VSCTL_OPTS add-port br-int "$3" '
+             '|| exit 1; t1=$(date +%s.%N); echo "$t0 $t1"')     # the floor's plug: no external_ids
+REPLY_RE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from", re.M)
 
 
-def vsctl(host, *args):
-    subprocess.run(["ovs-vsctl", f"--db=unix:{LAB_DIR}/{host}/db.sock", *args], check=True,
-                   capture_output=True)
+def stop(proc: subprocess.Popen) -> str:
+    """Stop one process we started, by its pid; its stdout."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def plug_once(t, before_plug=None, vsctl_opts: str = "") -> dict:
+    """One unplug/plug of t.tap on t.host_ns, pinged from t.src_ns; {'t0', 't_exit', 'replies'} (epoch s)."""
+    subprocess.run(["ip", "netns", "exec", t.host_ns, "ovs-vsctl", f"--db=unix:{t.db_sock}", "--if-exists",
+                    "del-port", "br-int", t.tap], check=True, capture_output=True)
+    time.sleep(0.5)
+    log = tempfile.TemporaryFile("w+")       # a file, as the peers do: ping never blocks on a pipe
+    pinger = subprocess.Popen(["ip", "netns", "exec", t.src_ns, *PING, t.dst_ip],
+                              stdout=log, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.3)
+        if before_plug:
+            before_plug()
+        plug = subprocess.run(["bash", "-c", PLUG if t.ext else PLUG_BARE, "plug", t.host_ns, t.db_sock, t.tap, *t.ext],
+                              capture_output=True, text=True, env={**os.environ, "VSCTL_OPTS": vsctl_opts})
+        time.sleep(0.7)
+    finally:
+        stop(pinger)
+        log.seek(0)
+        out = log.read()
+        log.close()
+    if plug.returncode != 0:
+        raise RuntimeError(f"add-port failed: {plug.stderr.strip()}")
+    t0, t_exit = (float(v) for v in plug.stdout.split())
+    return {"t0": t0, "t_exit": t_exit, "replies": [float(ts) for ts in REPLY_RE.findall(out)]}
+
+
+class WeftPortUp:
+    """weft's side: a two-host bench lab of its own with VM src on hv1 and dst on hv2, up while in `with`."""
+
+    def __init__(self, tunnel: str = "vxlan", verbose: bool = False):
+        self.lab = BenchLab("benchpu")
+        if verbose:
+            self.lab.env["WEFTD_VERBOSE"] = "1"
+        self.tunnel = tunnel
+        self.started = False
+
+    def __enter__(self) -> "WeftPortUp":
+        if self.lab.exists():
+            raise SystemExit(f"{self.lab.dir} exists (another bench run, or a crashed one: then "
+                             f"`WEFT_LAB=benchpu WEFT_RUN_DIR=/run/weft-bench weft lab down`)")
+        self.started = True
+        try:
+            w = self.lab.weft
+            w("lab", "up", "--hosts", "2", "--tunnel", self.tunnel)
+            w("tenant", "create", "t")
+            w("network", "create", "t/n", "--cidr", "10.0.0.0/24")
+            w("port", "create", "t/n/src", "--ip", "10.0.0.10")
+            w("port", "create", "t/n/dst", "--ip", "10.0.0.20")
+            w("lab", "vm", "create", "src", "--host", "hv1", "--port", "t/n/src")
+            w("lab", "vm", "create", "dst", "--host", "hv2", "--port", "t/n/dst")
+            state = self.lab.state()
+        except BaseException:
+            self.__exit__()
+            raise
+        vm, host = state["vms"]["dst"], state["hosts"]["hv2"]
+        self.src_ns, self.dst_ip = state["vms"]["src"]["ns"], "10.0.0.20"
+        self.host_ns, self.tap = host["ns"], vm["tap"]
+        self.db_sock = f"{host['dir']}/db.sock"
+        self.host_dir = host["dir"]
+        self.weftd_log = state["services"]["weftd"]["log"]
+        self.iface_id = vm["iface_id"]
+        self.ext = [f"external_ids:iface-id={vm['iface_id']}", f"external_ids:attached-mac={vm['mac']}",
+                    "external_ids:vm-id=dst", "external_ids:iface-status=active"]
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.started:
+            self.started = False
+            self.lab.weft("lab", "down", check=False)
+
+    def plug_once(self, before_plug=None) -> dict:
+        return plug_once(self, before_plug)
+
+    def measure(self, runs: int, label: str = "weft") -> list[float | None]:
+        """RUNS plugs; per-run ms to the first reply after T0, None (and a line saying so) when none came."""
+        results = []
+        for i in range(1, runs + 1):
+            r = self.plug_once()
+            after = [ts for ts in r["replies"] if ts >= r["t0"]]
+            results.append((after[0] - r["t0"]) * 1000 if after else None)
+            if not after:
+                print(f"{label} run {i}: no reply within 0.7 s; skipped", flush=True)
+        return results
+
+
+def fmt(values: list[float | None]) -> str:
+    return " ".join("none" if v is None else f"{v:.1f}" for v in values)
+
+
+def summary(name: str, values: list[float | None]) -> float:
+    got = [v for v in values if v is not None]
+    if not got:
+        print(f"{name}: no run got a reply ({len(values)} runs)")
+        return float("nan")
+    med = statistics.median(got)
+    print(f"{name}: median {med:.1f} ms, min {min(got):.1f}, max {max(got):.1f} "
+          f"({len(got)} runs, {len(values) - len(got)} without a reply)")
+    return med
+
+
+def weft_only(args) -> None:
+    with WeftPortUp(args.tunnel) as w:
+        results = w.measure(args.runs)
+    print(f"runs (ms): {fmt(results)}")
+    summary(f"port-up latency ({args.tunnel}, plug on hv2 -> first reply on hv1)", results)
+
+
+def with_peers(args) -> None:
+    import peers
+    peers.ensure_ovn()
+    print(f"load: {Path('/proc/loadavg').read_text().strip()}", flush=True)
+    print(f"floor: {peers.FLOOR.tunnel}; ovn: {peers.OVN.tunnel}; weft: {args.tunnel}", flush=True)
+    got = {"floor": [], "ovn": [], "weft": []}
+    for rnd in range(1, args.rounds + 1):
+        for peer in (peers.FLOOR, peers.OVN):
+            values, _out = peers.run(peer, args.runs)
+            print(f"round {rnd} {peer.name} runs (ms): {fmt(values)}", flush=True)
+            got[peer.name] += values
+        with WeftPortUp(args.tunnel) as w:
+            values = w.measure(args.runs)
+        print(f"round {rnd} weft runs (ms): {fmt(values)}", flush=True)
+        got["weft"] += values
+    print(f"load: {Path('/proc/loadavg').read_text().strip()}")
+    f = summary("floor (no controller, vxlan)", got["floor"])
+    y = summary("ovn 23.03 (geneve)", got["ovn"])
+    x = summary(f"weft ({args.tunnel})", got["weft"])
+    ratio = x / y if y else float("nan")
+    overhead = (x - f) / (y - f) if y - f > 0 else float("nan")
+    print(f"port-up weft_ms={x:.1f} ovn_ms={y:.1f} floor_ms={f:.1f} ratio={ratio:.2f} overhead_ratio={overhead:.2f}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--tunnel", default="vxlan", choices=["vxlan", "geneve"])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=10, help="plugs per system per round")
+    ap.add_argument("--tunnel", default="vxlan", choices=["vxlan", "geneve"], help="weft's tunnel")
+    ap.add_argument("--peer", choices=["ovn"], help="also run the no-controller floor and OVN, alternating")
+    ap.add_argument("--rounds", type=int, default=1, help="with --peer: floor, ovn, weft, repeated K times")
     args = ap.parse_args()
-    weft("lab", "down", check=False)
-    weft("lab", "up", "--hosts", "2", "--tunnel", args.tunnel)
-    try:
-        weft("tenant", "create", "t")
-        weft("network", "create", "t/n", "--cidr", "10.0.0.0/24")
-        weft("port", "create", "t/n/src", "--ip", "10.0.0.10")
-        weft("port", "create", "t/n/dst", "--ip", "10.0.0.20")
-        weft("lab", "vm", "create", "src", "--host", "hv1", "--port", "t/n/src")
-        weft("lab", "vm", "create", "dst", "--host", "hv2", "--port", "t/n/dst")
-        state = json.load(open(f"{LAB_DIR}/state.json"))
-        vm = state["vms"]["dst"]
-        ext = [f"external_ids:iface-id={vm['iface_id']}", f"external_ids:attached-mac={vm['mac']}",
-               "external_ids:vm-id=dst", "external_ids:iface-status=active"]
-        results = []
-        for _run in range(args.runs):
-            vsctl("hv2", "del-port", "br-int", vm["tap"])
-            time.sleep(0.3)
-            pinger = subprocess.Popen([WEFT, "lab", "exec", "src", "--", "ping", "-D", "-n", "-i", "0.002",
-                                       "-W", "0.5", "10.0.0.20"], env=ENV, stdout=subprocess.PIPE, text=True)
-            time.sleep(0.3)
-            t0 = time.time()
-            vsctl("hv2", "add-port", "br-int", vm["tap"], "--", "set", "Interface", vm["tap"], *ext)
-            time.sleep(0.5)
-            pinger.terminate()
-            out, _ = pinger.communicate()
-            replies = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
-            after = [ts for ts in replies if ts >= t0]
-            if not after:
-                print("run without a reply; skipped", file=sys.stderr)
-                continue
-            results.append((after[0] - t0) * 1000)
-        print(f"port-up latency ({args.tunnel}, plug on hv2 -> first reply on hv1): "
-              f"median {statistics.median(results):.1f} ms, min {min(results):.1f}, "
-              f"max {max(results):.1f} ({len(results)} runs)")
-        print("runs (ms): " + ", ".join(f"{r:.1f}" for r in results))
-    finally:
-        weft("lab", "down", check=False)
+    if args.peer:
+        with_peers(args)
+    else:
+        weft_only(args)
 
 
 if __name__ == "__main__":

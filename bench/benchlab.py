@@ -35,3 +35,12 @@ class BenchLab:
             except subprocess.TimeoutExpired:
                 srv.kill()           # by pid: the lab going away would not stop it
                 srv.wait()
+
+    def exists(self) -> bool:
+        """True when this lab (or what is left of an earlier run of it) is on the machine."""
+        return os.path.exists(self.dir)
+
+    def state(self) -> dict:
+        """The lab's state file (hosts, VMs, services) as written by `weft lab`."""
+        with open(os.path.join(self.dir, "state.json")) as f:
+            return json.load(f)

@@ -1,0 +1,106 @@
+"""Port-up peers (the no-controller floor, OVN 23.03): run the shared scripts, parse their per-run figures."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+PEER_DIR = os.environ.get("WEFT_PEER_BENCH", "/work/shared/bench")
+
+
+@dataclass
+class Peer:
+    """One peer script: its name, the prefix its lab uses (/tmp/PREFIX, namespaces PREFIX*), what it runs."""
+    name: str
+    script: str
+    prefix: str
+    tunnel: str
+    run_re: str
+
+    def parse(self, out: str) -> list[float | None]:
+        """Per-run port-up in ms, None for a run without a reply."""
+        found = []
+        for m in re.finditer(self.run_re, out, re.M):
+            found += [None if v == "none" else float(v) for v in m.group(1).split()]
+        return found
+
+
+FLOOR = Peer("floor", "floor_port_up.sh", "flr", "vxlan (static remote_ip, NORMAL bridges, static ARP)",
+             r"^floor runs: (.*)$")
+OVN = Peer("ovn", "ovn_port_up.sh", "ovn", "geneve (OVN always runs Geneve)", r"^run \d+: (\S+)$")
+
+
+def ensure_ovn() -> None:
+    """Install Debian's OVN 23.03 when missing: a benchmark-only dependency, not in scripts/setup.sh."""
+    if shutil.which("ovn-northd") and shutil.which("ovn-controller") and shutil.which("ovn-nbctl"):
+        return
+    print("installing ovn-central ovn-host (benchmark-only dependency)", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "ovn-central", "ovn-host"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+
+
+def _in_use(peer: Peer) -> bool:
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return os.path.exists(f"/tmp/{peer.prefix}") or any(
+        line.split()[0].startswith(peer.prefix) for line in names.splitlines() if line.strip())
+
+
+def _wait_free(peer: Peer, timeout: float) -> None:
+    """The peer scripts tear down /tmp/PREFIX first: never start while another run of it is live."""
+    deadline = time.monotonic() + timeout
+    while _in_use(peer):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{peer.name}: /tmp/{peer.prefix} or its namespaces exist (another run of "
+                               f"{peer.script}?); not touching them")
+        time.sleep(2)
+
+
+def _owned_pid(pidfile: str, marker: str) -> int | None:
+    try:
+        pid = int(open(pidfile).read().strip())
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if marker in cmdline else None
+
+
+def _cleanup(peer: Peer) -> None:
+    """Undo what an interrupted run of the peer's script (ours) left: its daemons by pid file, then its lab."""
+    base = f"/tmp/{peer.prefix}"
+    if not _in_use(peer):
+        return
+    for sub in ("central", "hv1", "hv2"):
+        d = os.path.join(base, sub)
+        for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            pid = _owned_pid(os.path.join(d, f), base) if f.endswith(".pid") else None
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+    subprocess.run(["bash", os.path.join(PEER_DIR, "lab.sh"), "down", "2", peer.prefix],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(peer: Peer, runs: int, timeout: float = 600) -> tuple[list[float | None], str]:
+    """Run `SCRIPT RUNS` once; (per-run ms, output). Whatever it started is gone afterwards, on every path."""
+    _wait_free(peer, timeout=120)
+    proc = subprocess.Popen(["bash", os.path.join(PEER_DIR, peer.script), str(runs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    clean = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        clean = proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)     # the group our own child leads: the script and its pingers
+            proc.wait()
+        if not clean:
+            _cleanup(peer)
+    if not clean:
+        raise RuntimeError(f"{peer.script} {runs} failed (exit {proc.returncode}):\n{out[-2000:]}")
+    return peer.parse(out), out
