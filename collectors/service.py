@@ -412,6 +412,7 @@ class CollectorService:
         self._model = None
         self._receivers: dict[str, _Receiver] = {}
         self._stop = threading.Event()
+        self._changed = threading.Event()
         self._refresher: threading.Thread | None = None
         self.started: float | None = None
         self.model_errors = 0
@@ -459,12 +460,22 @@ class CollectorService:
             self._refresher.start()
         return self
 
+    def model_changed(self) -> None:
+        """The provider has a new model: rebuild attribution on the refresher thread, soon.
+        Cheap and non-blocking, so the model's owner may call it from its own loop."""
+        self._changed.set()
+
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.model_refresh):
+        while not self._stop.is_set():
+            self._changed.wait(self.model_refresh)
+            self._changed.clear()
+            if self._stop.is_set():
+                break
             self.refresh_model()
 
     def stop(self) -> None:
         self._stop.set()
+        self._changed.set()
         for r in self._receivers.values():
             r.stop()
         if self._refresher is not None:

@@ -26,6 +26,11 @@ def _out(p):
 
 def build_parser() -> Parser:
     parser = Parser(prog="weft", description="weft: virtual networking for Open vSwitch hypervisors")
+    parser.add_argument("--wait", nargs="?", const="hv", choices=["hv"], metavar="hv",
+                        help="after a change, wait until every hypervisor it affects has committed "
+                             "it (like ovn-nbctl --wait=hv); also accepted after the command")
+    parser.add_argument("--wait-timeout", type=float, default=10.0, metavar="S",
+                        help="how long --wait waits (default 10 s)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -598,8 +603,18 @@ def _port_for_vm(args) -> dict:
             "id": args.iface_id or port["id"], "gateway": gateway}
 
 
+def _take_wait(argv: list[str]) -> tuple[list[str], bool]:
+    """`--wait`/`--wait=hv` anywhere before a `--` (which starts a command run in the lab)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a not in ("--wait", "--wait=hv")]
+    return head + argv[end:], len(head) != end
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, wait_anywhere = _take_wait(argv)
     args = build_parser().parse_args(argv)
+    wait = args.wait or ("hv" if wait_anywhere else None)
     try:
         if args.command == "lab":
             return cmd_lab(args)
@@ -609,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg}[args.command]
-        return handler(args, Client())
+        return handler(args, Client(wait_timeout=args.wait_timeout if wait else None))
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")
         return 1

@@ -39,9 +39,13 @@ def default_endpoint() -> str:
 
 
 class Client:
-    def __init__(self, endpoint: str | None = None, timeout: float = 30.0):
+    def __init__(self, endpoint: str | None = None, timeout: float = 30.0,
+                 wait_timeout: float | None = None):
+        """wait_timeout: every change waits (up to that long) until the hypervisors it affects
+        have committed it; a change that is not applied in time is an error saying so."""
         self.endpoint = endpoint or default_endpoint()
-        self.timeout = timeout
+        self.wait_timeout = wait_timeout
+        self.timeout = timeout if wait_timeout is None else max(timeout, wait_timeout + 10)
 
     def _connection(self):
         if self.endpoint.startswith("unix:"):
@@ -52,6 +56,8 @@ class Client:
         raise WeftError(f"invalid API endpoint {self.endpoint!r}: use unix:PATH or http://HOST:PORT")
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
+        if self.wait_timeout is not None and method != "GET":
+            query = {**(query or {}), "wait": "hv", "timeout": self.wait_timeout}
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         conn = self._connection()
@@ -73,6 +79,11 @@ class Client:
         if resp.status >= 400:
             message = result.get("error") if isinstance(result, dict) else str(result)
             raise WeftError(message or f"HTTP {resp.status}", resp.status)
+        waited = result.get("wait") if isinstance(result, dict) else None
+        if waited and waited.get("hosts_pending"):
+            raise WeftError(f"the change is committed, but not yet applied on "
+                            f"{', '.join(waited['hosts_pending'])} after {self.wait_timeout:g} s "
+                            f"(see `weft host list`)", 504)
         return result
 
     def get(self, path: str, **query):

@@ -1,155 +1,451 @@
-"""The engine: keeps every connected host's flows equal to what the model compiles to.
+"""The engine: one loop that keeps every connected host's flows equal to what the model compiles to.
 
-It joins three inputs (the northbound model, the bindings each host reports, the OpenFlow
-connections) and, on any change, recompiles only the affected hosts, plans the difference
-against what is installed and sends it as one atomic bundle. On (re)connection it dumps the
-switch's flows first and reconciles; it never flushes, so a restart with an unchanged model
-sends nothing.
+Only the loop thread touches the engine's state. Every other thread (the store's IDL, the
+southbound watcher, os-ken's OpenFlow thread, the API) only queues inputs with the methods
+under "inputs", which return at once, and reads published, immutable snapshots
+(`effective_model`, `bindings`, `status`). The loop takes whatever is queued, applies it in
+order, recompiles only the affected hosts once per batch, plans the difference against what
+each switch is known to hold, and hands the plan to the driver as one atomic bundle.
+
+A switch's flows change in the engine's books only when the switch confirms: a bundle counts
+as installed on its commit reply. A bundle the switch rejects is logged with the flow it
+refused, counted, and the host is dumped and reconciled again; a switch that disconnects
+with bundles in flight is dumped and reconciled on reconnect. Planning uses the *expected*
+table (installed plus bundles in flight), so changes can follow each other without waiting
+for replies and never send the same flow-mod twice.
+
+On (re)connection the engine dumps the switch's flows first and reconciles; it never
+flushes, so a restart with an unchanged model sends nothing.
 """
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import logging
+import queue
 import threading
+import time
 
 from flows import compiler, planner
+from flows.index import _changed
 from flows.flow import Flow
+from flows.pipeline import DHCP_METER
 from topology.model import Binding, Model
 
 LOG = logging.getLogger(__name__)
 DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a flood is dropped there
+OFPET_BUNDLE_FAILED = 17
+OFPET_METER_MOD_FAILED, OFPMMFC_METER_EXISTS = 12, 1
+OFPBCT_COMMIT_REPLY = 5
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 10.0  # re-dump after a refused bundle, doubling
+HISTORY = 4096                      # model versions remembered for wait_applied
+
+
+@dataclasses.dataclass
+class Bundle:
+    bundle_id: int
+    first_xid: int
+    items: list                   # ("delete", table, cookie) or Flow, in xid order after first_xid
+    version: int                  # the model version it brings the host to
+    sent_at: float
+    ports: list = dataclasses.field(default_factory=list)   # ports whose port-up it completes
+
+    def owns(self, xid: int) -> bool:
+        return self.first_xid <= xid <= self.first_xid + len(self.items) + 1
+
+    def item_at(self, xid: int):
+        i = xid - self.first_xid - 1
+        return self.items[i] if 0 <= i < len(self.items) else None
 
 
 @dataclasses.dataclass
 class HostState:
     datapath: object = None
-    installed: set = dataclasses.field(default_factory=set)   # {(table, priority, cookie)}
+    installed: set = dataclasses.field(default_factory=set)   # confirmed {(table, priority, cookie)}
+    expected: set = dataclasses.field(default_factory=set)    # installed + bundles in flight
+    in_flight: dict = dataclasses.field(default_factory=dict)  # bundle id -> Bundle
     reconciled: bool = False
+    reconciled_at: float | None = None
+    backoff: float = 0.0                      # after a refused bundle: wait before trying again
+    dump_xid: int | None = None
     dumping: list | None = None
+    planned_version: int = 0
+    applied_version: int = 0
     flow_mods: int = 0
     bundles: int = 0
+    bundle_errors: int = 0
     connects: int = 0
+    last_error: str | None = None
+
+
+@dataclasses.dataclass
+class PortUp:
+    """The port-up timeline of one NIC on one host (monotonic seconds)."""
+    host: str
+    seen: float                      # the NIC appeared in the host's database (iface-id)
+    numbered: float | None = None    # its ofport became known (port-status or OVSDB)
+    taken: float | None = None       # the loop took the numbering in
+    sent: float | None = None        # the bundle with its ofport flows went out
+    committed: float | None = None   # ... and the switch committed it
+
+    def latency_ms(self) -> float | None:
+        return None if self.committed is None else round((self.committed - self.seen) * 1000, 2)
+
+    def view(self) -> dict:
+        rel = lambda t: None if t is None else round((t - self.seen) * 1000, 2)   # noqa: E731
+        return {"host": self.host, "numbered_ms": rel(self.numbered), "sent_ms": rel(self.sent),
+                "committed_ms": rel(self.committed)}
 
 
 class Engine:
-    def __init__(self):
-        self.lock = threading.RLock()
+    def __init__(self, driver, metrics=None, datapath_id=None):
+        from controller.enginemetrics import EngineMetrics
+        from ovsdb.southbound import datapath_id as default_dpid
+
+        self.driver = driver
+        self.metrics = metrics or EngineMetrics()
+        self._datapath_id = datapath_id or default_dpid
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._observers: list = []
+        self._timers: list = []                       # heap of (when, seq, fn), run on the loop
+        self._timer_seq = itertools.count()
+        self._cond = threading.Condition()           # guards the published progress below
+        # ---- loop-owned state
         self.nb_model = Model()
-        self.live: dict[str, dict[str, tuple]] = {}    # host -> {port uuid: (ofport, iface name)}
-        self.of_ports: dict[str, dict[str, int]] = {}  # host -> {iface name: ofport}, from OpenFlow
+        self.nb_version = 0
+        self.live: dict[str, dict[str, tuple]] = {}   # host -> {port uuid: (ofport, iface name)}
+        self.of_ports: dict[str, dict[str, int]] = {} # host -> {iface name: ofport}, from OpenFlow
         self.hosts: dict[str, HostState] = {}
-        self.dpids: dict[int, str] = {}                 # datapath id -> host name
+        self._host_of_dpid: dict[int, str] = {}
+        self._eff: dict[str, Binding] = {}             # effective bindings, updated incrementally
+        self._live_b: dict[str, dict[str, Binding]] = {}   # host -> its live bindings (hosts of the model)
+        self._dirty_hosts: set[str] = set()
+        self._first_report: set[str] = set()
+        self._nb_bindings: dict = {}
+        self._compiled_nb: Model | None = None
+        self._pending_up: dict[str, set[str]] = {}          # host -> ports numbered, not yet sent
+        self._applied: dict[str, int] = {}                   # host -> model version committed
         self._model = Model()
         self._index = None
         self._bundle_id = 0
-        from controller.wire import WireCache
-        self._wire = WireCache()
+        self._port_up: dict[tuple[str, str], PortUp] = {}   # (host, port) -> timeline
+        self._last_up: dict[str, PortUp] = {}               # port -> its last completed timeline
+        self._version_batch: dict[int, int] = {}            # model version -> its batch's last version
+        self._batch_hosts: dict[int, frozenset] = {}        # batch's last version -> affected hosts
+        self._processed_version = 0
+        # ---- published (read by other threads; replaced, never mutated)
+        self._pub_model = Model()
+        self._pub_bindings: dict[str, Binding] = {}
+        self._pub_dps: dict[str, object] = {}
+        self._pub_hosts_of_dpid: dict[int, str] = {}
 
-    # ---- inputs ----------------------------------------------------------------------------
-    def set_nb_model(self, model: Model) -> None:
-        with self.lock:
-            self.nb_model = model
-            self._recompute()
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "Engine":
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._thread.start()
+        return self
 
-    def set_bindings(self, host: str, bindings: dict[str, tuple]) -> None:
+    def stop(self) -> None:
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # ---- inputs: any thread, never blocks ----------------------------------------------------
+    def model_changed(self, model: Model, version: int | None = None) -> None:
+        """A new northbound snapshot (the store calls this in commit order)."""
+        self._inbox.put(("model", model, version))
+
+    def set_nb_model(self, model: Model) -> None:            # the old name
+        self.model_changed(model, None)
+
+    def bindings_changed(self, host: str, bindings: dict[str, tuple]) -> None:
         """What a host's database says: {port uuid: (ofport or PENDING, interface name)}."""
-        LOG.debug("bindings of %s: %s", host, bindings)
-        with self.lock:
-            self.live[host] = dict(bindings)
-            self._recompute()
-            state = self.hosts.get(host)
-            if state and state.datapath is not None and not state.reconciled and state.dumping is None:
-                self._request_dump(host, state)
+        self._inbox.put(("bindings", host, dict(bindings), time.monotonic()))
 
-    def set_port(self, datapath, name: str, ofport: int | None) -> None:
-        """OpenFlow port-status: the switch numbered (or removed) interface `name`.
-
-        It arrives before the ofport reaches the host's database, so a pending binding
-        resolves a few milliseconds earlier."""
-        LOG.debug("port-status %s ofport %s", name, ofport)
-        with self.lock:
-            host = self.dpids.get(datapath.id)
-            if host is None:
-                return
-            ports = self.of_ports.setdefault(host, {})
-            if ofport is None:
-                ports.pop(name, None)
-            else:
-                ports[name] = ofport
-            if any(n == name for _o, n in self.live.get(host, {}).values()):
-                self._recompute()
+    set_bindings = bindings_changed
 
     def register_dpid(self, dpid: int, host: str) -> None:
-        with self.lock:
-            self.dpids[dpid] = host
+        self._inbox.put(("dpid", dpid, host))
 
     def switch_connected(self, datapath) -> None:
-        with self.lock:
-            host = self.dpids.get(datapath.id)
-            if host is None:
-                LOG.warning("unknown datapath %016x connected; ignoring it", datapath.id)
-                return
-            state = self.hosts.setdefault(host, HostState())
-            state.datapath, state.reconciled, state.dumping = datapath, False, None
-            state.connects += 1
-            self.of_ports[host] = {}
-            parser = datapath.ofproto_parser
-            from controller import ofmsg
-            from flows.pipeline import DHCP_METER
-            # before any flow that uses it (an existing meter answers METER_EXISTS, ignored)
-            datapath.send_msg(ofmsg.meter_add(datapath, DHCP_METER, pps=DHCP_PPS, burst=DHCP_BURST))
-            datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
-            if host in self.live:
-                self._request_dump(host, state)
+        self._inbox.put(("connected", datapath))
 
     def switch_disconnected(self, datapath) -> None:
-        with self.lock:
-            for host, state in self.hosts.items():
-                if state.datapath is datapath:
-                    state.datapath, state.reconciled, state.dumping = None, False, None
-                    self.of_ports.pop(host, None)
+        self._inbox.put(("disconnected", datapath))
 
-    def flow_stats(self, datapath, entries, more: bool) -> None:
+    def port_status(self, datapath, name: str, ofport: int | None) -> None:
+        """OpenFlow port-status: the switch numbered (or removed) interface `name`. It arrives
+        before the ofport reaches the host's database, so a pending binding resolves earlier."""
+        self._inbox.put(("port", datapath, name, ofport, time.monotonic()))
+
+    set_port = port_status
+
+    def port_desc(self, datapath, ports: list[tuple[str, int]]) -> None:
+        self._inbox.put(("ports", datapath, ports))
+
+    def flow_stats(self, datapath, xid: int, entries, more: bool) -> None:
         """Part of a flow dump: entries are (table, priority, cookie)."""
-        with self.lock:
-            host = self.dpids.get(datapath.id)
-            state = self.hosts.get(host)
-            if state is None or state.dumping is None:
-                return
-            state.dumping.extend(entries)
-            if more:
-                return
-            state.installed = set(state.dumping)
-            state.dumping = None
-            state.reconciled = True
-            desired = self._desired(host)
-            if desired is not None:
-                self._apply(host, state, desired)
+        self._inbox.put(("stats", datapath, xid, entries, more))
 
-    # ---- computing -------------------------------------------------------------------------
+    def bundle_reply(self, datapath, bundle_id: int, kind: int) -> None:
+        self._inbox.put(("bundle", datapath, bundle_id, kind, time.monotonic()))
+
+    def switch_error(self, datapath, xid: int, err_type: int, code: int, data: bytes = b"") -> None:
+        self._inbox.put(("error", datapath, xid, err_type, code, data))
+
+    def observe(self, callback) -> None:
+        """callback() after every new effective model, on the loop: it must only signal."""
+        self._observers.append(callback)
+
+    def call(self, fn, timeout: float = 5.0):
+        """Run fn() on the loop (for reads that need the loop's state) and return its result."""
+        box, done = [], threading.Event()
+        self._inbox.put(("call", fn, box, done))
+        if not done.wait(timeout):
+            raise TimeoutError("the engine did not answer")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    # ---- reads: any thread ---------------------------------------------------------------------
     def effective_model(self) -> Model:
-        return self._model
+        """The model with the live bindings, as of the last processed batch."""
+        return self._pub_model
 
-    def _recompute(self) -> None:
+    def bindings(self) -> dict[str, Binding]:
+        return self._pub_bindings
+
+    def status(self, timeout: float = 5.0) -> dict:
+        """Per connected-or-known host: connection, reconciliation, flow and bundle counts."""
+        return self.call(self._status, timeout)
+
+    def datapath(self, host: str):
+        return self._pub_dps.get(host)
+
+    def host_of_dpid(self, dpid: int) -> str | None:
+        return self._pub_hosts_of_dpid.get(dpid)
+
+    def port_up_latency_ms(self, port: str) -> float | None:
+        up = self._last_up.get(port)
+        return up.latency_ms() if up else None
+
+    def port_up_timeline(self, port: str) -> dict | None:
+        up = self._last_up.get(port)
+        return up.view() if up else None
+
+    def desired_flows(self, host: str) -> list[Flow]:
+        return self.call(lambda: self._desired(host) or [])
+
+    def wait_processed(self, version: int, timeout: float) -> bool:
+        """Block until the loop has taken model `version` in (its plans are queued)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._processed_version >= version, timeout)
+
+    def wait_applied(self, version: int, timeout: float) -> list[str]:
+        """Block until every host the change of model `version` affects has committed it.
+
+        Returns the hosts that have not (empty: all acknowledged). A host that is not
+        connected cannot acknowledge, so it is returned at once."""
+        deadline = time.monotonic() + timeout
+        if not self.wait_processed(version, timeout):
+            return ["(engine)"]
+        with self._cond:
+            key = self._version_batch.get(version)
+            if key is None:
+                key = min((v for v in self._batch_hosts if v >= version), default=None)
+            hosts = self._batch_hosts.get(key, frozenset()) if key is not None else frozenset()
+
+            def late():
+                return sorted(h for h in hosts
+                              if self._applied.get(h, 0) < key)
+            self._cond.wait_for(lambda: not late(), max(0.0, deadline - time.monotonic()))
+            return late()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = ("tick",)
+            batch = [item]
+            while True:                                   # take what has queued meanwhile
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            versions = []
+            for item in batch:
+                if item is None:
+                    return
+                try:
+                    v = self._handle(item)
+                    if v:
+                        versions.append(v)
+                except Exception:
+                    LOG.exception("engine input %s failed", item[0])
+            try:
+                affected = self._recompute()
+            except Exception:
+                LOG.exception("recompute failed")
+                affected = set()
+            self._publish(versions, affected)
+
+    def _handle(self, item):
+        kind = item[0]
+        if kind == "model":
+            _k, model, version = item
+            if version is not None and version <= self.nb_version:
+                LOG.warning("stale model version %s after %s ignored", version, self.nb_version)
+                return None
+            self._set_nb(model)
+            self.nb_version = version if version is not None else self.nb_version + 1
+            return self.nb_version
+        if kind == "tick":
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _when, _seq, fn = heapq.heappop(self._timers)
+                fn()
+        elif kind == "bindings":
+            self._on_bindings(*item[1:])
+        elif kind == "dpid":
+            if self._host_of_dpid.get(item[1]) != item[2]:
+                self._host_of_dpid[item[1]] = item[2]
+                self._publish_connections()
+        elif kind == "connected":
+            self._on_connected(item[1])
+        elif kind == "disconnected":
+            self._on_disconnected(item[1])
+        elif kind == "port":
+            self._on_port(*item[1:])
+        elif kind == "ports":
+            dp, ports = item[1:]
+            for name, ofport in ports:
+                self._on_port(dp, name, ofport, time.monotonic())
+        elif kind == "stats":
+            self._on_stats(*item[1:])
+        elif kind == "bundle":
+            self._on_bundle_reply(*item[1:])
+        elif kind == "error":
+            self._on_error(*item[1:])
+        elif kind == "call":
+            _k, fn, box, done = item
+            try:
+                box.append(fn())
+            except BaseException as exc:       # handed to the caller
+                box.append(exc)
+            done.set()
+        return None
+
+    # ---- model and bindings -------------------------------------------------------------------
+    def _set_nb(self, model: Model) -> None:
+        old = self.nb_model
+        self.nb_model = model
+        if old.hosts is not model.hosts and old.hosts != model.hosts:
+            for name in set(old.hosts) ^ set(model.hosts):
+                self._dirty_hosts.add(name)              # its live bindings count or not
+            for name in set(model.hosts) - set(old.hosts):
+                self._host_of_dpid[self._datapath_id(name)] = name
+            self._publish_connections()
+
+    def _on_bindings(self, host: str, bindings: dict, seen: float) -> None:
+        first = host not in self.live
+        old = self.live.get(host, {})
+        self.live[host] = bindings
+        self._dirty_hosts.add(host)
+        if first:
+            self._first_report.add(host)
+            return          # NICs already there when weftd (re)connects are not port-ups
+        for port, (ofport, name) in bindings.items():
+            if port not in old:
+                up = self._port_up[(host, port)] = PortUp(host, seen)
+                if self._ofport(host, ofport, name):
+                    self._numbered(host, port, seen)
+            elif (host, port) in self._port_up and self._port_up[(host, port)].numbered is None \
+                    and self._ofport(host, ofport, name):
+                self._numbered(host, port, seen)
+        for port in old.keys() - bindings.keys():
+            self._port_up.pop((host, port), None)
+            self._pending_up.get(host, set()).discard(port)
+
+    def _numbered(self, host: str, port: str, at: float) -> None:
+        up = self._port_up.get((host, port))
+        if up is not None and up.numbered is None:
+            up.numbered, up.taken = at, time.monotonic()
+            self._pending_up.setdefault(host, set()).add(port)
+
+    def _ofport(self, host: str, ofport: int, name: str) -> int:
+        if ofport == compiler.PENDING:
+            return self.of_ports.get(host, {}).get(name, compiler.PENDING)
+        return ofport
+
+    def _live_bindings(self, host: str) -> dict[str, Binding]:
+        if host not in self.nb_model.hosts:
+            return {}
+        return {port: Binding(port, host, self._ofport(host, ofport, name))
+                for port, (ofport, name) in self.live.get(host, {}).items()}
+
+    def _update_bindings(self) -> bool:
+        """Bring the effective bindings up to date; True when they changed.
+
+        Live bindings (what a host's database says now) win; a host weft has not heard from
+        yet keeps the bindings the store recorded for it."""
+        changed = False
+        eff, nb = self._eff, self.nb_model.bindings
+        for host in self._first_report:          # the store's word on it no longer counts
+            for port, b in nb.items():
+                if b.host == host and eff.get(port) == b:
+                    del eff[port]
+                    changed = True
+        self._first_report.clear()
+        for host in sorted(self._dirty_hosts):
+            before = self._live_b.get(host, {})
+            after = self._live_bindings(host)
+            if after:
+                self._live_b[host] = after
+            else:
+                self._live_b.pop(host, None)
+            for port in before.keys() - after.keys():
+                if eff.get(port) == before[port]:
+                    del eff[port]
+                    restored = nb.get(port)
+                    if restored is not None and restored.host not in self.live:
+                        eff[port] = restored
+                    changed = True
+            for port, b in after.items():
+                if eff.get(port) != b:
+                    eff[port] = b
+                    changed = True
+        self._dirty_hosts.clear()
+        if self._nb_bindings is not nb:
+            for port in _changed(self._nb_bindings, nb):
+                if any(port in lb for lb in self._live_b.values()):
+                    continue                    # a live binding wins
+                b = nb.get(port)
+                if b is None or b.host in self.live:
+                    if port in eff and eff[port].host not in self.live:
+                        del eff[port]
+                        changed = True
+                elif eff.get(port) != b:
+                    eff[port] = b
+                    changed = True
+            self._nb_bindings = nb
+        return changed
+
+    def _recompute(self) -> set[str]:
+        """Apply the batch's changes to the compiled state; plan and send for affected hosts."""
         old = self._model
-        nb = self.nb_model
-        bindings = {}
-        for host, ports in self.live.items():
-            if host not in nb.hosts:
-                continue
-            numbered = self.of_ports.get(host, {})
-            for port, (ofport, name) in ports.items():
-                if port in nb.ports:
-                    if ofport == compiler.PENDING:
-                        ofport = numbered.get(name, compiler.PENDING)
-                    bindings[port] = Binding(port, host, ofport)
-        # hosts we have not heard from yet keep their last known bindings from the store
-        for port, b in nb.bindings.items():
-            if b.host not in self.live and port not in bindings and port in nb.ports:
-                bindings[port] = b
-        new = dataclasses.replace(nb, bindings=bindings)
-        if new == old:
-            return
+        bindings_changed = self._update_bindings()
+        if self.nb_model is self._compiled_nb and not bindings_changed:
+            return set()
+        new = dataclasses.replace(self.nb_model, bindings=dict(self._eff) if bindings_changed
+                                  else old.bindings)
+        self._compiled_nb = self.nb_model
         old_index = self._index
         try:
             if old_index is not None and old_index.model is old:
@@ -158,15 +454,16 @@ class Engine:
                 old_index, new_index = compiler.CompilerIndex(old), compiler.CompilerIndex(new)
         except ValueError as exc:
             LOG.error("the model cannot be compiled: %s", exc)
-            return
+            return set()
         affected = compiler.affected_hosts(old, new, old_index, new_index)
         self._model, self._index = new, new_index
-        for host in sorted(affected):
-            state = self.hosts.get(host)
-            if state is not None and state.reconciled:
-                desired = self._desired(host)
-                if desired is not None:
-                    self._apply(host, state, desired)
+        self._pub_model, self._pub_bindings = new, new.bindings
+        for observer in self._observers:
+            observer()
+        # a host with a NIC waiting for its flows goes first: that is what port-up waits for
+        for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
+            self._sync(host)
+        return affected
 
     def _desired(self, host: str) -> list[Flow] | None:
         """The compiled flows of `host`, or None when its part of the model is inconsistent."""
@@ -180,46 +477,229 @@ class Engine:
             LOG.error("cannot compile flows for %s: %s", host, exc)
             return None
 
-    def desired_flows(self, host: str) -> list[Flow]:
-        with self.lock:
-            return self._desired(host) or []
+    # ---- switches -------------------------------------------------------------------------------
+    def _host(self, datapath) -> tuple[str | None, HostState | None]:
+        host = self._host_of_dpid.get(datapath.id)
+        state = self.hosts.get(host) if host else None
+        if state is None or state.datapath is not datapath:
+            return host, None              # a stale connection's message
+        return host, state
 
-    # ---- sending ---------------------------------------------------------------------------
-    def _request_dump(self, host: str, state: HostState) -> None:
-        dp = state.datapath
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        state.dumping = []
-        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                               0, 0, parser.OFPMatch()))
-
-    def _apply(self, host: str, state: HostState, desired: list[Flow]) -> None:
-        plan = planner.plan(state.installed, desired)
-        if plan.empty:
+    def _on_connected(self, datapath) -> None:
+        host = self._host_of_dpid.get(datapath.id)
+        if host is None:
+            LOG.warning("unknown datapath %016x connected; ignoring it", datapath.id)
             return
-        dp = state.datapath
-        ofp = dp.ofproto
-        self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF
+        state = self.hosts.setdefault(host, HostState())
+        if state.datapath is not None and state.datapath is not datapath:
+            self.driver.forget(state.datapath)
+        state.datapath, state.reconciled, state.dumping = datapath, False, None
+        state.in_flight.clear()
+        state.connects += 1
+        self.of_ports[host] = {}
+        self._dirty_hosts.add(host)
+        self._publish_connections(host)
+        self.driver.hello(datapath, DHCP_METER, DHCP_PPS, DHCP_BURST)
+        self._request_dump(host, state)
+
+    def _on_disconnected(self, datapath) -> None:
+        host, state = self._host(datapath)
+        if state is None:
+            return
+        LOG.info("%s disconnected (%d bundle(s) in flight)", host, len(state.in_flight))
+        self.driver.forget(datapath)
+        state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
+        state.in_flight.clear()
+        state.expected = set(state.installed)
+        self.of_ports.pop(host, None)
+        self._dirty_hosts.add(host)
+        self._applied.pop(host, None)
+        self._publish_connections(host)
+
+    def _on_port(self, datapath, name: str, ofport: int | None, at: float) -> None:
+        host, state = self._host(datapath)
+        if state is None:
+            return
+        ports = self.of_ports.setdefault(host, {})
+        if ofport is None:
+            ports.pop(name, None)
+        elif ports.get(name) == ofport:
+            return
+        else:
+            ports[name] = ofport
+        for port, (o, n) in self.live.get(host, {}).items():
+            if n == name:
+                self._dirty_hosts.add(host)
+                if ofport:
+                    self._numbered(host, port, at)
+
+    def _request_dump(self, host: str, state: HostState) -> None:
+        state.dumping = []
+        state.dump_xid = self.driver.request_dump(state.datapath)
+
+    def _on_stats(self, datapath, xid: int, entries, more: bool) -> None:
+        host, state = self._host(datapath)
+        if state is None or state.dumping is None or xid != state.dump_xid:
+            return
+        state.dumping.extend(entries)
+        if more:
+            return
+        state.installed = set(state.dumping)
+        state.expected = set(state.installed)
+        state.dumping, state.dump_xid = None, None
+        state.in_flight.clear()
+        state.reconciled = True
+        state.reconciled_at = time.time()
+        self._sync(host)
+
+    def _sync(self, host: str) -> None:
+        """Plan the host's desired flows against what it is expected to hold; send a bundle."""
+        state = self.hosts.get(host)
+        if state is None or not state.reconciled or state.datapath is None:
+            return
+        desired = self._desired(host)
+        if desired is None:
+            return
+        plan = planner.plan(state.expected, desired)
+        version = self.nb_version
+        state.planned_version = version
+        ports = sorted(self._pending_up.pop(host, ()))
+        if plan.empty:
+            if not state.in_flight:
+                state.applied_version = version
+                self._applied[host] = version
+            now = time.monotonic()
+            for port in ports:                  # nothing to send: its flows are in place
+                self._port_done(host, port, now, now)
+            return
+        self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
         bid = self._bundle_id
-        # the whole bundle goes out in one write: open, the flow-mods, commit
-        buf = bytearray(self._wire.bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST))
-        for table, cookie in plan.delete:
-            buf += self._wire.bundle_add(dp, bid, ("delete", table, cookie))
-        for flow in plan.add:
-            buf += self._wire.bundle_add(dp, bid, flow)
-        buf += self._wire.bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST)
-        dp.send(bytes(buf))
-        msgs = len(plan.delete) + len(plan.add)
-        deleted = {(t, c) for t, c in plan.delete}
-        state.installed = {k for k in state.installed if (k[0], k[2]) not in deleted}
-        state.installed |= {f.key for f in plan.add}
-        state.flow_mods += msgs
+        first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
+        now = time.monotonic()
+        state.in_flight[bid] = Bundle(bid, first, items, version, now, ports)
+        for port in ports:
+            self._port_up[(host, port)].sent = now
+        deleted = set(plan.delete)
+        state.expected = {k for k in state.expected if (k[0], k[2]) not in deleted}
+        state.expected |= {f.key for f in plan.add}
+        state.flow_mods += len(items)
         state.bundles += 1
+        self.metrics.flow_mods.inc(len(items))
         LOG.info("%s: bundle %d with %d deletes, %d adds", host, bid, len(plan.delete), len(plan.add))
 
-    # ---- reporting -------------------------------------------------------------------------
-    def status(self) -> dict:
-        with self.lock:
-            return {host: {"connected": s.datapath is not None, "reconciled": s.reconciled,
-                           "flows": len(s.installed), "flow_mods": s.flow_mods,
-                           "bundles": s.bundles, "connects": s.connects}
-                    for host, s in sorted(self.hosts.items())}
+    def _port_done(self, host: str, port: str, sent: float, committed: float) -> None:
+        up = self._port_up.get((host, port))
+        if up is None or up.committed is not None:
+            return
+        up.sent = up.sent or sent
+        up.committed = committed
+        self._last_up[port] = up
+        self.metrics.port_up.observe(committed - up.seen)
+        LOG.info("port %s up on %s in %.1f ms (numbered +%.1f, taken +%.1f, sent +%.1f)", port, host,
+                 (committed - up.seen) * 1000, ((up.numbered or up.seen) - up.seen) * 1000,
+                 ((up.taken or up.seen) - up.seen) * 1000,
+                 (up.sent - up.seen) * 1000)
+
+    def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
+        if kind != OFPBCT_COMMIT_REPLY:
+            return
+        host, state = self._host(datapath)
+        if state is None:
+            return
+        bundle = state.in_flight.pop(bundle_id, None)
+        if bundle is None:
+            return
+        for item in bundle.items:
+            if isinstance(item, tuple):
+                _d, table, cookie = item
+                state.installed = {k for k in state.installed if (k[0], k[2]) != (table, cookie)}
+        state.installed |= {f.key for f in bundle.items if isinstance(f, Flow)}
+        state.applied_version = max(state.applied_version, bundle.version)
+        if not state.in_flight:
+            state.applied_version = max(state.applied_version, state.planned_version)
+        self._applied[host] = state.applied_version
+        state.backoff = 0.0
+        self.metrics.bundles.labels("committed").inc()
+        self.metrics.bundle_seconds.observe(at - bundle.sent_at)
+        for port in bundle.ports:
+            self._port_done(host, port, bundle.sent_at, at)
+
+    def _after(self, seconds: float, fn) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._timer_seq), fn))
+
+    def _on_error(self, datapath, xid: int, err_type: int, code: int, data: bytes) -> None:
+        if err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS:
+            return          # weft re-adds its meter on every connection
+        host, state = self._host(datapath)
+        bundle = None
+        if state is not None:
+            bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
+        if bundle is None:
+            LOG.error("switch %016x (%s) error type=%s code=%s xid=%s data=%s", datapath.id, host,
+                      err_type, code, xid, bytes(data[:64]).hex() if data else "")
+            return
+        item = bundle.item_at(xid)
+        what = ("the bundle" if item is None else
+                f"delete table={item[1]} cookie={item[2]:#x}" if isinstance(item, tuple) else
+                _describe(item))
+        state.last_error = f"bundle {bundle.bundle_id} refused (type={err_type} code={code}): {what}"
+        LOG.error("%s: %s; dumping and reconciling", host, state.last_error)
+        if state.in_flight.pop(bundle.bundle_id, None) is not None:
+            state.bundle_errors += 1
+            self.metrics.bundles.labels("failed").inc()
+        # nothing of the atomic bundle was applied: find out what the switch holds, start over,
+        # after a backoff so that a switch that keeps refusing is not hammered
+        state.reconciled = False
+        state.backoff = min(MAX_BACKOFF, state.backoff * 2 or MIN_BACKOFF)
+        dp = state.datapath
+
+        def retry():
+            if state.datapath is dp and not state.reconciled and state.dumping is None:
+                self._request_dump(host, state)
+        self._after(state.backoff, retry)
+
+    # ---- publishing ------------------------------------------------------------------------------
+    def _publish(self, versions: list[int], affected: set[str]) -> None:
+        """Record the batch's progress for wait_processed/wait_applied (O(affected))."""
+        with self._cond:
+            if versions:
+                last = max(versions)
+                dps = self._pub_dps
+                self._batch_hosts[last] = frozenset(h for h in affected if h in dps)
+                for v in versions:
+                    self._version_batch[v] = last
+                self._processed_version = max(self._processed_version, last)
+                while len(self._version_batch) > HISTORY:
+                    self._version_batch.pop(next(iter(self._version_batch)))
+                while len(self._batch_hosts) > HISTORY:
+                    self._batch_hosts.pop(next(iter(self._batch_hosts)))
+            self._cond.notify_all()
+
+    def _publish_connections(self, host: str | None = None) -> None:
+        """Copy-on-write views of the connections (they change rarely; reads are lock-free)."""
+        dps = dict(self._pub_dps)
+        if host is None:
+            self._pub_hosts_of_dpid = dict(self._host_of_dpid)
+        else:
+            dp = self.hosts[host].datapath
+            if dp is None:
+                dps.pop(host, None)
+            else:
+                dps[host] = dp
+        self._pub_dps = dps
+        self.metrics.hosts_connected.set(len(dps))
+
+    def _status(self) -> dict:
+        return {host: {"connected": s.datapath is not None, "reconciled": s.reconciled,
+                       "reconciled_at": s.reconciled_at,
+                       "flows": len(s.installed), "flow_mods": s.flow_mods,
+                       "bundles": s.bundles, "bundle_errors": s.bundle_errors,
+                       "in_flight": len(s.in_flight), "connects": s.connects,
+                       "applied_version": s.applied_version, "last_error": s.last_error}
+                for host, s in sorted(self.hosts.items())}
+
+
+def _describe(flow: Flow) -> str:
+    from controller import ofmsg
+    return (f"table={flow.table} priority={flow.priority} cookie={flow.cookie:#x} "
+            f"{ofmsg.render_match(flow)} actions={ofmsg.render_actions(flow)}")

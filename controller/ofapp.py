@@ -1,6 +1,12 @@
-"""The os-ken application: OpenFlow connections in, flow-mods out; every decision is the engine's."""
+"""The os-ken application: OpenFlow events in, queued to the engine; it decides nothing and sends nothing.
+
+weftd injects what the app talks to (`weft=OpenFlowSinks(...)` passed through os-ken's
+`instantiate_apps`), so there is no module state: the engine for the flow tables, the driver
+for replies to its own flow dumps, and the DHCP service for packet-ins.
+"""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from os_ken.base import app_manager
@@ -9,64 +15,76 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_4
 
 LOG = logging.getLogger(__name__)
-ENGINE = None          # set by weftd before the app is instantiated
-DHCP = None            # controller.dhcp_service.DhcpService
-LISTENERS = []         # callables(datapath, msg) for other replies (flow dumps for `weft flows`)
+
+
+@dataclasses.dataclass
+class OpenFlowSinks:
+    engine: object
+    driver: object
+    dhcp: object = None
+
+
+def _name(desc) -> str:
+    return desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else desc.name
 
 
 class WeftOFApp(app_manager.OSKenApp):
     OFP_VERSIONS = [ofproto_v1_4.OFP_VERSION]
 
+    def __init__(self, *args, weft: OpenFlowSinks | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if weft is None:
+            raise RuntimeError("WeftOFApp needs weft=OpenFlowSinks(engine, driver, dhcp)")
+        self.engine, self.driver, self.dhcp = weft.engine, weft.driver, weft.dhcp
+
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
         dp = ev.msg.datapath
-        LOG.info("switch %016x connected", dp.id)
-        ENGINE.switch_connected(dp)
+        LOG.info("switch %016x connected from %s", dp.id, dp.address)
+        self.engine.switch_connected(dp)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def state_change(self, ev):
         if ev.datapath is not None and ev.datapath.id is not None:
             LOG.info("switch %016x disconnected", ev.datapath.id)
-            ENGINE.switch_disconnected(ev.datapath)
+            self.engine.switch_disconnected(ev.datapath)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flow_stats_reply(self, ev):
         msg = ev.msg
         more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
-        for listener in list(LISTENERS):
-            if listener(msg.datapath, msg, more):
-                return
-        ENGINE.flow_stats(msg.datapath, [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
+        if self.driver.claim_flow_stats(msg.xid, msg.body, more):
+            return
+        self.engine.flow_stats(msg.datapath, msg.xid,
+                               [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
+
+    @set_ev_cls(ofp_event.EventOFPBundleCtrlMsg, MAIN_DISPATCHER)
+    def bundle_ctrl(self, ev):
+        msg = ev.msg
+        self.engine.bundle_reply(msg.datapath, msg.bundle_id, msg.type)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev):
         msg = ev.msg
-        if DHCP is not None:
+        if self.dhcp is not None:
             try:
-                DHCP.packet_in(msg.datapath, msg.match["in_port"], bytes(msg.data))
+                self.dhcp.packet_in(msg.datapath, msg.match["in_port"], bytes(msg.data))
             except Exception:
                 LOG.exception("DHCP packet-in failed")
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev):
         msg = ev.msg
-        ofp = msg.datapath.ofproto
-        name = msg.desc.name.decode(errors="replace") if isinstance(msg.desc.name, bytes) else msg.desc.name
-        gone = msg.reason == ofp.OFPPR_DELETE
-        ENGINE.set_port(msg.datapath, name, None if gone else msg.desc.port_no)
+        gone = msg.reason == msg.datapath.ofproto.OFPPR_DELETE
+        self.engine.port_status(msg.datapath, _name(msg.desc), None if gone else msg.desc.port_no)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def port_desc(self, ev):
-        for desc in ev.msg.body:
-            name = desc.name.decode(errors="replace") if isinstance(desc.name, bytes) else desc.name
-            if desc.port_no < 0xFFFFFF00:
-                ENGINE.set_port(ev.msg.datapath, name, desc.port_no)
+        self.engine.port_desc(ev.msg.datapath, [(_name(d), d.port_no) for d in ev.msg.body
+                                                if d.port_no < 0xFFFFFF00])
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev):
         msg = ev.msg
-        ofp = msg.datapath.ofproto
-        if msg.type == ofp.OFPET_METER_MOD_FAILED and msg.code == ofp.OFPMMFC_METER_EXISTS:
-            return          # weft re-adds its meter on every connection
-        LOG.error("switch %016x error type=%s code=%s data=%s", msg.datapath.id, msg.type,
-                  msg.code, bytes(msg.data[:64]).hex() if msg.data else "")
+        self.engine.switch_error(msg.datapath, msg.xid, msg.type, msg.code,
+                                 bytes(msg.data) if msg.data else b"")

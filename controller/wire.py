@@ -38,22 +38,16 @@ class WireCache:
             self._cache.popitem(last=False)
         return data
 
-    def bundle_ctrl(self, datapath, bundle_id: int, ctrl_type: int) -> bytes:
-        xid = next_xid(datapath)
+    def bundle_ctrl(self, datapath, bundle_id: int, ctrl_type: int, xid: int) -> bytes:
         length = HEADER.size + BUNDLE_CTRL.size
         return (HEADER.pack(datapath.ofproto.OFP_VERSION, OFPT_BUNDLE_CONTROL, length, xid)
                 + BUNDLE_CTRL.pack(bundle_id, ctrl_type, FLAGS))
 
-    def bundle_add(self, datapath, bundle_id: int, item) -> bytes:
+    def bundle_add(self, datapath, bundle_id: int, item, xid: int) -> bytes:
+        """A bundle-add carrying the flow-mod `item`; the inner message has the same xid, so
+        an error the switch reports for it names this xid."""
         inner = bytearray(self.flow_mod(datapath, item))
-        xid = next_xid(datapath)
         inner[4:8] = struct.pack("!I", xid)
         length = HEADER.size + BUNDLE_ADD.size + len(inner)
         return (HEADER.pack(datapath.ofproto.OFP_VERSION, OFPT_BUNDLE_ADD_MESSAGE, length, xid)
                 + BUNDLE_ADD.pack(bundle_id, 0, FLAGS) + bytes(inner))
-
-
-def next_xid(datapath) -> int:
-    """The next transaction id of an os-ken datapath (as its set_xid would assign)."""
-    datapath.xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
-    return datapath.xid

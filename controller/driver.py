@@ -1,0 +1,197 @@
+"""The OpenFlow driver: turns the engine's decisions into bytes on a switch's connection, never blocking the engine.
+
+The engine decides (which bundle, which dump); the driver encodes and writes. A write goes
+straight into the connection's send queue when it has room (the usual case: a bundle is one
+write), and otherwise into a per-switch backlog that a flusher thread drains, so one slow
+switch with a full queue never stalls the engine loop or any other switch.
+
+Transaction ids come from the driver's own counter per connection (high bit set, apart from
+os-ken's), so an error from a switch maps back to the bundle and the flow-mod it refused.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+from controller import ofmsg
+from controller.wire import OFPBF_ATOMIC, WireCache
+
+LOG = logging.getLogger(__name__)
+XID_BASE = 0x80000000
+
+
+class OpenFlowDriver:
+    def __init__(self):
+        self._wire = WireCache()
+        self._xids: dict[int, int] = {}            # id(datapath) -> last xid used
+        self._lock = threading.Lock()              # backlog and xid counters
+        self._backlog: dict[int, tuple] = {}       # id(datapath) -> (datapath, deque of bytes)
+        self._wake = threading.Event()
+        self._waiters: dict[int, tuple] = {}       # xid -> (rows, event) for flow dumps of the API
+        self._flusher = threading.Thread(target=self._flush_loop, name="of-flusher", daemon=True)
+        self._flusher.start()
+
+    # ---- ids and writes --------------------------------------------------------------------
+    def next_xids(self, datapath, count: int) -> int:
+        """Reserve `count` consecutive xids on this connection; returns the first."""
+        with self._lock:
+            last = self._xids.get(id(datapath), XID_BASE)
+            first = XID_BASE | ((last + 1) & 0x7FFFFFFF)
+            self._xids[id(datapath)] = XID_BASE | ((first + count - 1) & 0x7FFFFFFF)
+            return first
+
+    def forget(self, datapath) -> None:
+        with self._lock:
+            self._xids.pop(id(datapath), None)
+            self._backlog.pop(id(datapath), None)
+
+    def write(self, datapath, buf: bytes) -> bool:
+        """Queue bytes on the connection without blocking; False if the connection is gone."""
+        with self._lock:
+            pending = self._backlog.get(id(datapath))
+            if pending is None and self._try_put(datapath, buf):
+                return True
+            if getattr(datapath, "send_q", True) is None:
+                return False           # os-ken has closed it
+            if pending is None:
+                pending = self._backlog[id(datapath)] = (datapath, collections.deque())
+            pending[1].append(buf)
+        self._wake.set()
+        return True
+
+    @staticmethod
+    def _try_put(datapath, buf: bytes) -> bool:
+        """One non-blocking put into an os-ken Datapath's bounded send queue (or a fake's send)."""
+        sem = getattr(datapath, "_send_q_sem", None)
+        if sem is None:                  # not an os-ken Datapath (tests, benchmarks)
+            return datapath.send(buf)
+        if not sem.acquire(blocking=False):
+            return False
+        queue = datapath.send_q
+        if queue is None:
+            sem.release()
+            return False
+        queue.put((buf, False))
+        return True
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    progress, left = False, False
+                    for key, (dp, pending) in list(self._backlog.items()):
+                        while pending and self._try_put(dp, pending[0]):
+                            pending.popleft()
+                            progress = True
+                        if not pending:
+                            del self._backlog[key]
+                        elif getattr(dp, "send_q", True) is None:
+                            del self._backlog[key]     # connection closed: the engine reconciles
+                        else:
+                            left = True
+                if not left:
+                    break
+                if not progress:
+                    time.sleep(0.001)
+
+    # ---- what the engine sends -------------------------------------------------------------
+    def send_bundle(self, datapath, bundle_id: int, deletes, adds) -> tuple[int, list]:
+        """One atomic, ordered bundle (open, every flow-mod, commit) in a single write.
+
+        Returns (first xid, items) where items[i] is the flow-mod sent with xid first+1+i
+        (a ("delete", table, cookie) tuple or a Flow)."""
+        ofp = datapath.ofproto
+        items = [("delete", t, c) for t, c in deletes] + list(adds)
+        first = self.next_xids(datapath, len(items) + 2)
+        xid = first
+        buf = bytearray(self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, xid))
+        for item in items:
+            xid += 1
+            buf += self._wire.bundle_add(datapath, bundle_id, item, xid)
+        buf += self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, xid + 1)
+        self.write(datapath, bytes(buf))
+        return first, items
+
+    def request_dump(self, datapath) -> int:
+        """Ask for every flow of every table; the replies carry the returned xid."""
+        parser, ofp = datapath.ofproto_parser, datapath.ofproto
+        req = parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         0, 0, parser.OFPMatch())
+        return self._send_msg(datapath, req)
+
+    def hello(self, datapath, meter_id: int, pps: int, burst: int) -> None:
+        """On every connection: the DHCP meter (before any flow that uses it; an existing
+        meter answers METER_EXISTS, which is ignored) and a port description request."""
+        parser = datapath.ofproto_parser
+        self._send_msg(datapath, ofmsg.meter_add(datapath, meter_id, pps=pps, burst=burst))
+        self._send_msg(datapath, parser.OFPPortDescStatsRequest(datapath, 0))
+
+    def _send_msg(self, datapath, msg) -> int:
+        xid = self.next_xids(datapath, 1)
+        msg.xid = xid
+        msg.serialize()
+        self.write(datapath, bytes(msg.buf))
+        return xid
+
+    # ---- flow dumps for `weft flows` (outside the engine) ------------------------------------
+    def dump_flows(self, datapath, timeout: float = 5.0) -> list | None:
+        """The switch's flow-stats entries (os-ken objects), or None on time-out."""
+        parser, ofp = datapath.ofproto_parser, datapath.ofproto
+        req = parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                         0, 0, parser.OFPMatch())
+        xid = self.next_xids(datapath, 1)
+        rows, done = [], threading.Event()
+        self._waiters[xid] = (rows, done)
+        try:
+            req.xid = xid
+            req.serialize()
+            self.write(datapath, bytes(req.buf))
+            return rows if done.wait(timeout) else None
+        finally:
+            self._waiters.pop(xid, None)
+
+    def claim_flow_stats(self, xid: int, body, more: bool) -> bool:
+        """A flow-stats reply for one of dump_flows' requests? Then take it."""
+        waiter = self._waiters.get(xid)
+        if waiter is None:
+            return False
+        waiter[0].extend(body)
+        if not more:
+            waiter[1].set()
+        return True
+
+
+class InstantDriver:
+    """For benchmarks and engine tests that measure the controller alone: keeps every bundle
+    it is given (no switch), and the caller acknowledges them (`ack_all`)."""
+
+    def __init__(self):
+        self.sent: list[tuple] = []        # (datapath, bundle_id, first xid, items)
+        self._xid = XID_BASE
+
+    def next_xids(self, datapath, count: int) -> int:
+        first = self._xid + 1
+        self._xid += count
+        return first
+
+    def forget(self, datapath) -> None:
+        pass
+
+    def send_bundle(self, datapath, bundle_id, deletes, adds):
+        items = [("delete", t, c) for t, c in deletes] + list(adds)
+        first = self.next_xids(datapath, len(items) + 2)
+        self.sent.append((datapath, bundle_id, first, items))
+        return first, items
+
+    def request_dump(self, datapath) -> int:
+        return self.next_xids(datapath, 1)
+
+    def hello(self, datapath, meter_id, pps, burst) -> None:
+        pass
+
+
+__all__ = ["OpenFlowDriver", "InstantDriver", "OFPBF_ATOMIC"]

@@ -1,0 +1,71 @@
+"""Records each host's bindings in the northbound store, off the southbound and engine paths.
+
+The engine already acts on bindings the moment the southbound reports them; the store keeps
+them only so that a restarted weftd knows where ports were before every host has reported.
+So the write is lazy: the latest bindings per host are kept, written by this thread, and
+retried with backoff when the store is unavailable. Only numbered NICs are recorded.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from topology.errors import WeftError
+
+LOG = logging.getLogger(__name__)
+
+
+class BindingRecorder:
+    def __init__(self, store, max_backoff: float = 5.0):
+        self.store = store
+        self.max_backoff = max_backoff
+        self._cond = threading.Condition()
+        self._latest: dict[str, dict[str, int]] = {}     # host -> {port uuid: ofport}, to write
+        self._written: dict[str, dict[str, int]] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="binding-recorder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+
+    def record(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
+        """Any thread; returns at once. Pending NICs (ofport 0) are not recorded."""
+        numbered = {p: o for p, (o, _name) in bindings.items() if o > 0}
+        with self._cond:
+            self._latest[host] = numbered
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(1 for h, b in self._latest.items() if self._written.get(h) != b)
+
+    def _loop(self) -> None:
+        backoff = 0.0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or any(
+                    self._written.get(h) != b for h, b in self._latest.items()), timeout=None)
+                if self._stop:
+                    return
+                todo = {h: b for h, b in self._latest.items() if self._written.get(h) != b}
+            failed = False
+            for host, bindings in sorted(todo.items()):
+                try:
+                    self.store.sync_bindings(host, bindings)
+                    with self._cond:
+                        self._written[host] = bindings
+                except WeftError as exc:
+                    LOG.error("cannot record bindings of %s: %s (retrying)", host, exc)
+                    failed = True
+                except Exception:
+                    LOG.exception("recording bindings of %s failed", host)
+                    failed = True
+            backoff = min(self.max_backoff, backoff * 2 or 0.1) if failed else 0.0
+            if backoff:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop, timeout=backoff)
