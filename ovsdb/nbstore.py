@@ -1,14 +1,27 @@
 """weft's northbound store: the model in an OVSDB database, read and written through the `ovs` IDL.
 
-One thread owns the IDL and runs it; writers take the same lock and commit with
-`commit_block`, retrying on TRY_AGAIN. Every change to the database produces a new
-immutable `Model` snapshot handed to the subscribers (the flow engine).
+One lock guards the IDL: the IDL thread runs it, writers take the lock and commit with
+`commit_block`, retrying on TRY_AGAIN. Every change to the database produces a new immutable
+`Model` snapshot with a version (+1 per snapshot), built from the IDL's tracked changes: only
+the changed records are rebuilt, every other record object is shared with the previous
+snapshot (`flows.index.diff_models` relies on that identity), and the model's lookup index is
+carried over the same way (`topology.model.ModelIndex.updated`). A full rebuild happens on the
+first load and whenever the IDL reloads the database (reconnect).
+
+Subscribers get `callback(model, version)` for every snapshot, in version order, while the
+store lock is held, from whichever thread refreshed (the IDL thread or a writer): a callback
+must only queue the snapshot; it must not block, and must not write to the store.
+`committed_version()` tells a writer which version holds its last transaction's effect.
+
+Validation reads `nbtrack.WriteIndex` (names, addresses, MACs, VNIs, rule keys), kept from the
+same tracked changes, so a write costs O(the objects it touches), whatever the store's size.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import uuid as uuidlib
 import warnings
 
 with warnings.catch_warnings():
@@ -17,20 +30,28 @@ with warnings.catch_warnings():
     import ovs.poller
 
 from ovsdb.nbserver import SCHEMA
+from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import validate
 from topology.errors import Conflict, NotFound, WeftError
-from topology.model import (Binding, Host, Model, Network, Port, Router, Rule, SecurityGroup, Tenant,
-                            TrafficConfig)
+from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, share_index
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
+_opt = opt
+# model field of each table whose records the model holds directly, and what keys them
+_DIRECT = {"Tenant": ("tenants", "name"), "Network": ("networks", None), "Port": ("ports", None),
+           "Host": ("hosts", "name"), "Binding": ("bindings", "port"), "Router": ("routers", None)}
+_PAIRS = {"Network": "networks", "Port": "ports", "Router": "routers"}
 
 
-def _opt(value):
-    """An optional OVSDB column value (a 0/1-element list) as a value or None."""
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
+class _Taken:
+    """Values in use: the index's plus those the transaction being built already took."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+
+    def __contains__(self, value) -> bool:
+        return any(value in part for part in self.parts)
 
 
 class NorthboundStore:
@@ -38,13 +59,35 @@ class NorthboundStore:
         helper = ovs.db.idl.SchemaHelper(location=SCHEMA)
         helper.register_all()
         self.remote = remote
-        self.idl = ovs.db.idl.Idl(remote, helper)
+        self.idl = TrackedIdl(remote, helper)
         self.lock = threading.RLock()
-        self.model = Model()
-        self._seqno = None
+        self._snapshot = (Model(), 0)
+        self._ix = WriteIndex()
+        self._pending: dict[str, set] = {}
+        self._local = threading.local()
         self._subscribers = []
         self._stop = False
         self._thread = None
+
+    # ---- snapshots -------------------------------------------------------------------------
+    @property
+    def model(self) -> Model:
+        """The latest snapshot."""
+        return self._snapshot[0]
+
+    @property
+    def version(self) -> int:
+        """The latest snapshot's version (0 before the first load)."""
+        return self._snapshot[1]
+
+    def snapshot(self) -> tuple[Model, int]:
+        """(model, version), read together."""
+        return self._snapshot
+
+    def committed_version(self) -> int | None:
+        """The version of the first snapshot holding the effect of this thread's last
+        successful write (None if this thread has written nothing)."""
+        return getattr(self._local, "version", None)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -66,7 +109,8 @@ class NorthboundStore:
         self._stop = True
 
     def subscribe(self, callback) -> None:
-        """callback(old_model, new_model) after every change, from the IDL thread."""
+        """callback(model, version) for every new snapshot, in version order, called with the
+        store lock held: it must only queue (no blocking, no store writes)."""
         self._subscribers.append(callback)
 
     def _block(self, seconds: float) -> None:
@@ -77,65 +121,178 @@ class NorthboundStore:
 
     def _loop(self) -> None:
         while not self._stop:
-            changes = None
             with self.lock:
                 self.idl.run()
-                changes = self._refresh()
-            if changes:
-                self._notify(*changes)
+                self._refresh()
             self._block(1.0)
 
-    def _refresh(self):
-        if self.idl.change_seqno == self._seqno:
-            return None
-        self._seqno = self.idl.change_seqno
-        old, self.model = self.model, self._build_model()
-        return old, self.model
-
-    def _notify(self, old: Model, new: Model) -> None:
+    def _refresh(self) -> bool:
+        """Turn the IDL's tracked changes into a new snapshot and deliver it (lock held)."""
+        changed, resync = self.idl.take()
+        if resync:
+            new = self._full_model()
+        elif changed:
+            new = self._incremental_model(changed)
+        else:
+            return False
+        if new is None:
+            return False
+        version = self._snapshot[1] + 1
+        self._snapshot = (new, version)
         for callback in self._subscribers:
             try:
-                callback(old, new)
+                callback(new, version)
             except Exception:  # a subscriber's bug must not stop the store
                 LOG.exception("model subscriber failed")
+        return True
 
     def _rows(self, table: str):
         return self.idl.tables[table].rows.values()
 
-    def _build_model(self) -> Model:
-        tenants = {r.name: Tenant(str(r.uuid), r.name) for r in self._rows("Tenant")}
-        networks = {str(r.uuid): Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni,
-                                         _opt(r.gateway), r.dhcp, tuple(sorted(r.dns)), _opt(r.router))
-                    for r in self._rows("Network")}
-        routers = {str(r.uuid): Router(str(r.uuid), r.tenant, r.name, r.mac, r.key,
-                                       tuple(sorted(r.routes.items())))
-                   for r in self._rows("Router")}
-        ports = {str(r.uuid): Port(str(r.uuid), r.tenant, r.network, r.name, r.mac,
-                                   tuple(r.ips), r.port_security, tuple(sorted(r.security_groups)))
-                 for r in self._rows("Port")}
-        hosts = {r.name: Host(r.name, r.tunnel_ip, r.ovsdb, _opt(r.mgmt_ip)) for r in self._rows("Host")}
-        bindings = {r.port: Binding(r.port, r.host, r.ofport) for r in self._rows("Binding")}
-        rules = {}
-        for r in self._rows("SG_Rule"):
-            rules.setdefault((r.tenant, r.group), []).append(
-                Rule(str(r.uuid), r.key, r.direction, r.proto, _opt(r.port_min), _opt(r.port_max),
-                     _opt(r.icmp_type), _opt(r.remote_cidr), _opt(r.remote_sg), r.ethertype))
-        groups = {str(r.uuid): SecurityGroup(str(r.uuid), r.tenant, r.name,
-                                             tuple(sorted(rules.get((r.tenant, r.name), ()),
-                                                          key=lambda rule: rule.key)))
-                  for r in self._rows("Security_Group")}
-        traffic = TrafficConfig()
-        for r in self._rows("Traffic_Config"):
-            traffic = TrafficConfig(r.sflow, r.sflow_sampling, r.sflow_polling, r.netflow,
-                                    r.netflow_active_timeout, r.ipfix, r.ipfix_sampling)
-        return Model(tenants, networks, ports, hosts, bindings, routers, groups, traffic)
+    def _row(self, table: str, uuid: str):
+        """The IDL row of `table` with this uuid (a string), or None."""
+        return self.idl.tables[table].rows.get(uuidlib.UUID(uuid))
+
+    def _rec(self, table: str, uuid: str):
+        return self._ix.rec[table].get(uuid)
+
+    # ---- building snapshots ----------------------------------------------------------------
+    def _full_model(self) -> Model | None:
+        """Rebuild every record from the IDL's rows (records equal to the previous snapshot's
+        are kept as the same objects); None when nothing differs."""
+        old = self.model
+        ix = self._scan(reuse=self._ix)
+        self._ix = ix
+        new = self._model_from(ix, old)
+        if new == old:
+            return None
+        share_index(new, ModelIndex.build(new.networks, new.ports, new.routers, new.security_groups))
+        return new
+
+    def _scan(self, reuse: WriteIndex | None = None) -> WriteIndex:
+        ix = WriteIndex()
+        for table in TABLES:
+            previous = reuse.rec[table] if reuse is not None else {}
+            for row in self._rows(table):
+                key = str(row.uuid)
+                rec = record(table, row)
+                prev = previous.get(key)
+                ix.set(table, key, prev if prev == rec else rec)
+        return ix
+
+    @staticmethod
+    def _model_from(ix: WriteIndex, old: Model) -> Model:
+        fields = {}
+        for table, (name, by) in _DIRECT.items():
+            recs = ix.rec[table]
+            fields[name] = dict(recs) if by is None else {getattr(r, by): r for r in recs.values()}
+        groups = {}
+        for uuid, key in ix.rec["Security_Group"].items():
+            built = NorthboundStore._group_record(ix, uuid, key)
+            prev = old.security_groups.get(uuid)
+            groups[uuid] = prev if prev == built else built
+        traffic = next(iter(ix.rec["Traffic_Config"].values()), TrafficConfig())
+        return Model(**fields, security_groups=groups,
+                     traffic=old.traffic if traffic == old.traffic else traffic)
+
+    @staticmethod
+    def _group_record(ix: WriteIndex, uuid: str, key: tuple) -> SecurityGroup:
+        rules = ix.rules_of_group.get(key, {}).values()
+        return SecurityGroup(uuid, key[0], key[1], tuple(sorted(rules, key=lambda r: r.key)))
+
+    def _incremental_model(self, changed: dict) -> Model | None:
+        """Rebuild only the changed rows' records (and the security groups whose rules
+        changed); every other record and dict is shared with the previous snapshot."""
+        old, ix = self.model, self._ix
+        out: dict[str, dict] = {}
+        pairs = {"networks": [], "ports": [], "routers": [], "security_groups": []}
+        group_keys, group_uuids, traffic = set(), set(), False
+
+        def writable(name: str) -> dict:
+            if name not in out:
+                out[name] = dict(getattr(old, name))
+            return out[name]
+
+        for table, uuids in changed.items():
+            rows = self.idl.tables[table].rows
+            recs = ix.rec[table]
+            for u in uuids:
+                key = str(u)
+                row = rows.get(u)
+                new = record(table, row) if row is not None else None
+                prev = recs.get(key)
+                if new == prev:
+                    continue
+                ix.set(table, key, new)
+                if table in _DIRECT:
+                    name, by = _DIRECT[table]
+                    target = writable(name)
+                    if by is None:
+                        if new is None:
+                            target.pop(key, None)
+                        else:
+                            target[key] = new
+                        if table in _PAIRS:
+                            pairs[_PAIRS[table]].append((prev, new))
+                    else:
+                        if prev is not None and target.get(getattr(prev, by)) is prev:
+                            del target[getattr(prev, by)]
+                        if new is not None:
+                            target[getattr(new, by)] = new
+                elif table == "Security_Group":
+                    group_uuids.add(key)
+                    group_keys.update(r for r in (prev, new) if r is not None)
+                elif table == "SG_Rule":
+                    group_keys.update(r[:2] for r in (prev, new) if r is not None)
+                elif table == "Traffic_Config":
+                    traffic = True
+        if group_uuids or group_keys:
+            self._update_groups(ix, old.security_groups, lambda: writable("security_groups"),
+                                group_uuids, group_keys, pairs["security_groups"])
+        new_traffic = old.traffic
+        if traffic:
+            latest = next(iter(ix.rec["Traffic_Config"].values()), TrafficConfig())
+            new_traffic = old.traffic if latest == old.traffic else latest
+        if not out and new_traffic is old.traffic:
+            return None
+        fields = {name: out.get(name, getattr(old, name))
+                  for name in ("tenants", "networks", "ports", "hosts", "bindings", "routers",
+                               "security_groups")}
+        new_model = Model(**fields, traffic=new_traffic)
+        share_index(new_model, old.index.updated(**pairs))
+        return new_model
+
+    def _update_groups(self, ix, current: dict, writable, uuids: set, keys: set, pairs: list) -> None:
+        """Rebuild the groups whose row or rules changed (a rule lives inside its group)."""
+        for uuid in uuids:
+            if uuid not in ix.rec["Security_Group"] and uuid in current:
+                pairs.append((writable().pop(uuid), None))
+        for key in keys:
+            uuid = ix.group.get(key)
+            if uuid is None:
+                continue
+            built = self._group_record(ix, uuid, key)
+            prev = current.get(uuid)
+            if prev != built:
+                writable()[uuid] = built
+                pairs.append((prev, built))
+
+    def rebuilt(self) -> tuple[Model, WriteIndex]:
+        """A full rebuild from the IDL's rows, without installing it (to check the incremental
+        snapshots against; call with the lock held)."""
+        ix = self._scan()
+        return self._model_from(ix, Model()), ix
 
     # ---- writing ---------------------------------------------------------------------------
     def _transact(self, build) -> dict:
-        """Run build(txn) -> result in a transaction; retry on TRY_AGAIN; raise on failure."""
+        """Run build(txn) -> result in a transaction; retry on TRY_AGAIN; raise on failure.
+
+        On success this thread's committed_version() is the snapshot holding the effect."""
         for _attempt in range(10):
             with self.lock:
                 self.idl.run()
+                self._refresh()
+                self._pending = {"rule_keys": set(), "vnis": set(), "router_keys": set(), "macs": set()}
                 txn = TXN(self.idl)
                 try:
                     result = build(txn)
@@ -143,14 +300,12 @@ class NorthboundStore:
                     txn.abort()
                     raise
                 status = txn.commit_block()
+                self._refresh()
                 if status in (TXN.SUCCESS, TXN.UNCHANGED):
                     inserted = {k: str(txn.get_insert_uuid(v)) for k, v in result.pop("_inserted", {}).items()}
                     result.update(inserted)
-                    changes = self._refresh()
-            if status in (TXN.SUCCESS, TXN.UNCHANGED):
-                if changes:
-                    self._notify(*changes)
-                return result
+                    self._local.version = self.version
+                    return result
             if status != TXN.TRY_AGAIN:
                 error = txn.get_error() or TXN.status_to_string(status)
                 if "constraint violation" in str(error):
@@ -159,18 +314,33 @@ class NorthboundStore:
             time.sleep(0.01)
         raise WeftError("northbound database busy, try again", 503)
 
-    def _find(self, table: str, **cols):
-        for row in self._rows(table):
-            if all(getattr(row, k) == v for k, v in cols.items()):
-                return row
-        return None
+    # allocation (inside a build): the index plus what this transaction already took
+    def _alloc_rule_key(self) -> int:
+        taken = self._pending["rule_keys"]
+        high = max(self._ix.rule_keys.highest(validate.RULE_KEY_FIRST - 1), max(taken, default=0))
+        key = (high + 1 if high < validate.RULE_KEY_MAX
+               else validate.allocate_rule_key(self._ix.rule_keys.values() | taken))
+        taken.add(key)
+        return key
+
+    def _alloc_vni(self, used, pending: str) -> int:
+        taken = self._pending[pending]
+        high = max(used.highest(validate.VNI_FIRST - 1), max(taken, default=0))
+        vni = high + 1 if high < validate.VNI_MAX else validate.allocate_vni(used.values() | taken)
+        taken.add(vni)
+        return vni
+
+    def _alloc_mac(self) -> str:
+        mac = validate.allocate_mac(_Taken(self._ix.macs, self._pending["macs"]))
+        self._pending["macs"].add(mac)
+        return mac
 
     # tenants
     def create_tenant(self, name: str) -> dict:
         validate.name("tenant", name)
 
         def build(txn):
-            if self._find("Tenant", name=name):
+            if name in self._ix.tenant:
                 raise Conflict(f"tenant {name!r} already exists")
             row = txn.insert(self.idl.tables["Tenant"])
             row.name = name
@@ -180,25 +350,24 @@ class NorthboundStore:
 
     def delete_tenant(self, name: str, cascade: bool = False) -> dict:
         def build(txn):
-            row = self._find("Tenant", name=name)
-            if row is None:
+            ix = self._ix
+            tenant = ix.tenant.get(name)
+            if tenant is None:
                 raise NotFound(f"no tenant named {name!r}")
-            nets = [n for n in self._rows("Network") if n.tenant == name]
+            nets = [self._rec("Network", u) for u in ix.nets_of_tenant.get(name, ())]
             if nets and not cascade:
                 raise Conflict(f"tenant {name!r} still has {len(nets)} network(s) "
                                f"({', '.join(sorted(n.name for n in nets))}); delete them first "
                                f"or use --cascade")
-            for port in [p for p in self._rows("Port") if p.tenant == name]:
+            for port in list(ix.ports_of_tenant.get(name, ())):
                 self._delete_port_rows(port)
-            for net in nets:
-                net.delete()
-            for router in [r for r in self._rows("Router") if r.tenant == name]:
-                router.delete()
-            for rule in [r for r in self._rows("SG_Rule") if r.tenant == name]:
-                rule.delete()
-            for group in [g for g in self._rows("Security_Group") if g.tenant == name]:
-                group.delete()
-            row.delete()
+            for table, members in (("Network", ix.nets_of_tenant), ("Router", ix.routers_of_tenant),
+                                   ("SG_Rule", ix.rules_of_tenant)):
+                for u in list(members.get(name, ())):
+                    self._row(table, u).delete()
+            for u in list(ix.groups_of_tenant.get(name, {}).values()):
+                self._row("Security_Group", u).delete()
+            self._row("Tenant", tenant).delete()
             return {"name": name, "deleted": True}
         return self._transact(build)
 
@@ -211,11 +380,11 @@ class NorthboundStore:
         dns = validate.dns_servers(dns)
 
         def build(txn):
-            if not self._find("Tenant", name=tenant):
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
-            if self._find("Network", tenant=tenant, name=name):
+            if (tenant, name) in self._ix.net:
                 raise Conflict(f"network {tenant}/{name} already exists")
-            vni = validate.allocate_vni({r.vni for r in self._rows("Network")})
+            vni = self._alloc_vni(self._ix.vnis, "vnis")
             row = txn.insert(self.idl.tables["Network"])
             row.tenant, row.name, row.cidr, row.vni = tenant, name, str(net.cidr), vni
             row.gateway = [gw]
@@ -227,16 +396,16 @@ class NorthboundStore:
 
     def delete_network(self, tenant: str, name: str, cascade: bool = False) -> dict:
         def build(txn):
-            row = self._find("Network", tenant=tenant, name=name)
-            if row is None:
+            net = self._ix.net.get((tenant, name))
+            if net is None:
                 raise NotFound(f"no network {tenant}/{name}")
-            ports = [p for p in self._rows("Port") if p.tenant == tenant and p.network == name]
+            ports = list(self._ix.ports_of_net.get((tenant, name), ()))
             if ports and not cascade:
                 raise Conflict(f"network {tenant}/{name} still has {len(ports)} port(s); delete "
                                f"them first or use --cascade")
             for port in ports:
                 self._delete_port_rows(port)
-            row.delete()
+            self._row("Network", net).delete()
             return {"network": f"{tenant}/{name}", "deleted": True}
         return self._transact(build)
 
@@ -257,24 +426,28 @@ class NorthboundStore:
             groups = [validate.DEFAULT_SG]
 
         def build(txn):
-            net_row = self._find("Network", tenant=tenant, name=network)
-            if net_row is None:
-                if not self._find("Tenant", name=tenant):
+            ix = self._ix
+            key = (tenant, network)
+            net_id = ix.net.get(key)
+            if net_id is None:
+                if tenant not in ix.tenant:
                     raise NotFound(f"no tenant named {tenant!r}")
                 raise NotFound(f"no network {tenant}/{network}")
-            if self._find("Port", tenant=tenant, network=network, name=name):
+            if (tenant, network, name) in ix.port:
                 raise Conflict(f"port {tenant}/{network}/{name} already exists")
             self._check_groups(tenant, groups)
-            cidr = validate.cidr(net_row.cidr)
-            gw = _opt(net_row.gateway)
-            taken_ips = {ip_ for p in self._rows("Port") if p.tenant == tenant and p.network == network
-                         for ip_ in p.ips}
-            the_ip = (validate.port_ip(ip, cidr, gw, taken_ips) if ip
-                      else validate.allocate_ip(cidr, gw, taken_ips))
-            macs = self._macs()
-            if mac and mac in macs:
+            net = self._rec("Network", net_id)
+            cidr = validate.cidr(net.cidr)
+            gw = net.gateway
+            taken = ix.ips.get(key, {})
+            if ip:
+                the_ip = validate.port_ip(ip, cidr, gw, taken)
+            else:
+                the_ip, floor = validate.allocate_ip_from(cidr, gw, taken, ix.ip_floor.get(key, 0))
+                ix.ip_floor[key] = floor        # every address below it is taken
+            if mac and (mac in ix.macs or mac in self._pending["macs"]):
                 raise Conflict(f"MAC {mac} is already used by another port")
-            the_mac = mac or validate.allocate_mac(macs)
+            the_mac = mac or self._alloc_mac()
             row = txn.insert(self.idl.tables["Port"])
             row.tenant, row.network, row.name = tenant, network, name
             row.mac, row.ips = the_mac, [the_ip]
@@ -288,11 +461,10 @@ class NorthboundStore:
 
     def delete_port(self, tenant: str, network: str, name: str) -> dict:
         def build(txn):
-            row = self._find("Port", tenant=tenant, network=network, name=name)
-            if row is None:
+            port_id = self._ix.port.get((tenant, network, name))
+            if port_id is None:
                 raise NotFound(f"no port {tenant}/{network}/{name}")
-            port_id = str(row.uuid)
-            self._delete_port_rows(row)
+            self._delete_port_rows(port_id)
             return {"port": f"{tenant}/{network}/{name}", "id": port_id, "deleted": True}
         return self._transact(build)
 
@@ -308,9 +480,10 @@ class NorthboundStore:
                   else validate.group_names(security_groups, tenant, f"port {ref}"))
 
         def build(txn):
-            row = self._find("Port", tenant=tenant, network=network, name=name)
-            if row is None:
+            port_id = self._ix.port.get((tenant, network, name))
+            if port_id is None:
                 raise NotFound(f"no port {ref}")
+            row = self._row("Port", port_id)
             was_on = row.port_security
             on = was_on if port_security is None else port_security
             new = sorted(row.security_groups) if groups is None else groups
@@ -327,7 +500,7 @@ class NorthboundStore:
                 row.port_security = on
             if new != sorted(row.security_groups):
                 row.security_groups = new
-            return {"port": ref, "id": str(row.uuid), "port_security": on, "security_groups": new}
+            return {"port": ref, "id": port_id, "port_security": on, "security_groups": new}
         return self._transact(build)
 
     @staticmethod
@@ -336,36 +509,42 @@ class NorthboundStore:
             raise WeftError(f"invalid {what} {value!r}: expected true or false")
         return value
 
-    def _macs(self) -> set[str]:
-        return {p.mac for p in self._rows("Port")} | {r.mac for r in self._rows("Router")}
-
-    def _delete_port_rows(self, port_row) -> None:
-        for b in [b for b in self._rows("Binding") if b.port == str(port_row.uuid)]:
-            b.delete()
-        port_row.delete()
+    def _delete_port_rows(self, port_id: str) -> None:
+        binding = self._ix.binding.get(port_id)
+        if binding is not None:
+            self._row("Binding", binding).delete()
+        self._row("Port", port_id).delete()
 
     # routers
     def _router(self, tenant: str, name: str):
-        row = self._find("Router", tenant=tenant, name=name)
-        if row is None:
-            if not self._find("Tenant", name=tenant):
+        """The IDL row of router TENANT/NAME (NotFound naming what is missing)."""
+        router = self._ix.router.get((tenant, name))
+        if router is None:
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r}")
             raise NotFound(f"no router {tenant}/{name}")
-        return row
+        return self._row("Router", router)
 
     def _router_networks(self, tenant: str, name: str) -> list:
-        return [n for n in self._rows("Network") if n.tenant == tenant and _opt(n.router) == name]
+        """The Network records attached to router TENANT/NAME."""
+        return [self._rec("Network", u) for u in self._ix.nets_of_router.get((tenant, name), ())]
+
+    def _network_row(self, tenant: str, name: str):
+        net = self._ix.net.get((tenant, name))
+        if net is None:
+            raise NotFound(f"no network {tenant}/{name}")
+        return self._row("Network", net)
 
     def create_router(self, tenant: str, name: str) -> dict:
         validate.name("router", name)
 
         def build(txn):
-            if not self._find("Tenant", name=tenant):
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
-            if self._find("Router", tenant=tenant, name=name):
+            if (tenant, name) in self._ix.router:
                 raise Conflict(f"router {tenant}/{name} already exists")
-            mac = validate.allocate_mac(self._macs())
-            key = validate.allocate_vni({r.key for r in self._rows("Router")})
+            mac = self._alloc_mac()
+            key = self._alloc_vni(self._ix.router_keys, "router_keys")
             row = txn.insert(self.idl.tables["Router"])
             row.tenant, row.name, row.mac, row.key, row.routes = tenant, name, mac, key, {}
             return {"tenant": tenant, "name": name, "mac": mac, "key": key,
@@ -381,7 +560,7 @@ class NorthboundStore:
                                f"{', '.join(sorted(n.name for n in nets))}; detach them first "
                                f"or use --cascade")
             for net in nets:
-                net.router = []
+                self._row("Network", net.uuid).router = []
             row.delete()
             return {"router": f"{tenant}/{name}", "deleted": True}
         return self._transact(build)
@@ -389,9 +568,7 @@ class NorthboundStore:
     def attach(self, tenant: str, router: str, network: str) -> dict:
         def build(txn):
             rrow = self._router(tenant, router)
-            net = self._find("Network", tenant=tenant, name=network)
-            if net is None:
-                raise NotFound(f"no network {tenant}/{network}")
+            net = self._network_row(tenant, network)
             current = _opt(net.router)
             if current == router:
                 raise Conflict(f"network {tenant}/{network} is already attached to {tenant}/{router}")
@@ -399,7 +576,7 @@ class NorthboundStore:
                 raise Conflict(f"network {tenant}/{network} is attached to router {tenant}/{current}; "
                                f"a network attaches to one router (detach it first)")
             cidr = validate.cidr(net.cidr)
-            for other in self._router_networks(tenant, router):
+            for other in sorted(self._router_networks(tenant, router), key=lambda n: n.name):
                 theirs = validate.cidr(other.cidr)
                 if cidr.first <= theirs.last and theirs.first <= cidr.last:
                     raise Conflict(f"network {tenant}/{network} ({net.cidr}) overlaps {tenant}/{other.name} "
@@ -412,9 +589,7 @@ class NorthboundStore:
     def detach(self, tenant: str, router: str, network: str) -> dict:
         def build(txn):
             rrow = self._router(tenant, router)
-            net = self._find("Network", tenant=tenant, name=network)
-            if net is None:
-                raise NotFound(f"no network {tenant}/{network}")
+            net = self._network_row(tenant, network)
             if _opt(net.router) != router:
                 raise Conflict(f"network {tenant}/{network} is not attached to {tenant}/{router}")
             gone = [c for c, via in rrow.routes.items()
@@ -456,19 +631,20 @@ class NorthboundStore:
 
     # security groups
     def _group(self, tenant: str, name: str):
-        row = self._find("Security_Group", tenant=tenant, name=name)
-        if row is None:
-            if not self._find("Tenant", name=tenant):
+        """The IDL row of group TENANT/NAME (NotFound naming what is missing)."""
+        group = self._ix.group.get((tenant, name))
+        if group is None:
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r}")
             raise NotFound(f"no security group {tenant}/{name}")
-        return row
+        return self._row("Security_Group", group)
 
     def _check_groups(self, tenant: str, names) -> None:
         """Every name is a security group of `tenant` (call inside a transaction's build)."""
-        have = {g.name for g in self._rows("Security_Group") if g.tenant == tenant}
+        have = self._ix.groups_of_tenant.get(tenant, {})
         missing = [n for n in names if n not in have]
         if missing:
-            if not self._find("Tenant", name=tenant):
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r}")
             raise NotFound(f"no security group {', '.join(f'{tenant}/{n}' for n in missing)} "
                            f"(groups of {tenant}: {', '.join(sorted(have)) or 'none'})")
@@ -482,15 +658,11 @@ class NorthboundStore:
         return row
 
     def _insert_default_group(self, txn, tenant: str):
-        """The tenant's `default` group and its rules (read the keys in use before inserting)."""
-        taken = {r.key for r in self._rows("SG_Rule")}
-        keys = []
-        for _rule in validate.default_sg_rules():
-            keys.append(validate.allocate_rule_key(taken | set(keys)))
+        """The tenant's `default` group and its rules, with fresh keys."""
         group = txn.insert(self.idl.tables["Security_Group"])
         group.tenant, group.name = tenant, validate.DEFAULT_SG
-        for fields, key in zip(validate.default_sg_rules(), keys):
-            self._insert_rule(txn, tenant, validate.DEFAULT_SG, fields, key)
+        for fields in validate.default_sg_rules():
+            self._insert_rule(txn, tenant, validate.DEFAULT_SG, fields, self._alloc_rule_key())
         return group
 
     def _upgrade(self) -> None:
@@ -498,8 +670,7 @@ class NorthboundStore:
         every port of such a tenant with port security on and no groups that group, as weft does
         for new tenants and ports (nothing to do, no transaction)."""
         def legacy():
-            have = {g.tenant for g in self._rows("Security_Group") if g.name == validate.DEFAULT_SG}
-            return sorted(t.name for t in self._rows("Tenant") if t.name not in have)
+            return sorted(t for t in self._ix.tenant if (t, validate.DEFAULT_SG) not in self._ix.group)
 
         with self.lock:
             if not legacy():
@@ -507,12 +678,12 @@ class NorthboundStore:
 
         def build(txn):
             tenants = legacy()
-            ports = [p for p in self._rows("Port")
-                     if p.tenant in tenants and p.port_security and not p.security_groups]
+            ports = [self._rec("Port", u) for t in tenants for u in self._ix.ports_of_tenant.get(t, ())]
             for tenant in tenants:
                 self._insert_default_group(txn, tenant)
             for port in ports:
-                port.security_groups = [validate.DEFAULT_SG]
+                if port.port_security and not port.security_groups:
+                    self._row("Port", port.uuid).security_groups = [validate.DEFAULT_SG]
             return {"tenants": tenants}
         done = self._transact(build)
         LOG.info("gave tenant(s) %s their default security group", ", ".join(done["tenants"]))
@@ -523,9 +694,9 @@ class NorthboundStore:
         validate.name("security group", name)
 
         def build(txn):
-            if not self._find("Tenant", name=tenant):
+            if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
-            if self._find("Security_Group", tenant=tenant, name=name):
+            if (tenant, name) in self._ix.group:
                 raise Conflict(f"security group {tenant}/{name} already exists")
             row = txn.insert(self.idl.tables["Security_Group"])
             row.tenant, row.name = tenant, name
@@ -535,23 +706,24 @@ class NorthboundStore:
 
     def delete_sg(self, tenant: str, name: str) -> dict:
         def build(txn):
+            ix = self._ix
             row = self._group(tenant, name)
             if name == validate.DEFAULT_SG:
                 raise Conflict(f"security group {tenant}/{name} is the tenant's default group: it is "
                                f"deleted only with the tenant")
-            users = sorted(f"{p.tenant}/{p.network}/{p.name}" for p in self._rows("Port")
-                           if p.tenant == tenant and name in p.security_groups)
+            users = sorted(self._rec("Port", u).ref for u in ix.ports_of_group.get((tenant, name), ()))
             if users:
                 raise Conflict(f"security group {tenant}/{name} is used by port(s) {', '.join(users)}; "
                                f"take it off them first (`weft port update`)")
-            referrers = sorted({f"{r.tenant}/{r.group}" for r in self._rows("SG_Rule")
-                                if r.tenant == tenant and _opt(r.remote_sg) == name and r.group != name})
+            referrers = sorted({f"{tenant}/{group}" for _t, group, _r in
+                                (self._rec("SG_Rule", u) for u in ix.rules_by_remote.get((tenant, name), ()))
+                                if group != name})
             if referrers:
                 raise Conflict(f"security group {tenant}/{name} is the remote group of rules of "
                                f"{', '.join(referrers)}; delete those rules first")
             group_id = str(row.uuid)
-            for rule in [r for r in self._rows("SG_Rule") if r.tenant == tenant and r.group == name]:
-                rule.delete()
+            for u in list(ix.rules_of_group.get((tenant, name), {})):
+                self._row("SG_Rule", u).delete()
             row.delete()
             return {"security_group": f"{tenant}/{name}", "id": group_id, "deleted": True}
         return self._transact(build)
@@ -570,35 +742,24 @@ class NorthboundStore:
             self._group(tenant, sg)
             if fields["remote_sg"] is not None and fields["remote_sg"] != sg:
                 self._check_groups(tenant, [fields["remote_sg"]])
-            rules = list(self._rows("SG_Rule"))
             same = validate.rule_identity(fields)
-            for r in rules:
-                if r.tenant == tenant and r.group == sg and self._rule_fields(r) == same:
-                    raise Conflict(f"security group {tenant}/{sg} already has this rule ({r.uuid})")
-            key = validate.allocate_rule_key({r.key for r in rules})
+            for rule in self._ix.rules_of_group.get((tenant, sg), {}).values():
+                if validate.rule_identity(rule) == same:
+                    raise Conflict(f"security group {tenant}/{sg} already has this rule ({rule.uuid})")
+            key = self._alloc_rule_key()
             row = self._insert_rule(txn, tenant, sg, fields, key)
             return {"tenant": tenant, "security_group": sg, "key": key, **fields,
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
-    @staticmethod
-    def _rule_fields(row) -> tuple:
-        return validate.rule_identity({"direction": row.direction, "proto": row.proto,
-                                       "port_min": _opt(row.port_min), "port_max": _opt(row.port_max),
-                                       "icmp_type": _opt(row.icmp_type),
-                                       "remote_cidr": _opt(row.remote_cidr),
-                                       "remote_sg": _opt(row.remote_sg), "ethertype": row.ethertype})
-
     def delete_rule(self, tenant: str, sg: str, rule_id: str) -> dict:
         def build(txn):
             self._group(tenant, sg)
-            row = next((r for r in self._rows("SG_Rule") if str(r.uuid) == rule_id
-                        and r.tenant == tenant and r.group == sg), None)
-            if row is None:
+            found = self._rec("SG_Rule", rule_id)
+            if found is None or found[:2] != (tenant, sg):
                 raise NotFound(f"security group {tenant}/{sg} has no rule {rule_id}")
-            key = row.key
-            row.delete()
-            return {"security_group": f"{tenant}/{sg}", "id": rule_id, "key": key, "deleted": True}
+            self._row("SG_Rule", rule_id).delete()
+            return {"security_group": f"{tenant}/{sg}", "id": rule_id, "key": found[2].key, "deleted": True}
         return self._transact(build)
 
     # hosts
@@ -611,13 +772,15 @@ class NorthboundStore:
                             f"tcp:IP:PORT or ssl:IP:PORT")
 
         def build(txn):
-            row = self._find("Host", name=name)
-            other = self._find("Host", tunnel_ip=ip)
-            if other is not None and other is not row:
-                raise Conflict(f"tunnel IP {ip} is already used by host {other.name}")
-            if row is None:
+            host = self._ix.host.get(name)
+            other = self._ix.host_by_ip.get(ip)
+            if other is not None and other != host:
+                raise Conflict(f"tunnel IP {ip} is already used by host {self._rec('Host', other).name}")
+            if host is None:
                 row = txn.insert(self.idl.tables["Host"])
                 row.name = name
+            else:
+                row = self._row("Host", host)
             row.tunnel_ip, row.ovsdb = ip, ovsdb_remote
             row.mgmt_ip = [mgmt] if mgmt else []
             return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote, "mgmt_ip": mgmt}
@@ -645,31 +808,34 @@ class NorthboundStore:
 
     def delete_host(self, name: str) -> dict:
         def build(txn):
-            row = self._find("Host", name=name)
-            if row is None:
+            host = self._ix.host.get(name)
+            if host is None:
                 raise NotFound(f"no host named {name!r}")
-            for b in [b for b in self._rows("Binding") if b.host == name]:
-                b.delete()
-            row.delete()
+            for u in list(self._ix.bindings_of_host.get(name, ())):
+                self._row("Binding", u).delete()
+            self._row("Host", host).delete()
             return {"name": name, "deleted": True}
         return self._transact(build)
 
     # bindings (written by the southbound watcher)
     def sync_bindings(self, host: str, bindings: dict[str, int]) -> None:
-        """Make the Binding rows of `host` equal `bindings` (port uuid -> ofport)."""
+        """Make the Binding rows of `host` equal `bindings` (port uuid -> ofport), in
+        O(bindings of the host + given)."""
         def build(txn):
-            ports = {str(p.uuid) for p in self._rows("Port")}
-            want = {p: o for p, o in bindings.items() if p in ports}
-            have = {b.port: b for b in self._rows("Binding")}
-            for port, brow in have.items():
-                if brow.host == host and port not in want:
-                    brow.delete()
+            ix = self._ix
+            want = {p: o for p, o in bindings.items() if p in ix.rec["Port"]}
+            for u in list(ix.bindings_of_host.get(host, ())):
+                if self._rec("Binding", u).port not in want:
+                    self._row("Binding", u).delete()
             for port, ofport in want.items():
-                brow = have.get(port)
-                if brow is None:
+                existing = ix.binding.get(port)
+                if existing is None:
                     brow = txn.insert(self.idl.tables["Binding"])
                     brow.port, brow.host, brow.ofport = port, host, ofport
-                elif brow.host != host or brow.ofport != ofport:
+                    continue
+                rec = self._rec("Binding", existing)
+                if rec.host != host or rec.ofport != ofport:
+                    brow = self._row("Binding", existing)
                     brow.host, brow.ofport = host, ofport
             return {}
         self._transact(build)

@@ -4,10 +4,18 @@ Everything that decides flows reads these records and nothing else, so the flow 
 stays a pure function of the model. Objects are referenced by name from the outside
 (`TENANT/NET/PORT`) and by uuid inside; every record is a frozen dataclass so a model
 snapshot can be shared between threads without copying.
+
+A `Model` answers lookups by name in O(1) through its `ModelIndex` (networks, routers, ports,
+security groups, their members, owners of flow cookies), built lazily once per snapshot or
+handed over already built by the northbound store, which carries it from one snapshot to the
+next for only the records that changed (`ModelIndex.updated`). Snapshots that share the same
+record dicts (the engine's `dataclasses.replace(model, bindings=...)`) share that index.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -120,9 +128,197 @@ class Binding:
     ofport: int          # OpenFlow port number of the NIC on the host's br-int
 
 
+_EMPTY = MappingProxyType({})
+
+
+class _Cow:
+    """Copy-on-write view of one index map (and of its inner dicts) while an update is applied."""
+    __slots__ = ("out", "src", "fresh")
+
+    def __init__(self, src: dict):
+        self.src, self.out, self.fresh = src, None, set()
+
+    def top(self) -> dict:
+        if self.out is None:
+            self.out = dict(self.src)
+        return self.out
+
+    def result(self) -> dict:
+        return self.src if self.out is None else self.out
+
+    def put(self, key, value) -> None:
+        self.top()[key] = value
+
+    def drop(self, key, uuid: str) -> None:
+        """Remove `key` if it still maps to the record `uuid` (a later record may own it)."""
+        cur = self.src.get(key) if self.out is None else self.out.get(key)
+        if cur is not None and cur.uuid == uuid:
+            del self.top()[key]
+
+    def _inner(self, outer) -> dict:
+        top = self.top()
+        if outer not in self.fresh:
+            top[outer] = dict(top.get(outer, ()))
+            self.fresh.add(outer)
+        return top[outer]
+
+    def put_in(self, outer, key, value) -> None:
+        self._inner(outer)[key] = value
+
+    def drop_in(self, outer, key, uuid: str) -> None:
+        cur = (self.src if self.out is None else self.out).get(outer)
+        if cur is None or key not in cur or cur[key].uuid != uuid:
+            return
+        inner = self._inner(outer)
+        del inner[key]
+        if not inner:
+            del self.top()[outer]
+            self.fresh.discard(outer)
+
+
+class ModelIndex:
+    """Lookups over one snapshot's networks, routers, ports and security groups; read-only once
+    built (every map, inner maps included, may be shared with the next snapshot's index)."""
+
+    MAPS = ("net", "nets_of_tenant", "nets_of_router", "router", "routers_of_tenant", "port",
+            "ports_of_net", "group", "groups_of_tenant", "members", "owners")
+    __slots__ = MAPS
+
+    def __init__(self, **maps):
+        for name in self.MAPS:
+            setattr(self, name, maps.get(name, {}))
+        # net: (tenant, name) -> Network      nets_of_tenant: tenant -> {name: Network}
+        # nets_of_router: (tenant, router) -> {name: Network}
+        # router: (tenant, name) -> Router     routers_of_tenant: tenant -> {name: Router}
+        # port: (tenant, net, name) -> Port    ports_of_net: (tenant, net) -> {name: Port}
+        # group: (tenant, name) -> SecurityGroup   groups_of_tenant: tenant -> {name: SecurityGroup}
+        # members: (tenant, group) -> {port uuid: Port}   owners: cookie object id -> {uuid: label}
+
+    @classmethod
+    def build(cls, networks: dict, ports: dict, routers: dict, security_groups: dict) -> ModelIndex:
+        """The index of a whole snapshot (O(model))."""
+        return cls().updated([(None, n) for n in networks.values()], [(None, p) for p in ports.values()],
+                             [(None, r) for r in routers.values()],
+                             [(None, g) for g in security_groups.values()])
+
+    def updated(self, networks=(), ports=(), routers=(), security_groups=()) -> ModelIndex:
+        """A new index with changes applied, each a (old record or None, new record or None) pair
+        (one pair per record at most);
+        costs O(changes) plus a C-speed copy of the top-level maps the changes touch."""
+        cow = {name: _Cow(getattr(self, name)) for name in self.MAPS}
+        for pass_ in ("drop", "put"):
+            for old, new in networks:
+                rec = old if pass_ == "drop" else new
+                if rec is not None:
+                    self._network(cow, rec, pass_ == "put")
+            for old, new in routers:
+                rec = old if pass_ == "drop" else new
+                if rec is not None:
+                    self._router(cow, rec, pass_ == "put")
+            for old, new in ports:
+                rec = old if pass_ == "drop" else new
+                if rec is not None:
+                    self._port(cow, rec, pass_ == "put")
+            for old, new in security_groups:
+                rec = old if pass_ == "drop" else new
+                if rec is not None:
+                    self._group(cow, rec, pass_ == "put")
+        return ModelIndex(**{name: c.result() for name, c in cow.items()})
+
+    @staticmethod
+    def _owner(cow, uuid: str, label: str | None) -> None:
+        from flows.cookies import object_id
+        oid = object_id(uuid)
+        owners = cow["owners"]
+        if label is not None:
+            owners.put_in(oid, uuid, _Label(uuid, label))
+        else:
+            owners.drop_in(oid, uuid, uuid)
+
+    def _network(self, cow, net: Network, put: bool) -> None:
+        key = (net.tenant, net.name)
+        if put:
+            cow["net"].put(key, net)
+            cow["nets_of_tenant"].put_in(net.tenant, net.name, net)
+            if net.router:
+                cow["nets_of_router"].put_in((net.tenant, net.router), net.name, net)
+        else:
+            cow["net"].drop(key, net.uuid)
+            cow["nets_of_tenant"].drop_in(net.tenant, net.name, net.uuid)
+            if net.router:
+                cow["nets_of_router"].drop_in((net.tenant, net.router), net.name, net.uuid)
+        self._owner(cow, net.uuid, f"network {net.ref}" if put else None)
+
+    def _router(self, cow, router: Router, put: bool) -> None:
+        key = (router.tenant, router.name)
+        if put:
+            cow["router"].put(key, router)
+            cow["routers_of_tenant"].put_in(router.tenant, router.name, router)
+        else:
+            cow["router"].drop(key, router.uuid)
+            cow["routers_of_tenant"].drop_in(router.tenant, router.name, router.uuid)
+        self._owner(cow, router.uuid, f"router {router.ref}" if put else None)
+
+    def _port(self, cow, port: Port, put: bool) -> None:
+        key = (port.tenant, port.network)
+        if put:
+            cow["port"].put((*key, port.name), port)
+            cow["ports_of_net"].put_in(key, port.name, port)
+            for group in port.security_groups:
+                cow["members"].put_in((port.tenant, group), port.uuid, port)
+        else:
+            cow["port"].drop((*key, port.name), port.uuid)
+            cow["ports_of_net"].drop_in(key, port.name, port.uuid)
+            for group in port.security_groups:
+                cow["members"].drop_in((port.tenant, group), port.uuid, port.uuid)
+        self._owner(cow, port.uuid, f"port {port.ref}" if put else None)
+
+    def _group(self, cow, group: SecurityGroup, put: bool) -> None:
+        key = (group.tenant, group.name)
+        if put:
+            cow["group"].put(key, group)
+            cow["groups_of_tenant"].put_in(group.tenant, group.name, group)
+        else:
+            cow["group"].drop(key, group.uuid)
+            cow["groups_of_tenant"].drop_in(group.tenant, group.name, group.uuid)
+        self._owner(cow, group.uuid, f"sg {group.ref}" if put else None)
+        for rule in group.rules:
+            self._owner(cow, rule.uuid, f"rule {rule.uuid} of {group.ref}" if put else None)
+
+    def maps(self) -> dict:
+        """Every map by name (for comparing two indexes)."""
+        return {name: getattr(self, name) for name in self.MAPS}
+
+
+@dataclass(frozen=True)
+class _Label:
+    uuid: str
+    text: str
+
+
+# Indexes of recent store snapshots, found again by the identity of the record dicts they
+# index: a snapshot derived with dataclasses.replace(model, bindings=...) shares them.
+_SHARED: tuple = ()
+_SHARED_MAX = 4
+
+
+def _index_key(model) -> tuple:
+    return (model.networks, model.ports, model.routers, model.security_groups)
+
+
+def share_index(model, index: ModelIndex) -> None:
+    """Give `model` an index built elsewhere (the store carries it between snapshots)."""
+    global _SHARED
+    model.__dict__["index"] = index
+    _SHARED = ((_index_key(model), index),) + _SHARED[:_SHARED_MAX - 1]
+
+
 @dataclass(frozen=True)
 class Model:
-    """A consistent snapshot of the whole model, indexed for the compiler."""
+    """A consistent snapshot of the whole model, with O(1) lookups by name (see ModelIndex).
+
+    Equality compares the record dicts only; the index and the per-snapshot caches live
+    outside the dataclass fields. Treat every dict a lookup returns as read-only."""
     tenants: dict[str, Tenant] = field(default_factory=dict)      # by name
     networks: dict[str, Network] = field(default_factory=dict)    # by uuid
     ports: dict[str, Port] = field(default_factory=dict)          # by uuid
@@ -132,11 +328,73 @@ class Model:
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
     traffic: TrafficConfig = TrafficConfig()
 
+    @cached_property
+    def index(self) -> ModelIndex:
+        key = _index_key(self)
+        for shared_key, index in _SHARED:
+            if all(a is b for a, b in zip(shared_key, key)):
+                return index
+        return ModelIndex.build(self.networks, self.ports, self.routers, self.security_groups)
+
+    @cached_property
+    def _ports_at(self) -> dict[tuple[str, int], str]:
+        """(host, ofport) -> port uuid, from the bindings (built on first use per snapshot)."""
+        return {(b.host, b.ofport): port for port, b in self.bindings.items()}
+
+    # -- lookups by name, O(1)
     def network(self, tenant: str, name: str) -> Network | None:
-        return next((n for n in self.networks.values() if (n.tenant, n.name) == (tenant, name)), None)
+        return self.index.net.get((tenant, name))
 
     def network_of(self, port: Port) -> Network | None:
-        return self.network(port.tenant, port.network)
+        return self.index.net.get((port.tenant, port.network))
 
     def router(self, tenant: str, name: str) -> Router | None:
-        return next((r for r in self.routers.values() if (r.tenant, r.name) == (tenant, name)), None)
+        return self.index.router.get((tenant, name))
+
+    def port_by_ref(self, tenant: str, network: str, name: str) -> Port | None:
+        return self.index.port.get((tenant, network, name))
+
+    def security_group(self, tenant: str, name: str) -> SecurityGroup | None:
+        return self.index.group.get((tenant, name))
+
+    def port_at(self, host: str, ofport: int) -> Port | None:
+        """The port bound at `ofport` of `host`'s br-int (DHCP packet-ins)."""
+        uuid = self._ports_at.get((host, ofport))
+        return None if uuid is None else self.ports.get(uuid)
+
+    # -- members, read-only dicts
+    def ports_of_network(self, tenant: str, name: str) -> dict[str, Port]:
+        """{port name: Port} of network TENANT/NAME (whether or not the network exists)."""
+        return self.index.ports_of_net.get((tenant, name), _EMPTY)
+
+    def networks_of_tenant(self, tenant: str) -> dict[str, Network]:
+        return self.index.nets_of_tenant.get(tenant, _EMPTY)
+
+    def networks_of_router(self, tenant: str, router: str) -> dict[str, Network]:
+        return self.index.nets_of_router.get((tenant, router), _EMPTY)
+
+    def routers_of_tenant(self, tenant: str) -> dict[str, Router]:
+        return self.index.routers_of_tenant.get(tenant, _EMPTY)
+
+    def security_groups_of_tenant(self, tenant: str) -> dict[str, SecurityGroup]:
+        return self.index.groups_of_tenant.get(tenant, _EMPTY)
+
+    def members_of_group(self, tenant: str, name: str) -> dict[str, Port]:
+        """{port uuid: Port} of the ports of `tenant` that list group `name`."""
+        return self.index.members.get((tenant, name), _EMPTY)
+
+    # -- counts
+    def port_count(self, tenant: str, network: str | None = None) -> int:
+        """Ports of a network, or of all the tenant's networks (O(networks of the tenant))."""
+        ports = self.index.ports_of_net
+        if network is not None:
+            return len(ports.get((tenant, network), ()))
+        return sum(len(ports.get((tenant, n), ())) for n in self.networks_of_tenant(tenant))
+
+    def network_count(self, tenant: str) -> int:
+        return len(self.networks_of_tenant(tenant))
+
+    def owner(self, object_id: int) -> str | None:
+        """What a flow cookie's owner id names ("port red/net/a", ...; first of any collision)."""
+        found = self.index.owners.get(object_id)
+        return None if not found else min(found.values(), key=lambda lab: lab.uuid).text

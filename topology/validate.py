@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 
 import netaddr
 
@@ -118,6 +119,20 @@ def allocate_ip(net: netaddr.IPNetwork, gw: str | None, taken: set[str]) -> str:
     for ip in net.iter_hosts():
         if str(ip) not in reserved:
             return str(ip)
+    raise WeftError(f"no free IP address left in {net.cidr}", status=409)
+
+
+def allocate_ip_from(net: netaddr.IPNetwork, gw: str | None, taken, start: int = 0) -> tuple[str, int]:
+    """The lowest free host address of `net` at or above the integer `start`, and its integer:
+    allocate_ip's answer when no address below `start` is free, in O(addresses skipped)."""
+    gw_int = int(netaddr.IPAddress(gw)) if gw else None
+    value, last = max(net.first + 1, start), net.last - 1
+    while value <= last:
+        if value != gw_int:
+            ip = socket.inet_ntoa(value.to_bytes(4, "big"))
+            if ip not in taken:
+                return ip, value
+        value += 1
     raise WeftError(f"no free IP address left in {net.cidr}", status=409)
 
 

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.integration
 
 def test_model_round_trip_and_notifications(store):
     seen = []
-    store.subscribe(lambda old, new: seen.append((len(old.ports), len(new.ports))))
+    store.subscribe(lambda model, version: seen.append((version, len(model.ports))))
+    start = store.version
     store.create_tenant("red")
     net = store.create_network("red", "net", "10.0.0.0/24", dns=["10.0.0.53"])
     a = store.create_port("red", "net", "a")
@@ -17,7 +18,8 @@ def test_model_round_trip_and_notifications(store):
     assert m.networks[net["id"]].vni == net["vni"] and m.networks[net["id"]].dns == ("10.0.0.53",)
     assert m.ports[a["id"]].ips == ("10.0.0.2",) and a["gateway"] == "10.0.0.1"
     assert m.ports[b["id"]].mac == "02:00:00:00:00:77"
-    assert (1, 2) in seen
+    assert [n for _v, n in seen][-2:] == [1, 2]
+    assert [v for v, _n in seen] == list(range(start + 1, store.version + 1))   # every version, in order
     store.sync_bindings("hv1", {a["id"]: 3, "not-a-port": 9})
     assert {p: (x.host, x.ofport) for p, x in store.model.bindings.items()} == {a["id"]: ("hv1", 3)}
     store.sync_bindings("hv1", {})
