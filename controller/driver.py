@@ -166,11 +166,16 @@ class OpenFlowDriver:
 
 
 class InstantDriver:
-    """For benchmarks and engine tests that measure the controller alone: keeps every bundle
-    it is given (no switch), and the caller acknowledges them (`ack_all`)."""
+    """For benchmarks and engine tests that measure the controller alone: no switch. It keeps
+    what it is given, and with `engine` set it answers as an empty, always-willing switch would
+    (an empty flow dump, every bundle committed), through the engine's input queue."""
 
-    def __init__(self):
+    def __init__(self, engine=None, keep: bool = True):
+        self.engine = engine
+        self.keep = keep
         self.sent: list[tuple] = []        # (datapath, bundle_id, first xid, items)
+        self.bundles = 0
+        self.flow_mods = 0
         self._xid = XID_BASE
 
     def next_xids(self, datapath, count: int) -> int:
@@ -184,11 +189,19 @@ class InstantDriver:
     def send_bundle(self, datapath, bundle_id, deletes, adds):
         items = [("delete", t, c) for t, c in deletes] + list(adds)
         first = self.next_xids(datapath, len(items) + 2)
-        self.sent.append((datapath, bundle_id, first, items))
+        self.bundles += 1
+        self.flow_mods += len(items)
+        if self.keep:
+            self.sent.append((datapath, bundle_id, first, items))
+        if self.engine is not None:
+            self.engine.bundle_reply(datapath, bundle_id, datapath.ofproto.OFPBCT_COMMIT_REPLY)
         return first, items
 
     def request_dump(self, datapath) -> int:
-        return self.next_xids(datapath, 1)
+        xid = self.next_xids(datapath, 1)
+        if self.engine is not None:
+            self.engine.flow_stats(datapath, xid, [], False)
+        return xid
 
     def hello(self, datapath, meter_id, pps, burst) -> None:
         pass

@@ -77,6 +77,7 @@ class HostState:
     bundle_errors: int = 0
     connects: int = 0
     last_error: str | None = None
+    refused: Bundle | None = None             # the last bundle the switch refused
 
 
 @dataclasses.dataclass
@@ -135,6 +136,7 @@ class Engine:
         self._version_batch: dict[int, int] = {}            # model version -> its batch's last version
         self._batch_hosts: dict[int, frozenset] = {}        # batch's last version -> affected hosts
         self._processed_version = 0
+        self._processed_at: dict[int, float] = {}           # batch's last version -> when planned
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
         self._pub_bindings: dict[str, Binding] = {}
@@ -242,6 +244,12 @@ class Engine:
         """Block until the loop has taken model `version` in (its plans are queued)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._processed_version >= version, timeout)
+
+    def processed_at(self, version: int) -> float | None:
+        """When (monotonic) the loop had planned and handed over model `version`'s changes."""
+        with self._cond:
+            key = self._version_batch.get(version)
+            return self._processed_at.get(key) if key is not None else None
 
     def wait_applied(self, version: int, timeout: float) -> list[str]:
         """Block until every host the change of model `version` affects has committed it.
@@ -574,8 +582,8 @@ class Engine:
             return
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
         bid = self._bundle_id
-        first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
         now = time.monotonic()
+        first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
         state.in_flight[bid] = Bundle(bid, first, items, version, now, ports)
         for port in ports:
             self._port_up[(host, port)].sent = now
@@ -634,6 +642,8 @@ class Engine:
         bundle = None
         if state is not None:
             bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
+            if bundle is None and state.refused is not None and state.refused.owns(xid):
+                return      # the failed commit of a bundle already reported by its flow-mod
         if bundle is None:
             LOG.error("switch %016x (%s) error type=%s code=%s xid=%s data=%s", datapath.id, host,
                       err_type, code, xid, bytes(data[:64]).hex() if data else "")
@@ -644,6 +654,7 @@ class Engine:
                 _describe(item))
         state.last_error = f"bundle {bundle.bundle_id} refused (type={err_type} code={code}): {what}"
         LOG.error("%s: %s; dumping and reconciling", host, state.last_error)
+        state.refused = bundle
         if state.in_flight.pop(bundle.bundle_id, None) is not None:
             state.bundle_errors += 1
             self.metrics.bundles.labels("failed").inc()
@@ -655,6 +666,8 @@ class Engine:
 
         def retry():
             if state.datapath is dp and not state.reconciled and state.dumping is None:
+                # what every connection starts with (the meter may be what the switch lost)
+                self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST)
                 self._request_dump(host, state)
         self._after(state.backoff, retry)
 
@@ -669,6 +682,9 @@ class Engine:
                 for v in versions:
                     self._version_batch[v] = last
                 self._processed_version = max(self._processed_version, last)
+                self._processed_at[last] = time.monotonic()
+                while len(self._processed_at) > HISTORY:
+                    self._processed_at.pop(next(iter(self._processed_at)))
                 while len(self._version_batch) > HISTORY:
                     self._version_batch.pop(next(iter(self._version_batch)))
                 while len(self._batch_hosts) > HISTORY:
