@@ -81,18 +81,32 @@ class Api:
     # -- helpers
     @property
     def model(self):
-        return self.engine.effective_model()
+        """Northbound objects come from the store's latest committed snapshot: a write is
+        visible to the next read even while the (asynchronous) engine lags behind it."""
+        return self.store.model
 
-    def _port_view(self, port) -> dict:
-        model = self.model
-        net = model.network_of(port)
-        binding = model.bindings.get(port.uuid)
+    def _bindings(self) -> dict:
+        """{port uuid: Binding} as the engine sees them now (read-only)."""
+        get = getattr(self.engine, "bindings", None)
+        return get() if get is not None else self.engine.effective_model().bindings
+
+    def _port_views(self, ports, model=None) -> list[dict]:
+        """Views of `ports` in O(len(ports)): one lookup each for its network and binding."""
+        model = model or self.model
+        bindings = self._bindings()
+        latency = getattr(self.engine, "port_up_latency_ms", None)
+        network = model.network_of
+        return [self._port_view(p, network(p), bindings.get(p.uuid), latency) for p in ports]
+
+    @staticmethod
+    def _port_view(port, net, binding, latency=None) -> dict:
         return {"id": port.uuid, "tenant": port.tenant, "network": port.network, "name": port.name,
                 "ref": port.ref, "mac": port.mac, "ip": port.ips[0] if port.ips else None,
                 "ips": list(port.ips), "prefixlen": int(net.cidr.split("/")[1]) if net else None,
                 "gateway": net.gateway if net else None, "port_security": port.port_security,
                 "security_groups": list(port.security_groups),
-                "host": binding.host if binding else None, "ofport": binding.ofport if binding else None}
+                "host": binding.host if binding else None, "ofport": binding.ofport if binding else None,
+                "up_latency_ms": latency(port.uuid) if latency is not None else None}
 
     @staticmethod
     def _net_view(net, ports: int) -> dict:
@@ -114,9 +128,8 @@ class Api:
     # -- tenants
     def list_tenants(self, query, body):
         model = self.model
-        return [{"id": t.uuid, "name": t.name,
-                 "networks": sum(1 for n in model.networks.values() if n.tenant == t.name),
-                 "ports": sum(1 for p in model.ports.values() if p.tenant == t.name)}
+        return [{"id": t.uuid, "name": t.name, "networks": model.network_count(t.name),
+                 "ports": model.port_count(t.name)}
                 for t in sorted(model.tenants.values(), key=lambda t: t.name)]
 
     def create_tenant(self, query, body):
@@ -132,12 +145,9 @@ class Api:
         model = self.model
         if tenant and tenant not in model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
-        counts = {}
-        for p in model.ports.values():
-            counts[(p.tenant, p.network)] = counts.get((p.tenant, p.network), 0) + 1
-        return [self._net_view(n, counts.get((n.tenant, n.name), 0))
-                for n in sorted(model.networks.values(), key=lambda n: (n.tenant, n.name))
-                if not tenant or n.tenant == tenant]
+        nets = model.networks_of_tenant(tenant).values() if tenant else model.networks.values()
+        return [self._net_view(n, model.port_count(n.tenant, n.name))
+                for n in sorted(nets, key=lambda n: (n.tenant, n.name))]
 
     def create_network(self, query, body):
         self._required(body, "tenant", "name", "cidr")
@@ -150,8 +160,8 @@ class Api:
         net = model.network(tenant, name)
         if net is None:
             raise NotFound(f"no network {tenant}/{name}")
-        ports = [self._port_view(p) for p in sorted(model.ports.values(), key=lambda p: p.name)
-                 if p.tenant == tenant and p.network == name]
+        ports = self._port_views(sorted(model.ports_of_network(tenant, name).values(),
+                                        key=lambda p: p.name), model)
         view = self._net_view(net, len(ports))
         view["port_list"] = ports
         return view
@@ -166,10 +176,16 @@ class Api:
         model = self.model
         if tenant and tenant not in model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
-        if network and not any(n.tenant == tenant and n.name == network for n in model.networks.values()):
+        if network and model.network(tenant, network) is None:
             raise NotFound(f"no network {tenant}/{network}")
-        return [self._port_view(p) for p in sorted(model.ports.values(), key=lambda p: p.ref)
-                if (not tenant or p.tenant == tenant) and (not network or p.network == network)]
+        if network:
+            ports = model.ports_of_network(tenant, network).values()
+        elif tenant:
+            ports = [p for n in model.networks_of_tenant(tenant)
+                     for p in model.ports_of_network(tenant, n).values()]
+        else:
+            ports = model.ports.values()
+        return self._port_views(sorted(ports, key=lambda p: p.ref), model)
 
     def create_port(self, query, body):
         self._required(body, "tenant", "network", "name")
@@ -194,29 +210,30 @@ class Api:
         return self.show_port(tenant, network, name, query, {})
 
     def show_port(self, tenant, network, name, query, body):
-        port = next((p for p in self.model.ports.values()
-                     if (p.tenant, p.network, p.name) == (tenant, network, name)), None)
+        model = self.model
+        port = model.port_by_ref(tenant, network, name)
         if port is None:
             raise NotFound(f"no port {tenant}/{network}/{name}")
-        return self._port_view(port)
+        return self._port_views([port], model)[0]
 
     def delete_port(self, tenant, network, name, query, body):
         return self.store.delete_port(tenant, network, name)
 
     # -- routers
-    def _router_view(self, r) -> dict:
-        nets = sorted((n for n in self.model.networks.values()
-                       if n.tenant == r.tenant and n.router == r.name), key=lambda n: n.name)
+    def _router_view(self, r, model=None) -> dict:
+        nets = sorted((model or self.model).networks_of_router(r.tenant, r.name).values(),
+                      key=lambda n: n.name)
         return {"id": r.uuid, "tenant": r.tenant, "name": r.name, "ref": r.ref, "mac": r.mac,
                 "networks": [{"network": n.ref, "cidr": n.cidr, "gateway": n.gateway} for n in nets],
                 "routes": [{"cidr": c, "via": v} for c, v in r.routes]}
 
     def list_routers(self, query, body):
         tenant = query.get("tenant", [None])[0]
-        if tenant and tenant not in self.model.tenants:
+        model = self.model
+        if tenant and tenant not in model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
-        return [self._router_view(r) for r in sorted(self.model.routers.values(), key=lambda r: r.ref)
-                if not tenant or r.tenant == tenant]
+        routers = model.routers_of_tenant(tenant).values() if tenant else model.routers.values()
+        return [self._router_view(r, model) for r in sorted(routers, key=lambda r: r.ref)]
 
     def create_router(self, query, body):
         self._required(body, "tenant", "name")
@@ -265,14 +282,13 @@ class Api:
 
     def _sg_view(self, sg, model=None) -> dict:
         model = model or self.model
-        ports = sorted(p.ref for p in model.ports.values()
-                       if p.tenant == sg.tenant and sg.name in p.security_groups)
+        ports = sorted(p.ref for p in model.members_of_group(sg.tenant, sg.name).values())
         return {"id": sg.uuid, "tenant": sg.tenant, "name": sg.name, "ref": sg.ref,
                 "rules": [self._rule_view(r) for r in sg.rules], "ports": ports}
 
     def _sg(self, tenant, name):
         model = self.model
-        sg = next((g for g in model.security_groups.values() if (g.tenant, g.name) == (tenant, name)), None)
+        sg = model.security_group(tenant, name)
         if sg is None:
             if tenant not in model.tenants:
                 raise NotFound(f"no tenant named {tenant!r}")
@@ -284,8 +300,9 @@ class Api:
         model = self.model
         if tenant and tenant not in model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
-        return [self._sg_view(g, model) for g in sorted(model.security_groups.values(), key=lambda g: g.ref)
-                if not tenant or g.tenant == tenant]
+        groups = (model.security_groups_of_tenant(tenant).values() if tenant
+                  else model.security_groups.values())
+        return [self._sg_view(g, model) for g in sorted(groups, key=lambda g: g.ref)]
 
     def create_sg(self, query, body):
         self._required(body, "tenant", "name")
@@ -313,12 +330,22 @@ class Api:
         return self.store.delete_rule(tenant, name, rule_id)
 
     # -- hosts
+    def _bound_per_host(self) -> dict[str, int]:
+        """Ports bound per host, counted once per bindings snapshot of the engine."""
+        bindings = self._bindings()
+        cached = getattr(self, "_bound_cache", None)
+        if cached is not None and cached[0] is bindings:
+            return cached[1]
+        bound: dict[str, int] = {}
+        for b in bindings.values():
+            bound[b.host] = bound.get(b.host, 0) + 1
+        self._bound_cache = (bindings, bound)
+        return bound
+
     def list_hosts(self, query, body):
         model = self.model
         status = self.engine.status()
-        bound = {}
-        for b in model.bindings.values():
-            bound[b.host] = bound.get(b.host, 0) + 1
+        bound = self._bound_per_host()
         return [{"name": h.name, "tunnel_ip": h.tunnel_ip, "ovsdb": h.ovsdb,
                  "connected": status.get(h.name, {}).get("connected", False),
                  "ports_bound": bound.get(h.name, 0),
@@ -355,19 +382,9 @@ class Api:
         return rows
 
     @staticmethod
-    def _owner_names(model) -> dict[int, str]:
-        names = {}
-        for n in model.networks.values():
-            names[cookies.object_id(n.uuid)] = f"network {n.ref}"
-        for p in model.ports.values():
-            names[cookies.object_id(p.uuid)] = f"port {p.ref}"
-        for r in model.routers.values():
-            names[cookies.object_id(r.uuid)] = f"router {r.ref}"
-        for g in model.security_groups.values():
-            names[cookies.object_id(g.uuid)] = f"sg {g.ref}"
-            for rule in g.rules:
-                names[cookies.object_id(rule.uuid)] = f"rule {rule.uuid} of {g.ref}"
-        return names
+    def _owner_names(model) -> "_Owners":
+        """Cookie owner id -> "port red/net/a"…, looked up in O(1) per flow from the model's index."""
+        return _Owners(model)
 
     # -- traffic
     def _collectors(self):
@@ -446,6 +463,23 @@ class Api:
         return {"hosts": hosts, "dhcp": self.dhcp_counters() if self.dhcp_counters else None, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
                 "bundles": sum(h["bundles"] for h in hosts.values()), "pid": os.getpid(),
                 "time": time.time()}
+
+
+class _Owners:
+    """The owner names of one snapshot as a read-only mapping (no table of them is built)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, obj: int, default=None):
+        name = self.model.owner(obj)
+        return default if name is None else name
+
+    def __getitem__(self, obj: int) -> str:
+        name = self.model.owner(obj)
+        if name is None:
+            raise KeyError(obj)
+        return name
 
 
 def make_handler(api: Api):
