@@ -115,6 +115,7 @@ class WeftPortUp:
         self.host_ns, self.tap = host["ns"], vm["tap"]
         self.db_sock = f"{host['dir']}/db.sock"
         self.host_dir = host["dir"]
+        self.host_dirs = {name: h["dir"] for name, h in state["hosts"].items()}
         self.weftd_log = state["services"]["weftd"]["log"]
         self.iface_id = vm["iface_id"]
         self.ext = [f"external_ids:iface-id={vm['iface_id']}", f"external_ids:attached-mac={vm['mac']}",

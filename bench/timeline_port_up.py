@@ -9,6 +9,9 @@ For each plug (same method as bench_port_up.py) it prints, in ms after T0 (taken
                     (started before the plug)
   ovsdb ofport      the same row with its ofport
   vswitchd port     ovs-vswitchd's log: "added interface TAP on port N"
+  hvK last bundle commit requested / committed
+                    each ovs-vswitchd's own log (vconn at debug during the plug): the last
+                    OpenFlow bundle commit it received, and its reply (the flows are in)
   vsctl exit        ovs-vsctl returned (it waits for ovs-vswitchd to apply the change)
   weftd ...         every weftd log line in the window (weftd runs with -v): binding seen,
                     port-status, bundles per host; the format may change, so lines are shown as logged
@@ -68,6 +71,7 @@ class FloorLayout:
         self.host_ns, self.tap, self.ext = f"{self.P}hv2", "tap2", []
         self.host_dir = f"{self.dir}/hv2"
         self.db_sock = f"{self.host_dir}/db.sock"
+        self.host_dirs = {f"hv{n}": f"{self.dir}/hv{n}" for n in (1, 2)}
         self.weftd_log = None
         self.started = False
 
@@ -115,9 +119,10 @@ def probe(t) -> dict:
     """One plug with every outside observer running; {event: ms after T0}, plus weftd's lines."""
     mon_out = tempfile.NamedTemporaryFile("w+", prefix="pu-mon-", delete=False)
     vsctl_log = tempfile.NamedTemporaryFile("w+", prefix="pu-vsctl-", suffix=".log", delete=False)
-    vs_log = f"{t.host_dir}/vs.log"
-    logs = {"vs": (vs_log, 0), "weftd": (t.weftd_log, 0)}
+    logs = {h: (f"{d}/vs.log", 0) for h, d in t.host_dirs.items()}
+    logs["weftd"] = (t.weftd_log, 0)
     mon = None
+    vconn_debug(t, "dbg")     # each vswitchd logs the OpenFlow it gets: when bundles arrive and commit
 
     def before_plug() -> None:
         nonlocal mon, logs
@@ -134,6 +139,7 @@ def probe(t) -> dict:
     finally:
         if mon is not None:
             stop(mon)
+        vconn_debug(t, "info")
     t0 = r["t0"]
     ev: dict[str, float] = {}
     ms = lambda ts: (ts - t0) * 1000  # noqa: E731
@@ -147,10 +153,15 @@ def probe(t) -> dict:
             elif m.group(2) == "jsonrpc" and "vsctl txn sent" in ev and "received reply" in msg:
                 ev.setdefault("vsctl txn committed", ms(ovs_time(m.group(1))))
     ev.update(_monitor(read_from(mon_out.name, 0), t.tap, ms))
-    for line in read_from(*logs["vs"]).splitlines():
-        m = OVS_TS.match(line)
-        if m and f"added interface {t.tap} on port" in m.group(4):
-            ev.setdefault("vswitchd port", ms(ovs_time(m.group(1))))
+    for h in t.host_dirs:
+        for m in ovs_records(read_from(*logs[h])):
+            msg, at = m.group(4), ms(ovs_time(m.group(1)))
+            if f"added interface {t.tap} on port" in msg:
+                ev.setdefault("vswitchd port", at)
+            elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REQUEST" in msg and at >= 0:
+                ev[f"{h} last bundle commit requested"] = at
+            elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REPLY" in msg and at >= 0:
+                ev[f"{h} last bundle committed"] = at
     ev["vsctl exit"] = ms(r["t_exit"])
     after = [ts for ts in r["replies"] if ts >= t0]
     if after:
@@ -159,7 +170,7 @@ def probe(t) -> dict:
     if "weftd" in logs:
         for line in read_from(*logs["weftd"]).splitlines():
             m = WEFTD_TS.match(line)
-            if m:
+            if m and not m.group(3).startswith("os_ken.base"):     # not os-ken's per-event dispatch lines
                 at = ms(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
                 if -5 <= at <= ev.get("first reply", 700) + 20:
                     lines.append((at, f"weftd {m.group(3)}: {m.group(4)[:110]}"))
@@ -167,6 +178,17 @@ def probe(t) -> dict:
         os.unlink(path)
     ev_sorted = sorted([(v, k) for k, v in ev.items()] + lines)
     return {"events": ev, "lines": ev_sorted}
+
+
+def ovs_records(text: str) -> list[re.Match]:
+    """An Open vSwitch log's records, each with its continuation lines (vconn prints messages over several)."""
+    return list(re.finditer(r"^(\S+)Z\|\d+\|(\w+)\|(\w+)\|(.*(?:\n(?!\d{4}-\d\d-\d\dT).*)*)", text, re.M))
+
+
+def vconn_debug(t, level: str) -> None:
+    """Set each host's ovs-vswitchd vconn file logging (dbg: every OpenFlow message, with ms timestamps)."""
+    for d in t.host_dirs.values():
+        subprocess.run(["ovs-appctl", "-t", f"{d}/vs.ctl", "vlog/set", f"vconn:file:{level}"], capture_output=True)
 
 
 def _monitor(text: str, tap: str, ms) -> dict[str, float]:
