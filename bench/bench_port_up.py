@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -195,6 +196,9 @@ def main() -> None:
     ap.add_argument("--peer", choices=["ovn"], help="also run the no-controller floor and OVN, alternating")
     ap.add_argument("--rounds", type=int, default=1, help="with --peer: floor, ovn, weft, repeated K times")
     args = ap.parse_args()
+    # INT and TERM unwind through every finally (labs down, peers stopped), even when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.peer:
         with_peers(args)
     else:

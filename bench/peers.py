@@ -86,6 +86,28 @@ def _cleanup(peer: Peer) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop every process left in the session our child `proc` leads (by its pgid = proc.pid)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and _group_alive(proc.pid):
+            proc.poll()
+            time.sleep(0.05)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def run(peer: Peer, runs: int, timeout: float = 600) -> tuple[list[float | None], str]:
     """Run `SCRIPT RUNS` once; (per-run ms, output). Whatever it started is gone afterwards, on every path."""
     _wait_free(peer, timeout=120)
@@ -96,9 +118,9 @@ def run(peer: Peer, runs: int, timeout: float = 600) -> tuple[list[float | None]
         out, _ = proc.communicate(timeout=timeout)
         clean = proc.returncode == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)     # the group our own child leads: the script and its pingers
-            proc.wait()
+        # the session our own child leads holds only what the script started: floor_port_up.sh's
+        # `kill $pp` stops the subshell, not its `ping`, which is left running, orphaned, in it
+        _stop_group(proc)
         if not clean:
             _cleanup(peer)
     if not clean:
