@@ -180,8 +180,9 @@ class ModelIndex:
     """Lookups over one snapshot's networks, routers, ports and security groups; read-only once
     built (every map, inner maps included, may be shared with the next snapshot's index)."""
 
-    MAPS = ("net", "nets_of_tenant", "nets_of_router", "router", "routers_of_tenant", "port",
+    MAPS = ("net", "nets_of_tenant", "nets_of_router", "router", "routers_of_tenant",
             "ports_of_net", "group", "groups_of_tenant", "members", "owners")
+    OWNER_SHARDS = 256      # owners are split so that a change copies 1/256 of them
     __slots__ = MAPS
 
     def __init__(self, **maps):
@@ -190,9 +191,10 @@ class ModelIndex:
         # net: (tenant, name) -> Network      nets_of_tenant: tenant -> {name: Network}
         # nets_of_router: (tenant, router) -> {name: Network}
         # router: (tenant, name) -> Router     routers_of_tenant: tenant -> {name: Router}
-        # port: (tenant, net, name) -> Port    ports_of_net: (tenant, net) -> {name: Port}
+        # ports_of_net: (tenant, net) -> {name: Port}   (no flat map: one less big copy per change)
         # group: (tenant, name) -> SecurityGroup   groups_of_tenant: tenant -> {name: SecurityGroup}
-        # members: (tenant, group) -> {port uuid: Port}   owners: cookie object id -> {uuid: label}
+        # members: (tenant, group) -> {port uuid: Port}
+        # owners: cookie object id % OWNER_SHARDS -> {object id: (label, ...)}
 
     @classmethod
     def build(cls, networks: dict, ports: dict, routers: dict, security_groups: dict) -> ModelIndex:
@@ -229,11 +231,18 @@ class ModelIndex:
     def _owner(cow, uuid: str, label: str | None) -> None:
         from flows.cookies import object_id
         oid = object_id(uuid)
-        owners = cow["owners"]
+        owners, shard = cow["owners"], oid % ModelIndex.OWNER_SHARDS
+        inner = owners._inner(shard)
+        labels = tuple(lab for lab in inner.get(oid, ()) if lab.uuid != uuid)
         if label is not None:
-            owners.put_in(oid, uuid, _Label(uuid, label))
+            labels += (_Label(uuid, label),)
+        if labels:
+            inner[oid] = labels
         else:
-            owners.drop_in(oid, uuid, uuid)
+            inner.pop(oid, None)
+            if not inner:
+                del owners.top()[shard]
+                owners.fresh.discard(shard)
 
     def _network(self, cow, net: Network, put: bool) -> None:
         key = (net.tenant, net.name)
@@ -262,12 +271,10 @@ class ModelIndex:
     def _port(self, cow, port: Port, put: bool) -> None:
         key = (port.tenant, port.network)
         if put:
-            cow["port"].put((*key, port.name), port)
             cow["ports_of_net"].put_in(key, port.name, port)
             for group in port.security_groups:
                 cow["members"].put_in((port.tenant, group), port.uuid, port)
         else:
-            cow["port"].drop((*key, port.name), port.uuid)
             cow["ports_of_net"].drop_in(key, port.name, port.uuid)
             for group in port.security_groups:
                 cow["members"].drop_in((port.tenant, group), port.uuid, port.uuid)
@@ -352,7 +359,7 @@ class Model:
         return self.index.router.get((tenant, name))
 
     def port_by_ref(self, tenant: str, network: str, name: str) -> Port | None:
-        return self.index.port.get((tenant, network, name))
+        return self.index.ports_of_net.get((tenant, network), _EMPTY).get(name)
 
     def security_group(self, tenant: str, name: str) -> SecurityGroup | None:
         return self.index.group.get((tenant, name))
@@ -396,5 +403,5 @@ class Model:
 
     def owner(self, object_id: int) -> str | None:
         """What a flow cookie's owner id names ("port red/net/a", ...; first of any collision)."""
-        found = self.index.owners.get(object_id)
-        return None if not found else min(found.values(), key=lambda lab: lab.uuid).text
+        found = self.index.owners.get(object_id % ModelIndex.OWNER_SHARDS, _EMPTY).get(object_id)
+        return None if not found else min(found, key=lambda lab: lab.uuid).text
