@@ -124,6 +124,7 @@ class Engine:
         self._live_b: dict[str, dict[str, Binding]] = {}   # host -> its live bindings (hosts of the model)
         self._dirty_hosts: set[str] = set()
         self._first_report: set[str] = set()
+        self._live_port_host: dict[str, str] = {}           # port -> the live host reporting it
         self._nb_bindings: dict = {}
         self._compiled_nb: Model | None = None
         self._pending_up: dict[str, set[str]] = {}          # host -> ports numbered, not yet sent
@@ -405,12 +406,13 @@ class Engine:
         yet keeps the bindings the store recorded for it."""
         changed = False
         eff, nb = self._eff, self.nb_model.bindings
-        for host in self._first_report:          # the store's word on it no longer counts
-            for port, b in nb.items():
-                if b.host == host and eff.get(port) == b:
+        if self._first_report:                   # the store's word on them no longer counts
+            reporting = self._first_report
+            for port, b in nb.items():           # one pass for every host that reported first
+                if b.host in reporting and eff.get(port) == b:
                     del eff[port]
                     changed = True
-        self._first_report.clear()
+            self._first_report = set()
         for host in sorted(self._dirty_hosts):
             before = self._live_b.get(host, {})
             after = self._live_bindings(host)
@@ -418,7 +420,10 @@ class Engine:
                 self._live_b[host] = after
             else:
                 self._live_b.pop(host, None)
+            live_at = self._live_port_host
             for port in before.keys() - after.keys():
+                if live_at.get(port) == host:
+                    del live_at[port]
                 if eff.get(port) == before[port]:
                     del eff[port]
                     restored = nb.get(port)
@@ -426,13 +431,14 @@ class Engine:
                         eff[port] = restored
                     changed = True
             for port, b in after.items():
+                live_at[port] = host
                 if eff.get(port) != b:
                     eff[port] = b
                     changed = True
         self._dirty_hosts.clear()
         if self._nb_bindings is not nb:
             for port in _changed(self._nb_bindings, nb):
-                if any(port in lb for lb in self._live_b.values()):
+                if port in self._live_port_host:
                     continue                    # a live binding wins
                 b = nb.get(port)
                 if b is None or b.host in self.live:

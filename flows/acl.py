@@ -42,13 +42,16 @@ class TenantAcl:
 
 
 def tenant_acl(model, tenant: str) -> TenantAcl:
-    groups = {g.name: g for g in model.security_groups.values() if g.tenant == tenant}
-    members = defaultdict(set)
-    for port in model.ports.values():
-        if port.tenant == tenant:
-            for name in port.security_groups:
-                members[name].update(port.ips)
-    return TenantAcl(groups, {k: tuple(sorted(v, key=_ip_key)) for k, v in members.items()})
+    """O(the tenant's groups and their members), through the model's index."""
+    index = model.index
+    groups = dict(index.groups_of_tenant.get(tenant, {}))
+    names = set(groups) | {r.remote_sg for g in groups.values() for r in g.rules if r.remote_sg}
+    members = {}
+    for name in names:
+        ports = index.members.get((tenant, name))
+        if ports:
+            members[name] = tuple(sorted({ip for p in ports.values() for ip in p.ips}, key=_ip_key))
+    return TenantAcl(groups, members)
 
 
 def _ip_key(ip: str):

@@ -29,12 +29,26 @@ def object_id(uuid: str | None) -> int:
     return zlib.crc32(uuid.encode()) if uuid else 0
 
 
+_MADE: dict = {}
+_MADE_MAX = 500_000      # about 150 MB at most; the compiler asks for the same flows again and again
+
+
 def make(feature: str, owner: str | None, table: int, priority: int, match: tuple,
          actions: tuple) -> Flow:
-    """A Flow whose cookie names its feature and owner and digests its content."""
-    cookie = (FEATURES[feature] << 56) | (object_id(owner) << 24) | content_hash(
-        table, priority, match, actions)
-    return Flow(table, priority, match, actions, cookie)
+    """A Flow whose cookie names its feature and owner and digests its content.
+
+    Memoised (a pure function of its arguments): recompiling a host mostly rebuilds flows it
+    had, and the digest is most of a flow's cost."""
+    key = (feature, owner, table, priority, match, actions)
+    flow = _MADE.get(key)
+    if flow is None:
+        cookie = (FEATURES[feature] << 56) | (object_id(owner) << 24) | content_hash(
+            table, priority, match, actions)
+        flow = Flow(table, priority, match, actions, cookie)
+        if len(_MADE) >= _MADE_MAX:
+            _MADE.clear()
+        _MADE[key] = flow
+    return flow
 
 
 def decode(cookie: int) -> tuple[str, int]:
