@@ -28,7 +28,8 @@ import threading
 import time
 
 from flows import compiler, planner
-from flows.index import _changed
+from flows.index import ModelDiff, _changed
+from topology.changes import changes_of
 from flows.flow import Flow
 from flows.pipeline import DHCP_METER
 from topology.model import Binding, Model
@@ -126,6 +127,7 @@ class Engine:
         self._first_report: set[str] = set()
         self._live_port_host: dict[str, str] = {}           # port -> the live host reporting it
         self._nb_bindings: dict = {}
+        self._nb_changes: dict | None = None                 # keys changed since the last compile
         self._compiled_nb: Model | None = None
         self._pending_up: dict[str, set[str]] = {}          # host -> ports numbered, not yet sent
         self._applied: dict[str, int] = {}                   # host -> model version committed
@@ -267,9 +269,11 @@ class Engine:
             hosts = self._batch_hosts.get(key, frozenset()) if key is not None else frozenset()
 
             def late():
-                return sorted(h for h in hosts
-                              if self._applied.get(h, 0) < key)
-            self._cond.wait_for(lambda: not late(), max(0.0, deadline - time.monotonic()))
+                return sorted(h for h in hosts if self._applied.get(h, 0) < key)
+
+            def settled():      # applied everywhere, or what is left cannot answer
+                return all(h not in self._pub_dps for h in late())
+            self._cond.wait_for(settled, max(0.0, deadline - time.monotonic()))
             return late()
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -298,6 +302,13 @@ class Engine:
                         versions.append(v)
                 except Exception:
                     LOG.exception("engine input %s failed", item[0])
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _when, _seq, fn = heapq.heappop(self._timers)
+                try:
+                    fn()
+                except Exception:
+                    LOG.exception("engine timer failed")
             try:
                 affected = self._recompute()
             except Exception:
@@ -312,14 +323,12 @@ class Engine:
             if version is not None and version <= self.nb_version:
                 LOG.warning("stale model version %s after %s ignored", version, self.nb_version)
                 return None
-            self._set_nb(model)
+            consecutive = version is not None and version == self.nb_version + 1
+            self._set_nb(model, changes_of(model) if consecutive else None)
             self.nb_version = version if version is not None else self.nb_version + 1
             return self.nb_version
         if kind == "tick":
-            now = time.monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                _when, _seq, fn = heapq.heappop(self._timers)
-                fn()
+            pass                                  # due timers run after every batch
         elif kind == "bindings":
             self._on_bindings(*item[1:])
         elif kind == "dpid":
@@ -352,9 +361,17 @@ class Engine:
         return None
 
     # ---- model and bindings -------------------------------------------------------------------
-    def _set_nb(self, model: Model) -> None:
+    def _set_nb(self, model: Model, changes: dict | None) -> None:
+        """A new northbound snapshot; `changes` are the keys it changed since the previous one
+        (the store's tracked rows), or None when unknown (then the next compile diffs)."""
         old = self.nb_model
         self.nb_model = model
+        if changes is None or self._nb_changes is None:
+            self._nb_changes = None
+        else:
+            for name, keys in changes.items():
+                if keys:
+                    self._nb_changes.setdefault(name, set()).update(keys)
         if old.hosts is not model.hosts and old.hosts != model.hosts:
             for name in set(old.hosts) ^ set(model.hosts):
                 self._dirty_hosts.add(name)              # its live bindings count or not
@@ -399,19 +416,19 @@ class Engine:
         return {port: Binding(port, host, self._ofport(host, ofport, name))
                 for port, (ofport, name) in self.live.get(host, {}).items()}
 
-    def _update_bindings(self) -> bool:
-        """Bring the effective bindings up to date; True when they changed.
+    def _update_bindings(self) -> set[str]:
+        """Bring the effective bindings up to date; returns the ports whose binding changed.
 
         Live bindings (what a host's database says now) win; a host weft has not heard from
         yet keeps the bindings the store recorded for it."""
-        changed = False
+        changed: set[str] = set()
         eff, nb = self._eff, self.nb_model.bindings
         if self._first_report:                   # the store's word on them no longer counts
             reporting = self._first_report
             for port, b in nb.items():           # one pass for every host that reported first
                 if b.host in reporting and eff.get(port) == b:
                     del eff[port]
-                    changed = True
+                    changed.add(port)
             self._first_report = set()
         for host in sorted(self._dirty_hosts):
             before = self._live_b.get(host, {})
@@ -429,25 +446,26 @@ class Engine:
                     restored = nb.get(port)
                     if restored is not None and restored.host not in self.live:
                         eff[port] = restored
-                    changed = True
+                    changed.add(port)
             for port, b in after.items():
                 live_at[port] = host
                 if eff.get(port) != b:
                     eff[port] = b
-                    changed = True
+                    changed.add(port)
         self._dirty_hosts.clear()
         if self._nb_bindings is not nb:
-            for port in _changed(self._nb_bindings, nb):
+            known = self._nb_changes.get("bindings", ()) if self._nb_changes is not None else None
+            for port in _changed(self._nb_bindings, nb) if known is None else known:
                 if port in self._live_port_host:
                     continue                    # a live binding wins
                 b = nb.get(port)
                 if b is None or b.host in self.live:
                     if port in eff and eff[port].host not in self.live:
                         del eff[port]
-                        changed = True
+                        changed.add(port)
                 elif eff.get(port) != b:
                     eff[port] = b
-                    changed = True
+                    changed.add(port)
             self._nb_bindings = nb
         return changed
 
@@ -460,14 +478,21 @@ class Engine:
         new = dataclasses.replace(self.nb_model, bindings=dict(self._eff) if bindings_changed
                                   else old.bindings)
         self._compiled_nb = self.nb_model
+        nb_changes, self._nb_changes = self._nb_changes, {}
+        diff = None
+        if nb_changes is not None:        # what changed is known: no O(model) comparison
+            get = lambda name: frozenset(nb_changes.get(name, ()))   # noqa: E731
+            diff = ModelDiff(get("ports"), frozenset(bindings_changed), get("networks"),
+                             get("hosts"), get("routers"), get("security_groups"))
         old_index = self._index
         try:
             if old_index is not None and old_index.model is old:
-                new_index = old_index.updated(new)
+                new_index = old_index.updated(new, diff)
             else:
                 old_index, new_index = compiler.CompilerIndex(old), compiler.CompilerIndex(new)
         except ValueError as exc:
             LOG.error("the model cannot be compiled: %s", exc)
+            self._nb_changes = None
             return set()
         affected = compiler.affected_hosts(old, new, old_index, new_index)
         self._model, self._index = new, new_index

@@ -256,3 +256,15 @@ def test_a_slow_switch_does_not_stall_the_others():
         assert not engine.status()["hv2"]["reconciled"]   # its dump request is still queued
     finally:
         engine.stop()
+
+
+def test_wait_applied_names_a_host_that_went_away_without_waiting_out_the_timeout(engine):
+    sws = up(engine, model())
+    sws["hv2"].hold = True
+    engine.model_changed(model(("a", "b", "c")), 2)
+    settle(engine)
+    sws["hv2"].disconnect()
+    t0 = time.monotonic()
+    assert engine.wait_applied(2, 5.0) == ["hv2"]
+    assert time.monotonic() - t0 < 2.0
+    assert engine.wait_applied(99, 0.2) == ["(engine)"], "a version the engine never saw"

@@ -1,0 +1,13 @@
+"""Interpreter settings weftd runs with (benchmarks of weftd's code paths use the same)."""
+from __future__ import annotations
+
+import sys
+
+# weftd's threads hand events to each other (OpenFlow -> engine -> switch, API -> store ->
+# engine); with CPython's default 5 ms switch interval a hand-off can wait that long for the
+# GIL, as long as Open vSwitch itself takes to bring a port up. 0.5 ms keeps hand-offs short.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_threads() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
