@@ -65,12 +65,12 @@ class Controller:
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         self.targets = args.controller_target or [f"tcp:{of_host}:{of_port}"]
-        self.watcher = southbound.BindingWatcher(self._on_bindings)
-        self.configured: dict[str, tuple] = {}
-        self._config_lock = threading.Lock()
+        # one thread configures every host's Open vSwitch through its IDL and reports bindings
+        self.hosts = southbound.HostManager(self._on_bindings, self.targets, args.tunnel,
+                                            args.datapath_type)
+        self.host_names: set[str] = set()     # the hosts handed to self.hosts
         self.dhcp = None
         self.traffic = None
-        self.exporters: dict[str, dict] = {}
         self.of_ready = threading.Event()
         if args.collector_ip:
             from controller.traffic import TrafficCollectors
@@ -80,7 +80,7 @@ class Controller:
     def start(self) -> None:
         from controller import api
 
-        self.watcher.start()
+        threading.Thread(target=self._start_hosts, name="southbound-start", daemon=True).start()
         if self.traffic is not None:
             self.traffic.start()
         self.store.subscribe(self._on_model)
@@ -97,65 +97,31 @@ class Controller:
         self.engine.set_nb_model(new)
         self._refresh_collectors()
         for name, host in new.hosts.items():
-            key = (host.tunnel_ip, host.ovsdb)
             self.engine.register_dpid(southbound.datapath_id(name), name)
-            if self.configured.get(name) != key:
-                threading.Thread(target=self._configure, args=(host, key), daemon=True,
-                                 name=f"configure-{name}").start()
-        for name in list(self.configured):
-            if name not in new.hosts:
-                self.configured.pop(name, None)
-                self.exporters.pop(name, None)
-                self.watcher.unwatch(name)
-            elif self.traffic is not None:
-                self._push_exporters(new.hosts[name], new.traffic)
+            self.hosts.set_host(name, host.ovsdb, host.tunnel_ip, self._exporter_settings(host, new.traffic))
+        for name in self.host_names - new.hosts.keys():
+            self.hosts.remove_host(name)
+        self.host_names = set(new.hosts)
 
-    def _push_exporters(self, host, traffic) -> None:
-        """Point the host's exporters at weft's collectors (only when its settings change)."""
+    def _exporter_settings(self, host, traffic) -> dict | None:
+        """The host's exporters pointed at weft's collectors; None (leave them alone) without collectors."""
         from controller.traffic import exporter_settings
         from ovsdb import southbound
 
-        settings = exporter_settings(traffic, self.args.collector_ip, self.args.sflow_agent,
-                                     southbound.datapath_id(host.name) >> 8 & 0xFFFF)
-        if self.exporters.get(host.name) == settings:
-            return
-        self.exporters[host.name] = settings
+        if self.traffic is None:
+            return None
+        return exporter_settings(traffic, self.args.collector_ip, self.args.sflow_agent,
+                                 southbound.datapath_id(host.name) >> 8 & 0xFFFF)
 
-        def apply():
-            try:
-                changed = southbound.configure_exporters(host.ovsdb, settings)
-                LOG.info("host %s exporters: %s", host.name, ", ".join(changed) or "unchanged")
-            except WeftError as exc:
-                self.exporters.pop(host.name, None)
-                LOG.error("cannot configure exporters of %s: %s", host.name, exc)
-        threading.Thread(target=apply, daemon=True, name=f"exporters-{host.name}").start()
-
-    def _configure(self, host, key) -> None:
-        from ovsdb import southbound
-
-        # a host told about a controller that is not listening yet backs off for a second
+    def _start_hosts(self) -> None:
+        """Configure hosts only once the OpenFlow listener is up: a host told about a controller
+        that is not listening yet backs off for a second."""
         self.of_ready.wait(10)
-        with self._config_lock:
-            if self.configured.get(host.name) == key:
-                return
-            try:
-                southbound.configure_host(host.name, host.ovsdb, host.tunnel_ip, self.targets,
-                                          tunnel=self.args.tunnel, datapath_type=self.args.datapath_type)
-                self.configured[host.name] = key
-                self.watcher.watch(host.name, host.ovsdb)
-                if self.traffic is not None:
-                    self._push_exporters(host, self.store.model.traffic)
-                LOG.info("host %s configured (%s)", host.name, host.ovsdb)
-            except WeftError as exc:
-                LOG.error("cannot configure host %s: %s (retrying in 2 s)", host.name, exc)
-                timer = threading.Timer(2.0, self._retry_configure, args=(host.name,))
-                timer.daemon = True
-                timer.start()
+        self.hosts.start()
 
-    def _retry_configure(self, name: str) -> None:
-        host = self.store.model.hosts.get(name)
-        if host is not None:
-            self._configure(host, (host.tunnel_ip, host.ovsdb))
+    def host_config_status(self) -> dict[str, dict]:
+        """Per host: {state: connecting|configuring|configured|failed, configured_at, error, attempts}."""
+        return self.hosts.status()
 
     def _refresh_collectors(self) -> None:
         """Attribution follows the model at once (not only on the collectors' periodic poll)."""

@@ -1,17 +1,26 @@
-"""Southbound OVSDB: configure each host's br-int and tunnel port, and learn VM bindings from its Interface table.
+"""Southbound OVSDB: one thread keeps every host's Open vSwitch configured through its IDL and reports VM bindings.
 
-Configuration uses ovs-vsctl (idempotent, changes only what differs); watching uses one
-`ovs` IDL per host, all driven by a single thread and one poller, so that the number of
-hosts costs sockets, not threads. A NIC is bound when an Interface has
-`external_ids:iface-id=<port uuid>`; until ovs-vswitchd gives it an ofport it is reported as
-PENDING (0), which lets the controller install everything that does not need the ofport
-ahead of it (ofport -1, a failed interface, is not bound).
+`HostManager` holds one `ovs` IDL per host, all driven by a single thread and one poller (the
+number of hosts costs sockets, not threads); other threads only queue requests to it. For
+each host it compares the desired configuration (`ovsdb.hostconfig`: br-int's settings, the
+controller targets, the flow-based tunnel port, the traffic exporters) with the IDL's rows and
+writes ONE transaction with only what differs — nothing differs, no transaction. A transaction
+is committed without blocking and its status picked up on later iterations; a conflict, an
+error or a lost connection puts the host in `failed`/`connecting` and it is retried with
+exponential backoff (0.1 s doubling to 5 s); a reconnect re-checks everything.
+
+A NIC is bound when an Interface has `external_ids:iface-id=<port uuid>`; until ovs-vswitchd
+gives it an ofport it is reported as PENDING (0), which lets the controller install everything
+that does not need the ofport ahead of it (ofport -1, a failed interface, is not bound).
 """
 from __future__ import annotations
 
+import copy
+import json
 import logging
-import subprocess
+import os
 import threading
+import time
 import warnings
 import zlib
 
@@ -21,13 +30,29 @@ with warnings.catch_warnings():
     import ovs.poller
 
 from flows.compiler import PENDING
-from flows.pipeline import TUNNEL_OFPORT
-from topology.errors import WeftError
+from ovsdb import hostconfig
+from ovsdb.hostconfig import BRIDGE, IPFIX_SET, TUNNEL_PORT, Change, Desired
 
 LOG = logging.getLogger(__name__)
-BRIDGE = "br-int"
-TUNNEL_PORT = "weft-tun"
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+__all__ = ["BRIDGE", "TUNNEL_PORT", "HostManager", "datapath_id", "snapshot"]
+
+MIN_BACKOFF = 0.1               # seconds; doubled after each failure up to MAX_BACKOFF
+MAX_BACKOFF = 5.0
+TXN_TIMEOUT = 10.0              # a transaction without an answer for this long is abandoned
+COLUMNS = {
+    "Open_vSwitch": ["bridges"],
+    "Bridge": ["name", "datapath_type", "fail_mode", "protocols", "other_config", "controller",
+               "ports", "sflow", "netflow"],
+    "Port": ["name", "interfaces"],
+    "Interface": ["name", "type", "options", "ofport_request", "external_ids", "ofport"],
+    "Controller": ["target", "max_backoff", "inactivity_probe"],
+    "sFlow": ["targets", "sampling", "polling", "header", "agent"],
+    "NetFlow": ["targets", "active_timeout", "engine_id"],
+    "IPFIX": ["targets", "obs_domain_id", "cache_active_timeout", "other_config"],
+    "Flow_Sample_Collector_Set": ["id", "bridge", "ipfix"],
+}
+EXPORTER_TABLES = {"sflow": "sFlow", "netflow": "NetFlow", "ipfix": "IPFIX"}
 
 
 def datapath_id(host: str) -> int:
@@ -35,222 +60,444 @@ def datapath_id(host: str) -> int:
     return 0x7765 << 48 | zlib.crc32(host.encode()) << 8 | 0x01
 
 
-def vsctl(remote: str, *args: str, timeout: int = 10) -> str:
-    proc = subprocess.run(["ovs-vsctl", f"--db={remote}", f"--timeout={timeout}", *args],
-                          capture_output=True, text=True, timeout=timeout + 5)
-    if proc.returncode != 0:
-        raise WeftError(f"ovs-vsctl on {remote} failed: {proc.stderr.strip()}", 502)
-    return proc.stdout.strip()
+class ConfigError(Exception):
+    """The host's database cannot take weft's configuration as it stands (retried with backoff)."""
 
 
-def configure_host(host: str, remote: str, tunnel_ip: str, controllers: list[str],
-                   tunnel: str = "vxlan", datapath_type: str | None = None) -> None:
-    """Ensure br-int (secure, OpenFlow 1.4, our controllers) and one flow-based tunnel port."""
-    dpid = f"{datapath_id(host):016x}"
-    bridge_settings = ["fail_mode=secure", "protocols=OpenFlow13,OpenFlow14",
-                       f"other-config:datapath-id={dpid}", "other-config:disable-in-band=true"]
-    if datapath_type:
-        bridge_settings.append(f"datapath_type={datapath_type}")
-    args = ["--may-exist", "add-br", BRIDGE, "--", "set", "Bridge", BRIDGE, *bridge_settings,
-            "--", "--may-exist", "add-port", BRIDGE, TUNNEL_PORT,
-            "--", "set", "Interface", TUNNEL_PORT, f"type={tunnel}", "options:remote_ip=flow",
-            "options:key=flow", f"options:local_ip={tunnel_ip}", f"ofport_request={TUNNEL_OFPORT}"]
-    try:
-        current = vsctl(remote, "get-controller", BRIDGE).split()
-    except WeftError:
-        current = []          # no br-int yet: created below
-    if sorted(current) != sorted(controllers):
-        args += ["--", "set", "Bridge", BRIDGE, "controller=[]"]
-        for i, target in enumerate(controllers):
-            args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{target}"',
-                     "max_backoff=1000", "inactivity_probe=5000"]
-        if controllers:
-            args += ["--", "set", "Bridge", BRIDGE,
-                     "controller=[" + ",".join(f"@c{i}" for i in range(len(controllers))) + "]"]
-    vsctl(remote, *args)
+# ---- IDL rows <-> plain data ---------------------------------------------------------------------
 
-
-class BindingWatcher:
-    """Watches the Interface table of many hosts and reports {port uuid: ofport} per host."""
-
-    def __init__(self, on_bindings):
-        self.on_bindings = on_bindings     # callback(host, {port_uuid: (ofport, interface name)})
-        self.lock = threading.Lock()
-        self.idls: dict[str, tuple] = {}   # host -> (remote, idl, last seqno, last bindings)
-        self._stop = False
-        self._wake_r, self._wake_w = None, None
-        self._thread = threading.Thread(target=self._loop, name="sb-watch", daemon=True)
-
-    def start(self) -> None:
-        import os
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._thread.start()
-
-    def watch(self, host: str, remote: str) -> None:
-        with self.lock:
-            if host in self.idls and self.idls[host][0] == remote:
-                return
-            helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
-            helper.register_columns("Interface", ["name", "external_ids", "ofport"])
-            self.idls[host] = [remote, ovs.db.idl.Idl(remote, helper), None, None]
-        self._wake()
-
-    def unwatch(self, host: str) -> None:
-        with self.lock:
-            entry = self.idls.pop(host, None)
-        if entry:
-            entry[1].close()
-
-    def stop(self) -> None:
-        self._stop = True
-        self._wake()
-
-    def _wake(self) -> None:
-        import os
-        if self._wake_w is not None:
-            os.write(self._wake_w, b"x")
-
-    def _loop(self) -> None:
-        import os
-        while not self._stop:
-            reports = []
-            poller = ovs.poller.Poller()
-            with self.lock:
-                for host, entry in self.idls.items():
-                    _remote, idl, seqno, last = entry
-                    idl.run()
-                    if idl.change_seqno != seqno:
-                        entry[2] = idl.change_seqno
-                        bindings = self._bindings(idl)
-                        if bindings != last:
-                            entry[3] = bindings
-                            reports.append((host, bindings))
-                    idl.wait(poller)
-            for host, bindings in reports:
-                try:
-                    self.on_bindings(host, bindings)
-                except Exception:
-                    LOG.exception("binding callback failed for %s", host)
-            poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-            poller.timer_wait(1000)
-            poller.block()
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-
-    @staticmethod
-    def _bindings(idl) -> dict[str, tuple[int, str]]:
-        found = {}
-        for row in idl.tables["Interface"].rows.values():
-            iface_id = row.external_ids.get("iface-id")
-            ofport = row.ofport
-            if isinstance(ofport, list):
-                ofport = ofport[0] if ofport else PENDING
-            if iface_id and isinstance(ofport, int) and ofport >= 0:
-                found[iface_id] = (ofport, row.name)   # 0: not numbered by vswitchd yet
-        return found
-
-
-# ---- traffic exporters (sFlow, NetFlow, IPFIX) on br-int ---------------------------------------
-
-def _current(remote: str, table: str, column: str) -> dict | None:
-    """The exporter record br-int points to, as {column: value}, or None."""
-    import json
-    ref = vsctl(remote, "get", "Bridge", BRIDGE, column).strip()
-    if ref in ("[]", ""):
-        return None
-    data = json.loads(vsctl(remote, "--format=json", "list", table, ref))
-    row = dict(zip(data["headings"], data["data"][0])) if data["data"] else None
-    return row
-
-
-def _ovs_value(value):
-    """An ovs-vsctl JSON cell as a plain value (["set", []] -> None, ["map", ...] -> dict)."""
-    if isinstance(value, list) and value and value[0] == "set":
-        return value[1][0] if value[1] else None
-    if isinstance(value, list) and value and value[0] == "map":
-        return {k: v for k, v in value[1]}
+def _opt(value):
+    """An optional column as read through the IDL ([] or [x]) -> None or x."""
+    if isinstance(value, list):
+        return value[0] if value else None
     return value
 
 
-def exporter_args(kind: str, cfg: dict) -> list[str]:
-    """ovs-vsctl arguments that create exporter `kind` with settings `cfg` and attach it.
-
-    IPFIX is flow-based: a Flow_Sample_Collector_Set (id 1) that the sample actions weft puts
-    in table 0 feed. Bridge-level IPFIX would miss every packet that conntrack recirculates."""
-    if kind == "sflow":
-        args = ["--", "--id=@x", "create", "sFlow", f'targets="{cfg["target"]}"',
-                f"sampling={cfg['sampling']}", f"polling={cfg['polling']}", f"header={cfg.get('header', 128)}"]
-        if cfg.get("agent"):
-            args.append(f"agent={cfg['agent']}")
-        return args + ["--", "set", "Bridge", BRIDGE, "sflow=@x"]
-    if kind == "netflow":
-        return ["--", "--id=@x", "create", "NetFlow", f'targets="{cfg["target"]}"',
-                f"active_timeout={cfg['active_timeout']}", f"engine_id={cfg.get('engine_id', 0)}",
-                "--", "set", "Bridge", BRIDGE, "netflow=@x"]
-    return ["--", "--id=@br", "get", "Bridge", BRIDGE,
-            "--", "--id=@x", "create", "IPFIX", f'targets="{cfg["target"]}"',
-            f"obs_domain_id={cfg.get('obs_domain_id', 1)}",
-            f"cache_active_timeout={cfg.get('active_timeout', 10)}",
-            "other_config:enable-tunnel-sampling=true",
-            "--", "create", "Flow_Sample_Collector_Set", f"id={IPFIX_SET}", "bridge=@br", "ipfix=@x"]
+def _columns(row, names) -> dict:
+    return {n: _opt(getattr(row, n)) if n not in ("targets", "protocols") else getattr(row, n)
+            for n in names}
 
 
-IPFIX_SET = 1
+def _bridge_row(idl):
+    for row in idl.tables["Bridge"].rows.values():
+        if row.name == BRIDGE:
+            return row
+    return None
 
 
-def _ipfix_current(remote: str):
-    """(collector set uuid, its IPFIX row) of weft's collector set on br-int, or (None, None)."""
-    import json
-    data = json.loads(vsctl(remote, "--format=json", "--columns=_uuid,id,ipfix", "list",
-                            "Flow_Sample_Collector_Set"))
-    for uuid, set_id, ipfix in data["data"]:
-        if set_id == IPFIX_SET:
-            rows = json.loads(vsctl(remote, "--format=json", "list", "IPFIX", ipfix[1]))
-            row = dict(zip(rows["headings"], rows["data"][0])) if rows["data"] else {}
-            return uuid[1], row
+def _tunnel_rows(bridge):
+    """(Port, Interface) of weft-tun on br-int, or (None, None)."""
+    for port in bridge.ports:
+        if port.name == TUNNEL_PORT:
+            for iface in port.interfaces:
+                if iface.name == TUNNEL_PORT:
+                    return port, iface
+            return port, None
     return None, None
 
 
-def _matches(kind: str, row: dict, cfg: dict) -> bool:
-    v = {k: _ovs_value(x) for k, x in row.items()}
-    targets = _ovs_value(row.get("targets"))
-    if kind == "sflow":
-        return (targets == cfg["target"] and v.get("sampling") == cfg["sampling"]
-                and v.get("polling") == cfg["polling"] and (v.get("agent") or None) == (cfg.get("agent") or None))
-    if kind == "netflow":
-        return targets == cfg["target"] and v.get("active_timeout") == cfg["active_timeout"]
-    return (targets == cfg["target"] and v.get("obs_domain_id") == cfg.get("obs_domain_id", 1)
-            and v.get("cache_active_timeout") == cfg.get("active_timeout", 10))
+def _ipfix_set(idl, bridge):
+    for row in idl.tables["Flow_Sample_Collector_Set"].rows.values():
+        if row.id == IPFIX_SET and row.bridge.uuid == bridge.uuid:
+            return row
+    return None
 
 
-def configure_exporters(remote: str, settings: dict) -> list[str]:
-    """Make br-int's sFlow/NetFlow/IPFIX exporters equal `settings` ({kind: cfg or None}).
+def snapshot(idl) -> dict:
+    """What weft manages on the host, read from the IDL, in the form `hostconfig.plan` takes."""
+    bridge = _bridge_row(idl)
+    if bridge is None:
+        return {"bridge": None}
+    _port, iface = _tunnel_rows(bridge)
+    fscs = _ipfix_set(idl, bridge)
+    return {"bridge": {
+        "datapath_type": bridge.datapath_type,
+        "fail_mode": _opt(bridge.fail_mode),
+        "protocols": bridge.protocols,
+        "other_config": bridge.other_config,
+        "controllers": {c.target: _columns(c, ("max_backoff", "inactivity_probe")) for c in bridge.controller},
+        "tunnel": None if iface is None else {"type": iface.type, "options": iface.options,
+                                              "ofport_request": _opt(iface.ofport_request)},
+        "sflow": _columns(bridge.sflow[0], COLUMNS["sFlow"]) if bridge.sflow else None,
+        "netflow": _columns(bridge.netflow[0], COLUMNS["NetFlow"]) if bridge.netflow else None,
+        "ipfix": _columns(fscs.ipfix[0], COLUMNS["IPFIX"]) if fscs is not None and fscs.ipfix else None,
+    }}
 
-    Changes only what differs (an unchanged exporter keeps its sequence numbers); returns the
-    kinds changed."""
-    changed = []
-    for kind, table in (("sflow", "sFlow"), ("netflow", "NetFlow")):
-        cfg = settings.get(kind)
-        row = _current(remote, table, kind)
-        if cfg is None:
-            if row is not None:
-                vsctl(remote, "clear", "Bridge", BRIDGE, kind)
-                changed.append(kind)
-        elif row is None or not _matches(kind, row, cfg):
-            vsctl(remote, *exporter_args(kind, cfg))
-            changed.append(kind)
-    cfg = settings.get("ipfix")
-    uuid, row = _ipfix_current(remote)
-    if uuid is not None and (cfg is None or not _matches("ipfix", row, cfg)):
-        vsctl(remote, "destroy", "Flow_Sample_Collector_Set", uuid)
-        changed.append("ipfix")
-        uuid = None
-    if cfg is not None and uuid is None:
-        vsctl(remote, *exporter_args("ipfix", cfg))
-        if "ipfix" not in changed:
-            changed.append("ipfix")
-    return changed
+
+def _write(row, column: str, value) -> None:
+    """Set a column from plain data (None / a scalar for optional columns, any iterable for sets)."""
+    kind = row._table.columns[column].type
+    if kind.is_map():
+        value = dict(value or {})
+    elif kind.is_optional():
+        value = [] if value is None else [value]
+    elif not kind.is_scalar():
+        value = list(value)
+    setattr(row, column, value)
+
+
+def _insert(txn, idl, table: str, columns: dict):
+    row = txn.insert(idl.tables[table])
+    for column, value in columns.items():
+        _write(row, column, value)
+    return row
+
+
+def build_transaction(idl, host: str, changes: list[Change]):
+    """One IDL transaction that applies `changes` (from `hostconfig.plan`) to the host's database."""
+    txn = ovs.db.idl.Transaction(idl)
+    try:
+        txn.add_comment(f"weft: configure {host}: " + ", ".join(
+            c.op + (f" {c.key}" if c.key else "") for c in changes))
+        bridge = _bridge_row(idl)
+        new_bridge = bridge is None
+        ports, other_config = [], {}
+        for change in changes:
+            if change.op == "add-bridge":
+                root = next(iter(idl.tables["Open_vSwitch"].rows.values()), None)
+                if root is None:
+                    raise ConfigError("the database has no Open_vSwitch record yet "
+                                      "(not initialised: `ovs-vsctl init` or ovs-vswitchd's start-up)")
+                local = _insert(txn, idl, "Interface", {"name": BRIDGE, "type": "internal"})
+                ports.append(_insert(txn, idl, "Port", {"name": BRIDGE, "interfaces": [local]}))
+                bridge = _insert(txn, idl, "Bridge", {"name": BRIDGE})
+                root.addvalue("bridges", bridge)
+            elif change.op == "bridge":
+                _write(bridge, change.key, change.value)
+            elif change.op == "bridge-config":
+                if new_bridge:
+                    other_config[change.key] = change.value
+                    _write(bridge, "other_config", other_config)
+                else:
+                    bridge.setkey("other_config", change.key, change.value)
+            elif change.op == "controllers":
+                have = {} if new_bridge else {c.target: c for c in bridge.controller}
+                rows = [have[t] for t in change.value["keep"]]
+                rows += [_insert(txn, idl, "Controller", {"target": t, **hostconfig.CONTROLLER})
+                         for t in change.value["add"]]
+                if not new_bridge:
+                    bridge.verify("controller")
+                _write(bridge, "controller", rows)
+            elif change.op == "add-tunnel":
+                iface = _insert(txn, idl, "Interface", {"name": TUNNEL_PORT, **change.value})
+                port = _insert(txn, idl, "Port", {"name": TUNNEL_PORT, "interfaces": [iface]})
+                if new_bridge:
+                    ports.append(port)
+                else:
+                    bridge.addvalue("ports", port)
+            elif change.op == "tunnel":
+                _port, iface = _tunnel_rows(bridge)
+                if iface is None:
+                    raise ConfigError(f"port {TUNNEL_PORT} on {BRIDGE} has no interface {TUNNEL_PORT}; "
+                                      f"delete the port (ovs-vsctl del-port {TUNNEL_PORT}) and weft re-creates it")
+                _write(iface, change.key, change.value)
+            elif change.op == "exporter":
+                _exporter(txn, idl, bridge, change.key, change.value)
+            else:
+                raise ValueError(f"unknown change {change.op!r}")
+        if new_bridge:
+            _write(bridge, "ports", ports)
+    except BaseException:
+        txn.abort()
+        raise
+    return txn
+
+
+def _exporter(txn, idl, bridge, kind: str, columns: dict | None) -> None:
+    """Replace (or remove, columns None) one exporter; the bridge-level sFlow/NetFlow, or
+    IPFIX behind Flow_Sample_Collector_Set 1 (the old IPFIX row goes with its last reference)."""
+    row = _insert(txn, idl, EXPORTER_TABLES[kind], columns) if columns is not None else None
+    if kind in ("sflow", "netflow"):
+        _write(bridge, kind, row)
+        return
+    fscs = None if bridge._data is None else _ipfix_set(idl, bridge)
+    if row is None:
+        if fscs is not None:
+            fscs.delete()
+    elif fscs is not None:
+        _write(fscs, "ipfix", row)
+    else:
+        _insert(txn, idl, "Flow_Sample_Collector_Set", {"id": IPFIX_SET, "bridge": bridge, "ipfix": row})
+
+
+def bindings(idl) -> dict[str, tuple[int, str]]:
+    """{port uuid: (ofport or PENDING, interface name)} of every NIC with an iface-id."""
+    found = {}
+    for row in idl.tables["Interface"].rows.values():
+        iface_id = row.external_ids.get("iface-id")
+        ofport = row.ofport
+        if isinstance(ofport, list):
+            ofport = ofport[0] if ofport else PENDING
+        if iface_id and isinstance(ofport, int) and ofport >= 0:
+            found[iface_id] = (ofport, row.name)   # 0: not numbered by vswitchd yet
+    return found
+
+
+def _error_text(error: str) -> str:
+    """An OVSDB error ({"error": ..., "details": ...} as JSON) as one readable line."""
+    try:
+        parsed = json.loads(error)
+    except ValueError:
+        return error
+    if isinstance(parsed, dict) and "error" in parsed:
+        return parsed["error"] + (f": {parsed['details']}" if parsed.get("details") else "")
+    return error
+
+
+# ---- the manager ------------------------------------------------------------------------------------
+
+class _Host:
+    """The manager thread's view of one host (touched by that thread only)."""
+
+    def __init__(self, name: str, spec: tuple):
+        self.name = name
+        self.remote, self.tunnel_ip, self.exporters = spec
+        self.idl = None
+        self.session_seqno = None
+        self.planned_seqno = None       # the IDL change_seqno the last plan looked at
+        self.bound_seqno = None
+        self.bindings = None
+        self.dirty = True               # plan at the next opportunity
+        self.txn = None
+        self.txn_since = 0.0
+        self.retry_at = 0.0             # monotonic
+        self.backoff = MIN_BACKOFF
+        self.just_committed = False     # the last plan was applied: a non-empty plan next is suspect
+        self.ever_connected = False
+
+
+class HostManager:
+    """Keeps every host's Open vSwitch configured and reports its VM bindings; one thread, one poller."""
+
+    def __init__(self, on_bindings, controllers: list[str], tunnel: str, datapath_type: str | None):
+        self.on_bindings = on_bindings      # callback(host, {port uuid: (ofport, interface name)})
+        self.controllers = tuple(controllers)
+        self.tunnel = tunnel
+        self.datapath_type = datapath_type
+        self._lock = threading.Lock()
+        self._specs: dict[str, tuple] = {}      # what set_host was last told, per host
+        self._requests: dict[str, tuple | None] = {}   # for the thread: spec, or None = remove
+        self._status: dict[str, dict] = {}
+        self._hosts: dict[str, _Host] = {}      # the thread's own
+        self._stop = False
+        self._wake_r = self._wake_w = None
+        self._thread = threading.Thread(target=self._loop, name="southbound", daemon=True)
+
+    # -- any thread ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop = True
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def set_host(self, name: str, remote: str, tunnel_ip: str, exporters: dict | None) -> None:
+        """Configure host `name` through OVSDB `remote`; cheap (no wake-up) when nothing changed."""
+        spec = (remote, tunnel_ip, exporters)
+        with self._lock:
+            if self._specs.get(name) == spec:
+                return
+            spec = (remote, tunnel_ip, copy.deepcopy(exporters))
+            self._specs[name] = spec
+            self._requests[name] = spec
+            self._status.setdefault(name, {"state": "connecting", "configured_at": None,
+                                           "error": None, "attempts": 0})
+        self._wake()
+
+    def remove_host(self, name: str) -> None:
+        with self._lock:
+            if self._specs.pop(name, None) is None:
+                return
+            self._requests[name] = None
+            self._status.pop(name, None)
+        self._wake()
+
+    def status(self) -> dict[str, dict]:
+        with self._lock:
+            return {name: dict(st) for name, st in self._status.items()}
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass                    # already woken
+
+    # -- the manager thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop:
+                self._take_requests()
+                poller = ovs.poller.Poller()
+                reports = []
+                for host in list(self._hosts.values()):
+                    try:
+                        self._run_host(host, reports)
+                    except Exception as exc:     # a bug must not stop the other hosts' configuration
+                        LOG.exception("southbound: host %s", host.name)
+                        self._failed(host, f"internal error: {exc}")
+                    host.idl.wait(poller)
+                    if host.txn is not None:
+                        host.txn.wait(poller)
+                    wait = host.retry_at - time.monotonic()
+                    if host.dirty and host.txn is None and wait > 0:
+                        poller.timer_wait(int(wait * 1000) + 1)
+                for name, found in reports:
+                    try:
+                        self.on_bindings(name, found)
+                    except Exception:
+                        LOG.exception("binding callback failed for %s", name)
+                poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+                poller.timer_wait(1000)
+                poller.block()
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+        finally:
+            for host in self._hosts.values():
+                self._close(host)
+
+    def _take_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, {}
+        for name, spec in requests.items():
+            host = self._hosts.get(name)
+            if spec is None:
+                if host is not None:
+                    self._close(self._hosts.pop(name))
+                continue
+            if host is None or host.remote != spec[0]:
+                if host is not None:
+                    self._close(host)
+                host = self._hosts[name] = _Host(name, spec)
+                helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
+                for table, columns in COLUMNS.items():
+                    helper.register_columns(table, columns)
+                host.idl = ovs.db.idl.Idl(spec[0], helper)
+                # reconnect quickly (the default backoff grows to 8 s): a host's OVSDB that comes
+                # up late is configured within MAX_BACKOFF of it
+                host.idl._session.reconnect.set_backoff(int(MIN_BACKOFF * 1000), int(MAX_BACKOFF * 1000))
+                self._set_status(host, state="connecting", error=None, attempts=0)
+            else:
+                host.remote, host.tunnel_ip, host.exporters = spec
+                host.dirty, host.retry_at, host.backoff = True, 0.0, MIN_BACKOFF
+                self._set_status(host, attempts=0)
+
+    def _close(self, host: _Host) -> None:
+        if host.txn is not None:
+            host.txn.abort()
+            host.txn = None
+        host.idl.close()
+
+    def _desired(self, host: _Host) -> Desired:
+        return Desired(datapath_id=f"{datapath_id(host.name):016x}", controllers=self.controllers,
+                       tunnel_type=self.tunnel, tunnel_ip=host.tunnel_ip,
+                       datapath_type=self.datapath_type, exporters=host.exporters)
+
+    def _run_host(self, host: _Host, reports: list) -> None:
+        idl = host.idl
+        idl.run()
+        if idl.change_seqno != host.bound_seqno:
+            host.bound_seqno = idl.change_seqno
+            found = bindings(idl)
+            if found != host.bindings:
+                host.bindings = found
+                reports.append((host.name, found))
+        if host.txn is not None:
+            self._poll_txn(host)
+        connected = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING
+        seqno = idl._session.get_seqno()
+        if seqno != host.session_seqno:
+            host.session_seqno = seqno
+            host.dirty = True
+        if not connected:
+            if host.txn is None:
+                self._set_status(host, state="connecting",
+                                 error=f"lost the connection to {host.remote}; reconnecting"
+                                 if host.ever_connected else None)
+                host.dirty = True
+            return
+        host.ever_connected = True
+        if host.txn is not None:
+            return
+        if not host.dirty and idl.change_seqno == host.planned_seqno:
+            return
+        if time.monotonic() < host.retry_at:
+            host.dirty = True
+            return
+        host.dirty = False
+        host.planned_seqno = idl.change_seqno
+        changes = hostconfig.plan(self._desired(host), snapshot(idl))
+        if not changes:
+            host.just_committed = False
+            host.backoff = MIN_BACKOFF
+            self._configured(host)
+            return
+        if host.just_committed:
+            # the last transaction succeeded yet the host still differs: do not spin on it
+            LOG.warning("host %s still differs after a successful transaction: %s", host.name, changes)
+            host.just_committed = False
+            self._retry_later(host)
+            return
+        try:
+            txn = build_transaction(idl, host.name, changes)
+        except ConfigError as exc:
+            self._failed(host, str(exc))
+            return
+        self._set_status(host, state="configuring", attempts=self._status_of(host, "attempts") + 1)
+        LOG.info("host %s: %s", host.name, ", ".join(c.op + (f" {c.key}" if c.key else "") for c in changes))
+        host.txn, host.txn_since = txn, time.monotonic()
+        txn.commit()
+        self._poll_txn(host)
+
+    def _poll_txn(self, host: _Host) -> None:
+        status = host.txn.commit()      # no blocking: the IDL's run() moves it along
+        Txn = ovs.db.idl.Transaction
+        if status == Txn.INCOMPLETE:
+            if time.monotonic() - host.txn_since > TXN_TIMEOUT:
+                host.txn.abort()
+                host.txn = None
+                self._failed(host, f"no answer to the transaction in {TXN_TIMEOUT:.0f} s")
+            return
+        txn, host.txn = host.txn, None
+        if status in (Txn.SUCCESS, Txn.UNCHANGED):
+            host.just_committed = True
+            host.backoff = MIN_BACKOFF
+            host.dirty = False          # checked again once the IDL has the result (change_seqno)
+            self._configured(host)
+        elif status == Txn.TRY_AGAIN and not host.idl._session.is_connected():
+            self._set_status(host, state="connecting", error=f"lost the connection to {host.remote}")
+            host.dirty = True
+        else:
+            self._failed(host, "transaction failed: " + _error_text(txn.get_error()))
+
+    def _retry_later(self, host: _Host) -> None:
+        host.dirty = True
+        host.retry_at = time.monotonic() + host.backoff
+        host.backoff = min(host.backoff * 2, MAX_BACKOFF)
+
+    def _failed(self, host: _Host, error: str) -> None:
+        LOG.error("cannot configure host %s: %s (retrying in %.1f s)", host.name, error, host.backoff)
+        self._set_status(host, state="failed", error=error)
+        self._retry_later(host)
+
+    def _configured(self, host: _Host) -> None:
+        if self._status_of(host, "state") != "configured":
+            LOG.info("host %s configured (%s)", host.name, host.remote)
+            self._set_status(host, state="configured", configured_at=time.time(), error=None)
+
+    def _status_of(self, host: _Host, key: str):
+        with self._lock:
+            return self._status.get(host.name, {}).get(key)
+
+    def _set_status(self, host: _Host, **fields) -> None:
+        with self._lock:
+            if self._specs.get(host.name, (host.remote,))[0] == host.remote and host.name in self._status:
+                self._status[host.name].update(fields)

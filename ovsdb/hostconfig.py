@@ -1,0 +1,131 @@
+"""Pure southbound planning: a host's desired Open vSwitch configuration vs what its OVSDB holds -> the changes."""
+from __future__ import annotations
+
+import dataclasses
+
+from flows.pipeline import TUNNEL_OFPORT
+
+BRIDGE = "br-int"
+TUNNEL_PORT = "weft-tun"
+IPFIX_SET = 1                    # the Flow_Sample_Collector_Set id weft's `sample` actions name
+PROTOCOLS = ("OpenFlow13", "OpenFlow14")
+CONTROLLER = {"max_backoff": 1000, "inactivity_probe": 5000}
+EXPORTER_KINDS = ("sflow", "netflow", "ipfix")
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """What weft wants on one host's OVS. `exporters` None: leave the exporters as they are."""
+    datapath_id: str                       # 16 hex digits
+    controllers: tuple[str, ...]
+    tunnel_type: str                       # vxlan | geneve
+    tunnel_ip: str
+    datapath_type: str | None = None
+    exporters: dict | None = None          # {"sflow"|"netflow"|"ipfix": settings or None}
+
+    def bridge_columns(self) -> dict:
+        cols = {"fail_mode": "secure", "protocols": frozenset(PROTOCOLS)}
+        if self.datapath_type:
+            cols["datapath_type"] = self.datapath_type
+        return cols
+
+    def bridge_other_config(self) -> dict:
+        return {"datapath-id": self.datapath_id, "disable-in-band": "true"}
+
+    def tunnel(self) -> dict:
+        return {"type": self.tunnel_type, "ofport_request": TUNNEL_OFPORT,
+                "options": {"remote_ip": "flow", "key": "flow", "local_ip": self.tunnel_ip}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One edit of a transaction.
+
+    op:  add-bridge | bridge (column `key` = value) | bridge-config (other_config `key` = value)
+         | controllers (value = {"keep": [targets], "add": [targets]}) | add-tunnel (value = columns)
+         | tunnel (Interface column `key` = value) | exporter (`key` = sflow|netflow|ipfix,
+         value = the exporter's columns, or None to remove it)
+    """
+    op: str
+    key: str = ""
+    value: object = None
+
+
+def exporter_columns(kind: str, cfg: dict) -> dict:
+    """The sFlow / NetFlow / IPFIX row columns for weft's exporter settings `cfg`.
+
+    IPFIX is flow-based: an IPFIX row behind Flow_Sample_Collector_Set id 1, which the sample
+    actions weft puts in table 0 feed (bridge-level IPFIX misses every packet that conntrack
+    recirculates)."""
+    if kind == "sflow":
+        return {"targets": (cfg["target"],), "sampling": cfg["sampling"], "polling": cfg["polling"],
+                "header": cfg.get("header", 128), "agent": cfg.get("agent") or None}
+    if kind == "netflow":
+        return {"targets": (cfg["target"],), "active_timeout": cfg["active_timeout"],
+                "engine_id": cfg.get("engine_id", 0)}
+    if kind == "ipfix":
+        return {"targets": (cfg["target"],), "obs_domain_id": cfg.get("obs_domain_id", 1),
+                "cache_active_timeout": cfg.get("active_timeout", 10),
+                "other_config": {"enable-tunnel-sampling": "true"}}
+    raise ValueError(f"unknown exporter kind {kind!r}: expected one of {', '.join(EXPORTER_KINDS)}")
+
+
+def _norm(value):
+    """Comparable form of a column value: sets/lists as sorted tuples, maps as dicts."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(sorted(value))
+    return value
+
+
+def _same(current: dict | None, wanted: dict) -> bool:
+    return current is not None and all(_norm(current.get(k)) == _norm(v) for k, v in wanted.items())
+
+
+EMPTY_BRIDGE = {"datapath_type": "", "fail_mode": None, "protocols": (), "other_config": {},
+                "controllers": {}, "tunnel": None, "sflow": None, "netflow": None, "ipfix": None}
+
+
+def plan(desired: Desired, current: dict) -> list[Change]:
+    """The changes that make `current` (a snapshot, see `ovsdb.southbound.snapshot`) equal `desired`.
+
+    `current` = {"bridge": None or {datapath_type, fail_mode, protocols, other_config,
+    controllers: {target: {max_backoff, inactivity_probe}}, tunnel: None or {type, options,
+    ofport_request}, sflow/netflow/ipfix: None or {columns}}}. Only what differs is changed:
+    an exporter whose settings match is left alone (it keeps its sequence numbers), other
+    keys of other_config and other ports of the bridge are never touched. Empty: in sync."""
+    changes: list[Change] = []
+    bridge = current.get("bridge")
+    if bridge is None:
+        changes.append(Change("add-bridge"))
+        bridge = EMPTY_BRIDGE
+    for column, value in desired.bridge_columns().items():
+        if _norm(bridge.get(column)) != _norm(value):
+            changes.append(Change("bridge", column, value))
+    other = bridge.get("other_config") or {}
+    for key, value in desired.bridge_other_config().items():
+        if other.get(key) != value:
+            changes.append(Change("bridge-config", key, value))
+    have = bridge.get("controllers") or {}
+    keep = [t for t in desired.controllers if _same(have.get(t), CONTROLLER)]
+    add = [t for t in desired.controllers if t not in keep]
+    if add or set(keep) != set(have):
+        changes.append(Change("controllers", value={"keep": keep, "add": add}))
+    tunnel = desired.tunnel()
+    if bridge.get("tunnel") is None:
+        changes.append(Change("add-tunnel", value=tunnel))
+    else:
+        for column, value in tunnel.items():
+            if _norm(bridge["tunnel"].get(column)) != _norm(value):
+                changes.append(Change("tunnel", column, value))
+    if desired.exporters is not None:
+        for kind in EXPORTER_KINDS:
+            cfg = desired.exporters.get(kind)
+            row = bridge.get(kind)
+            if cfg is None:
+                if row is not None:
+                    changes.append(Change("exporter", kind, None))
+                continue
+            wanted = exporter_columns(kind, cfg)
+            if not _same(row, wanted):
+                changes.append(Change("exporter", kind, wanted))
+    return changes
