@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 from ovsdb.nbserver import SCHEMA
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import validate
+from topology.changes import record_changes
 from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, share_index
 
@@ -207,6 +208,7 @@ class NorthboundStore:
         out: dict[str, dict] = {}
         pairs = {"networks": [], "ports": [], "routers": [], "security_groups": []}
         group_keys, group_uuids, traffic = set(), set(), False
+        touched: dict[str, set] = {}        # collection -> keys changed (topology.changes)
 
         def writable(name: str) -> dict:
             if name not in out:
@@ -227,6 +229,8 @@ class NorthboundStore:
                 if table in _DIRECT:
                     name, by = _DIRECT[table]
                     target = writable(name)
+                    keys = touched.setdefault(name, set())
+                    keys.update(key if by is None else getattr(r, by) for r in (prev, new) if r is not None)
                     if by is None:
                         if new is None:
                             target.pop(key, None)
@@ -260,6 +264,8 @@ class NorthboundStore:
                                "security_groups")}
         new_model = Model(**fields, traffic=new_traffic)
         share_index(new_model, old.index.updated(**pairs))
+        touched["security_groups"] = {(p[1] or p[0]).uuid for p in pairs["security_groups"]}
+        record_changes(new_model, touched)
         return new_model
 
     def _update_groups(self, ix, current: dict, writable, uuids: set, keys: set, pairs: list) -> None:
