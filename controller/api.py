@@ -452,17 +452,53 @@ class Api:
         return self._collectors().status()
 
     def metrics(self) -> bytes:
-        """Prometheus exposition of the default (sFlow) collector: health and tenant pairs."""
-        if getattr(self, "_metrics", None) is None:
-            from collectors.metrics import MetricsRenderer
-            self._metrics = MetricsRenderer(self._collectors().service("sflow"))
-        return self._metrics.render().encode()
+        """Prometheus exposition: the engine (port-up, bundles, connections) and, when weftd
+        collects, the default (sFlow) collector's health and tenant pairs."""
+        engine_metrics = getattr(self.engine, "metrics", None)
+        text = engine_metrics.render() if engine_metrics is not None else b""
+        if self.traffic is not None:
+            if getattr(self, "_metrics", None) is None:
+                from collectors.metrics import MetricsRenderer
+                self._metrics = MetricsRenderer(self._collectors().service("sflow"))
+            text += self._metrics.render().encode()
+        return text
 
     def status(self, query, body):
         hosts = self.engine.status()
-        return {"hosts": hosts, "dhcp": self.dhcp_counters() if self.dhcp_counters else None, "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
-                "bundles": sum(h["bundles"] for h in hosts.values()), "pid": os.getpid(),
-                "time": time.time()}
+        return {"hosts": hosts, "dhcp": self.dhcp_counters() if self.dhcp_counters else None,
+                "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
+                "bundles": sum(h["bundles"] for h in hosts.values()),
+                "bundle_errors": sum(h.get("bundle_errors", 0) for h in hosts.values()),
+                "model_version": getattr(self.store, "version", None),
+                "pid": os.getpid(), "time": time.time()}
+
+    WAIT_DEFAULT_S, WAIT_MAX_S = 10.0, 300.0
+
+    def wait_timeout(self, query) -> float | None:
+        """`?wait=hv[&timeout=S]` checked before the write (bad input changes nothing)."""
+        mode = query.get("wait", [None])[0]
+        if mode is None:
+            return None
+        if mode not in ("hv", "1", "true"):
+            raise WeftError(f"invalid wait={mode!r}: use wait=hv")
+        try:
+            timeout = float(query.get("timeout", [self.WAIT_DEFAULT_S])[0])
+        except ValueError:
+            raise WeftError("timeout must be a number of seconds") from None
+        if not 0 < timeout <= self.WAIT_MAX_S:
+            raise WeftError(f"timeout must be between 0 and {self.WAIT_MAX_S:.0f} seconds")
+        return timeout
+
+    def wait_for_hosts(self, timeout: float) -> dict:
+        """After a write: block until every host the change affects has committed it (like
+        `ovn-nbctl --wait=hv`). Returns what the wait saw."""
+        version = self.store.committed_version()
+        if version is None:
+            return {"hosts_pending": [], "ms": 0.0}
+        t0 = time.monotonic()
+        pending = self.engine.wait_applied(version, timeout)
+        return {"version": version, "hosts_pending": pending,
+                "ms": round((time.monotonic() - t0) * 1000, 2)}
 
 
 class _Owners:
@@ -508,8 +544,15 @@ def make_handler(api: Api):
                     with open(OPENAPI, "rb") as f:
                         return self._send(200, f.read(), "application/yaml")
                 if url.path == "/metrics" and method == "GET":
-                    return self._send(200, api.metrics(), "text/plain; version=0.0.4")
-                result = api.dispatch(method, url.path, parse_qs(url.query), body)
+                    return self._send(200, api.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+                query = parse_qs(url.query)
+                if "wait" in query and method == "GET":
+                    raise WeftError("wait=hv is for changes (POST, PATCH, DELETE)")
+                wait = api.wait_timeout(query)
+                result = api.dispatch(method, url.path, query, body)
+                waited = api.wait_for_hosts(wait) if wait is not None else None
+                if waited is not None and isinstance(result, dict):
+                    result["wait"] = waited
                 status = 201 if method == "POST" else 200
                 self._send(status, json.dumps(result).encode())
             except WeftError as exc:

@@ -54,14 +54,18 @@ class Controller:
     """Wires the store, the engine, the host watchers and the API together."""
 
     def __init__(self, args):
+        from controller.driver import OpenFlowDriver
         from controller.engine import Engine
+        from controller.recorder import BindingRecorder
         from ovsdb import nbserver, southbound
         from ovsdb.nbstore import NorthboundStore
 
         self.args = args
-        self.engine = Engine()
+        self.driver = OpenFlowDriver()
+        self.engine = Engine(self.driver)
         remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
         self.store = NorthboundStore(remote)
+        self.recorder = BindingRecorder(self.store)
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         self.targets = args.controller_target or [f"tcp:{of_host}:{of_port}"]
@@ -72,6 +76,9 @@ class Controller:
         self.dhcp = None
         self.traffic = None
         self.of_ready = threading.Event()
+        self._model_cond = threading.Condition()
+        self._latest_model = self.store.model
+        self._configured_from = (None, None)
         if args.collector_ip:
             from controller.traffic import TrafficCollectors
             self.traffic = TrafficCollectors(self.engine, args.collector_ip,
@@ -80,24 +87,51 @@ class Controller:
     def start(self) -> None:
         from controller import api
 
+        self.engine.start()
+        self.recorder.start()
         threading.Thread(target=self._start_hosts, name="southbound-start", daemon=True).start()
         if self.traffic is not None:
             self.traffic.start()
-        self.store.subscribe(self._on_model)
+            for svc in self.traffic.services.values():
+                self.engine.observe(svc.model_changed)
+        self.store.subscribe(self.engine.model_changed)    # in commit order, under the store's lock
+        self.store.subscribe(self._on_model_queued)
         self.store.start()
-        self._on_model(None, self.store.model)
+        with self.store.lock:      # the first snapshot (later ones come through the subscription)
+            first, version = self.store.model, getattr(self.store, "version", None)
+        self.engine.model_changed(first, version)
+        self._on_model_queued(first)
+        self._model_thread = threading.Thread(target=self._model_loop, name="hosts-config", daemon=True)
+        self._model_thread.start()
         tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp)
 
-    def _on_model(self, _old, new) -> None:
-        from ovsdb import southbound
+    def _on_model_queued(self, model, _version=None) -> None:
+        """From the store, under its lock: hand the snapshot to the host-configuration thread."""
+        with self._model_cond:
+            self._latest_model = model
+            self._model_cond.notify()
 
-        self.engine.set_nb_model(new)
-        self._refresh_collectors()
+    def _model_loop(self) -> None:
+        """Host configuration and collectors follow the latest snapshot (intermediate ones skipped)."""
+        seen = None
+        while True:
+            with self._model_cond:
+                self._model_cond.wait_for(lambda: self._latest_model is not seen)
+                model = seen = self._latest_model
+            try:
+                self._on_model(None, model)
+            except Exception:
+                LOG.exception("host configuration failed")
+
+    def _on_model(self, _old, new) -> None:
+        # the engine maps datapath ids to hosts itself; here only the hosts' configuration
+        if new.hosts is self._configured_from[0] and new.traffic == self._configured_from[1]:
+            return                  # most changes touch neither hosts nor exporter settings
+        self._configured_from = (new.hosts, new.traffic)
         for name, host in new.hosts.items():
-            self.engine.register_dpid(southbound.datapath_id(name), name)
             self.hosts.set_host(name, host.ovsdb, host.tunnel_ip, self._exporter_settings(host, new.traffic))
         for name in self.host_names - new.hosts.keys():
             self.hosts.remove_host(name)
@@ -123,54 +157,23 @@ class Controller:
         """Per host: {state: connecting|configuring|configured|failed, configured_at, error, attempts}."""
         return self.hosts.status()
 
-    def _refresh_collectors(self) -> None:
-        """Attribution follows the model at once (not only on the collectors' periodic poll)."""
-        if self.traffic is not None:
-            for svc in self.traffic.services.values():
-                svc.refresh_model()
-
     def _on_bindings(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
-        self.engine.set_bindings(host, bindings)
-        self._refresh_collectors()
-        try:   # the store records numbered NICs only; pending ones are the engine's business
-            self.store.sync_bindings(host, {p: o for p, (o, _name) in bindings.items() if o > 0})
-        except WeftError as exc:
-            LOG.error("cannot record bindings of %s: %s", host, exc)
+        """From the southbound thread: queue only (the engine first, it is what port-up waits for)."""
+        self.engine.bindings_changed(host, bindings)
+        self.recorder.record(host, bindings)
 
     def dump_flows(self, host: str, timeout: float = 5.0) -> list[dict]:
         """Installed flows of a host, straight from its switch (flow-stats over OpenFlow)."""
-        from controller import ofapp
-
-        state = self.engine.hosts.get(host)
-        dp = state.datapath if state else None
+        dp = self.engine.datapath(host)
         if dp is None:
             raise WeftError(f"host {host!r} is not connected to the controller", 503)
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                         0, 0, parser.OFPMatch())
-        dp.set_xid(req)
-        done, rows = threading.Event(), []
-
-        def listener(datapath, msg, more):
-            if datapath is not dp or msg.xid != req.xid:
-                return False
-            for s in msg.body:
-                rows.append({"table": s.table_id, "priority": s.priority, "cookie": s.cookie,
-                             "packets": s.packet_count, "bytes": s.byte_count,
-                             "match": str(dict(s.match.items())),
-                             "actions": "; ".join(str(i) for i in s.instructions)})
-            if not more:
-                done.set()
-            return True
-
-        ofapp.LISTENERS.append(listener)
-        try:
-            dp.send_msg(req)
-            if not done.wait(timeout):
-                raise WeftError(f"host {host!r} did not answer the flow dump in {timeout:.0f} s", 504)
-        finally:
-            ofapp.LISTENERS.remove(listener)
-        return rows
+        body = self.driver.dump_flows(dp, timeout)
+        if body is None:
+            raise WeftError(f"host {host!r} did not answer the flow dump in {timeout:.0f} s", 504)
+        return [{"table": s.table_id, "priority": s.priority, "cookie": s.cookie,
+                 "packets": s.packet_count, "bytes": s.byte_count,
+                 "match": str(dict(s.match.items())),
+                 "actions": "; ".join(str(i) for i in s.instructions)} for s in body]
 
 
 def _listening(host: str, port: int) -> bool:
@@ -208,11 +211,11 @@ def run_openflow(controller: Controller) -> None:
     from os_ken.base import app_manager
     from os_ken.lib import hub
 
-    from controller import ofapp
-
-    ofapp.ENGINE = controller.engine
     from controller.dhcp_service import DhcpService
-    ofapp.DHCP = controller.dhcp = DhcpService(controller.engine, controller.args.tunnel)
+    from controller.ofapp import OpenFlowSinks
+
+    controller.dhcp = DhcpService(controller.engine, controller.args.tunnel)
+    sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")
@@ -220,12 +223,14 @@ def run_openflow(controller: Controller) -> None:
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
-    services = manager.instantiate_apps(**contexts)
+    services = manager.instantiate_apps(**contexts, weft=sinks)
     hub.joinall([s for s in services if s])
 
 
 def main(argv=None) -> int:
     warnings.simplefilter("ignore")
+    from controller.tuning import tune_threads
+    tune_threads()
     args = parse_args(argv)
     handlers = [logging.FileHandler(args.log_file)] if args.log_file else [logging.StreamHandler()]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=handlers,
