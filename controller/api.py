@@ -90,23 +90,38 @@ class Api:
         get = getattr(self.engine, "bindings", None)
         return get() if get is not None else self.engine.effective_model().bindings
 
-    def _port_views(self, ports, model=None) -> list[dict]:
-        """Views of `ports` in O(len(ports)): one lookup each for its network and binding."""
+    def _port_views(self, ports, model=None, by_ref: bool = False) -> list[dict]:
+        """Views of `ports` (sorted by ref if asked) in O(len(ports)). A view is kept per port
+        between requests and rebuilt only when its port, network, binding or port-up latency
+        changed, so a list of 10,000 ports costs a few lookups each; views are shared: read-only."""
         model = model or self.model
         bindings = self._bindings()
         latency = getattr(self.engine, "port_up_latency_ms", None)
         network = model.network_of
-        return [self._port_view(p, network(p), bindings.get(p.uuid), latency) for p in ports]
+        cache = self.__dict__.setdefault("_views", {})    # port uuid -> (port, net, binding, up, view)
+        views = []
+        for p in ports:
+            net, binding = network(p), bindings.get(p.uuid)
+            up = latency(p.uuid) if latency is not None else None
+            hit = cache.get(p.uuid)
+            if hit is None or hit[0] is not p or hit[1] is not net or hit[2] is not binding or hit[3] != up:
+                hit = cache[p.uuid] = (p, net, binding, up, self._port_view(p, net, binding, up))
+            views.append(hit[4])
+        if len(cache) > 2 * len(model.ports) + 1000:      # deleted ports: forget their views
+            self._views = {u: e for u, e in cache.items() if u in model.ports}
+        if by_ref:
+            views.sort(key=lambda v: v["ref"])
+        return views
 
     @staticmethod
-    def _port_view(port, net, binding, latency=None) -> dict:
+    def _port_view(port, net, binding, up_latency_ms=None) -> dict:
         return {"id": port.uuid, "tenant": port.tenant, "network": port.network, "name": port.name,
                 "ref": port.ref, "mac": port.mac, "ip": port.ips[0] if port.ips else None,
                 "ips": list(port.ips), "prefixlen": int(net.cidr.split("/")[1]) if net else None,
                 "gateway": net.gateway if net else None, "port_security": port.port_security,
                 "security_groups": list(port.security_groups),
                 "host": binding.host if binding else None, "ofport": binding.ofport if binding else None,
-                "up_latency_ms": latency(port.uuid) if latency is not None else None}
+                "up_latency_ms": up_latency_ms}
 
     @staticmethod
     def _net_view(net, ports: int) -> dict:
@@ -185,7 +200,7 @@ class Api:
                      for p in model.ports_of_network(tenant, n).values()]
         else:
             ports = model.ports.values()
-        return self._port_views(sorted(ports, key=lambda p: p.ref), model)
+        return self._port_views(ports, model, by_ref=True)
 
     def create_port(self, query, body):
         self._required(body, "tenant", "network", "name")
@@ -214,7 +229,7 @@ class Api:
         port = model.port_by_ref(tenant, network, name)
         if port is None:
             raise NotFound(f"no port {tenant}/{network}/{name}")
-        return self._port_views([port], model)[0]
+        return dict(self._port_views([port], model)[0])      # the caller may add to it
 
     def delete_port(self, tenant, network, name, query, body):
         return self.store.delete_port(tenant, network, name)

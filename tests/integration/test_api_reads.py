@@ -115,6 +115,13 @@ def test_a_write_is_visible_to_the_next_read_whatever_the_engine_did(store):
     engine.live[made["id"]] = Binding(made["id"], "hv1", 4)
     shown = call(api, "GET", "/v1/ports/red/net/web")
     assert (shown["host"], shown["ofport"], shown["up_latency_ms"]) == ("hv1", 4, 1.5)
+    listed = call(api, "GET", "/v1/ports")                 # views are kept between requests ...
+    assert listed[0]["security_groups"] == ["default"]
+    call(api, "PATCH", "/v1/ports/red/net/web", {"security_groups": [], "port_security": False})
+    listed = call(api, "GET", "/v1/ports")                 # ... and rebuilt when the port changes
+    assert (listed[0]["security_groups"], listed[0]["port_security"]) == ([], False)
+    del engine.live[made["id"]]
+    assert call(api, "GET", "/v1/ports")[0]["host"] is None
     call(api, "DELETE", "/v1/ports/red/net/web")
     with pytest.raises(NotFound, match="no port red/net/web"):
         call(api, "GET", "/v1/ports/red/net/web")
