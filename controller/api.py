@@ -537,6 +537,9 @@ def make_handler(api: Api):
     class Handler(BaseHTTPRequestHandler):
         server_version = "weftd/0.1"
         protocol_version = "HTTP/1.1"
+        # headers and body go out as two writes: without TCP_NODELAY a keep-alive client's
+        # delayed ACK holds every answer back 40 ms
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):
             LOG.debug("api: " + fmt, *args)

@@ -115,8 +115,34 @@ def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
 
     Clause-2 (member address) entries are added to `members`, shared by all ports of the host:
     {(table, match): {conjunction id: group uuid}}; `member_flows` turns them into flows."""
-    rules = [r for name in port.security_groups for r in acl.groups[name].rules] \
-        if all(name in acl.groups for name in port.security_groups) else []
+    groups = tuple(acl.groups.get(name) for name in port.security_groups)
+    rules = [r for g in groups for r in g.rules] if all(groups) else []
+    flows = _own_flows(port, ofport, groups, rules)
+    _register_members(acl, ofport, rules, members)
+    return flows
+
+
+# A port's own ACL flows depend only on the port, its ofport and its groups' rules (member
+# addresses live in the shared clause-2 flows), so they are kept while those records stay the
+# same objects: a change elsewhere in the tenant (a new member) rebuilds none of them.
+_OWN: dict = {}
+_OWN_MAX = 100_000
+
+
+def _own_flows(port, ofport: int, groups: tuple, rules: list) -> list[Flow]:
+    key = (port.uuid, ofport)
+    hit = _OWN.get(key)
+    if hit is not None and hit[0] is port and len(hit[1]) == len(groups) \
+            and all(a is b for a, b in zip(hit[1], groups)):
+        return hit[2]
+    flows = _build_own_flows(port, ofport, rules)
+    if len(_OWN) >= _OWN_MAX:
+        _OWN.clear()
+    _OWN[key] = (port, groups, flows)
+    return flows
+
+
+def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
     owner_of = {r.key: r.uuid for r in rules}
     flows: list[Flow] = []
     # conntrack entry points
@@ -127,9 +153,7 @@ def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
                       (("ct", False, ofport, P.INGRESS_ACL, None),)))
     flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_NON_IP,
                       make_match(**{P.REG_OUT: ofport}), (("output", ofport),)))
-    for direction, table, who, on in (
-            ("egress", P.EGRESS_ACL, {"in_port": ofport}, ("goto", P.ARP_RESPONDER)),
-            ("ingress", P.INGRESS_ACL, {P.REG_OUT: ofport}, ("output", ofport))):
+    for direction, table, who, on in _DIRECTIONS(ofport):
         # established and related traffic passes while a rule of the port that admitted it
         # exists: (this port, ongoing) AND (mark = one of its rules' keys), as a conjunction
         if owner_of:
@@ -137,9 +161,6 @@ def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
             flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED,
                               make_match(**who, ct_state=ONGOING), (("conjunction", oid, 0, 2),)))
             flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED, make_match(conj_id=oid), (on,)))
-            for key in owner_of:
-                match = make_match(ct_state=ONGOING, ct_mark=key)
-                members.setdefault((table, match), {})[oid] = owner_of[key]
         peer = "ipv4_dst" if direction == "egress" else "ipv4_src"
         clause1 = defaultdict(list)
         seen = set()
@@ -157,16 +178,49 @@ def port_flows(acl: TenantAcl, port, ofport: int, members: dict) -> list[Flow]:
             cid = conj_id(rule.key, ofport)
             for l4 in _l4_matches(rule):
                 clause1[make_match(**who, ct_state=NEW, eth_type=ETH_TYPE_IP, **l4)].append(cid)
-            remote = acl.groups.get(rule.remote_sg)
-            for ip in acl.members.get(rule.remote_sg, ()):
-                match = make_match(ct_state=NEW, eth_type=ETH_TYPE_IP, **{peer: ip})
-                members.setdefault((table, match), {})[cid] = remote.uuid if remote else None
             flows.append(make("acl", rule.uuid, table, PRIO_CONJ,
                               make_match(conj_id=cid, eth_type=ETH_TYPE_IP), commit))
         for match, cids in clause1.items():
             flows.append(make("acl", port.uuid, table, PRIO_CONJ, match,
                               tuple(("conjunction", c, 0, 2) for c in sorted(set(cids)))))
     return flows
+
+
+def _DIRECTIONS(ofport: int):
+    return (("egress", P.EGRESS_ACL, {"in_port": ofport}, ("goto", P.ARP_RESPONDER)),
+            ("ingress", P.INGRESS_ACL, {P.REG_OUT: ofport}, ("output", ofport)))
+
+
+_MEMBER_MATCH: dict = {}
+
+
+def _member_match(peer: str, ip: str) -> tuple:
+    match = _MEMBER_MATCH.get((peer, ip))
+    if match is None:
+        if len(_MEMBER_MATCH) >= _OWN_MAX:
+            _MEMBER_MATCH.clear()
+        match = _MEMBER_MATCH[(peer, ip)] = make_match(ct_state=NEW, eth_type=ETH_TYPE_IP, **{peer: ip})
+    return match
+
+
+def _register_members(acl: TenantAcl, ofport: int, rules: list, members: dict) -> None:
+    """Clause 2 of the port's conjunctions: rule marks (established) and member addresses."""
+    if not rules:
+        return
+    owner_of = {r.key: r.uuid for r in rules}
+    for direction, table in (("egress", P.EGRESS_ACL), ("ingress", P.INGRESS_ACL)):
+        oid = ongoing_id(ofport, table)
+        for key in owner_of:
+            members.setdefault((table, make_match(ct_state=ONGOING, ct_mark=key)), {})[oid] = owner_of[key]
+        peer = "ipv4_dst" if direction == "egress" else "ipv4_src"
+        for rule in rules:
+            if rule.direction != direction or rule.remote_sg is None:
+                continue
+            cid = conj_id(rule.key, ofport)
+            remote = acl.groups.get(rule.remote_sg)
+            owner = remote.uuid if remote else None
+            for ip in acl.members.get(rule.remote_sg, ()):
+                members.setdefault((table, _member_match(peer, ip)), {})[cid] = owner
 
 
 def member_flows(members: dict) -> list[Flow]:

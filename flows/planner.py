@@ -27,24 +27,38 @@ def plan(installed_keys, desired_flows) -> Plan:
     A flow's cookie digests its table, priority, match and actions, so equal keys mean equal
     flows and an unchanged switch gets an empty plan. Repeated keys on either side count once;
     distinct desired flows sharing a key (a digest collision) are all added.
+
+    `installed_keys` given as a set is trusted (the engine's own books, built from checked
+    dumps); any other iterable is checked key by key. Cost: O(installed + desired) plus
+    sorting what changes, so planning an unchanged host is cheap.
     """
-    installed = set()
-    for key in installed_keys:
-        if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(v, int) for v in key)):
-            raise ValueError(f"installed key {key!r} is not (table, priority, cookie)")
-        installed.add(key)
+    if isinstance(installed_keys, (set, frozenset)):
+        installed = installed_keys
+    else:
+        installed = set()
+        for key in installed_keys:
+            if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(v, int) for v in key)):
+                raise ValueError(f"installed key {key!r} is not (table, priority, cookie)")
+            installed.add(key)
     desired: dict[tuple, list[Flow]] = {}
     for flow in desired_flows:
-        same = desired.setdefault(flow.key, [])
-        if flow not in same:
+        same = desired.get(flow.key)
+        if same is None:
+            desired[flow.key] = [flow]
+        elif flow not in same:
             same.append(flow)
-    delete = sorted({(table, cookie) for table, _, cookie in installed - desired.keys()})
-    deleted = set(delete)
+    stale = installed - desired.keys()
+    delete = sorted({(table, cookie) for table, _, cookie in stale})
+    if delete:
+        deleted = set(delete)
+        keys = [k for k in desired if k not in installed or (k[0], k[2]) in deleted]
+    else:
+        keys = [k for k in desired if k not in installed]
+    keys.sort()
     add = []
-    for key in sorted(desired):
-        if key not in installed or (key[0], key[2]) in deleted:
-            flows = desired[key]
-            if len(flows) > 1:
-                flows = sorted(flows, key=lambda f: (repr(f.match), repr(f.actions)))
-            add.extend(flows)
+    for key in keys:
+        flows = desired[key]
+        if len(flows) > 1:
+            flows = sorted(flows, key=lambda f: (repr(f.match), repr(f.actions)))
+        add.extend(flows)
     return Plan(delete, add)
