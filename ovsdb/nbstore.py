@@ -160,12 +160,13 @@ class NorthboundStore:
     # ---- building snapshots ----------------------------------------------------------------
     def _full_model(self) -> Model | None:
         """Rebuild every record from the IDL's rows (records equal to the previous snapshot's
-        are kept as the same objects); None when nothing differs."""
+        are kept as the same objects); None when nothing differs, except on the first load
+        (an empty database still makes snapshot 1)."""
         old = self.model
         ix = self._scan(reuse=self._ix)
         self._ix = ix
         new = self._model_from(ix, old)
-        if new == old:
+        if new == old and self.version > 0:
             return None
         share_index(new, ModelIndex.build(new.networks, new.ports, new.routers, new.security_groups))
         return new

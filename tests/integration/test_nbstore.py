@@ -10,6 +10,7 @@ def test_model_round_trip_and_notifications(store):
     seen = []
     store.subscribe(lambda model, version: seen.append((version, len(model.ports))))
     start = store.version
+    assert start >= 1                                   # the first load is a snapshot, even empty
     store.create_tenant("red")
     net = store.create_network("red", "net", "10.0.0.0/24", dns=["10.0.0.53"])
     a = store.create_port("red", "net", "a")
