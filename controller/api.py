@@ -537,9 +537,13 @@ def make_handler(api: Api):
     class Handler(BaseHTTPRequestHandler):
         server_version = "weftd/0.1"
         protocol_version = "HTTP/1.1"
-        # headers and body go out as two writes: without TCP_NODELAY a keep-alive client's
-        # delayed ACK holds every answer back 40 ms
-        disable_nagle_algorithm = True
+
+        def setup(self):
+            # headers and body go out as two writes: without TCP_NODELAY a keep-alive client's
+            # delayed ACK holds every answer back 40 ms (TCP only: a unix socket has no Nagle)
+            if self.request.family in (socket.AF_INET, socket.AF_INET6):
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().setup()
 
         def log_message(self, fmt, *args):
             LOG.debug("api: " + fmt, *args)

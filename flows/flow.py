@@ -39,10 +39,10 @@ class Flow:
     actions: tuple    # ((kind, ...), ...)
     cookie: int = 0
 
-    @property
-    def key(self) -> tuple:
-        """What identifies an installed flow when reconciling: table, priority and cookie."""
-        return (self.table, self.priority, self.cookie)
+    def __post_init__(self):
+        # what identifies an installed flow when reconciling: (table, priority, cookie); kept
+        # as an attribute (not a field) because planning reads it for every flow of a host
+        object.__setattr__(self, "key", (self.table, self.priority, self.cookie))
 
     def match_dict(self) -> dict:
         return dict(self.match)
