@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -107,6 +108,9 @@ class Controller:
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp)
+        # what the first load built (the model, the IDL's rows) lives as long as weftd: keep
+        # the cyclic collector from walking it again and again (pauses grow with the store)
+        gc.freeze()
 
     def _on_model_queued(self, model, _version=None) -> None:
         """From the store, under its lock: hand the snapshot to the host-configuration thread."""
