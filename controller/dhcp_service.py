@@ -46,9 +46,7 @@ class DhcpService:
         self.counters["requests"] += 1
         host = self.engine.host_of_dpid(datapath.id)
         model = self.engine.effective_model()
-        port = model.port_at(host, in_port) if hasattr(model, "port_at") else next(
-            (model.ports.get(u) for u, b in model.bindings.items()
-             if b.host == host and b.ofport == in_port), None)
+        port = model.port_at(host, in_port)
         if port is None:
             self.counters["ignored"] += 1
             return
