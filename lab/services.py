@@ -26,9 +26,14 @@ def _weftd_argv(p: LabPaths, state: LabState) -> tuple[list[str], dict]:
     return argv, svc
 
 
-def start_weftd(p: LabPaths, state: LabState, timeout: float = 20.0) -> None:
-    """Start weftd, wait for its API, register the lab's hosts and wait until all are in sync."""
+def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> None:
+    """Start weftd, wait for its API, register the lab's hosts and wait until all are in sync.
+
+    Journals `in_sync_at` (epoch seconds): when the lab saw every host reconciled."""
     from controller.client import Client
+
+    if timeout is None:
+        timeout = 20.0 + 0.2 * len(state.hosts)
 
     argv, svc = _weftd_argv(p, state)
     os.makedirs(os.path.dirname(svc["pidfile"]), exist_ok=True)
@@ -53,6 +58,8 @@ def start_weftd(p: LabPaths, state: LabState, timeout: float = 20.0) -> None:
         client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"],
                                   "mgmt_ip": info["mgmt_ip"]})
     wait_in_sync(client, set(state.hosts), deadline)
+    svc["in_sync_at"] = time.time()
+    state.save(p)
 
 
 def wait_in_sync(client, hosts: set[str], deadline: float) -> None:

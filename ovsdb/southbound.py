@@ -280,6 +280,7 @@ class HostManager:
         self._status: dict[str, dict] = {}
         self._hosts: dict[str, _Host] = {}      # the thread's own
         self._stop = False
+        self._schema_text = None
         self._wake_r = self._wake_w = None
         self._thread = threading.Thread(target=self._loop, name="southbound", daemon=True)
 
@@ -377,10 +378,7 @@ class HostManager:
                 if host is not None:
                     self._close(host)
                 host = self._hosts[name] = _Host(name, spec)
-                helper = ovs.db.idl.SchemaHelper(location=VSWITCH_SCHEMA)
-                for table, columns in COLUMNS.items():
-                    helper.register_columns(table, columns)
-                host.idl = ovs.db.idl.Idl(spec[0], helper)
+                host.idl = ovs.db.idl.Idl(spec[0], self._schema_helper())
                 # reconnect quickly (the default backoff grows to 8 s): a host's OVSDB that comes
                 # up late is configured within MAX_BACKOFF of it
                 host.idl._session.reconnect.set_backoff(int(MIN_BACKOFF * 1000), int(MAX_BACKOFF * 1000))
@@ -389,6 +387,17 @@ class HostManager:
                 host.remote, host.tunnel_ip, host.exporters = spec
                 host.dirty, host.retry_at, host.backoff = True, 0.0, MIN_BACKOFF
                 self._set_status(host, attempts=0)
+
+    def _schema_helper(self):
+        """A fresh helper per IDL (the IDL keeps and fills its schema), from the schema file read
+        and parsed once: ovs's own pure-Python JSON parser took most of a host's set-up time."""
+        if self._schema_text is None:
+            with open(VSWITCH_SCHEMA) as f:
+                self._schema_text = f.read()
+        helper = ovs.db.idl.SchemaHelper(schema_json=json.loads(self._schema_text))
+        for table, columns in COLUMNS.items():
+            helper.register_columns(table, columns)
+        return helper
 
     def _close(self, host: _Host) -> None:
         if host.txn is not None:

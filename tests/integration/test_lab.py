@@ -95,7 +95,7 @@ def test_bad_vm_input_is_refused_and_changes_nothing(lab3, args, message):
 def test_lab_up_refuses_bad_host_counts_and_a_second_up(lab3):
     for hosts in ("0", "300"):
         r = lab3.weft("lab", "up", "--hosts", hosts, check=False)
-        assert r.returncode != 0 and "--hosts must be between 1 and 64" in r.stderr
+        assert r.returncode != 0 and "--hosts must be between 1 and 200" in r.stderr
     r = lab3.weft("lab", "up", "--hosts", "3", check=False)
     assert r.returncode != 0 and "already up" in r.stderr
     assert lab3.json("lab", "status")["status"] == "up"
