@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--api-port", type=int, default=16680)
     args = ap.parse_args()
     tune_threads()                 # as weftd runs
+    # stopped with SIGTERM or SIGINT: unwind through `finally`, which stops the ovsdb-server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="weft-bench-change-")
     nb_pid = None
     try:

@@ -68,7 +68,7 @@ class Capture:
         for vm in self.vms:
             path = str(self.tmp / f"{vm}.pcap")
             self.procs[vm] = (subprocess.Popen(
-                [self.lab.weft_path, "lab", "exec", vm, "--", "tcpdump", "-U", "-n", "-i", "eth0",
+                [self.lab.weft_path, "lab", "exec", vm, "--", "tcpdump", "-U", "--immediate-mode", "-n", "-i", "eth0",
                  "-w", path], env=self.lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
         for vm, (proc, path) in self.procs.items():
             deadline = time.monotonic() + 5
