@@ -90,14 +90,15 @@ class PortUp:
     taken: float | None = None       # the loop took the numbering in
     sent: float | None = None        # the bundle with its ofport flows went out
     committed: float | None = None   # ... and the switch committed it
+    seen_at: float = dataclasses.field(default_factory=time.time)   # wall clock, to correlate
 
     def latency_ms(self) -> float | None:
         return None if self.committed is None else round((self.committed - self.seen) * 1000, 2)
 
     def view(self) -> dict:
         rel = lambda t: None if t is None else round((t - self.seen) * 1000, 2)   # noqa: E731
-        return {"host": self.host, "numbered_ms": rel(self.numbered), "sent_ms": rel(self.sent),
-                "committed_ms": rel(self.committed)}
+        return {"host": self.host, "seen_at": self.seen_at, "numbered_ms": rel(self.numbered),
+                "sent_ms": rel(self.sent), "committed_ms": rel(self.committed)}
 
 
 class Engine:
@@ -126,6 +127,7 @@ class Engine:
         self._dirty_hosts: set[str] = set()
         self._first_report: set[str] = set()
         self._live_port_host: dict[str, str] = {}           # port -> the live host reporting it
+        self._parked: dict[str, str] = {}                    # port -> host its NIC last left
         self._nb_bindings: dict = {}
         self._nb_changes: dict | None = None                 # keys changed since the last compile
         self._compiled_nb: Model | None = None
@@ -443,16 +445,33 @@ class Engine:
                     del live_at[port]
                 if eff.get(port) == before[port]:
                     del eff[port]
-                    restored = nb.get(port)
-                    if restored is not None and restored.host not in self.live:
-                        eff[port] = restored
+                    if host in self.nb_model.hosts and port in self.nb_model.ports:
+                        # parked: its NIC left the host, the port stays where it was last seen
+                        # (pending, so no local delivery there) until it shows up anywhere:
+                        # peers keep their path to it, and a NIC plugged again on the same
+                        # host (a restart, a re-plug) changes nothing on the other hosts
+                        eff[port] = Binding(port, host, compiler.PENDING)
+                        self._parked[port] = host
+                    else:
+                        restored = nb.get(port)
+                        if restored is not None and restored.host not in self.live:
+                            eff[port] = restored
                     changed.add(port)
             for port, b in after.items():
                 live_at[port] = host
+                self._parked.pop(port, None)
                 if eff.get(port) != b:
                     eff[port] = b
                     changed.add(port)
         self._dirty_hosts.clear()
+        if self._parked:          # a parked port that was deleted, or whose host was, goes
+            model = self.nb_model
+            for port, host in list(self._parked.items()):
+                if port not in model.ports or host not in model.hosts:
+                    del self._parked[port]
+                    if eff.get(port) == Binding(port, host, compiler.PENDING):
+                        del eff[port]
+                        changed.add(port)
         if self._nb_bindings is not nb:
             known = self._nb_changes.get("bindings", ()) if self._nb_changes is not None else None
             for port in _changed(self._nb_bindings, nb) if known is None else known:
@@ -634,8 +653,9 @@ class Engine:
         up.committed = committed
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
-        LOG.info("port %s up on %s in %.1f ms (numbered +%.1f, taken +%.1f, sent +%.1f)", port, host,
-                 (committed - up.seen) * 1000, ((up.numbered or up.seen) - up.seen) * 1000,
+        LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f)",
+                 port, host,
+                 (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,
                  ((up.taken or up.seen) - up.seen) * 1000,
                  (up.sent - up.seen) * 1000)
 

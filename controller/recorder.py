@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from topology.errors import WeftError
 
@@ -16,9 +17,13 @@ LOG = logging.getLogger(__name__)
 
 
 class BindingRecorder:
-    def __init__(self, store, max_backoff: float = 5.0):
+    def __init__(self, store, max_backoff: float = 5.0, delay: float = 0.5):
+        """delay: how long a change waits before it is written, so that a burst (a VM plugged,
+        many VMs at start) is one write per host and the write never competes with the port-up
+        it follows (the engine has acted on the bindings already)."""
         self.store = store
         self.max_backoff = max_backoff
+        self.delay = delay
         self._cond = threading.Condition()
         self._latest: dict[str, dict[str, int]] = {}     # host -> {port uuid: ofport}, to write
         self._written: dict[str, dict[str, int]] = {}
@@ -50,6 +55,11 @@ class BindingRecorder:
             with self._cond:
                 self._cond.wait_for(lambda: self._stop or any(
                     self._written.get(h) != b for h, b in self._latest.items()), timeout=None)
+                if self._stop:
+                    return
+            if self.delay:
+                time.sleep(self.delay)
+            with self._cond:
                 if self._stop:
                     return
                 todo = {h: b for h, b in self._latest.items() if self._written.get(h) != b}

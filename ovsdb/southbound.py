@@ -335,10 +335,9 @@ class HostManager:
             while not self._stop:
                 self._take_requests()
                 poller = ovs.poller.Poller()
-                reports = []
                 for host in list(self._hosts.values()):
                     try:
-                        self._run_host(host, reports)
+                        self._run_host(host)
                     except Exception as exc:     # a bug must not stop the other hosts' configuration
                         LOG.exception("southbound: host %s", host.name)
                         self._failed(host, f"internal error: {exc}")
@@ -348,11 +347,6 @@ class HostManager:
                     wait = host.retry_at - time.monotonic()
                     if host.dirty and host.txn is None and wait > 0:
                         poller.timer_wait(int(wait * 1000) + 1)
-                for name, found in reports:
-                    try:
-                        self.on_bindings(name, found)
-                    except Exception:
-                        LOG.exception("binding callback failed for %s", name)
                 poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
                 poller.timer_wait(1000)
                 poller.block()
@@ -410,7 +404,7 @@ class HostManager:
                        tunnel_type=self.tunnel, tunnel_ip=host.tunnel_ip,
                        datapath_type=self.datapath_type, exporters=host.exporters)
 
-    def _run_host(self, host: _Host, reports: list) -> None:
+    def _run_host(self, host: _Host) -> None:
         idl = host.idl
         idl.run()
         if idl.change_seqno != host.bound_seqno:
@@ -418,7 +412,11 @@ class HostManager:
             found = bindings(idl)
             if found != host.bindings:
                 host.bindings = found
-                reports.append((host.name, found))
+                # reported at once, before any configuration work: port-up waits for it
+                try:
+                    self.on_bindings(host.name, found)
+                except Exception:
+                    LOG.exception("binding callback failed for %s", host.name)
         if host.txn is not None:
             self._poll_txn(host)
         connected = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING

@@ -268,3 +268,36 @@ def test_wait_applied_names_a_host_that_went_away_without_waiting_out_the_timeou
     assert engine.wait_applied(2, 5.0) == ["hv2"]
     assert time.monotonic() - t0 < 2.0
     assert engine.wait_applied(99, 0.2) == ["(engine)"], "a version the engine never saw"
+
+
+def test_a_nic_that_leaves_its_host_stays_parked_there(engine):
+    sws = up(engine, model())
+    hv1_before = set(sws["hv1"].table)
+    engine.bindings_changed("hv2", {})                    # b's NIC unplugged from hv2
+    settle(engine)
+    assert engine.bindings()["b"] == Binding("b", "hv2", PENDING)
+    assert sws["hv1"].table == hv1_before, "peers keep their path to b: nothing to redo on re-plug"
+    assert sws["hv2"].table == desired_keys(engine, "hv2")
+    assert not any(k in sws["hv2"].table for k in _local_only(engine)), "no delivery to the old ofport"
+    engine.bindings_changed("hv2", {"b": (7, "tap-b")})   # plugged again (a new ofport)
+    settle(engine)
+    assert engine.bindings()["b"] == Binding("b", "hv2", 7)
+    assert sws["hv1"].table == hv1_before
+    # a parked port that moves, or is deleted, leaves its old host
+    engine.bindings_changed("hv2", {})
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "b": (2, "tap-b")})
+    settle(engine)
+    assert engine.bindings()["b"] == Binding("b", "hv1", 2)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a")})
+    engine.model_changed(model(("a",)), 2)
+    settle(engine)
+    assert "b" not in engine.bindings()
+
+
+def _local_only(engine):
+    """Flow keys hv2 would have with b delivered at ofport 1 (and not without)."""
+    from flows.compiler import CompilerIndex, compile_host
+    m = engine.effective_model()
+    with_b = replace(m, bindings={**m.bindings, "b": Binding("b", "hv2", 1)})
+    return {f.key for f in compile_host(CompilerIndex(with_b), "hv2")} - \
+           {f.key for f in compile_host(CompilerIndex(m), "hv2")}
