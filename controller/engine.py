@@ -521,6 +521,10 @@ class Engine:
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
         for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
             self._sync(host)
+            # let a waiting thread (an API request between two store round trips) run now
+            # rather than after a switch interval: a change touching many hosts must not
+            # slow down the writes queued behind it
+            time.sleep(0)
         return affected
 
     def _desired(self, host: str) -> list[Flow] | None:
