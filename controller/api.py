@@ -21,6 +21,23 @@ OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 SEG = r"([A-Za-z0-9_.-]+)"
 
 
+class EncodedView(dict):
+    """A read-only view that keeps its own JSON: a list of 10,000 cached views is answered by
+    joining their bytes instead of encoding every field again (json.dumps was most of it)."""
+    __slots__ = ("encoded",)
+
+    def __init__(self, data: dict):
+        super().__init__(data)
+        self.encoded = json.dumps(data).encode()
+
+
+def encode_result(result) -> bytes:
+    """The JSON body of an answer; lists of EncodedViews are joined, not re-encoded."""
+    if isinstance(result, list) and result and all(type(v) is EncodedView for v in result):
+        return b"[" + b", ".join(v.encoded for v in result) + b"]"
+    return json.dumps(result).encode()
+
+
 class Api:
     """The operations behind the routes; independent of HTTP so it can be tested directly."""
 
@@ -105,7 +122,7 @@ class Api:
             up = latency(p.uuid) if latency is not None else None
             hit = cache.get(p.uuid)
             if hit is None or hit[0] is not p or hit[1] is not net or hit[2] is not binding or hit[3] != up:
-                hit = cache[p.uuid] = (p, net, binding, up, self._port_view(p, net, binding, up))
+                hit = cache[p.uuid] = (p, net, binding, up, EncodedView(self._port_view(p, net, binding, up)))
             views.append(hit[4])
         if len(cache) > 2 * len(model.ports) + 1000:      # deleted ports: forget their views
             self._views = {u: e for u, e in cache.items() if u in model.ports}
@@ -574,9 +591,9 @@ def make_handler(api: Api):
                 result = api.dispatch(method, url.path, query, body)
                 waited = api.wait_for_hosts(wait) if wait is not None else None
                 if waited is not None and isinstance(result, dict):
-                    result["wait"] = waited
+                    result = {**result, "wait": waited}       # views may be shared: never mutate
                 status = 201 if method == "POST" else 200
-                self._send(status, json.dumps(result).encode())
+                self._send(status, encode_result(result))
             except WeftError as exc:
                 self._send(exc.status, json.dumps({"error": str(exc)}).encode())
             except Exception as exc:  # never leave a client without an answer
