@@ -70,13 +70,22 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None) -> LabState:
                             f"run `weft lab down` to clean it up")
         state = LabState(tunnel=tunnel)
         state.save(p)
+        # a controller that can come up alongside the hypervisors (`on_ready.during_build`) is
+        # started once the management network exists and told about each host as its Open
+        # vSwitch comes up; a plain `on_ready(p, state)` runs once everything is built
+        during = getattr(on_ready, "during_build", None)
+        ctl = during(p, state) if during is not None else None
         try:
-            _build(p, state, hosts)
-            if on_ready is not None:
+            _build(p, state, hosts, ctl)
+            if ctl is not None:
+                ctl.finish()
+            elif on_ready is not None:
                 on_ready(p, state)
             state.status = "up"
             state.save(p)
         except BaseException as exc:
+            if ctl is not None:
+                ctl.abort()
             _teardown(p, state)
             if isinstance(exc, WeftError):
                 raise WeftError(f"lab up failed and was rolled back: {exc}", 500) from exc
@@ -84,7 +93,13 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None) -> LabState:
     return state
 
 
-def _build(p: LabPaths, state: LabState, hosts: int) -> None:
+def underlay_mac(k: int) -> str:
+    """hvK's underlay MAC (its eth0, and br-phy's through other-config:hwaddr), fixed in advance
+    so every host can learn every other host's before they exist: 02:00:c6:12:00:(10+K)."""
+    return f"02:00:c6:12:00:{10 + k:02x}"
+
+
+def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
     journal = threading.Lock()
 
     def make_ns(name: str) -> None:
@@ -101,17 +116,23 @@ def _build(p: LabPaths, state: LabState, hosts: int) -> None:
     make_ns(mgmt)
     netns.bridge(mgmt, "br-mgmt")
     netns.add_address(mgmt, "br-mgmt", MGMT_IP, 24)
+    if ctl is not None:
+        with journal:
+            ctl.begin()        # journals its service before it starts it; runs alongside the build
+    # the underlay's ARP, fixed up front: every host's tunnel neighbour cache knows every other
+    # host, so the first packet through a tunnel is not lost to neighbour resolution
+    neighbours = {f"hv{k}": (f"{UNDERLAY_PREFIX}{10 + k}", underlay_mac(k)) for k in range(1, hosts + 1)}
 
     def build_host(k: int) -> None:
         name = f"hv{k}"
         ns = p.ns(name)
-        info = {"ns": ns, "dir": p.host_dir(name), "underlay_ip": f"{UNDERLAY_PREFIX}{10 + k}",
+        info = {"ns": ns, "dir": p.host_dir(name), "underlay_ip": neighbours[name][0],
                 "mgmt_ip": f"{MGMT_PREFIX}{10 + k}"}
         info["ovsdb"] = HostSwitch(ns, info["dir"]).remote
         with journal:
             state.hosts[name] = info
         make_ns(ns)
-        netns.veth(ns, "eth0", fabric, f"ul-{name}")
+        netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=neighbours[name][1])
         netns.enslave(fabric, f"ul-{name}", "br-ul")
         netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
         netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
@@ -131,35 +152,34 @@ def _build(p: LabPaths, state: LabState, hosts: int) -> None:
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
                      "set", "Open_vSwitch", ".", f"external_ids:system-id={name}",
                      f"external_ids:hostname={name}", f"external_ids:weft-tunnel-ip={info['underlay_ip']}")
+        # returns once ovs-vswitchd has detached, i.e. after its first configuration (br-int made)
         switch.start_vswitchd()
-        info["ovs_up_at"] = time.time()      # the benchmark's origin: this hypervisor's OVS is up
+        with journal:
+            info["ovs_up_at"] = time.time()      # the benchmark's origin: this hypervisor's OVS is up
+        if ctl is not None:
+            ctl.host_up(name, info)              # the controller configures it from now on
         netns.wait_link(ns, "br-phy")
         netns.set_link(ns, "br-phy", state="up")
         netns.add_address(ns, "br-phy", info["underlay_ip"], 24)
+        _static_tunnel_neighbours(name, info, neighbours)
         _fault(f"crash-after-{name}")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(hosts, 8)) as pool:
         for fut in [pool.submit(build_host, k) for k in range(1, hosts + 1)]:
             fut.result()
-        # the underlay's ARP, resolved once: every host's tunnel neighbour cache knows every
-        # other host, so the first packet through a tunnel is not lost to neighbour resolution
-        macs = {name: netns.link_mac(info["ns"], "eth0") for name, info in state.hosts.items()}
-        for fut in [pool.submit(_static_tunnel_neighbours, state, name, macs) for name in state.hosts]:
-            fut.result()
 
 
-def _static_tunnel_neighbours(state: LabState, name: str, macs: dict[str, str]) -> None:
+def _static_tunnel_neighbours(name: str, info: dict, neighbours: dict[str, tuple[str, str]]) -> None:
     """Every other host's underlay MAC in this host's tunnel neighbour cache, over one unixctl
     connection (N-1 commands, not N-1 ovs-appctl processes: 100 hosts would be 9,900 of them)."""
-    ctl = os.path.join(state.hosts[name]["dir"], "vs.ctl")
+    ctl = os.path.join(info["dir"], "vs.ctl")
     error, client = UnixctlClient.create(ctl)
     if error:
         raise WeftError(f"cannot reach ovs-vswitchd of {name} at {ctl}: {os.strerror(error)}", 500)
     try:
-        for other, info in state.hosts.items():
+        for other, (ip, mac) in neighbours.items():
             if other != name:
-                error, failure, _result = client.transact("tnl/neigh/set",
-                                                          ["br-phy", info["underlay_ip"], macs[other]])
+                error, failure, _result = client.transact("tnl/neigh/set", ["br-phy", ip, mac])
                 if error or failure:
                     raise WeftError(f"tnl/neigh/set on {name} failed: "
                                     f"{failure or os.strerror(error)}".strip(), 500)
@@ -189,11 +209,14 @@ def down() -> list[str]:
 def _teardown(p: LabPaths, state: LabState) -> list[str]:
     removed = []
     marker = p.dir.rstrip("/") + "/"
-    # processes first (by their pid files, and only if their command line names our run dir)
-    for pidfile in pidfiles(p.dir):
-        pid = pid_from_file(pidfile)
-        if pid is not None and stop_pid(pid, marker):
-            removed.append(f"process {pid} ({os.path.relpath(pidfile, p.dir)})")
+    # processes first (by their pid files, and only if their command line names our run dir);
+    # the services (weftd) before the rest, so one still starting cannot start more behind us
+    services = [svc["pidfile"] for svc in state.services.values() if svc.get("pidfile")]
+    for batch in (lambda: services, lambda: pidfiles(p.dir)):
+        for pidfile in batch():
+            pid = pid_from_file(pidfile)
+            if pid is not None and stop_pid(pid, marker):
+                removed.append(f"process {pid} ({os.path.relpath(pidfile, p.dir)})")
     for vm in list(state.vms.values()):
         if netns.remove(vm["ns"]):
             removed.append(f"namespace {vm['ns']}")

@@ -44,12 +44,15 @@ def short_name(prefix: str, key: str) -> str:
     return f"{prefix}{zlib.crc32(key.encode()):08x}"[:15]
 
 
-def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mtu: int | None = None) -> None:
-    """Create a veth pair with end `name_a` in `ns_a` and `name_b` in `ns_b`, both up."""
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mtu: int | None = None,
+         mac_a: str | None = None) -> None:
+    """Create a veth pair with end `name_a` in `ns_a` (MAC `mac_a` if given) and `name_b` in
+    `ns_b`, both up."""
     tmp_a = short_name("wa", f"{ns_a}/{name_a}/{os.getpid()}")
     tmp_b = short_name("wb", f"{ns_b}/{name_b}/{os.getpid()}")
     with IPRoute() as ipr:
-        ipr.link("add", ifname=tmp_a, kind="veth", peer={"ifname": tmp_b, "net_ns_fd": ns_b})
+        extra = {"address": mac_a} if mac_a else {}
+        ipr.link("add", ifname=tmp_a, kind="veth", peer={"ifname": tmp_b, "net_ns_fd": ns_b}, **extra)
         ipr.link("set", index=ipr.link_lookup(ifname=tmp_a)[0], net_ns_fd=ns_a)
     for ns_name, tmp, final in ((ns_a, tmp_a, name_a), (ns_b, tmp_b, name_b)):
         with NetNS(ns_name) as ns:

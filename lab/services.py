@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,43 @@ def _weftd_argv(p: LabPaths, state: LabState) -> tuple[list[str], dict]:
     return argv, svc
 
 
+def _launch_weftd(p: LabPaths, state: LabState) -> tuple[subprocess.Popen, dict]:
+    """Journal weftd as a service, start it, and write its pid file at once (weftd writes the
+    same pid once it runs): a `down` that comes while it is still starting finds it."""
+    argv, svc = _weftd_argv(p, state)
+    os.makedirs(os.path.dirname(svc["pidfile"]), exist_ok=True)
+    state.services["weftd"] = svc
+    state.save(p)
+    with open(svc["log"] + ".out", "ab") as out:
+        # `ip netns exec` execs weftd: the pid is weftd's
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
+    with open(svc["pidfile"], "w") as f:
+        f.write(f"{proc.pid}\n")
+    return proc, svc
+
+
+def _wait_api(proc: subprocess.Popen, client, svc: dict, deadline: float, timeout: float,
+              stop: threading.Event | None = None) -> None:
+    while True:
+        if proc.poll() is not None:
+            raise WeftError(f"weftd exited at start (see {svc['log']})", 500)
+        try:
+            client.get("/v1/status")
+            return
+        except WeftError:
+            if time.monotonic() > deadline:
+                raise WeftError(f"weftd did not answer within {timeout:.0f} s (see {svc['log']})", 500)
+            if stop is not None and stop.is_set():
+                raise WeftError("lab up stopped", 500)
+            time.sleep(0.02)
+
+
+def _register(client, name: str, info: dict) -> None:
+    client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"],
+                              "mgmt_ip": info["mgmt_ip"]})
+
+
 def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> None:
     """Start weftd, wait for its API, register the lab's hosts and wait until all are in sync.
 
@@ -34,32 +73,107 @@ def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> N
 
     if timeout is None:
         timeout = 20.0 + 0.2 * len(state.hosts)
-
-    argv, svc = _weftd_argv(p, state)
-    os.makedirs(os.path.dirname(svc["pidfile"]), exist_ok=True)
-    state.services["weftd"] = svc
-    state.save(p)
-    with open(svc["log"] + ".out", "ab") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+    proc, svc = _launch_weftd(p, state)
     client = Client("unix:" + svc["api"], timeout=5)
     deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise WeftError(f"weftd exited at start (see {svc['log']})", 500)
-        try:
-            client.get("/v1/status")
-            break
-        except WeftError:
-            if time.monotonic() > deadline:
-                raise WeftError(f"weftd did not answer within {timeout:.0f} s (see {svc['log']})", 500)
-            time.sleep(0.05)
+    _wait_api(proc, client, svc, deadline, timeout)
     for name, info in state.hosts.items():
-        client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"],
-                                  "mgmt_ip": info["mgmt_ip"]})
+        _register(client, name, info)
     wait_in_sync(client, set(state.hosts), deadline)
     svc["in_sync_at"] = time.time()
     state.save(p)
+
+
+class WeftdDuringBuild:
+    """weftd for `weft lab up`, brought up alongside the hypervisors instead of after them.
+
+    `begin()` (once the management network exists) journals and starts weftd; its start-up
+    (imports, its store) overlaps the hosts' build. `host_up()` (from a build thread, once that
+    host's ovs-vswitchd runs with br-int) queues the host; REGISTRARS threads, each with its own
+    API connection, register queued hosts as soon as the API answers, so weftd configures and
+    reconciles each host while the others are still being built. `finish()` waits until every
+    host is reconciled and journals `in_sync_at`; `abort()` stops the registrars (the lab's
+    teardown stops weftd by its pid file)."""
+
+    REGISTRARS = 4
+
+    def __init__(self, p: LabPaths, state: LabState):
+        self.p, self.state = p, state
+        self.queue: queue.Queue = queue.Queue()
+        self.ready = threading.Event()        # the API answers
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self.proc = self.svc = None
+        self.timeout = 20.0
+
+    def begin(self) -> None:
+        from controller.client import Client     # imported here, in the main thread
+
+        self.client_cls = Client
+        self.proc, self.svc = _launch_weftd(self.p, self.state)
+        self.started = time.monotonic()
+        self.threads = [threading.Thread(target=self._wait_ready, name="weftd-start", daemon=True)]
+        self.threads += [threading.Thread(target=self._registrar, name=f"weftd-register-{i}", daemon=True)
+                         for i in range(self.REGISTRARS)]
+        for t in self.threads:
+            t.start()
+
+    def host_up(self, name: str, info: dict) -> None:
+        self.queue.put((name, info))
+
+    def _client(self, timeout: float = 10):
+        return self.client_cls("unix:" + self.svc["api"], timeout=timeout)
+
+    def _wait_ready(self) -> None:
+        try:
+            _wait_api(self.proc, self._client(5), self.svc, self.started + self.timeout, self.timeout,
+                      self.stop)
+            self.ready.set()
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.stop.set()
+
+    def _registrar(self) -> None:
+        client = None
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            while not self.ready.wait(0.05):
+                if self.stop.is_set():
+                    break
+            if self.stop.is_set():
+                continue                        # drain: nothing more is sent after a failure
+            try:
+                client = client or self._client()
+                _register(client, *item)
+            except BaseException as exc:
+                self.errors.append(exc)
+                self.stop.set()
+
+    def _join(self) -> None:
+        for _ in range(self.REGISTRARS):
+            self.queue.put(None)
+        for t in self.threads:
+            t.join()
+
+    def finish(self) -> None:
+        self._join()
+        if self.errors:
+            raise self.errors[0]
+        hosts = set(self.state.hosts)
+        wait_in_sync(self._client(5), hosts, time.monotonic() + 20.0 + 0.1 * len(hosts))
+        self.svc["in_sync_at"] = time.time()
+        self.state.save(self.p)
+
+    def abort(self) -> None:
+        self.stop.set()
+        if self.threads:
+            self._join()
+
+
+
 
 
 def wait_in_sync(client, hosts: set[str], deadline: float) -> None:
@@ -106,3 +220,8 @@ def controller_restart() -> None:
         state = LabState.load(p)
         stop_weftd(p, state)
         start_weftd(p, state)
+
+
+# `weft lab up` (datacentre.up(on_ready=start_weftd)) starts weftd alongside the hypervisors;
+# `weft lab controller start|restart` call start_weftd itself on a lab that is up
+start_weftd.during_build = WeftdDuringBuild
