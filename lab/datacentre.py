@@ -141,10 +141,10 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
                           "net.ipv4.conf.all.rp_filter": "1",
                           "net.ipv4.conf.eth0.rp_filter": "1"})
         switch = HostSwitch(ns, info["dir"])
-        switch.start_db()
-        eth0_mac = netns.link_mac(ns, "eth0")
+        switch.start_db(init=False)
+        eth0_mac = neighbours[name][1]          # set on eth0 when it was made
         # configure the database before ovs-vswitchd starts: it comes up with everything in place
-        switch.vsctl("--no-wait",
+        switch.vsctl("--no-wait", "init", "--",
                      "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
                      f"other-config:hwaddr={eth0_mac}", "fail_mode=standalone", "--",
                      "add-port", "br-phy", "eth0", "--",

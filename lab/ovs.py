@@ -40,7 +40,9 @@ class HostSwitch:
     def remote(self) -> str:
         return f"unix:{self.db_sock}"
 
-    def start_db(self) -> None:
+    def start_db(self, init: bool = True) -> None:
+        """Create and serve the database; `init=False` leaves `ovs-vsctl init` to the caller's
+        first ovs-vsctl (one process less per host)."""
         os.makedirs(self.dir, exist_ok=True)
         db = os.path.join(self.dir, "conf.db")
         netns.run(["ovsdb-tool", "create", db, vswitch_schema()])
@@ -49,7 +51,8 @@ class HostSwitch:
                    f"--pidfile={self.dir}/ovsdb.pid", "--detach",
                    f"--log-file={self.dir}/ovsdb.log",
                    f"--unixctl={self.dir}/ovsdb.ctl"])
-        self.vsctl("--no-wait", "init")
+        if init:
+            self.vsctl("--no-wait", "init")
 
     def start_vswitchd(self) -> None:
         netns.run(["ip", "netns", "exec", self.ns, "env", f"OVS_RUNDIR={self.dir}",
