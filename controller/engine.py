@@ -112,6 +112,8 @@ class Engine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._observers: list = []
+        self._model_lock = threading.Lock()
+        self._pending_model: dict | None = None               # coalesced snapshots not yet taken
         self._timers: list = []                       # heap of (when, seq, fn), run on the loop
         self._timer_seq = itertools.count()
         self._cond = threading.Condition()           # guards the published progress below
@@ -161,8 +163,31 @@ class Engine:
 
     # ---- inputs: any thread, never blocks ----------------------------------------------------
     def model_changed(self, model: Model, version: int | None = None) -> None:
-        """A new northbound snapshot (the store calls this in commit order)."""
-        self._inbox.put(("model", model, version))
+        """A new northbound snapshot (the store calls this in commit order).
+
+        Snapshots are coalesced, not queued: while the loop has not taken the last one, a new
+        one replaces it and their changes add up, so a burst of writes never piles up
+        snapshots (each holds copies of the model's dicts) behind a busy loop."""
+        changes = changes_of(model)
+        with self._model_lock:
+            pending = self._pending_model
+            if pending is None:
+                self._pending_model = {"model": model, "version": version, "versions": [version],
+                                       "changes": None if changes is None else
+                                       {k: set(v) for k, v in changes.items() if v}}
+                self._inbox.put(("model",))
+                return
+            if version is not None and pending["version"] is not None and version <= pending["version"]:
+                LOG.warning("stale model version %s after %s ignored", version, pending["version"])
+                return
+            pending["model"], pending["version"] = model, version
+            pending["versions"].append(version)
+            if changes is None or pending["changes"] is None:
+                pending["changes"] = None
+            else:
+                for k, v in changes.items():
+                    if v:
+                        pending["changes"].setdefault(k, set()).update(v)
 
     def set_nb_model(self, model: Model) -> None:            # the old name
         self.model_changed(model, None)
@@ -301,7 +326,7 @@ class Engine:
                 try:
                     v = self._handle(item)
                     if v:
-                        versions.append(v)
+                        versions.extend(v)
                 except Exception:
                     LOG.exception("engine input %s failed", item[0])
             now = time.monotonic()
@@ -321,14 +346,19 @@ class Engine:
     def _handle(self, item):
         kind = item[0]
         if kind == "model":
-            _k, model, version = item
+            with self._model_lock:
+                pending, self._pending_model = self._pending_model, None
+            if pending is None:
+                return None
+            model, version = pending["model"], pending["version"]
             if version is not None and version <= self.nb_version:
                 LOG.warning("stale model version %s after %s ignored", version, self.nb_version)
                 return None
-            consecutive = version is not None and version == self.nb_version + 1
-            self._set_nb(model, changes_of(model) if consecutive else None)
+            first = pending["versions"][0]
+            consecutive = version is not None and first == self.nb_version + 1
+            self._set_nb(model, pending["changes"] if consecutive else None)
             self.nb_version = version if version is not None else self.nb_version + 1
-            return self.nb_version
+            return [v for v in pending["versions"] if v is not None] or [self.nb_version]
         if kind == "tick":
             pass                                  # due timers run after every batch
         elif kind == "bindings":

@@ -301,3 +301,22 @@ def _local_only(engine):
     with_b = replace(m, bindings={**m.bindings, "b": Binding("b", "hv2", 1)})
     return {f.key for f in compile_host(CompilerIndex(with_b), "hv2")} - \
            {f.key for f in compile_host(CompilerIndex(m), "hv2")}
+
+
+def test_a_burst_of_snapshots_behind_a_busy_loop_is_coalesced(engine):
+    import threading
+    sws = up(engine, model())
+    busy = threading.Thread(target=lambda: engine.call(lambda: time.sleep(0.3)))
+    busy.start()
+    time.sleep(0.05)                                   # the loop is busy now
+    ports = ["a", "b"]
+    for v in range(2, 52):
+        ports.append(f"x{v}")
+        engine.model_changed(model(tuple(ports)), v)
+    assert engine._inbox.qsize() <= 2, "one pending snapshot, not fifty"
+    busy.join()
+    assert engine.wait_applied(25, 5.0) == [], "an intermediate version counts as applied"
+    settle(engine)
+    assert set(engine.effective_model().ports) == set(ports)
+    for h in ("hv1", "hv2"):
+        assert sws[h].table == desired_keys(engine, h)
