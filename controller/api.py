@@ -44,6 +44,7 @@ class Api:
     def __init__(self, store, engine, flow_dumper=None, traffic=None):
         self.store, self.engine, self.flow_dumper, self.traffic = store, engine, flow_dumper, traffic
         self.dhcp_counters = None       # callable giving the DHCP service's counters, once it runs
+        self.host_config = None         # callable giving the southbound state per host
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
             ("POST", r"/v1/tenants", self.create_tenant),
@@ -378,10 +379,13 @@ class Api:
         model = self.model
         status = self.engine.status()
         bound = self._bound_per_host()
+        config = self.host_config() if self.host_config else {}
         return [{"name": h.name, "tunnel_ip": h.tunnel_ip, "ovsdb": h.ovsdb,
                  "connected": status.get(h.name, {}).get("connected", False),
                  "ports_bound": bound.get(h.name, 0),
-                 "flows": status.get(h.name, {}).get("flows", 0)}
+                 "flows": status.get(h.name, {}).get("flows", 0),
+                 "config": config.get(h.name, {}).get("state"),
+                 "config_error": config.get(h.name, {}).get("error")}
                 for h in sorted(model.hosts.values(), key=lambda h: h.name)]
 
     def add_host(self, query, body):
@@ -497,6 +501,10 @@ class Api:
 
     def status(self, query, body):
         hosts = self.engine.status()
+        config = self.host_config() if self.host_config else {}
+        for name, state in config.items():
+            if name in hosts:
+                hosts[name] = {**hosts[name], "config": state}
         return {"hosts": hosts, "dhcp": self.dhcp_counters() if self.dhcp_counters else None,
                 "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
                 "bundles": sum(h["bundles"] for h in hosts.values()),

@@ -467,7 +467,7 @@ def cmd_host(args, client) -> int:
         print(f"host {args.name} deleted")
     else:
         rows = client.get("/v1/hosts")
-        print(render(rows, args.output, ["name", "tunnel_ip", "connected", "ports_bound", "flows"]))
+        print(render(rows, args.output, ["name", "tunnel_ip", "connected", "config", "ports_bound", "flows"]))
     return 0
 
 

@@ -107,6 +107,7 @@ class Controller:
         tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
+        self.api.host_config = self.host_config_status
         self.servers = api.serve(self.api, self.args.api_socket, tcp)
         # what the first load built (the model, the IDL's rows) lives as long as weftd: keep
         # the cyclic collector from walking it again and again (pauses grow with the store)

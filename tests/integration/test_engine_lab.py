@@ -108,3 +108,12 @@ def test_port_up_timeline_and_histogram(lab):
     assert metric(metrics(lab), "weft_port_up_seconds_count") == before + 1
     text = metrics(lab)
     assert "weft_hosts_connected 2.0" in text
+
+
+def test_hosts_show_their_southbound_configuration_state(lab):
+    hosts = lab.json("host", "list")
+    assert [h["config"] for h in hosts] == ["configured", "configured"], hosts
+    table = lab.weft("host", "list").stdout
+    assert "CONFIG" in table.splitlines()[0] and "configured" in table
+    status = lab.json_api("/v1/status")["hosts"]
+    assert status["hv1"]["config"]["state"] == "configured" and status["hv1"]["config"]["configured_at"]
