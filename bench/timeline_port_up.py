@@ -173,7 +173,7 @@ def probe(t) -> dict:
             if m and not m.group(3).startswith("os_ken.base"):     # not os-ken's per-event dispatch lines
                 at = ms(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
                 if -5 <= at <= ev.get("first reply", 700) + 20:
-                    lines.append((at, f"weftd {m.group(3)}: {m.group(4)[:110]}"))
+                    lines.append((at, f"weftd {m.group(3)}: {m.group(4)[:220]}"))
     for path in (mon_out.name, vsctl_log.name):
         os.unlink(path)
     ev_sorted = sorted([(v, k) for k, v in ev.items()] + lines)

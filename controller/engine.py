@@ -666,8 +666,8 @@ class Engine:
             return
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
         bid = self._bundle_id
-        now = time.monotonic()
         first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
+        now = time.monotonic()                  # encoded and written to the connection
         state.in_flight[bid] = Bundle(bid, first, items, version, now, ports)
         for port in ports:
             self._port_up[(host, port)].sent = now
@@ -684,7 +684,7 @@ class Engine:
         if up is None or up.committed is not None:
             return
         up.sent = up.sent or sent
-        up.committed = committed
+        up.committed = max(committed, up.sent)  # a simulated switch may answer inside the write
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
         LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f)",

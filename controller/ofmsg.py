@@ -12,6 +12,33 @@ def match(parser, flow: Flow):
     return parser.OFPMatch(**dict(flow.match))
 
 
+def action_object(parser, ofproto, act: tuple):
+    """The os-ken action for one action tuple (not goto or meter: those are instructions)."""
+    kind = act[0]
+    if kind == "output":
+        return parser.OFPActionOutput(act[1], 0xFFFF if act[1] == ofproto.OFPP_CONTROLLER else 0)
+    if kind == "set_field":
+        return parser.OFPActionSetField(**{act[1]: act[2]})
+    if kind == "move":
+        return parser.NXActionRegMove(src_field=act[1], dst_field=act[2], n_bits=act[3])
+    if kind == "ct":
+        _kind, commit, zone, table, mark = act
+        inner = [parser.OFPActionSetField(ct_mark=mark)] if mark is not None else []
+        return parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
+                                 recirc_table=255 if table is None else table, alg=0,
+                                 actions=inner)
+    if kind == "sample":
+        return parser.NXActionSample(probability=act[1], collector_set_id=act[2],
+                                     obs_domain_id=act[3], obs_point_id=act[4])
+    if kind == "conjunction":
+        return parser.NXActionConjunction(clause=act[2], n_clauses=act[3], id_=act[1])
+    if kind == "dec_ttl":
+        return parser.OFPActionDecNwTtl()
+    if kind == "controller":
+        return parser.OFPActionOutput(ofproto.OFPP_CONTROLLER, act[1])
+    raise ValueError(f"unknown action {act!r}")
+
+
 def actions(parser, ofproto, flow: Flow):
     """(apply-actions list, goto table or None, meter id or None)."""
     acts, goto, meter = [], None, None
@@ -19,31 +46,10 @@ def actions(parser, ofproto, flow: Flow):
         kind = act[0]
         if kind == "meter":
             meter = act[1]
-        elif kind == "output":
-            acts.append(parser.OFPActionOutput(act[1], 0xFFFF if act[1] == ofproto.OFPP_CONTROLLER else 0))
-        elif kind == "set_field":
-            acts.append(parser.OFPActionSetField(**{act[1]: act[2]}))
-        elif kind == "move":
-            acts.append(parser.NXActionRegMove(src_field=act[1], dst_field=act[2], n_bits=act[3]))
-        elif kind == "ct":
-            _kind, commit, zone, table, mark = act
-            inner = [parser.OFPActionSetField(ct_mark=mark)] if mark is not None else []
-            acts.append(parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
-                                          recirc_table=255 if table is None else table, alg=0,
-                                          actions=inner))
-        elif kind == "sample":
-            acts.append(parser.NXActionSample(probability=act[1], collector_set_id=act[2],
-                                              obs_domain_id=act[3], obs_point_id=act[4]))
-        elif kind == "conjunction":
-            acts.append(parser.NXActionConjunction(clause=act[2], n_clauses=act[3], id_=act[1]))
-        elif kind == "dec_ttl":
-            acts.append(parser.OFPActionDecNwTtl())
-        elif kind == "controller":
-            acts.append(parser.OFPActionOutput(ofproto.OFPP_CONTROLLER, act[1]))
         elif kind == "goto":
             goto = act[1]
         else:
-            raise ValueError(f"unknown action {act!r}")
+            acts.append(action_object(parser, ofproto, act))
     return acts, goto, meter
 
 

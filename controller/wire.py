@@ -4,7 +4,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 
-from controller import ofmsg
+from controller import ofencode
 
 HEADER = struct.Struct("!BBHI")           # version, type, length, xid
 BUNDLE_CTRL = struct.Struct("!IHH")       # bundle_id, type, flags
@@ -27,12 +27,9 @@ class WireCache:
             self._cache.move_to_end(item)
             return cached
         if isinstance(item, tuple) and item and item[0] == "delete":
-            msg = ofmsg.flow_delete(datapath, item[1], item[2])
+            data = ofencode.flow_delete(item[1], item[2])
         else:
-            msg = ofmsg.flow_add(datapath, item)
-        msg.xid = 0
-        msg.serialize()
-        data = bytes(msg.buf)
+            data = ofencode.flow_add(item)
         self._cache[item] = data
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
