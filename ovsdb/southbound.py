@@ -53,6 +53,7 @@ COLUMNS = {
     "Flow_Sample_Collector_Set": ["id", "bridge", "ipfix"],
 }
 EXPORTER_TABLES = {"sflow": "sFlow", "netflow": "NetFlow", "ipfix": "IPFIX"}
+RECHECK_DELAY = 0.2     # seconds between a database change and weft checking its configuration
 
 
 def datapath_id(host: str) -> int:
@@ -264,6 +265,7 @@ class _Host:
         self.backoff = MIN_BACKOFF
         self.just_committed = False     # the last plan was applied: a non-empty plan next is suspect
         self.ever_connected = False
+        self.recheck_at = None          # a database change to look at after RECHECK_DELAY
 
 
 class HostManager:
@@ -347,6 +349,8 @@ class HostManager:
                     wait = host.retry_at - time.monotonic()
                     if host.dirty and host.txn is None and wait > 0:
                         poller.timer_wait(int(wait * 1000) + 1)
+                    if host.recheck_at is not None:
+                        poller.timer_wait(max(0, int((host.recheck_at - time.monotonic()) * 1000)) + 1)
                 poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
                 poller.timer_wait(1000)
                 poller.block()
@@ -436,6 +440,16 @@ class HostManager:
             return
         if not host.dirty and idl.change_seqno == host.planned_seqno:
             return
+        if not host.dirty:
+            # only the database changed (most often a VM's NIC, which is not weft's to
+            # configure): look at it a little later, once, so that checking the configuration
+            # never competes with the port-up that the same change starts
+            now = time.monotonic()
+            if host.recheck_at is None:
+                host.recheck_at = now + RECHECK_DELAY
+            if now < host.recheck_at:
+                return
+        host.recheck_at = None
         if time.monotonic() < host.retry_at:
             host.dirty = True
             return
