@@ -103,7 +103,7 @@ def main() -> None:
         with open(os.path.join(work, "nb", "nb.pid")) as f:
             nb_pid = int(f.read())
         store = NorthboundStore(remote)
-        driver = InstantDriver(keep=False)
+        driver = InstantDriver()
         engine = Engine(driver)
         driver.engine = engine
         engine.start()

@@ -16,7 +16,7 @@ import threading
 import time
 
 from controller import ofmsg
-from controller.wire import OFPBF_ATOMIC, WireCache
+from controller.wire import WireCache
 
 LOG = logging.getLogger(__name__)
 XID_BASE = 0x80000000
@@ -166,14 +166,12 @@ class OpenFlowDriver:
 
 
 class InstantDriver:
-    """For benchmarks and engine tests that measure the controller alone: no switch. It keeps
-    what it is given, and with `engine` set it answers as an empty, always-willing switch would
-    (an empty flow dump, every bundle committed), through the engine's input queue."""
+    """For benchmarks that measure the controller alone: no switch. It counts what it is given
+    and, with `engine` set, answers as an empty, always-willing switch would (an empty flow
+    dump, every bundle committed), through the engine's input queue."""
 
-    def __init__(self, engine=None, keep: bool = True):
+    def __init__(self, engine=None):
         self.engine = engine
-        self.keep = keep
-        self.sent: list[tuple] = []        # (datapath, bundle_id, first xid, items)
         self.bundles = 0
         self.flow_mods = 0
         self._xid = XID_BASE
@@ -191,8 +189,6 @@ class InstantDriver:
         first = self.next_xids(datapath, len(items) + 2)
         self.bundles += 1
         self.flow_mods += len(items)
-        if self.keep:
-            self.sent.append((datapath, bundle_id, first, items))
         if self.engine is not None:
             self.engine.bundle_reply(datapath, bundle_id, datapath.ofproto.OFPBCT_COMMIT_REPLY)
         return first, items
@@ -206,5 +202,3 @@ class InstantDriver:
     def hello(self, datapath, meter_id, pps, burst) -> None:
         pass
 
-
-__all__ = ["OpenFlowDriver", "InstantDriver", "OFPBF_ATOMIC"]

@@ -134,7 +134,6 @@ class Engine:
         self._nb_changes: dict | None = None                 # keys changed since the last compile
         self._compiled_nb: Model | None = None
         self._pending_up: dict[str, set[str]] = {}          # host -> ports numbered, not yet sent
-        self._applied: dict[str, int] = {}                   # host -> model version committed
         self._model = Model()
         self._index = None
         self._bundle_id = 0
@@ -146,7 +145,6 @@ class Engine:
         self._processed_at: dict[int, float] = {}           # batch's last version -> when planned
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
-        self._pub_bindings: dict[str, Binding] = {}
         self._pub_dps: dict[str, object] = {}
         self._pub_hosts_of_dpid: dict[int, str] = {}
 
@@ -189,17 +187,9 @@ class Engine:
                     if v:
                         pending["changes"].setdefault(k, set()).update(v)
 
-    def set_nb_model(self, model: Model) -> None:            # the old name
-        self.model_changed(model, None)
-
     def bindings_changed(self, host: str, bindings: dict[str, tuple]) -> None:
         """What a host's database says: {port uuid: (ofport or PENDING, interface name)}."""
         self._inbox.put(("bindings", host, dict(bindings), time.monotonic()))
-
-    set_bindings = bindings_changed
-
-    def register_dpid(self, dpid: int, host: str) -> None:
-        self._inbox.put(("dpid", dpid, host))
 
     def switch_connected(self, datapath) -> None:
         self._inbox.put(("connected", datapath))
@@ -212,7 +202,6 @@ class Engine:
         before the ofport reaches the host's database, so a pending binding resolves earlier."""
         self._inbox.put(("port", datapath, name, ofport, time.monotonic()))
 
-    set_port = port_status
 
     def port_desc(self, datapath, ports: list[tuple[str, int]]) -> None:
         self._inbox.put(("ports", datapath, ports))
@@ -247,7 +236,7 @@ class Engine:
         return self._pub_model
 
     def bindings(self) -> dict[str, Binding]:
-        return self._pub_bindings
+        return self._pub_model.bindings
 
     def status(self, timeout: float = 5.0) -> dict:
         """Per connected-or-known host: connection, reconciliation, flow and bundle counts."""
@@ -296,7 +285,9 @@ class Engine:
             hosts = self._batch_hosts.get(key, frozenset()) if key is not None else frozenset()
 
             def late():
-                return sorted(h for h in hosts if self._applied.get(h, 0) < key)
+                states = self.hosts     # each HostState's applied_version is one int: safe to read
+                return sorted(h for h in hosts
+                              if h not in states or states[h].applied_version < key)
 
             def settled():      # applied everywhere, or what is left cannot answer
                 return all(h not in self._pub_dps for h in late())
@@ -363,10 +354,6 @@ class Engine:
             pass                                  # due timers run after every batch
         elif kind == "bindings":
             self._on_bindings(*item[1:])
-        elif kind == "dpid":
-            if self._host_of_dpid.get(item[1]) != item[2]:
-                self._host_of_dpid[item[1]] = item[2]
-                self._publish_connections()
         elif kind == "connected":
             self._on_connected(item[1])
         elif kind == "disconnected":
@@ -545,7 +532,7 @@ class Engine:
             return set()
         affected = compiler.affected_hosts(old, new, old_index, new_index)
         self._model, self._index = new, new_index
-        self._pub_model, self._pub_bindings = new, new.bindings
+        self._pub_model = new
         for observer in self._observers:
             observer()
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
@@ -605,7 +592,6 @@ class Engine:
         state.expected = set(state.installed)
         self.of_ports.pop(host, None)
         self._dirty_hosts.add(host)
-        self._applied.pop(host, None)
         self._publish_connections(host)
 
     def _on_port(self, datapath, name: str, ofport: int | None, at: float) -> None:
@@ -659,7 +645,6 @@ class Engine:
         if plan.empty:
             if not state.in_flight:
                 state.applied_version = version
-                self._applied[host] = version
             now = time.monotonic()
             for port in ports:                  # nothing to send: its flows are in place
                 self._port_done(host, port, now, now)
@@ -710,7 +695,6 @@ class Engine:
         state.applied_version = max(state.applied_version, bundle.version)
         if not state.in_flight:
             state.applied_version = max(state.applied_version, state.planned_version)
-        self._applied[host] = state.applied_version
         state.backoff = 0.0
         self.metrics.bundles.labels("committed").inc()
         self.metrics.bundle_seconds.observe(at - bundle.sent_at)

@@ -69,20 +69,12 @@ def match_bytes(match: tuple) -> bytes:
 
 def flow_add(flow, xid: int = 0) -> bytes:
     """OFPFC_ADD of `flow` (instructions: meter, apply-actions, goto, as ofmsg.flow_add)."""
-    acts, goto, meter = [], None, None
-    for act in flow.actions:
-        kind = act[0]
-        if kind == "goto":
-            goto = act[1]
-        elif kind == "meter":
-            meter = act[1]
-        else:
-            acts.append(_action(act))
+    acts, goto, meter = ofmsg.split(flow)
     inst = b""
     if meter is not None:
         inst += METER.pack(OFPIT_METER, 8, meter)
     if acts:
-        body = b"".join(acts)
+        body = b"".join(_action(a) for a in acts)
         inst += APPLY.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
     if goto is not None:
         inst += GOTO.pack(OFPIT_GOTO_TABLE, 8, goto)

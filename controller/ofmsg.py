@@ -39,8 +39,9 @@ def action_object(parser, ofproto, act: tuple):
     raise ValueError(f"unknown action {act!r}")
 
 
-def actions(parser, ofproto, flow: Flow):
-    """(apply-actions list, goto table or None, meter id or None)."""
+def split(flow: Flow) -> tuple[list, int | None, int | None]:
+    """(apply-action tuples, goto table or None, meter id or None): goto and meter are
+    instructions of their own."""
     acts, goto, meter = [], None, None
     for act in flow.actions:
         kind = act[0]
@@ -49,8 +50,14 @@ def actions(parser, ofproto, flow: Flow):
         elif kind == "goto":
             goto = act[1]
         else:
-            acts.append(action_object(parser, ofproto, act))
+            acts.append(act)
     return acts, goto, meter
+
+
+def actions(parser, ofproto, flow: Flow):
+    """(os-ken apply-actions list, goto table or None, meter id or None)."""
+    acts, goto, meter = split(flow)
+    return [action_object(parser, ofproto, a) for a in acts], goto, meter
 
 
 def flow_add(datapath, flow: Flow):

@@ -45,10 +45,6 @@ class BindingRecorder:
             self._latest[host] = numbered
             self._cond.notify()
 
-    def pending(self) -> int:
-        with self._cond:
-            return sum(1 for h, b in self._latest.items() if self._written.get(h) != b)
-
     def _loop(self) -> None:
         backoff = 0.0
         while True:

@@ -88,8 +88,13 @@ def test_a_refused_bundle_is_counted_and_the_host_recovers(lab):
 
 
 def test_wait_returns_once_every_affected_host_has_committed(lab):
+    import json
     r = lab.weft("--wait", "port", "create", "red/net/w", "--ip", "10.0.0.20", "-o", "json")
-    assert r.returncode == 0
+    waited = json.loads(r.stdout)["wait"]
+    assert waited["hosts_pending"] == [] and waited["version"] > 0, waited
+    # the answer came after both switches confirmed a bundle carrying that version
+    hosts = lab.json_api("/v1/status")["hosts"]
+    assert all(hosts[h]["applied_version"] >= waited["version"] for h in ("hv1", "hv2")), hosts
     # committed on both hosts: the new address is answered by ARP on hv1 and hv2 already
     for host in ("hv1", "hv2"):
         dump = ofctl(lab, host, "dump-flows", "table=20")
