@@ -16,6 +16,9 @@ For each plug (same method as bench_port_up.py) it prints, in ms after T0 (taken
   weftd ...         every weftd log line in the window (weftd runs with -v): binding seen,
                     port-status, bundles per host; the format may change, so lines are shown as logged
   first reply       first echo reply after T0 (ping -D -i 0.002 from the other host)
+  --packets         also every echo request the pinger sends and each one the NIC gets (tcpdump):
+                    ping sends every ~10 ms while unanswered, so the first reply waits for the
+                    first request sent after the flows are in
 `--system floor` runs the same probe on the no-controller floor's layout (floor_port_up.sh's:
 lab.sh, NORMAL bridges, VXLAN, static ARP) under its own prefix, to compare phase by phase.
 Figures printed, never asserted; everything started is stopped by pid on every path.
@@ -115,13 +118,15 @@ class FloorLayout:
             subprocess.run(["bash", f"{PEER_DIR}/lab.sh", "down", "2", self.P], capture_output=True)
 
 
-def probe(t) -> dict:
+def probe(t, packets: bool = False) -> dict:
     """One plug with every outside observer running; {event: ms after T0}, plus weftd's lines."""
     mon_out = tempfile.NamedTemporaryFile("w+", prefix="pu-mon-", delete=False)
     vsctl_log = tempfile.NamedTemporaryFile("w+", prefix="pu-vsctl-", suffix=".log", delete=False)
     logs = {h: (f"{d}/vs.log", 0) for h, d in t.host_dirs.items()}
     logs["weftd"] = (t.weftd_log, 0)
     mon = None
+    dumps: dict[str, subprocess.Popen] = {}
+    dump_out = {k: tempfile.TemporaryFile("w+") for k in ("src", "dst")}
     vconn_debug(t, "dbg")     # each vswitchd logs the OpenFlow it gets: when bundles arrive and commit
 
     def before_plug() -> None:
@@ -132,6 +137,12 @@ def probe(t) -> dict:
         deadline = time.monotonic() + 5
         while size(mon_out.name) == 0 and time.monotonic() < deadline:   # the initial dump: it is watching
             time.sleep(0.01)
+        if packets:
+            for key, ns, iface in (("src", t.src_ns, "any"), ("dst", t.host_ns, t.tap)):
+                dumps[key] = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-l", "-n", "-tt", "-i", iface,
+                                               "icmp[icmptype] == icmp-echo"], stdout=dump_out[key],
+                                              stderr=subprocess.PIPE, text=True)
+                dumps[key].stderr.readline()          # "listening on ...": it captures
 
     try:
         r = plug_once(t, before_plug, vsctl_opts=f"--log-file={vsctl_log.name} -vreconnect:file:dbg "
@@ -139,6 +150,8 @@ def probe(t) -> dict:
     finally:
         if mon is not None:
             stop(mon)
+        for d in dumps.values():
+            stop(d)
         vconn_debug(t, "info")
     t0 = r["t0"]
     ev: dict[str, float] = {}
@@ -167,6 +180,13 @@ def probe(t) -> dict:
     if after:
         ev["first reply"] = ms(after[0])
     lines = []
+    for key, what in (("src", "echo request sent by the pinger"), ("dst", "echo request delivered to the NIC")):
+        dump_out[key].seek(0)
+        for line in dump_out[key].read().splitlines():
+            stamp = line.split(" ", 1)[0]
+            if re.fullmatch(r"\d+\.\d+", stamp) and -1 <= ms(float(stamp)) <= ev.get("first reply", 700) + 1:
+                lines.append((ms(float(stamp)), what))
+        dump_out[key].close()
     if "weftd" in logs:
         for line in read_from(*logs["weftd"]).splitlines():
             m = WEFTD_TS.match(line)
@@ -218,12 +238,14 @@ def main() -> None:
     ap.add_argument("--system", default="weft", choices=["weft", "floor"])
     ap.add_argument("--tunnel", default="vxlan", choices=["vxlan", "geneve"], help="weft's tunnel")
     ap.add_argument("--plugs", type=int, default=3)
+    ap.add_argument("--packets", action="store_true",
+                    help="also capture (tcpdump) each echo request the pinger sends and each one the NIC gets")
     args = ap.parse_args()
     target = WeftPortUp(args.tunnel, verbose=True) if args.system == "weft" else FloorLayout()
     per_event: dict[str, list[float]] = {}
     with target as t:
         for i in range(1, args.plugs + 1):
-            res = probe(t)
+            res = probe(t, args.packets)
             print(f"--- {args.system} plug {i} (ms after T0)")
             for at, what in res["lines"]:
                 print(f"  {at:8.1f}  {what}")
