@@ -18,7 +18,7 @@ from operator import attrgetter
 from flows import acl as A
 from flows import pipeline as P
 from flows.cookies import make
-from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, Flow, make_match
+from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, UNICAST, Flow, make_match
 from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
 from topology.model import Model, Network, Port, Router
 
@@ -47,6 +47,7 @@ class _Fragment:
     tunnel_classify: Flow
     arp: tuple[Flow, ...]
     l2: tuple[tuple[str | None, Flow, Flow | None], ...]   # (bound host, local flow, remote flow)
+    unknown: tuple[tuple[str | None, tuple[Flow, ...], tuple[Flow, ...]], ...]  # same, by IP (41)
     peers: tuple[tuple[str, tuple], ...]    # (host, actions tunnelling to it) holding its ports
     local_ports: dict[str, list[tuple[int, Port]]]          # host -> [(ofport, port)] by ofport
     router: Router | None = None            # the router it is attached to
@@ -175,7 +176,7 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         make_match(in_port=P.TUNNEL_OFPORT, tunnel_id=vni),
         (("set_field", P.REG_NET, vni), ("set_field", P.REG_FLAGS, P.FROM_TUNNEL),
          ("goto", P.L2_LOOKUP)))
-    arp, l2, local_ports, peers = [], [], {}, {}
+    arp, l2, unknown, local_ports, peers = [], [], [], {}, {}
     for port in ports:
         for ip in port.ips:
             arp.append(make(
@@ -190,25 +191,25 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         if binding is None:
             continue
         ports_here = local_ports.setdefault(binding.host, [])
-        local = None
+        local, deliver = None, None
         if binding.ofport != PENDING:
             ports_here.append((binding.ofport, port))
             deliver = ((("set_field", P.REG_OUT, binding.ofport), ("goto", P.INGRESS_CT))
                        if A.has_acl(port) else (("output", binding.ofport),))
             local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
                          make_match(**{P.REG_NET: vni}, eth_dst=port.mac), deliver)
-        remote = None
+        remote, tunnel = None, None
         where = model.hosts.get(binding.host)
         if where is not None:
-            peers[binding.host] = _to_tunnel(where.tunnel_ip, vni)
+            tunnel = peers[binding.host] = _to_tunnel(where.tunnel_ip, vni)
             remote = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
-                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=port.mac),
-                          _to_tunnel(where.tunnel_ip, vni))
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=port.mac), tunnel)
         l2.append((binding.host, local, remote))
+        unknown.append((binding.host, _by_ip(port, vni, deliver), _by_ip(port, vni, tunnel)))
     for entries in local_ports.values():
         entries.sort(key=lambda e: e[0])
-    frag = _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(sorted(peers.items())),
-                     local_ports)
+    frag = _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(unknown),
+                     tuple(sorted(peers.items())), local_ports)
     router = index.router_by_name.get((net.tenant, net.router)) if net.router else None
     if router is not None:
         frag.router = router
@@ -226,6 +227,20 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
             make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=net.gateway),
             _arp_reply(P.DHCP_SERVER_MAC, net.gateway)),)
     return frag
+
+
+def _by_ip(port: Port, vni: int, deliver: tuple | None) -> tuple[Flow, ...]:
+    """Table 41: unicast to a MAC the network lacks but to one of `port`'s IPs goes to `port`.
+
+    A peer whose ARP entry still holds the MAC of a port deleted since (the IP now belongs to
+    a new port, with a new MAC) reaches the new port at once instead of waiting for its entry
+    to expire; the MAC is rewritten so that the port accepts the packet."""
+    if deliver is None:
+        return ()
+    return tuple(make("l2", port.uuid, P.L2_UNKNOWN, PRIO_HIGH,
+                      make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
+                      (("set_field", "eth_dst", port.mac),) + deliver)
+                 for ip in port.ips)
 
 
 def _l3_input(net: Network, router: Router) -> tuple[Flow, ...]:
@@ -357,10 +372,20 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
                 flows.append(local)
         elif remote is not None:
             flows.append(remote)
+    for bound_host, local, remote in frag.unknown:
+        flows.extend(local if bound_host == host else remote)
     to_local = tuple(("output", ofport) for ofport, _ in local_ports)
     to_peers = tuple(chain.from_iterable(acts for peer, acts in frag.peers if peer != host))
     flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
-                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}), to_local + to_peers))
+                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT),
+                      to_local + to_peers))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
+                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=UNICAST),
+                      (("goto", P.L2_UNKNOWN),)))
+    unchecked = tuple(("output", o) for o, port in local_ports if not port.port_security)
+    if unchecked:
+        flows.append(make("flood", net.uuid, P.L2_UNKNOWN, PRIO_FLOOD,
+                          make_match(**{P.REG_NET: vni}), unchecked))
     flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
                       make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
                                  eth_dst=MULTICAST_BIT),
@@ -369,7 +394,8 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
         # IPv4 broadcast/multicast never bypasses a port's security groups: not delivered to it
         open_ports = tuple(("output", o) for o, port in local_ports if not A.has_acl(port))
         flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
-                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_type=ETH_TYPE_IP),
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT,
+                                     eth_type=ETH_TYPE_IP),
                           open_ports + to_peers))
         flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
                           make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},

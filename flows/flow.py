@@ -29,6 +29,7 @@ ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,13 @@ Packets walk the tables in order:
                       (connected networks, static routes) -> TTL-1, router MAC as source,
                       reg6 = destination network; no route drops
     32 RESOLVE        destination IP -> its port's MAC (every IP is known: no ARP needed)
-    40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; flooding
-                      (a local port with security groups: reg4 = its ofport, on to 45)
+    40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; broadcast
+                      and multicast flooded (a local port with security groups: reg4 = its
+                      ofport, on to 45); unicast to a MAC the network does not have: on to 41
+    41 L2_UNKNOWN     such unicast from a local VM: IPv4 to an IP a port holds now goes to that
+                      port, its MAC rewritten (a peer's stale ARP entry never strands it);
+                      anything else only to local ports without port security (they may carry
+                      MACs weft does not know) -- unknown unicast never crosses to another host
     45 INGRESS_CT     IPv4 to such a port: conntrack in its zone; other traffic straight out
     46 INGRESS_ACL    stateful ingress rules; allowed traffic out of the port
 
@@ -51,6 +56,7 @@ L3 = L3_INPUT = 30
 ROUTE = 31
 RESOLVE = 32
 L2_LOOKUP = 40
+L2_UNKNOWN = 41
 INGRESS_CT = 45
 INGRESS_ACL = 46
 DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
@@ -95,6 +101,8 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({REG_NET, "eth_type", "ipv4_dst"})),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
           frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"})),
+    Table(L2_UNKNOWN, "l2-unknown", "unknown unicast: by destination IP to the port holding it now",
+          frozenset({REG_NET, "eth_type", "ipv4_dst"})),
     Table(INGRESS_CT, "ingress-ct", "IPv4 to a port with security groups: conntrack in its zone",
           frozenset({REG_OUT, "eth_type"})),
     Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",

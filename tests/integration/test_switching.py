@@ -205,6 +205,54 @@ def test_port_delete_cuts_the_vm_off_and_a_recreated_port_works(net_lab):
         net_lab.weft("port", "delete", "red/net/tmp", check=False)
 
 
+def test_a_recreated_port_answers_a_peer_that_has_the_old_mac_cached(net_lab):
+    net_lab.weft("port", "create", "red/net/stale", "--ip", "10.0.0.41")
+    net_lab.weft("lab", "vm", "create", "rst", "--host", "hv2", "--port", "red/net/stale")
+    try:
+        assert ping(net_lab, "r1", "10.0.0.41", count=2)
+        old_mac = mac_of(net_lab, "rst")
+        net_lab.weft("lab", "vm", "delete", "rst")
+        net_lab.weft("port", "delete", "red/net/stale")
+        net_lab.weft("port", "create", "red/net/stale", "--ip", "10.0.0.41")
+        net_lab.weft("lab", "vm", "create", "rst", "--host", "hv3", "--port", "red/net/stale")
+        assert mac_of(net_lab, "rst") != old_mac
+        # r1 keeps the old MAC for the address, as a guest's stale neighbour entry does (pinned:
+        # it can never learn the new one, so only the network can get its packets there)
+        r = net_lab.exec("r1", "ip", "neigh", "replace", "10.0.0.41", "lladdr", old_mac, "dev", "eth0",
+                         "nud", "permanent")
+        assert r.returncode == 0, r.stderr
+        r = net_lab.exec("r1", "ping", "-c", "20", "-i", "0.05", "-W", "1", "10.0.0.41")
+        got = re.search(r"(\d+) received", r.stdout)
+        assert got and int(got.group(1)) >= 15, r.stdout[-300:]     # answered within the second
+        neigh = net_lab.exec("r1", "ip", "neigh", "show", "10.0.0.41").stdout
+        assert old_mac in neigh and "PERMANENT" in neigh            # the guest changed nothing
+    finally:
+        net_lab.exec("r1", "ip", "neigh", "del", "10.0.0.41", "dev", "eth0")
+        net_lab.weft("lab", "vm", "delete", "rst", check=False)
+        net_lab.weft("port", "delete", "red/net/stale", check=False)
+
+
+def test_a_frame_to_an_unknown_mac_reaches_no_other_host(net_lab, tmp_path):
+    """Captured on the other hosts' underlay: tunnelled frames, their inner destination MAC.
+
+    r1 has port security: what it sends is IPv4 from its own addresses (other frames do not
+    leave its port at all); a known MAC, r3's, is the capture's control."""
+    r3_mac = mac_of(net_lab, "r3")
+    with Capture(net_lab, ["hv2", "hv3"], tmp_path) as cap:
+        scapy_send(net_lab, "r1", f"""
+me = get_if_hwaddr('eth0')
+for i in range(5):
+    sendp(Ether(src=me, dst='02:aa:bb:cc:dd:ee', type=0x88b5)/Raw(b'unknown-mac'), iface='eth0')
+    sendp(Ether(src=me, dst='02:aa:bb:cc:dd:ee')/IP(src='10.0.0.11', dst='10.0.0.99')/UDP(dport=9), iface='eth0')
+    sendp(Ether(src=me, dst='{r3_mac}')/IP(src='10.0.0.11', dst='10.0.0.13')/UDP(dport=9), iface='eth0')
+""")
+    from scapy.all import VXLAN, Ether
+    inner = {host: [f[VXLAN][Ether].dst for f in cap.frames(host) if VXLAN in f and Ether in f[VXLAN]]
+             for host in ("hv2", "hv3")}
+    assert inner["hv2"].count(r3_mac) == 5, inner        # the capture sees tunnelled frames
+    assert all("02:aa:bb:cc:dd:ee" not in got for got in inner.values()), inner
+
+
 def test_weftd_restart_under_ping_loses_nothing_and_sends_no_flow_mods(net_lab):
     before = {h["name"]: h["flows"] for h in net_lab.json("host", "list")}
     pinger = subprocess.Popen([net_lab.weft_path, "lab", "exec", "r1", "--", "ping", "-i", "0.01",

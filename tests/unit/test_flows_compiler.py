@@ -10,7 +10,7 @@ import pytest
 
 from flows import cookies, pipeline
 from flows.compiler import STRUCTURAL, compile_all, compile_host
-from flows.flow import BROADCAST, IN_PORT
+from flows.flow import BROADCAST, IN_PORT, MULTICAST_BIT
 from flows.index import CompilerIndex
 from flows.pipeline import REG_FLAGS, REG_NET, TUNNEL_OFPORT
 from flows.tracer import Fabric, arp_reply, arp_request, ethernet, ipv4, ipv6, udp
@@ -116,11 +116,47 @@ def test_multicast_is_flooded_like_broadcast(net):
     assert got == sorted(RED - {"r3"})
 
 
-def test_unknown_unicast_from_a_vm_reaches_only_local_ports_of_its_network(net):
-    # flooded to the local ports and the tunnel, where receivers drop unknown unicast
-    assert net.unicast("r1", "fa:16:3e:99:99:99", "10.0.0.99") == ["r2"]
-    assert net.unicast("b1", "fa:16:3e:99:99:99", "10.0.0.99") == []
-    assert net.unicast("r3", "fa:16:3e:99:99:99", "10.0.0.99") == []
+@pytest.mark.parametrize("src", sorted(RED | BLUE))
+def test_unknown_unicast_never_leaves_the_senders_host(net, src):
+    # no port holds the MAC or the IP: nothing is delivered (r4, without port security, may
+    # carry MACs weft does not know, but it is on another host than every sender of red)
+    assert net.unicast(src, "fa:16:3e:99:99:99", "10.0.0.99") == []
+    p = net.port(src)
+    frame = ethernet(p.mac, "fa:16:3e:99:99:99", 0x88B5)       # not IP: no address to go by
+    assert net.send(src, frame) == []
+
+
+def test_unknown_unicast_reaches_local_ports_without_port_security_only():
+    ports = {**PORTS, "r6": ("red", "fa:16:3e:00:00:06", ("10.0.0.16",), "hv3", 3, True)}
+    local = Net(build_model(ports))
+    assert local.unicast("r6", "fa:16:3e:99:99:99", "10.0.0.99") == ["r4"]
+    assert local.unicast("r1", "fa:16:3e:99:99:99", "10.0.0.99") == []      # not from hv1
+
+
+@pytest.mark.parametrize("src, ip, owner", [
+    ("r1", "10.0.0.23", "r3"),       # across hosts, the owner's second IP
+    ("r3", "10.0.0.12", "r2"),       # to hv1, where blue's b1 has the same MAC
+    ("r1", "10.0.0.12", "r2"),       # same host
+    ("b3", "10.0.0.11", "b2"),       # blue's 10.0.0.11, never red's r1
+    ("b2", "10.0.0.13", "b1"),       # blue's 10.0.0.13, never red's r3
+    ("r2", "10.0.0.14", "r4"),       # to a port without port security
+])
+def test_a_stale_mac_reaches_the_port_that_holds_the_ip_now(net, src, ip, owner):
+    p, q = net.port(src), net.port(owner)
+    b = net.model.bindings[src]
+    (d,) = net.fabric.send(b.host, ipv4(p.mac, "fa:16:3e:0d:0d:0d", p.ips[0], ip), b.ofport)
+    assert net.names([d]) == [owner]
+    assert d.packet["eth_dst"] == q.mac           # rewritten: the port's own MAC, it accepts it
+
+
+def test_stale_mac_flows_follow_the_ports_binding(net):
+    pending = build_model({**PORTS, "r3": PORTS["r3"][:4] + (0, True)})      # NIC not numbered
+    moved = build_model({**PORTS, "r3": PORTS["r3"][:3] + ("hv3", 4, True)})
+    for model, expect in ((pending, []), (moved, ["r3"])):
+        n = Net(model)
+        (r1,) = [n.port("r1")]
+        got = n.fabric.send("hv1", ipv4(r1.mac, "fa:16:3e:0d:0d:0d", r1.ips[0], "10.0.0.13"), 1)
+        assert [n.at.get((d.host, d.port)) for d in got] == expect
 
 
 # -- isolation ----------------------------------------------------------------------------------
@@ -305,14 +341,17 @@ def test_isolation_invariants_hold_flow_by_flow(net):
                 assert f.table == pipeline.L3_INPUT and REG_NET in match, (host, f)
             plain_goto = len(f.actions) == 1 and f.actions[0][0] == "goto"
             if f.table in (pipeline.ARP_RESPONDER, pipeline.L3_INPUT, pipeline.RESOLVE,
-                           pipeline.L2_LOOKUP) and f.actions and not plain_goto:
+                           pipeline.L2_LOOKUP, pipeline.L2_UNKNOWN) and f.actions and not plain_goto:
                 assert REG_NET in match, (host, f)
+            if ("goto", pipeline.L2_UNKNOWN) in f.actions:     # only what a local VM sent
+                assert f.table == pipeline.L2_LOOKUP and match[REG_FLAGS] == 0, (host, f)
             if f.table == pipeline.ROUTE and f.actions:
                 assert pipeline.REG_ROUTER in match, (host, f)
             if f.table == pipeline.PORT_SECURITY and f.actions:
                 assert "in_port" in match
-            if ("output", TUNNEL_OFPORT) in f.actions:
-                assert f.table == pipeline.L2_LOOKUP and match[REG_FLAGS] == 0, (host, f)
+            if ("output", TUNNEL_OFPORT) in f.actions:     # never back into the tunnel
+                assert (f.table == pipeline.L2_LOOKUP and match[REG_FLAGS] == 0
+                        or f.table == pipeline.L2_UNKNOWN and REG_NET in match), (host, f)
 
 
 def test_cookies_name_the_right_feature_and_owner(net):
@@ -334,6 +373,10 @@ def test_cookies_name_the_right_feature_and_owner(net):
                 (port,) = [p for p in model.ports.values() if oid(p.uuid) == owner]
                 assert m["arp_tpa"] in port.ips and by_vni[m[REG_NET]].name == port.network
                 assert by_vni[m[REG_NET]].tenant == port.tenant
+            elif feature == "l2" and f.table == pipeline.L2_UNKNOWN:
+                (port,) = [p for p in model.ports.values() if oid(p.uuid) == owner]
+                assert m["ipv4_dst"] in port.ips and ("set_field", "eth_dst", port.mac) in f.actions
+                assert by_vni[m[REG_NET]].tenant == port.tenant
             elif feature == "l2":
                 (port,) = [p for p in model.ports.values() if oid(p.uuid) == owner]
                 assert m["eth_dst"] == port.mac and by_vni[m[REG_NET]].tenant == port.tenant
@@ -341,8 +384,8 @@ def test_cookies_name_the_right_feature_and_owner(net):
                 assert owner == oid(by_vni[m[REG_NET]].uuid)
             else:
                 pytest.fail(f"unexpected feature {feature} in {f}")
-            assert f.table == {"classify": 0, "port-security": 10, "arp-responder": 20,
-                               "l2": 40, "flood": 40, "dhcp": 10}.get(feature, f.table)
+            assert f.table in {"classify": {0}, "port-security": {10}, "arp-responder": {20},
+                               "l2": {40, 41}, "flood": {40, 41}, "dhcp": {10}}.get(feature, {f.table})
 
 
 def test_only_present_networks_produce_flows(net):
@@ -360,7 +403,7 @@ def test_only_present_networks_produce_flows(net):
 
 def test_flood_lists_local_ports_by_ofport_then_other_hosts_by_name(net):
     (flood,) = [f for f in net.flows["hv1"] if f.priority == 10
-                and f.match_dict() == {REG_NET: RED_VNI, REG_FLAGS: 0}]
+                and f.match_dict() == {REG_NET: RED_VNI, REG_FLAGS: 0, "eth_dst": MULTICAST_BIT}]
     assert flood.actions == (("output", 1), ("output", 2),
                              ("set_field", "tun_ipv4_dst", "192.0.2.2"),
                              ("set_field", "tunnel_id", RED_VNI), ("output", TUNNEL_OFPORT),
@@ -442,5 +485,5 @@ def test_pending_binding_installs_everything_but_the_nic_flows_ahead():
     assert replaced and all(cookies.decode(f.cookie)[0] == "flood" for f in replaced)
     assert all(("in_port", 5) not in f.match and ("output", 5) not in f.actions for f in hv2_pending)
     missing = hv2_bound - hv2_pending
-    assert {f.table for f in missing} <= {0, 10, 40} and len(missing) <= 7   # + DHCP to the controller
+    assert {f.table for f in missing} <= {0, 10, 40, 41} and len(missing) <= 8   # + DHCP to the controller
     assert len(hv2_pending & hv2_bound) >= 8     # tunnel classify, ARP answers, remote l2, misses
