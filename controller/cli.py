@@ -40,6 +40,9 @@ def build_parser() -> Parser:
     p = lab.add_parser("up", help="create hv1..hvN, the underlay and the management network")
     p.add_argument("--hosts", type=int, default=3, help="number of hypervisors (default 3)")
     p.add_argument("--tunnel", choices=["vxlan", "geneve"], default="vxlan")
+    p.add_argument("--underlay-mtu", type=int, default=1500, metavar="BYTES",
+                   help="MTU of the hypervisors' tunnel network (default 1500; e.g. 9000 for jumbo "
+                        "frames): VMs get it less the encapsulation")
     _out(p)
     lab.add_parser("down", help="remove every namespace and process the lab made")
     _out(lab.add_parser("status", help="hosts, VMs and services of the lab"))
@@ -521,14 +524,15 @@ def cmd_lab(args) -> int:
     if args.lab_cmd == "up":
         start = time.monotonic()
         from lab import services
-        datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd)
+        datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd,
+                      underlay_mtu=args.underlay_mtu)
         status = datacentre.status()
         status["seconds"] = round(time.monotonic() - start, 2)
         if args.output == "json":
             print(render(status, "json"))
         else:
             print(f"lab {status['lab']} is up: {len(status['hosts'])} hosts, "
-                  f"{status['tunnel']} tunnels, in {status['seconds']} s")
+                  f"{status['tunnel']} tunnels, underlay MTU {status['underlay_mtu']}, in {status['seconds']} s")
             print(render(status["hosts"], columns=["name", "underlay_ip", "mgmt_ip", "namespace"]))
         return 0
     if args.lab_cmd == "down":

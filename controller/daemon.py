@@ -27,6 +27,9 @@ def parse_args(argv):
     ap.add_argument("--api-socket", help="serve the API on this unix socket")
     ap.add_argument("--api-listen", metavar="IP:PORT", help="serve the API on TCP (e.g. 127.0.0.1:6680)")
     ap.add_argument("--tunnel", choices=["vxlan", "geneve"], default="vxlan")
+    ap.add_argument("--underlay-mtu", type=_underlay_mtu, default=1500, metavar="BYTES",
+                    help="MTU of the hypervisors' tunnel network (default 1500); VMs are given this "
+                         "less the encapsulation (DHCP option 26): 1450 with VXLAN on 1500, 8950 on 9000")
     ap.add_argument("--datapath-type", help="set br-int's datapath_type (the lab uses netdev)")
     ap.add_argument("--collector-ip", metavar="IP",
                     help="run weft's sFlow/NetFlow/IPFIX collectors on this address (ports 6343, "
@@ -42,6 +45,17 @@ def parse_args(argv):
     if not args.api_socket and not args.api_listen:
         args.api_listen = "127.0.0.1:6680"
     return args
+
+
+def _underlay_mtu(text: str) -> int:
+    import argparse
+
+    from flows.pipeline import check_underlay_mtu
+    try:
+        return check_underlay_mtu(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if text.strip().lstrip("-").isdigit()
+                                         else f"not an integer: {text!r}") from None
 
 
 def _split_hostport(value: str, what: str) -> tuple[str, int]:
@@ -219,7 +233,7 @@ def run_openflow(controller: Controller) -> None:
     from controller.dhcp_service import DhcpService
     from controller.ofapp import OpenFlowSinks
 
-    controller.dhcp = DhcpService(controller.engine, controller.args.tunnel)
+    controller.dhcp = DhcpService(controller.engine, controller.args.tunnel, controller.args.underlay_mtu)
     sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],

@@ -14,12 +14,12 @@ import time
 
 from controller import dhcp
 from flows.pipeline import DHCP_SERVER_MAC as SERVER_MAC   # answers on networks without a router
-from flows.pipeline import TUNNEL_MTU
+from flows.pipeline import UNDERLAY_MTU, vm_mtu
 
 LOG = logging.getLogger(__name__)
 
 
-def lease_for(model, port, tunnel: str) -> dhcp.Lease | None:
+def lease_for(model, port, tunnel: str, underlay_mtu: int = UNDERLAY_MTU) -> dhcp.Lease | None:
     """What the model gives `port`, or None (no DHCP on its network)."""
     net = model.network_of(port)
     if net is None or not net.dhcp or not port.ips:
@@ -29,13 +29,14 @@ def lease_for(model, port, tunnel: str) -> dhcp.Lease | None:
     return dhcp.Lease(mac=port.mac, ip=port.ips[0], prefixlen=int(net.cidr.split("/")[1]),
                       server_ip=server_ip, server_mac=router.mac if router else SERVER_MAC,
                       router=net.gateway if router else None, dns=tuple(net.dns),
-                      mtu=TUNNEL_MTU.get(tunnel, 1450))
+                      mtu=vm_mtu(tunnel, underlay_mtu))
 
 
 class DhcpService:
-    def __init__(self, engine, tunnel: str = "vxlan"):
+    def __init__(self, engine, tunnel: str = "vxlan", underlay_mtu: int = UNDERLAY_MTU):
         self.engine = engine
         self.tunnel = tunnel
+        self.underlay_mtu = underlay_mtu
         self.limiter = dhcp.RateLimiter()
         self.counters = {"requests": 0, "answers": 0, "ignored": 0, "limited": 0}
 
@@ -53,7 +54,7 @@ class DhcpService:
         if not self.limiter.allow(port.uuid, time.monotonic()):
             self.counters["limited"] += 1
             return
-        frame = dhcp.answer(request, lease_for(model, port, self.tunnel))
+        frame = dhcp.answer(request, lease_for(model, port, self.tunnel, self.underlay_mtu))
         if frame is None:
             self.counters["ignored"] += 1
             LOG.info("DHCP from %s on %s port %s (%s) not answered", request.chaddr, host,

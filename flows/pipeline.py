@@ -39,7 +39,24 @@ from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
 
 TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
 TUNNEL_PORT_NAME = "weft-tun"
-TUNNEL_MTU = {"vxlan": 1450, "geneve": 1400}   # a VM's MTU that leaves room for the encapsulation
+TUNNEL_OVERHEAD = {"vxlan": 50, "geneve": 100}  # outer Ethernet+IPv4+UDP+header (Geneve: room for options)
+UNDERLAY_MTU = 1500                              # the default underlay MTU
+UNDERLAY_MTU_RANGE = (1280, 9216)
+TUNNEL_MTU = {t: UNDERLAY_MTU - o for t, o in TUNNEL_OVERHEAD.items()}   # a VM's MTU on a 1500 underlay
+
+
+def vm_mtu(tunnel: str, underlay_mtu: int = UNDERLAY_MTU) -> int:
+    """The MTU a VM gets (DHCP option 26, the lab): the underlay's less the encapsulation."""
+    return underlay_mtu - TUNNEL_OVERHEAD[tunnel]
+
+
+def check_underlay_mtu(value) -> int:
+    """`value` as an underlay MTU, or ValueError saying what is wrong with it."""
+    low, high = UNDERLAY_MTU_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"underlay MTU must be an integer from {low} to {high} (bytes of the "
+                         f"hypervisors' tunnel network), not {value!r}")
+    return value
 
 REG_OUT = "reg4"                # ingress ACL: the local ofport a packet is headed to
 REG_ROUTER = "reg5"             # router key while a packet is being routed

@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 
-from flows.pipeline import TUNNEL_MTU
+from flows.pipeline import TUNNEL_MTU, UNDERLAY_MTU, check_underlay_mtu
 # imported here, in the main thread: the `ovs` library imports eventlet when it is installed,
 # and that import from a worker thread leaves the thread pool unable to join
 with warnings.catch_warnings():
@@ -41,12 +41,16 @@ def host_names(n: int) -> list[str]:
     return [f"hv{k}" for k in range(1, n + 1)]
 
 
-def validate_up(hosts: int, tunnel: str) -> None:
+def validate_up(hosts: int, tunnel: str, underlay_mtu: int = UNDERLAY_MTU) -> None:
     if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
         raise WeftError(f"--hosts must be between 1 and {MAX_HOSTS} (got {hosts}): each emulated "
                         f"hypervisor runs its own Open vSwitch on this one machine")
     if tunnel not in TUNNEL_MTU:
         raise WeftError(f"--tunnel must be vxlan or geneve (got {tunnel!r})")
+    try:
+        check_underlay_mtu(underlay_mtu)
+    except ValueError as exc:
+        raise WeftError(f"--underlay-mtu: {exc}") from None
 
 
 def require_root() -> None:
@@ -54,9 +58,9 @@ def require_root() -> None:
         raise WeftError("the lab needs root (network namespaces and Open vSwitch); run it as root")
 
 
-def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None) -> LabState:
+def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int = UNDERLAY_MTU) -> LabState:
     """Bring up hv1..hvN; on any failure remove everything made so far and raise."""
-    validate_up(hosts, tunnel)
+    validate_up(hosts, tunnel, underlay_mtu)
     require_root()
     require_tools()
     p = paths()
@@ -68,7 +72,7 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None) -> LabState:
                                 f"run `weft lab down` first")
             raise WeftError(f"lab {p.name!r} is partly up from an earlier run that did not finish; "
                             f"run `weft lab down` to clean it up")
-        state = LabState(tunnel=tunnel)
+        state = LabState(tunnel=tunnel, underlay_mtu=underlay_mtu)
         state.save(p)
         # a controller that can come up alongside the hypervisors (`on_ready.during_build`) is
         # started once the management network exists and told about each host as its Open
@@ -132,7 +136,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         with journal:
             state.hosts[name] = info
         make_ns(ns)
-        netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=neighbours[name][1])
+        netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=neighbours[name][1], mtu=state.underlay_mtu)
         netns.enslave(fabric, f"ul-{name}", "br-ul")
         netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
         netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
@@ -147,6 +151,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         switch.vsctl("--no-wait", "init", "--",
                      "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
                      f"other-config:hwaddr={eth0_mac}", "fail_mode=standalone", "--",
+                     "set", "interface", "br-phy", f"mtu_request={state.underlay_mtu}", "--",
                      "add-port", "br-phy", "eth0", "--",
                      "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
@@ -250,7 +255,8 @@ def status() -> dict:
         pid = pid_from_file(svc["pidfile"])
         services.append({"name": name, "pid": pid, "running": bool(pid and pid_alive(pid)),
                          **{k: v for k, v in svc.items() if k != "pidfile"}})
-    return {"lab": p.name, "status": state.status, "tunnel": state.tunnel, "run_dir": p.dir,
+    return {"lab": p.name, "status": state.status, "tunnel": state.tunnel,
+            "underlay_mtu": state.underlay_mtu, "run_dir": p.dir,
             "mgmt_ip": MGMT_IP, "hosts": hosts, "vms": vms, "services": services}
 
 

@@ -24,6 +24,7 @@ def _weftd_argv(p: LabPaths, state: LabState) -> tuple[list[str], dict]:
     argv = ["ip", "netns", "exec", p.ns("mgmt"), weftd, "--run-dir", ctl,
             "--of-listen", f"{MGMT_IP}:{OF_PORT}", "--api-socket", svc["api"],
             "--pidfile", svc["pidfile"], "--log-file", svc["log"], "--tunnel", state.tunnel,
+            "--underlay-mtu", str(state.underlay_mtu),
             "--datapath-type", "netdev", "--collector-ip", MGMT_IP, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
     return argv, svc
 

@@ -74,6 +74,7 @@ class LabState:
     """What the lab has created, written before each creation so `down` can undo a crash."""
     status: str = "starting"          # starting | up
     tunnel: str = "vxlan"
+    underlay_mtu: int = 1500
     namespaces: list[str] = field(default_factory=list)
     hosts: dict[str, dict] = field(default_factory=dict)
     vms: dict[str, dict] = field(default_factory=dict)

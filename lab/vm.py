@@ -6,7 +6,7 @@ import re
 import netaddr
 
 from lab import netns
-from flows.pipeline import TUNNEL_MTU
+from flows.pipeline import vm_mtu
 from lab.datacentre import load_up_state
 from lab.ovs import HostSwitch
 from lab.state import LabPaths, LabState, locked
@@ -73,7 +73,7 @@ def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
         netns.refuse_existing(ns)
         vm = {"ns": ns, "host": host, "mac": mac, "ip": str(addr) if addr else None,
               "iface_id": iface_id, "port": port_ref, "gateway": None if dhcp else gateway,
-              "tap": tap_name(name), "mtu": mtu or (1500 if dhcp else TUNNEL_MTU[state.tunnel]),
+              "tap": tap_name(name), "mtu": mtu or (1500 if dhcp else vm_mtu(state.tunnel, state.underlay_mtu)),
               "dhcp": dhcp}
         state.vms[name] = vm
         state.save(p)
@@ -97,6 +97,10 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
     host = state.hosts[vm["host"]]
     ns, tap, mtu = vm["ns"], vm["tap"], vm["mtu"]
     netns.veth(ns, "eth0", host["ns"], tap, mtu=mtu)
+    if vm.get("dhcp"):
+        # the guest starts at 1500 and takes its MTU from DHCP; its host end is set to the
+        # network's, as a hypervisor sets a tap's, so frames up to what DHCP gives fit
+        netns.set_link(host["ns"], tap, mtu=vm_mtu(state.tunnel, state.underlay_mtu))
     netns.set_link(ns, "eth0", state="down")
     netns.set_link(ns, "eth0", address=vm["mac"], state="up")
     netns.run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])

@@ -110,14 +110,18 @@ class Host:
 
 @dataclass(frozen=True)
 class TrafficConfig:
-    """What every host's br-int exports to weft's collectors (sampling 1 in N packets)."""
+    """What every host's br-int exports to weft's collectors (sampling 1 in N packets).
+
+    Sampling defaults to 1 in 400, ovn-kubernetes' default for its IPFIX export: each sampled
+    packet is an upcall in the switch, so sampling costs throughput; NetFlow counts every packet
+    at no such cost."""
     sflow: bool = True
-    sflow_sampling: int = 64
+    sflow_sampling: int = 400
     sflow_polling: int = 10          # seconds between counter samples
     netflow: bool = True
     netflow_active_timeout: int = 10  # seconds
     ipfix: bool = True
-    ipfix_sampling: int = 64
+    ipfix_sampling: int = 400
 
 
 @dataclass(frozen=True)
