@@ -125,6 +125,11 @@ def build_parser() -> Parser:
     security.add_argument("--no-port-security", dest="port_security", action="store_const",
                           const=False, help="turn them off (the port must have no security group)")
     _out(p)
+    p = port.add_parser("migrate", help="live migration: program hvK ahead; traffic moves when the VM "
+                                        "announces itself there (RARP/GARP/first frame)")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    p.add_argument("--to", required=True, metavar="HOST")
+    _out(p)
     p = port.add_parser("delete", help="delete TENANT/NET/PORT")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
     p = port.add_parser("show", help="show TENANT/NET/PORT")
@@ -330,6 +335,13 @@ def cmd_port(args, client) -> int:
             groups = ", ".join(f"{tenant}/{g}" for g in res["security_groups"]) or "none"
             print(f"port {tenant}/{net}/{name}: security groups {groups}; port security "
                   f"{'on' if res['port_security'] else 'off'}")
+    elif args.sub == "migrate":
+        res = client.post(f"/v1/ports/{seg(tenant, net, name)}/migrate", {"to": args.to})
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            m = res["migration"]
+            print(f"port {res['ref']} migrating from {m['from']} to {m['to']}: {m['state']}")
     elif args.sub == "delete":
         client.delete(f"/v1/ports/{seg(tenant, net, name)}")
         print(f"port {tenant}/{net}/{name} deleted")
