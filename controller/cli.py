@@ -62,7 +62,8 @@ def build_parser() -> Parser:
     _out(p)
     p = vm.add_parser("delete", help="delete a VM")
     p.add_argument("name")
-    p = vm.add_parser("move", help="move a VM's NIC to another host")
+    p = vm.add_parser("move", help="live-migrate a VM to another host (weft port migrate, new NIC, RARP, "
+                                   "old NIC unplugged)")
     p.add_argument("name")
     p.add_argument("--host", required=True)
     p = lab.add_parser("exec", help="run a command inside a VM (or a host)")
@@ -574,7 +575,9 @@ def cmd_lab(args) -> int:
             return 0
         if args.vm_cmd == "move":
             moved = vm.move(args.name, args.host)
-            print(f"VM {args.name} moved to {moved['host']}")
+            note = "" if moved["activated"] else " (weftd did not confirm the switch-over)"
+            print(f"VM {args.name} moved to {moved['host']} (guest switch {moved['switch_ms']} ms: "
+                  f"{moved['switch_steps_ms']}){note}")
             return 0
     if args.lab_cmd == "controller":
         from lab import services
