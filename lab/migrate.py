@@ -188,10 +188,13 @@ class GuestSwitch:
             self.worker.close()
 
 
-def plug_destination(host: dict, vm: dict, name: str) -> None:
-    """The destination NIC: mig0 (the VM's MAC, down) in the VM, its peer on the host's br-int."""
+def plug_destination(host: dict, vm: dict, name: str, tap_mtu: int | None = None) -> None:
+    """The destination NIC: mig0 (the VM's MAC, down) in the VM, its peer on the host's br-int
+    (with `tap_mtu`, the network's, when the guest's MTU came from DHCP)."""
     ns, tap = vm["ns"], vm["tap"]
     netns.veth(ns, NEW_NIC, host["ns"], tap, mtu=vm["mtu"])
+    if tap_mtu:
+        netns.set_link(host["ns"], tap, mtu=tap_mtu)
     netns.set_link(ns, NEW_NIC, state="down")
     netns.set_link(ns, NEW_NIC, address=vm["mac"])
     netns.run(["ip", "netns", "exec", ns, "ethtool", "-K", NEW_NIC, "tx", "off"])

@@ -178,7 +178,8 @@ def move(name: str, host: str) -> dict:
         ctl.migrate(host)                     # weftd refuses bad requests before anything changed
         guest = None
         try:
-            migrate.plug_destination(dest, vm, name)
+            migrate.plug_destination(dest, vm, name, tap_mtu=vm_mtu(state.tunnel, state.underlay_mtu)
+                                     if vm.get("dhcp") else None)
             if not ctl.wait(("ready",), migrate.READY_TIMEOUT):
                 raise WeftError(f"weftd did not program {host} for {vm.get('port')} within "
                                 f"{migrate.READY_TIMEOUT:.0f} s; the VM stays on {vm['host']}", 504)
