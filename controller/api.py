@@ -59,6 +59,7 @@ class Api:
             ("DELETE", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.delete_port),
             ("PATCH", rf"/v1/ports/{SEG}/{SEG}/{SEG}", self.update_port),
             ("POST", rf"/v1/ports/{SEG}/{SEG}/{SEG}/update", self.update_port),
+            ("POST", rf"/v1/ports/{SEG}/{SEG}/{SEG}/migrate", self.migrate_port),
             ("GET", r"/v1/security-groups", self.list_sgs),
             ("POST", r"/v1/security-groups", self.create_sg),
             ("GET", rf"/v1/security-groups/{SEG}/{SEG}", self.show_sg),
@@ -247,7 +248,26 @@ class Api:
         port = model.port_by_ref(tenant, network, name)
         if port is None:
             raise NotFound(f"no port {tenant}/{network}/{name}")
-        return dict(self._port_views([port], model)[0])      # the caller may add to it
+        view = dict(self._port_views([port], model)[0])      # the caller may add to it
+        migration = getattr(self.engine, "migration_view", None)
+        if migration is not None:
+            view["migration"] = m = migration(port.uuid)
+            view["last_migration_blackout_ms"] = None if m is None else m["blackout_ms"]
+        return view
+
+    def migrate_port(self, tenant, network, name, query, body):
+        """POST {to: HOST}: bind the port to HOST too, as a live migration's destination; traffic
+        moves there when the VM announces itself on it (flows/migration.py)."""
+        unknown = sorted(set(body) - {"to"})
+        if unknown:
+            raise WeftError(f"unknown field(s): {', '.join(unknown)} (a migration takes `to`)")
+        to = body.get("to")
+        if not isinstance(to, str) or not to:
+            raise WeftError("missing `to`: the host the port migrates to (e.g. --to hv3)")
+        port = self.model.port_by_ref(tenant, network, name)
+        if port is None:
+            raise NotFound(f"no port {tenant}/{network}/{name}")
+        return {"ref": port.ref, "id": port.uuid, "migration": self.engine.migrate(port.uuid, to)}
 
     def delete_port(self, tenant, network, name, query, body):
         return self.store.delete_port(tenant, network, name)

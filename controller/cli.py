@@ -62,7 +62,8 @@ def build_parser() -> Parser:
     _out(p)
     p = vm.add_parser("delete", help="delete a VM")
     p.add_argument("name")
-    p = vm.add_parser("move", help="move a VM's NIC to another host")
+    p = vm.add_parser("move", help="live-migrate a VM to another host (weft port migrate, new NIC, RARP, "
+                                   "old NIC unplugged)")
     p.add_argument("name")
     p.add_argument("--host", required=True)
     p = lab.add_parser("exec", help="run a command inside a VM (or a host)")
@@ -124,6 +125,11 @@ def build_parser() -> Parser:
                           help="turn anti-spoofing and security groups on")
     security.add_argument("--no-port-security", dest="port_security", action="store_const",
                           const=False, help="turn them off (the port must have no security group)")
+    _out(p)
+    p = port.add_parser("migrate", help="live migration: program hvK ahead; traffic moves when the VM "
+                                        "announces itself there (RARP/GARP/first frame)")
+    p.add_argument("ref", metavar="TENANT/NET/PORT")
+    p.add_argument("--to", required=True, metavar="HOST")
     _out(p)
     p = port.add_parser("delete", help="delete TENANT/NET/PORT")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
@@ -330,6 +336,13 @@ def cmd_port(args, client) -> int:
             groups = ", ".join(f"{tenant}/{g}" for g in res["security_groups"]) or "none"
             print(f"port {tenant}/{net}/{name}: security groups {groups}; port security "
                   f"{'on' if res['port_security'] else 'off'}")
+    elif args.sub == "migrate":
+        res = client.post(f"/v1/ports/{seg(tenant, net, name)}/migrate", {"to": args.to})
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            m = res["migration"]
+            print(f"port {res['ref']} migrating from {m['from']} to {m['to']}: {m['state']}")
     elif args.sub == "delete":
         client.delete(f"/v1/ports/{seg(tenant, net, name)}")
         print(f"port {tenant}/{net}/{name} deleted")
@@ -562,7 +575,9 @@ def cmd_lab(args) -> int:
             return 0
         if args.vm_cmd == "move":
             moved = vm.move(args.name, args.host)
-            print(f"VM {args.name} moved to {moved['host']}")
+            note = "" if moved["activated"] else " (weftd did not confirm the switch-over)"
+            print(f"VM {args.name} moved to {moved['host']} (guest switch {moved['switch_ms']} ms: "
+                  f"{moved['switch_steps_ms']}){note}")
             return 0
     if args.lab_cmd == "controller":
         from lab import services

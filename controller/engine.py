@@ -16,6 +16,13 @@ for replies and never send the same flow-mod twice.
 
 On (re)connection the engine dumps the switch's flows first and reconciles; it never
 flushes, so a restart with an unchanged model sends nothing.
+
+Live migration (`migrate`, controller/migration.py, flows/migration.py): a migrating port has
+two bindings, the active one (the source) and a standby one (the destination NIC, once its
+host reports it); an announcement from the standby NIC (packet-in) activates the destination
+in one batch on every host, and the source NIC, cut off from then on, ends the migration when
+it leaves its host. The migration lives in the loop's memory only: a weftd restarted in the
+middle of one sees two NICs with one iface-id and binds the port to the last one reported.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ from flows.index import ModelDiff, _changed
 from topology.changes import changes_of
 from flows.flow import Flow
 from flows.pipeline import DHCP_METER
+from controller.migration import Migration, eth_src, trigger_of
+from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Binding, Model
 
 LOG = logging.getLogger(__name__)
@@ -131,6 +140,11 @@ class Engine:
         self._live_port_host: dict[str, str] = {}           # port -> the live host reporting it
         self._parked: dict[str, str] = {}                    # port -> host its NIC last left
         self._nb_bindings: dict = {}
+        self._migrations: dict[str, Migration] = {}          # port -> migration under way
+        self._last_migration: dict[str, Migration] = {}      # port -> its last finished one
+        self._activating: dict[str, Migration] = {}          # activated, commits outstanding
+        self._standby: dict[str, Binding] = {}               # port -> destination NIC (standby)
+        self._sent: dict[str, int] | None = None             # host -> bundle sent by this batch
         self._nb_changes: dict | None = None                 # keys changed since the last compile
         self._compiled_nb: Model | None = None
         self._pending_up: dict[str, set[str]] = {}          # host -> ports numbered, not yet sent
@@ -202,6 +216,19 @@ class Engine:
         before the ofport reaches the host's database, so a pending binding resolves earlier."""
         self._inbox.put(("port", datapath, name, ofport, time.monotonic()))
 
+
+    def announce(self, datapath, in_port: int, frame: bytes) -> None:
+        """A packet-in from a standby NIC's flow: the VM may be running on its destination."""
+        self._inbox.put(("announce", datapath, in_port, bytes(frame[:64]), time.monotonic()))
+
+    def migrate(self, port: str, host: str, timeout: float = 5.0) -> dict:
+        """Program `host` ahead as the destination of port `port` (uuid); the migration's view.
+        Raises WeftError (nothing changed) when the port is not bound or already on `host`."""
+        return self.call(lambda: self._migrate(port, host), timeout)
+
+    def migration_view(self, port: str, timeout: float = 5.0) -> dict | None:
+        """The port's migration under way, else its last one, else None."""
+        return self.call(lambda: self._migration_view(port), timeout)
 
     def port_desc(self, datapath, ports: list[tuple[str, int]]) -> None:
         self._inbox.put(("ports", datapath, ports))
@@ -354,6 +381,8 @@ class Engine:
             pass                                  # due timers run after every batch
         elif kind == "bindings":
             self._on_bindings(*item[1:])
+        elif kind == "announce":
+            self._on_announce(*item[1:])
         elif kind == "connected":
             self._on_connected(item[1])
         elif kind == "disconnected":
@@ -442,6 +471,7 @@ class Engine:
         yet keeps the bindings the store recorded for it."""
         changed: set[str] = set()
         eff, nb = self._eff, self.nb_model.bindings
+        was = {p: (eff.get(p), self._standby.get(p)) for p in self._migrations}
         if self._first_report:                   # the store's word on them no longer counts
             reporting = self._first_report
             for port, b in nb.items():           # one pass for every host that reported first
@@ -503,7 +533,129 @@ class Engine:
                     eff[port] = b
                     changed.add(port)
             self._nb_bindings = nb
+        if was:
+            self._settle_migrations(was, changed)
         return changed
+
+    # ---- live migration ------------------------------------------------------------------------
+    def _migrate(self, port: str, host: str) -> dict:
+        model = self.nb_model
+        p = model.ports.get(port)
+        if p is None:
+            raise NotFound(f"no port {port}")
+        if host not in model.hosts:
+            known = ", ".join(sorted(model.hosts)) or "none"
+            raise NotFound(f"unknown host {host!r} (hosts: {known})")
+        m = self._migrations.get(port)
+        if m is not None and m.activated is not None:
+            raise Conflict(f"port {p.ref} is still migrating from {m.source} to {m.dest}: its NIC "
+                           f"on {m.source} has not left yet")
+        b = self._eff.get(port)
+        if b is None or port in self._parked or (m is not None and not self._live_on(m.source, port)):
+            where = f" (its NIC left {b.host})" if b is not None else ""
+            raise Conflict(f"port {p.ref} is not bound to any host{where}: a migration moves a "
+                           f"running VM; plug its NIC first")
+        if b.host == host:
+            raise WeftError(f"port {p.ref} is already on {host}: name another host with --to")
+        self._migrations[port] = Migration(port, b.host, host)
+        self._standby.pop(port, None)
+        LOG.info("port %s: migration %s -> %s requested", p.ref, b.host, host)
+        return self._migration_view(port)
+
+    def _live_on(self, host: str, port: str) -> bool:
+        return port in self.live.get(host, {})
+
+    def _migration_view(self, port: str) -> dict | None:
+        m = self._migrations.get(port) or self._last_migration.get(port)
+        if m is None:
+            return None
+        up = self._port_up.get((m.dest, port))
+        ready = port in self._standby and (up is None or up.committed is not None) \
+            and self._standby[port].ofport != compiler.PENDING
+        return m.view(dest_ready=ready, dest_seen=port in self._standby)
+
+    def _settle_migrations(self, was: dict, changed: set[str]) -> None:
+        """Override the plain live-binding rule for migrating ports: before activation the
+        source stays the binding and the destination NIC is the standby one; after it, the
+        destination is the binding and the source NIC counts for nothing until it goes."""
+        eff, standby = self._eff, self._standby
+        for port, m in list(self._migrations.items()):
+            if port not in self.nb_model.ports or m.dest not in self.nb_model.hosts:
+                del self._migrations[port]
+                self._activating.pop(port, None)
+                standby.pop(port, None)
+            else:
+                src = self._live_b.get(m.source, {}).get(port)
+                dst = self._live_b.get(m.dest, {}).get(port)
+                if m.activated is None:
+                    cur = eff.get(port)
+                    if cur is None or cur.host != m.source or src is not None:
+                        eff[port] = src or Binding(port, m.source, compiler.PENDING)
+                    if dst is not None:
+                        standby[port] = dst
+                    else:
+                        standby.pop(port, None)
+                else:
+                    standby.pop(port, None)
+                    if dst is not None:
+                        eff[port] = dst
+                    if src is None:             # the source NIC is gone: done
+                        m.done = time.monotonic()
+                        del self._migrations[port]
+                        self._last_migration[port] = m
+                        if self._parked.get(port) == m.source:
+                            del self._parked[port]
+                        LOG.info("port %s: migration %s -> %s done", port, m.source, m.dest)
+            now = (eff.get(port), standby.get(port))
+            if now != was.get(port):
+                changed.add(port)
+            elif port in changed and now == was.get(port):
+                changed.discard(port)
+
+    def _on_announce(self, datapath, in_port: int, frame: bytes, at: float) -> None:
+        host, state = self._host(datapath)
+        if state is None:
+            return
+        for port, m in self._migrations.items():
+            sb = self._standby.get(port)
+            if m.activated is not None or m.dest != host or sb is None or sb.ofport != in_port:
+                continue
+            p = self.nb_model.ports.get(port)
+            if p is None or eth_src(frame) != p.mac:
+                LOG.warning("%s: frame from %s on the standby NIC of %s ignored", host,
+                            eth_src(frame), p.ref if p else port)
+                return
+            m.activated, m.trigger = at, trigger_of(frame)
+            self._activating[port] = m
+            self._dirty_hosts.add(host)         # _settle_migrations swaps the bindings
+            LOG.info("port %s: %s on %s, activating (from %s)", p.ref, m.trigger, host, m.source)
+            return
+
+    def _activation_sent(self) -> None:
+        """Right after a batch's syncs: the bundles the activations of this batch wait for."""
+        now = time.monotonic()
+        for port, m in list(self._activating.items()):
+            if m.awaiting is None:
+                m.awaiting = dict(self._sent or {})
+                if not m.awaiting:
+                    m.committed = now
+                    del self._activating[port]
+
+    def _activation_committed(self, host: str, bundle_id: int | None, at: float) -> None:
+        """A host committed `bundle_id` (None: the host will never confirm: lost or refused)."""
+        for port, m in list(self._activating.items()):
+            if not m.awaiting or host not in m.awaiting:
+                continue
+            if bundle_id is None:
+                m.unconfirmed.add(host)
+            elif m.awaiting[host] != bundle_id:
+                continue
+            del m.awaiting[host]
+            if not m.awaiting:
+                m.committed = at
+                del self._activating[port]
+                LOG.info("port %s: activation committed everywhere, %.1f ms after the announcement",
+                         port, (at - m.activated) * 1000)
 
     def _recompute(self) -> set[str]:
         """Apply the batch's changes to the compiled state; plan and send for affected hosts."""
@@ -512,7 +664,8 @@ class Engine:
         if self.nb_model is self._compiled_nb and not bindings_changed:
             return set()
         new = dataclasses.replace(self.nb_model, bindings=dict(self._eff) if bindings_changed
-                                  else old.bindings)
+                                  else old.bindings,
+                                  standby=dict(self._standby) if bindings_changed else old.standby)
         self._compiled_nb = self.nb_model
         nb_changes, self._nb_changes = self._nb_changes, {}
         diff = None
@@ -536,12 +689,16 @@ class Engine:
         for observer in self._observers:
             observer()
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
+        self._sent = {}
         for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
             self._sync(host)
             # let a waiting thread (an API request between two store round trips) run now
             # rather than after a switch interval: a change touching many hosts must not
             # slow down the writes queued behind it
             time.sleep(0)
+        if self._activating:
+            self._activation_sent()
+        self._sent = None
         return affected
 
     def _desired(self, host: str) -> list[Flow] | None:
@@ -590,6 +747,8 @@ class Engine:
         state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
         state.in_flight.clear()
         state.expected = set(state.installed)
+        if self._activating:
+            self._activation_committed(host, None, time.monotonic())
         self.of_ports.pop(host, None)
         self._dirty_hosts.add(host)
         self._publish_connections(host)
@@ -654,6 +813,8 @@ class Engine:
         first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
         now = time.monotonic()                  # encoded and written to the connection
         state.in_flight[bid] = Bundle(bid, first, items, version, now, ports)
+        if self._sent is not None:
+            self._sent[host] = bid
         for port in ports:
             self._port_up[(host, port)].sent = now
         deleted = set(plan.delete)
@@ -700,6 +861,8 @@ class Engine:
         self.metrics.bundle_seconds.observe(at - bundle.sent_at)
         for port in bundle.ports:
             self._port_done(host, port, bundle.sent_at, at)
+        if self._activating:
+            self._activation_committed(host, bundle_id, at)
 
     def _after(self, seconds: float, fn) -> None:
         heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._timer_seq), fn))
@@ -724,6 +887,8 @@ class Engine:
         state.last_error = f"bundle {bundle.bundle_id} refused (type={err_type} code={code}): {what}"
         LOG.error("%s: %s; dumping and reconciling", host, state.last_error)
         state.refused = bundle
+        if self._activating:
+            self._activation_committed(host, None, time.monotonic())
         if state.in_flight.pop(bundle.bundle_id, None) is not None:
             state.bundle_errors += 1
             self.metrics.bundles.labels("failed").inc()

@@ -1,8 +1,9 @@
 """The os-ken application: OpenFlow events in, queued to the engine; it decides nothing and sends nothing.
 
 weftd injects what the app talks to (`weft=OpenFlowSinks(...)` passed through os-ken's
-`instantiate_apps`), so there is no module state: the engine for the flow tables, the driver
-for replies to its own flow dumps, and the DHCP service for packet-ins.
+`instantiate_apps`), so there is no module state: the engine for the flow tables (and the
+announcements of migrating VMs, told apart by the packet-in's cookie), the driver for replies to
+its own flow dumps, and the DHCP service for the other packet-ins.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_4
+
+from flows.migration import is_announcement
 
 LOG = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ class WeftOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev):
         msg = ev.msg
+        if is_announcement(msg.cookie):       # a migrating port's destination NIC spoke
+            self.engine.announce(msg.datapath, msg.match["in_port"], bytes(msg.data))
+            return
         if self.dhcp is not None:
             try:
                 self.dhcp.packet_in(msg.datapath, msg.match["in_port"], bytes(msg.data))

@@ -16,6 +16,7 @@ from itertools import chain
 from operator import attrgetter
 
 from flows import acl as A
+from flows import migration as M
 from flows import pipeline as P
 from flows.cookies import make
 from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, UNICAST, Flow, make_match
@@ -50,6 +51,7 @@ class _Fragment:
     unknown: tuple[tuple[str | None, tuple[Flow, ...], tuple[Flow, ...]], ...]  # same, by IP (41)
     peers: tuple[tuple[str, tuple], ...]    # (host, actions tunnelling to it) holding its ports
     local_ports: dict[str, list[tuple[int, Port]]]          # host -> [(ofport, port)] by ofport
+    standby: dict[str, tuple[Flow, ...]] = field(default_factory=dict)   # host -> standby NIC flows
     router: Router | None = None            # the router it is attached to
     l3_input: tuple[Flow, ...] = ()         # router gateway ARP and L3 entry (where present)
     resolve: tuple[Flow, ...] = ()          # IP -> MAC of its ports (where its router is present)
@@ -60,9 +62,11 @@ class _Fragment:
 def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
     """Every flow host `host` should have, ordered by table (deterministic)."""
     local = index.local.get(host, {})
-    _check_ofports(host, local)
+    standby = index.standby.get(host, {})
+    _check_ofports(host, {**local, **{("standby", u): e for u, e in standby.items()}})
     flows = list(STRUCTURAL)
-    present = sorted({(port.tenant, port.network) for port, _ in local.values()})
+    # a migrating port's destination has its network ahead (flows/migration.py)
+    present = sorted({(port.tenant, port.network) for port, _ in chain(local.values(), standby.values())})
     routed, routers = set(), set()
     for key in present:
         frag = _fragment(index, key)
@@ -210,6 +214,12 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         entries.sort(key=lambda e: e[0])
     frag = _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(unknown),
                      tuple(sorted(peers.items())), local_ports)
+    if model.standby:
+        for port in ports:
+            standby = model.standby.get(port.uuid)
+            if standby is not None and standby.ofport != PENDING:
+                frag.standby[standby.host] = frag.standby.get(standby.host, ()) + M.standby_flows(
+                    port, standby.ofport)
     router = index.router_by_name.get((net.tenant, net.router)) if net.router else None
     if router is not None:
         frag.router = router
@@ -363,6 +373,7 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
         flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
                           sample + (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
         flows.extend(_port_security(port, ofport, dhcp=net.dhcp))
+    flows.extend(frag.standby.get(host, ()))
     flows.extend(frag.arp)
     flows.extend(frag.l3_input)
     flows.extend(frag.resolve)

@@ -20,6 +20,7 @@ FEATURES = {
     "l3": 7,              # routing
     "dhcp": 8,            # DHCP to the controller
     "acl": 9,             # security groups
+    "migrate": 10,        # a migrating port's destination NIC before activation
 }
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 FULL_MASK = 0xFFFFFFFFFFFFFFFF

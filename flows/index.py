@@ -6,6 +6,8 @@ to it. The index holds:
 * `net_by_key`   NetKey -> Network (raises ValueError for two networks with one key or one VNI)
 * `ports_by_key` NetKey -> {port uuid: Port}, whether or not the network exists
 * `local`        host name -> {port uuid: (Port, Binding)} for every bound port that exists
+* `standby`      host name -> {port uuid: (Port, Binding)}: migrating ports' destination NICs,
+                 not active yet (a binding change covers them: `ModelDiff.bindings`)
 
 Everything else (which hosts hold a network's ports, the flows a network contributes) is derived
 from those per network and cached by the compiler in `fragments`, which `updated()` carries over
@@ -14,7 +16,7 @@ for every network the change did not touch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 from operator import is_not
 
 from topology.model import Binding, Model, Network, Port
@@ -40,7 +42,8 @@ class ModelDiff:
 
 def diff_models(old: Model, new: Model) -> ModelDiff:
     """What changed; O(model) but in C for records shared by both snapshots (the common case)."""
-    return ModelDiff(_changed(old.ports, new.ports), _changed(old.bindings, new.bindings),
+    return ModelDiff(_changed(old.ports, new.ports),
+                     _changed(old.bindings, new.bindings) | _changed(old.standby, new.standby),
                      _changed(old.networks, new.networks), _changed(old.hosts, new.hosts),
                      _changed(old.routers, new.routers),
                      _changed(old.security_groups, new.security_groups))
@@ -75,11 +78,13 @@ class CompilerIndex:
         for uuid, port in model.ports.items():
             self.ports_by_key.setdefault((port.tenant, port.network), {})[uuid] = port
         self.local: dict[str, dict[str, tuple[Port, Binding]]] = {}
+        self.standby: dict[str, dict[str, tuple[Port, Binding]]] = {}
         ports = model.ports
-        for uuid, binding in model.bindings.items():
-            port = ports.get(uuid)
-            if port is not None:
-                self.local.setdefault(binding.host, {})[uuid] = (port, binding)
+        for by_host, bindings in ((self.local, model.bindings), (self.standby, model.standby)):
+            for uuid, binding in bindings.items():
+                port = ports.get(uuid)
+                if port is not None:
+                    by_host.setdefault(binding.host, {})[uuid] = (port, binding)
         self._index_routers()
         self.fragments: dict = {}
         self.parent: Model | None = None        # the model `updated()` derived this index from
@@ -124,13 +129,18 @@ class CompilerIndex:
         return sorted(set(self.model.hosts) | set(self.local))
 
     def keys_on(self, host: str) -> set[NetKey]:
-        """NetKeys with a port bound on `host` (the network may not exist)."""
-        return {(p.tenant, p.network) for p, _ in self.local.get(host, {}).values()}
+        """NetKeys with a port bound (or standing by) on `host` (the network may not exist)."""
+        return {(p.tenant, p.network) for p, _ in chain(self.local.get(host, {}).values(),
+                                                        self.standby.get(host, {}).values())}
 
     def hosts_on(self, key: NetKey) -> set[str]:
-        """Hosts with a port of `key` bound on them (a superset of where the network is present)."""
-        bindings = self.model.bindings
-        return {bindings[u].host for u in self.ports_by_key.get(key, ()) if u in bindings}
+        """Hosts with a port of `key` bound (or standing by) on them (a superset of where the
+        network is present)."""
+        bindings, standby = self.model.bindings, self.model.standby
+        hosts = {bindings[u].host for u in self.ports_by_key.get(key, ()) if u in bindings}
+        if standby:
+            hosts.update(standby[u].host for u in self.ports_by_key.get(key, ()) if u in standby)
+        return hosts
 
     # -- incremental update -------------------------------------------------------------------
 
@@ -165,10 +175,11 @@ class CompilerIndex:
                     self._add_network(new.net_by_key, new._vni_owner, net)
 
         dirty = diff.ports | diff.bindings
-        new.ports_by_key, new.local = self.ports_by_key, self.local
+        new.ports_by_key, new.local, new.standby = self.ports_by_key, self.local, self.standby
         if dirty:
             new.ports_by_key, new.local = dict(self.ports_by_key), dict(self.local)
-            copied_keys, copied_hosts = set(), set()
+            new.standby = dict(self.standby) if old_model.standby or new_model.standby else {}
+            copied_keys, copied_hosts, copied_standby = set(), set(), set()
 
             def ports_of(key):
                 if key not in copied_keys:
@@ -194,12 +205,20 @@ class CompilerIndex:
                     local_of(old_bind.host).pop(uuid, None)
                 if new_port is not None and new_bind is not None:
                     local_of(new_bind.host)[uuid] = (new_port, new_bind)
+                old_sb, new_sb = old_model.standby.get(uuid), new_model.standby.get(uuid)
+                if old_port is not None and old_sb is not None:
+                    _copied(new.standby, copied_standby, old_sb.host).pop(uuid, None)
+                if new_port is not None and new_sb is not None:
+                    _copied(new.standby, copied_standby, new_sb.host)[uuid] = (new_port, new_sb)
             for key in copied_keys:
                 if not new.ports_by_key[key]:
                     del new.ports_by_key[key]
             for host in copied_hosts:
                 if not new.local[host]:
                     del new.local[host]
+            for host in copied_standby:
+                if not new.standby[host]:
+                    del new.standby[host]
 
         if diff.networks or diff.routers:
             new._index_routers()
@@ -222,6 +241,14 @@ class CompilerIndex:
                     if net is not None and net.router:
                         new.fragments.pop(("router", net.tenant, net.router), None)
         return new
+
+
+def _copied(by_host: dict, copied: set, host: str) -> dict:
+    """by_host[host] as a dict of its own (copied once per update), for changing it."""
+    if host not in copied:
+        copied.add(host)
+        by_host[host] = dict(by_host.get(host, ()))
+    return by_host[host]
 
 
 def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set[NetKey]:

@@ -160,7 +160,11 @@ def delete(name: str) -> None:
 
 
 def move(name: str, host: str) -> dict:
-    """The VM's NIC leaves its host and appears on `host`, with the same MAC and addresses."""
+    """Live-migrate the VM to `host` (lab/migrate.py): weftd is told first, the destination NIC
+    is plugged before the source one goes, the VM switches over and sends a RARP, then the
+    source NIC is unplugged. It keeps its MAC and addresses. Bad input changes nothing."""
+    from lab import migrate
+
     p, state = load_up_state()
     with locked(p):
         state = LabState.load(p)
@@ -169,11 +173,36 @@ def move(name: str, host: str) -> dict:
             raise NotFound(f"unknown host {host!r}: this lab has {_host_list(state)}")
         if vm["host"] == host:
             raise WeftError(f"VM {name!r} is already on {host}")
-        _unplug(p, state, vm)
-        vm["host"] = host
+        dest = state.hosts[host]
+        ctl = migrate.Controller(vm.get("port"))
+        ctl.migrate(host)                     # weftd refuses bad requests before anything changed
+        guest = None
+        try:
+            migrate.plug_destination(dest, vm, name, tap_mtu=vm_mtu(state.tunnel, state.underlay_mtu)
+                                     if vm.get("dhcp") else None)
+            if not ctl.wait(("ready",), migrate.READY_TIMEOUT):
+                raise WeftError(f"weftd did not program {host} for {vm.get('port')} within "
+                                f"{migrate.READY_TIMEOUT:.0f} s; the VM stays on {vm['host']}", 504)
+            guest = migrate.GuestSwitch(vm["ns"], vm["mac"])
+        except BaseException:
+            if guest is not None:
+                guest.close()
+            migrate.unplug_destination(dest, vm)
+            raise
+        source_name = vm["host"]
+        try:
+            vm["switch_ms"] = round(guest.switch() * 1000, 2)
+            steps = guest.steps
+            vm["host"] = host
+            state.save(p)
+            # weftd switches the port on the RARP; a lost one is sent again, as QEMU repeats it
+            activated = ctl.wait(("active", "done"), migrate.ACTIVE_TIMEOUT, tick=guest.announce)
+            _unplug(p, state, {**vm, "host": source_name})
+            guest.drop_old()
+        finally:
+            guest.close()
         state.save(p)
-        _plug(p, state, name, vm)
-    return vm
+    return {**vm, "activated": activated, "switch_steps_ms": steps}
 
 
 def exec_argv(name: str, argv: list[str]) -> list[str]:

@@ -335,6 +335,8 @@ class Model:
     ports: dict[str, Port] = field(default_factory=dict)          # by uuid
     hosts: dict[str, Host] = field(default_factory=dict)          # by name
     bindings: dict[str, Binding] = field(default_factory=dict)    # by port uuid
+    # a migrating port's NIC on its destination, not active yet (flows/migration.py): by port uuid
+    standby: dict[str, Binding] = field(default_factory=dict)
     routers: dict[str, Router] = field(default_factory=dict)      # by uuid
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
     traffic: TrafficConfig = TrafficConfig()
