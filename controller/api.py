@@ -632,8 +632,11 @@ def make_handler(api: Api):
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            # headers and body in one write: each system call gives up the GIL, and taking it
+            # back waits for the engine's loop when it is busy with the change just committed
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.append(payload)
+            self.flush_headers()
 
         def do_GET(self):
             self._handle("GET")
