@@ -125,6 +125,9 @@ def kernel_drops(sock: socket.socket) -> int | None:
     return None
 
 
+MAX_REJECTED_SOURCES = 256      # distinct unknown sources listed; the rest count as "other"
+
+
 class _Receiver:
     """One socket, one thread: receive, decode, account; owns its stats and batch."""
 
@@ -139,6 +142,7 @@ class _Receiver:
         self.datagrams = 0
         self.bytes = 0
         self.errors = 0
+        self.rejected: dict[str, int] = {}      # source address -> datagrams dropped (not a host)
         self.last_error: str | None = None
         self.caches = {}
         if kind == "netflow":
@@ -166,6 +170,8 @@ class _Receiver:
         clock = self.service.clock
         stop = self._stop
         interval = self.service.flush_interval
+        known_only = self.service.known_exporters_only
+        host_of = self.service.attributor.host_of
         poller = select.poll()  # (select.select fails for descriptors >= 1024)
         poller.register(sock, select.POLLIN)
         while not stop.is_set():
@@ -188,6 +194,9 @@ class _Receiver:
                             break
                         self.datagrams += 1
                         self.bytes += len(data)
+                        if known_only and host_of(src[0]) is None:
+                            self._reject(src[0])
+                            continue
                         try:
                             handle(data, src[0], clock())
                         except MalformedDatagram:
@@ -209,6 +218,17 @@ class _Receiver:
             self._last_expire = mono
             for cache in self.caches.values():
                 cache.expire()
+
+    def _reject(self, addr: str) -> None:
+        """A datagram from an address that is no known host: counted (per address, bounded) and
+        dropped unread, so a stranger can never put traffic into the matrix."""
+        if addr not in self.rejected:
+            if len(self.rejected) >= MAX_REJECTED_SOURCES:
+                addr = "other"
+            else:
+                log.warning("collector %s: dropping datagrams from %s: not a known host's exporter",
+                            self.kind, addr)
+        self.rejected[addr] = self.rejected.get(addr, 0) + 1
 
     def _error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -377,6 +397,7 @@ class _Receiver:
                 "stats": {p: s.snapshot() for p, s in self.stats.items()},
                 "flows": {p: list(v) for p, v in self.flows.items()},
                 "templates": {p: len(c) for p, c in self.caches.items()},
+                "rejected": dict(self.rejected),
             }
 
 
@@ -396,8 +417,12 @@ class CollectorService:
                  aggregator: Aggregator | None = None, bucket_seconds: float = 10.0,
                  sflow_ifindexes: dict | None = None,
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
-                 rcvbuf: int = DEFAULT_RCVBUF, clock=time.time) -> None:
+                 rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
+                 known_exporters_only: bool = False) -> None:
         self.model_provider = model_provider
+        # True: only datagrams from a known host's address (the model's hosts' management or
+        # tunnel address, or `exporter_hosts`) are read; others are counted and dropped
+        self.known_exporters_only = known_exporters_only
         self.endpoints = {k: (parse_addr(v) if v is not None else None)
                           for k, v in (("sflow", sflow), ("netflow", netflow), ("ipfix", ipfix))}
         if not any(self.endpoints.values()):
@@ -503,6 +528,7 @@ class CollectorService:
     def status(self) -> dict:
         protocols: dict[str, dict] = {}
         exporters: list[dict] = []
+        rejected: list[dict] = []
         sockets: dict[str, dict] = {}
         errors = 0
         for kind, r in self._receivers.items():
@@ -510,6 +536,8 @@ class CollectorService:
             errors += snap["errors"]
             sockets[kind] = {k: snap[k] for k in ("address", "datagrams", "bytes", "errors",
                                                   "last_error", "kernel_drops")}
+            rejected += [{"socket": kind, "source": addr, "datagrams": n}
+                         for addr, n in sorted(snap["rejected"].items())]
             for proto, per_exp in snap["stats"].items():
                 tot = dict.fromkeys(_COUNTERS, 0)
                 cache = r.caches.get(proto)
@@ -528,8 +556,10 @@ class CollectorService:
         for p in protocols.values():
             for k in totals:
                 totals[k] += p[k]
+        totals["rejected"] = sum(r["datagrams"] for r in rejected)
         return {"uptime": (self.clock() - self.started) if self.started else 0.0,
                 "totals": totals, "protocols": protocols, "exporters": exporters,
+                "rejected": rejected,
                 "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
                 "aggregate": self.aggregator.stats()}
 

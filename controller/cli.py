@@ -508,6 +508,9 @@ def cmd_traffic(args, client) -> int:
             cols = ["protocol", "exporter", "host", "datagrams", "records", "malformed",
                     "sequence_gaps", "templates"]
             print(render(rows, args.output, [c for c in cols if not rows or c in rows[0]] or None))
+            if st.get("rejected") and args.output == "table":
+                print("\ndropped: datagrams from addresses that are no known host's exporter")
+                print(render(st["rejected"], "table", ["socket", "source", "datagrams"]))
         return 0
     changes = {k: v for k, v in (("sflow", args.sflow), ("sflow_sampling", args.sflow_sampling),
                                  ("sflow_polling", args.sflow_polling), ("netflow", args.netflow),

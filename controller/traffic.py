@@ -3,7 +3,8 @@
 Each protocol has its own collector (and aggregator) so that sFlow, NetFlow and IPFIX are
 never added together: `weft traffic matrix --source sflow|netflow|ipfix` picks one (sFlow by
 default) and the others can be compared with it. Hosts export from their management
-address (Host.mgmt_ip), which maps a datagram to its host.
+address (Host.mgmt_ip), which maps a datagram to its host; a datagram from any other address
+is counted and dropped unread (`weft traffic status`), so no stranger adds to the matrix.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class TrafficCollectors:
             kwargs = {k: None for k in PORTS}
             kwargs[source] = (listen_ip, port)
             self.services[source] = CollectorService(engine.effective_model, bucket_seconds=bucket_seconds,
-                                                     model_refresh=1.0, **kwargs)
+                                                     model_refresh=1.0, known_exporters_only=True, **kwargs)
         self.export_dir = export_dir
         self._exporters = []
 
@@ -68,13 +69,14 @@ class TrafficCollectors:
         return self.services[source]
 
     def status(self) -> dict:
-        out = {"sources": {}, "exporters": []}
+        out = {"sources": {}, "exporters": [], "rejected": []}
         for source, svc in self.services.items():
             st = svc.status()
             out["sources"][source] = {"listen": "%s:%d" % svc.addresses.get(source, ("-", 0))
                                       if svc.addresses.get(source) else None,
                                       "totals": st.get("totals"), "protocols": st.get("protocols")}
             out["exporters"] += st.get("exporters", [])
+            out["rejected"] += st.get("rejected", [])
         return out
 
     def config(self) -> dict:

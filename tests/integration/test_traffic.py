@@ -136,3 +136,32 @@ def test_status_config_and_bad_input(tlab):
     db = f"unix:{lab.dir}/hv1/db.sock"
     sflow = subprocess.run(["ovs-vsctl", f"--db={db}", "list", "sFlow"], capture_output=True, text=True).stdout
     assert "198.19.0.1:6343" in sflow and re.search(r"sampling\s+: 8\b", sflow), sflow
+
+
+def test_netflow_from_an_address_that_is_no_host_is_dropped_not_attributed(tlab):
+    """Valid NetFlow v5 datagrams claiming 20 GB from r1 to r2, sent to weftd's collector from
+    the management network's own address (no hypervisor has it): counted as dropped, never read."""
+    lab, _sent = tlab
+    before = {(r["src"], r["dst"]): r["bytes"] for r in lab.json("traffic", "matrix", "--source", "netflow")}
+    state = json.load(open(os.path.join(lab.dir, "state.json")))
+    mgmt_ns = next(ns for ns in state["namespaces"] if ns.endswith("-mgmt"))
+    r1_ofport = next(p["ofport"] for p in lab.json("port", "list") if p["name"] == "r1")
+    code = ("import socket,struct,time\n"
+            "hdr=struct.pack('!HHIIIIBBH',5,1,0,int(time.time()),0,0,0,0,0)\n"
+            "rec=socket.inet_aton('10.0.0.11')+socket.inet_aton('10.0.0.12')+bytes(4)"
+            f"+struct.pack('!HHIIIIHHBBBBHHBBH',{r1_ofport},60000,10**6,4*10**9,0,0,40000,5001,0,0,17,0,0,0,0,0,0)\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "[s.sendto(hdr+rec,('198.19.0.1',2055)) for _ in range(5)]\n")
+    r = subprocess.run(["ip", "netns", "exec", mgmt_ns, "python3", "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 5
+    while True:
+        status = lab.json("traffic", "status")
+        dropped = [x for x in status["rejected"] if x["source"] == "198.19.0.1"]
+        if dropped and dropped[0]["datagrams"] >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert dropped == [{"socket": "netflow", "source": "198.19.0.1", "datagrams": 5}], status["rejected"]
+    after = {(r["src"], r["dst"]): r["bytes"] for r in lab.json("traffic", "matrix", "--source", "netflow")}
+    assert after.get(("red/net/r1", "red/net/r2"), 0) - before.get(("red/net/r1", "red/net/r2"), 0) < 10**9
+    assert "198.19.0.1" not in {e["exporter"] for e in status["exporters"]}

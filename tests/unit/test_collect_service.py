@@ -361,3 +361,36 @@ def test_vxlan_key_only_for_the_plain_layout():
                 and f[42] & 8 and len(f) >= 84 and f[62:64] == b"\x08\x00" and f[64] == 0x45:
             continue
         assert vxlan_key(f) is None
+
+
+def test_only_known_hosts_exporters_are_read_when_asked():
+    """weftd's collectors: a datagram from an address that is no host is counted and dropped."""
+    s = CollectorService(model, netflow="127.0.0.1:0", sflow=None, exporter_hosts=EXPORTERS,
+                         flush_interval=0.05, known_exporters_only=True).start()
+    try:
+        fake, real = sender("127.0.0.99"), sender(HV1)
+        dgram = fx.v5_packet([fx.v5_record("10.0.0.1", "10.0.0.2", inp=7, out=60000,
+                                           octets=10_000_000_000 // 8, packets=1000)], seq=0)
+        for _ in range(3):
+            fake.sendto(dgram, s.addresses["netflow"])
+        real.sendto(dgram, s.addresses["netflow"])
+        st = wait_for(s, 4)
+        assert st["rejected"] == [{"socket": "netflow", "source": "127.0.0.99", "datagrams": 3}]
+        assert st["totals"]["rejected"] == 3
+        assert [e["exporter"] for e in st["exporters"]] == [HV1]     # the stranger was never read
+        (row,) = s.matrix()
+        assert (row["src"], row["dst"], row["packets"]) == ("red/net/a", "red/net/b", 1000)
+    finally:
+        s.stop()
+
+
+def test_every_exporter_is_read_by_default():
+    """`weft collect` alone (no hosts to check against) reads whatever it is sent."""
+    s = CollectorService(None, netflow="127.0.0.1:0", sflow=None, flush_interval=0.05).start()
+    try:
+        sender("127.0.0.99").sendto(fx.v5_packet([fx.v5_record("10.0.0.1", "10.0.0.2")], seq=0),
+                                    s.addresses["netflow"])
+        st = wait_for(s, 1)
+        assert st["rejected"] == [] and [e["exporter"] for e in st["exporters"]] == ["127.0.0.99"]
+    finally:
+        s.stop()
