@@ -132,7 +132,7 @@ def main() -> int:
 
         api = Api(store, EngineStub(store))
         servers = serve(api, tcp=("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{servers[0].server_address[1]}"
+        endpoint = f"http://127.0.0.1:{servers[0].address[1]}"
         client = Client(endpoint)
         refreshes = timed_refreshes(store)
 

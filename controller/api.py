@@ -1,16 +1,11 @@
-"""weftd's northbound JSON HTTP API (see controller/openapi.yaml), served on a unix socket and/or TCP."""
+"""weftd's northbound API operations (see controller/openapi.yaml); served over HTTP by controller/apihttp.py."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import re
-import socket
-import socketserver
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 from controller import ofmsg
 from flows import cookies
@@ -578,106 +573,8 @@ class _Owners:
         return name
 
 
-def make_handler(api: Api):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "weftd/0.1"
-        protocol_version = "HTTP/1.1"
-
-        def setup(self):
-            # headers and body go out as two writes: without TCP_NODELAY a keep-alive client's
-            # delayed ACK holds every answer back 40 ms (TCP only: a unix socket has no Nagle)
-            if self.request.family in (socket.AF_INET, socket.AF_INET6):
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().setup()
-
-        def log_message(self, fmt, *args):
-            LOG.debug("api: " + fmt, *args)
-
-        def address_string(self):
-            return "unix" if isinstance(self.client_address, (str, bytes)) else super().address_string()
-
-        def _handle(self, method):
-            url = urlparse(self.path)
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else {}
-                except json.JSONDecodeError as exc:
-                    raise WeftError(f"request body is not valid JSON: {exc}") from None
-                if not isinstance(body, dict):
-                    raise WeftError("request body must be a JSON object")
-                if url.path == "/openapi.yaml":
-                    with open(OPENAPI, "rb") as f:
-                        return self._send(200, f.read(), "application/yaml")
-                if url.path == "/metrics" and method == "GET":
-                    return self._send(200, api.metrics(), "text/plain; version=0.0.4; charset=utf-8")
-                query = parse_qs(url.query)
-                if "wait" in query and method == "GET":
-                    raise WeftError("wait=hv is for changes (POST, PATCH, DELETE)")
-                wait = api.wait_timeout(query)
-                result = api.dispatch(method, url.path, query, body)
-                waited = api.wait_for_hosts(wait) if wait is not None else None
-                if waited is not None and isinstance(result, dict):
-                    result = {**result, "wait": waited}       # views may be shared: never mutate
-                status = 201 if method == "POST" else 200
-                self._send(status, encode_result(result))
-            except WeftError as exc:
-                self._send(exc.status, json.dumps({"error": str(exc)}).encode())
-            except Exception as exc:  # never leave a client without an answer
-                LOG.exception("API failure on %s %s", method, self.path)
-                self._send(500, json.dumps({"error": f"internal error: {exc}"}).encode())
-
-        def _send(self, status: int, payload: bytes, ctype: str = "application/json"):
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
-            # headers and body in one write: each system call gives up the GIL, and taking it
-            # back waits for the engine's loop when it is busy with the change just committed
-            self._headers_buffer.append(b"\r\n")
-            self._headers_buffer.append(payload)
-            self.flush_headers()
-
-        def do_GET(self):
-            self._handle("GET")
-
-        def do_POST(self):
-            self._handle("POST")
-
-        def do_DELETE(self):
-            self._handle("DELETE")
-
-        def do_PATCH(self):
-            self._handle("PATCH")
-
-    return Handler
-
-
-class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, "unix"
-
-
-def serve(api: Api, unix_path: str | None = None, tcp: tuple[str, int] | None = None) -> list:
-    """Start the API servers in background threads; returns them."""
-    servers = []
-    handler = make_handler(api)
-    if unix_path:
-        if os.path.exists(unix_path):
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(unix_path)
-                raise WeftError(f"another weftd already serves {unix_path}", 409)
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(unix_path)
-            finally:
-                probe.close()
-        servers.append(UnixHTTPServer(unix_path, handler))
-    if tcp:
-        servers.append(ThreadingHTTPServer(tcp, handler))
-    for srv in servers:
-        threading.Thread(target=srv.serve_forever, name="api", daemon=True).start()
-    return servers
+def serve(api: Api, unix_path: str | None = None, tcp: tuple[str, int] | None = None,
+          token: str | None = None, tls: tuple[str, str] | None = None, **kwargs) -> list:
+    """Start the API (controller.apihttp: uvicorn + Starlette); returns the running servers."""
+    from controller import apihttp
+    return apihttp.serve(api, unix_path, tcp, token, tls, **kwargs)

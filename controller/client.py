@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 from topology.errors import WeftError
 
-DEFAULT_TCP = "http://127.0.0.1:6680"
+DEFAULT_SOCKET = "unix:/run/weftd/weftd.sock"      # weftd's default --run-dir
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -24,7 +24,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def default_endpoint() -> str:
-    """WEFT_API if set; else the running lab's controller socket; else weftd's default TCP port."""
+    """WEFT_API if set; else the running lab's controller socket; else weftd's default socket."""
     if os.environ.get("WEFT_API"):
         return os.environ["WEFT_API"]
     try:
@@ -35,7 +35,7 @@ def default_endpoint() -> str:
             return "unix:" + state.services["weftd"]["api"]
     except WeftError:
         pass
-    return DEFAULT_TCP
+    return DEFAULT_SOCKET
 
 
 class Client:
@@ -50,10 +50,16 @@ class Client:
     def _connection(self):
         if self.endpoint.startswith("unix:"):
             return _UnixConnection(self.endpoint[5:], self.timeout)
+        if self.endpoint.startswith("https://"):
+            import ssl
+            ctx = ssl.create_default_context(cafile=os.environ.get("WEFT_CA") or None)
+            hostport = self.endpoint[8:].rstrip("/")
+            return http.client.HTTPSConnection(hostport, timeout=self.timeout, context=ctx)
         if self.endpoint.startswith("http://"):
             hostport = self.endpoint[7:].rstrip("/")
             return http.client.HTTPConnection(hostport, timeout=self.timeout)
-        raise WeftError(f"invalid API endpoint {self.endpoint!r}: use unix:PATH or http://HOST:PORT")
+        raise WeftError(f"invalid API endpoint {self.endpoint!r}: use unix:PATH, https://HOST:PORT "
+                        f"or http://HOST:PORT")
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
         if self.wait_timeout is not None and method != "GET":
@@ -64,6 +70,8 @@ class Client:
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload else {}
+            if os.environ.get("WEFT_TOKEN") and not self.endpoint.startswith("unix:"):
+                headers["Authorization"] = "Bearer " + os.environ["WEFT_TOKEN"]
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()
             data = resp.read()

@@ -24,8 +24,19 @@ def parse_args(argv):
     ap.add_argument("--controller-target", action="append", default=[], metavar="TARGET",
                     help="controller target written into each host's br-int "
                          "(default tcp:<of-listen>); repeat for several replicas")
-    ap.add_argument("--api-socket", help="serve the API on this unix socket")
-    ap.add_argument("--api-listen", metavar="IP:PORT", help="serve the API on TCP (e.g. 127.0.0.1:6680)")
+    ap.add_argument("--api-socket", metavar="PATH",
+                    help="serve the API on this unix socket, mode 0660, group `weft` when it exists "
+                         "(default: <run-dir>/weftd.sock unless --api-listen is given)")
+    ap.add_argument("--api-listen", metavar="IP:PORT",
+                    help="also serve the API on TCP: needs --api-token-file, and TLS "
+                         "(--api-tls-cert/--api-tls-key) unless --api-no-tls")
+    ap.add_argument("--api-token-file", metavar="FILE",
+                    help="the bearer token every TCP request must carry (a file readable by its "
+                         "owner only; clients: WEFT_TOKEN)")
+    ap.add_argument("--api-tls-cert", metavar="PEM", help="TLS certificate of the TCP API")
+    ap.add_argument("--api-tls-key", metavar="PEM", help="TLS private key of the TCP API")
+    ap.add_argument("--api-no-tls", action="store_true",
+                    help="serve the TCP API without TLS (tests on loopback; the token still applies)")
     ap.add_argument("--tunnel", choices=["vxlan", "geneve"], default="vxlan")
     ap.add_argument("--underlay-mtu", type=_underlay_mtu, default=1500, metavar="BYTES",
                     help="MTU of the hypervisors' tunnel network (default 1500); VMs are given this "
@@ -43,8 +54,43 @@ def parse_args(argv):
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if not args.api_socket and not args.api_listen:
-        args.api_listen = "127.0.0.1:6680"
+        args.api_socket = os.path.join(args.run_dir, "weftd.sock")
+    problem = _api_tcp_problem(args)
+    if problem:
+        ap.error(problem)
     return args
+
+
+def _api_tcp_problem(args) -> str | None:
+    """What is missing for the TCP API to be safe, or None."""
+    if not args.api_listen:
+        if args.api_token_file or args.api_tls_cert or args.api_tls_key or args.api_no_tls:
+            return "--api-token-file, --api-tls-* and --api-no-tls are for --api-listen"
+        return None
+    if not args.api_token_file:
+        return "--api-listen needs --api-token-file: the TCP API never serves without a token"
+    if args.api_no_tls:
+        if args.api_tls_cert or args.api_tls_key:
+            return "--api-no-tls and --api-tls-cert/--api-tls-key contradict each other"
+    elif not (args.api_tls_cert and args.api_tls_key):
+        return "--api-listen needs --api-tls-cert and --api-tls-key (or --api-no-tls on a trusted loopback)"
+    return None
+
+
+def read_token(path: str) -> str:
+    """The API token from `path`: refused if others can read the file, or it is too short."""
+    try:
+        st = os.stat(path)
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise WeftError(f"cannot read --api-token-file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise WeftError(f"--api-token-file {path} is readable by others (mode {st.st_mode & 0o777:o}): "
+                        f"chmod 600 it")
+    if len(token) < 16:
+        raise WeftError(f"--api-token-file {path}: the token must be at least 16 characters")
+    return token
 
 
 def _underlay_mtu(text: str) -> int:
@@ -122,7 +168,9 @@ class Controller:
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status
-        self.servers = api.serve(self.api, self.args.api_socket, tcp)
+        token = read_token(self.args.api_token_file) if self.args.api_token_file else None
+        tls = (self.args.api_tls_cert, self.args.api_tls_key) if self.args.api_tls_cert else None
+        self.servers = api.serve(self.api, self.args.api_socket, tcp, token=token, tls=tls)
         # what the first load built (the model, the IDL's rows) lives as long as weftd: keep
         # the cyclic collector from walking it again and again (pauses grow with the store)
         gc.freeze()
