@@ -88,7 +88,8 @@ def build_parser() -> Parser:
     net.required = True
     p = net.add_parser("create", help="create TENANT/NET")
     p.add_argument("ref", metavar="TENANT/NET")
-    p.add_argument("--cidr", required=True)
+    p.add_argument("--cidr", required=True, action="append",
+                   help="the IPv4 prefix; repeat it for an IPv6 prefix besides (e.g. fd00:1::/64)")
     p.add_argument("--gateway", help="gateway address (default: the first address)")
     p.add_argument("--dns", action="append", default=[], help="DNS server handed out by DHCP")
     p.add_argument("--no-dhcp", action="store_true")
@@ -108,7 +109,8 @@ def build_parser() -> Parser:
     port.required = True
     p = port.add_parser("create", help="create TENANT/NET/PORT (prints id, mac, ip)")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
-    p.add_argument("--ip")
+    p.add_argument("--ip", action="append",
+                   help="an address (repeat it: one IPv4, IPv6 ones); a family given none gets one allocated")
     p.add_argument("--mac")
     p.add_argument("--sg", action="append", default=[], metavar="TENANT/SG")
     p.add_argument("--no-port-security", action="store_true")
@@ -275,15 +277,16 @@ def cmd_network(args, client) -> int:
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
         rows = client.get("/v1/networks", tenant=args.tenant)
-        print(render(rows, args.output, ["ref", "cidr", "gateway", "vni", "dhcp", "router", "ports"]))
+        print(render(rows, args.output, ["ref", "cidrs", "gateway", "vni", "dhcp", "router", "ports"]))
         return 0
     tenant, name = _ref(args.ref, 2, "network")
     if args.sub == "create":
-        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidr": args.cidr,
+        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidrs": args.cidr,
                                            "gateway": args.gateway, "dhcp": not args.no_dhcp,
                                            "dns": args.dns})
         print(render(res, "json") if args.output == "json" else
-              f"network {tenant}/{name} created: {res['cidr']} gateway {res['gateway']} vni {res['vni']}")
+              f"network {tenant}/{name} created: {' '.join(res['cidrs'])} gateway {res['gateway']} "
+              f"vni {res['vni']}")
     elif args.sub == "delete":
         client.delete(f"/v1/networks/{seg(tenant, name)}", cascade=1 if args.cascade else None)
         print(f"network {tenant}/{name} deleted")
@@ -295,7 +298,7 @@ def cmd_network(args, client) -> int:
             print(render({k: v for k, v in res.items() if k != "port_list"}))
             if res["port_list"]:
                 print()
-                print(render(res["port_list"], columns=["name", "mac", "ip", "host", "id"]))
+                print(render(res["port_list"], columns=["name", "mac", "ips", "host", "id"]))
     return 0
 
 
@@ -307,19 +310,21 @@ def cmd_port(args, client) -> int:
             _ref(args.scope, len(parts) if len(parts) in (1, 2) else 2, "tenant or network")
             query = {"tenant": parts[0], "network": parts[1] if len(parts) > 1 else None}
         rows = client.get("/v1/ports", **query)
-        print(render(rows, args.output, ["ref", "mac", "ip", "host", "ofport", "id"]))
+        print(render(rows, args.output, ["ref", "mac", "ips", "host", "ofport", "id"]))
         return 0
     tenant, net, name = _ref(args.ref, 3, "port")
     if args.sub == "create":
         groups = [_group_of(tenant, g, f"port {args.ref}") for g in args.sg]
         res = client.post("/v1/ports", {"tenant": tenant, "network": net, "name": name,
-                                        "ip": args.ip, "mac": args.mac,
+                                        "ips": args.ip, "mac": args.mac,
                                         "security_groups": groups,
                                         "port_security": not args.no_port_security})
         if args.output == "json":
             print(render(res, "json"))
         else:
             print(f"id {res['id']}\nmac {res['mac']}\nip {res['ip']}")
+            for ip6 in res["ips"][1:]:
+                print(f"ip6 {ip6}")
     elif args.sub == "update":
         body = {}
         if args.sg or args.no_sg:
