@@ -200,7 +200,8 @@ def build_parser() -> Parser:
     remote = p.add_mutually_exclusive_group()
     remote.add_argument("--remote-cidr", metavar="CIDR", help="peers by address (default 0.0.0.0/0)")
     remote.add_argument("--remote-sg", metavar="TENANT/SG", help="peers: the members of this group")
-    p.add_argument("--ethertype", default="ipv4", choices=["ipv4"])
+    p.add_argument("--ethertype", default="ipv4", choices=["ipv4", "ipv6"],
+                   help="the rule's address family (icmp means ICMPv6 for ipv6)")
     _out(p)
     p = rule.add_parser("delete", help="delete a rule")
     p.add_argument("ref", metavar="TENANT/SG")

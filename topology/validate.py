@@ -18,8 +18,10 @@ RULE_KEY_FIRST = 1                  # 0 is "no rule" (the conntrack mark of noth
 RULE_KEY_MAX = 0xFFFFFFFF
 DIRECTIONS = ("ingress", "egress")
 PROTOS = ("tcp", "udp", "icmp", "any")
-ETHERTYPES = ("ipv4",)
+ETHERTYPES = ("ipv4", "ipv6")
 ANY_CIDR = "0.0.0.0/0"
+ANY_CIDR6 = "::/0"
+ANY = {"ipv4": ANY_CIDR, "ipv6": ANY_CIDR6}
 DEFAULT_SG = "default"
 # the fields that make a rule what it is (two rules of a group may not share all of them)
 RULE_FIELDS = ("direction", "proto", "port_min", "port_max", "icmp_type", "remote_cidr", "remote_sg",
@@ -341,9 +343,13 @@ def port_range(value: str) -> tuple[int, int]:
     return first, last
 
 
-def rule_cidr(value: str) -> str:
-    """The peer prefix of a rule (0.0.0.0/0 is anyone)."""
-    return str(prefix(value, "remote CIDR").cidr)
+def rule_cidr(value: str, ethertype: str = "ipv4") -> str:
+    """The peer prefix of a rule of `ethertype` (0.0.0.0/0, ::/0 is anyone)."""
+    net = prefix(value, "remote CIDR", "10.0.0.0/24 or fd00::/64", versions=(4, 6))
+    if f"ipv{net.version}" != ethertype:
+        raise WeftError(f"remote CIDR {value} is IPv{net.version} but the rule's ethertype is "
+                        f"{ethertype} (give --ethertype ipv{net.version})")
+    return str(net.cidr)
 
 
 def _choice(value, what: str, choices: tuple[str, ...]) -> str:
@@ -364,7 +370,7 @@ def sg_rule(direction, proto="any", port_min=None, port_max=None, icmp_type=None
     proto = _choice("any" if proto is None else proto, "protocol", PROTOS)
     ethertype = "ipv4" if ethertype is None else ethertype
     if (ethertype.lower() if isinstance(ethertype, str) else ethertype) not in ETHERTYPES:
-        raise WeftError(f"invalid ethertype {ethertype!r}: only ipv4 is supported")
+        raise WeftError(f"invalid ethertype {ethertype!r}: expected ipv4 or ipv6")
     ethertype = ethertype.lower()
     if port_min is None and port_max is not None:
         raise WeftError("a port range needs its first port (port_min), not only port_max")
@@ -385,7 +391,7 @@ def sg_rule(direction, proto="any", port_min=None, port_max=None, icmp_type=None
     if remote_sg is not None:
         remote_sg = name("security group", remote_sg)
     else:
-        remote_cidr = ANY_CIDR if remote_cidr is None else rule_cidr(remote_cidr)
+        remote_cidr = ANY[ethertype] if remote_cidr is None else rule_cidr(remote_cidr, ethertype)
     return {"direction": direction, "proto": proto, "port_min": port_min, "port_max": port_max,
             "icmp_type": icmp_type, "remote_cidr": remote_cidr, "remote_sg": remote_sg,
             "ethertype": ethertype}
@@ -398,9 +404,10 @@ def rule_identity(rule) -> tuple:
 
 
 def default_sg_rules() -> list[dict]:
-    """The rules of every tenant's `default` group: anything out; in from the group's members."""
-    return [sg_rule("egress", "any", remote_cidr=ANY_CIDR),
-            sg_rule("ingress", "any", remote_sg=DEFAULT_SG)]
+    """The rules of every tenant's `default` group, for IPv4 and IPv6 as OpenStack's: anything
+    out; in from the group's members."""
+    return [sg_rule("egress", "any", remote_cidr=ANY[family], ethertype=family) for family in ETHERTYPES] + \
+        [sg_rule("ingress", "any", remote_sg=DEFAULT_SG, ethertype=family) for family in ETHERTYPES]
 
 
 def traffic_config(cfg) -> None:

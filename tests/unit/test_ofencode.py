@@ -7,7 +7,8 @@ from flows import cookies
 from flows.compiler import compile_all
 from flows.index import CompilerIndex
 from tests.fakeswitch import FakeDatapath, FakeSwitch
-from tests.unit import test_flows_acl, test_flows_compiler, test_flows_ipv6, test_flows_routing
+from tests.unit import (test_flows_acl, test_flows_acl_ipv6, test_flows_compiler, test_flows_ipv6,
+                        test_flows_routing)
 
 
 class _NoEngine:
@@ -25,7 +26,8 @@ def oskens(msg) -> bytes:
 
 def compiled_flows():
     flows = set()
-    for mod in (test_flows_compiler, test_flows_routing, test_flows_acl, test_flows_ipv6):
+    for mod in (test_flows_compiler, test_flows_routing, test_flows_acl, test_flows_ipv6,
+                test_flows_acl_ipv6):
         for name in dir(mod):
             builder = getattr(mod, name)
             if callable(builder) and name.startswith(("build", "model", "world")):
