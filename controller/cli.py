@@ -55,6 +55,7 @@ def build_parser() -> Parser:
     p.add_argument("--port", required=True, help="TENANT/NET/PORT")
     p.add_argument("--mac", help="override the port's MAC")
     p.add_argument("--ip", help="override the port's IP (ADDR/PREFIX)")
+    p.add_argument("--ip6", action="append", help="override the port's IPv6 addresses (ADDR/PREFIX, repeat it)")
     p.add_argument("--gateway", help="default gateway inside the VM")
     p.add_argument("--iface-id", help="external_ids:iface-id (default: the port's id)")
     p.add_argument("--dhcp", action="store_true",
@@ -607,7 +608,7 @@ def _vm_create(args) -> int:
     port = _port_for_vm(args)
     created = vm.create(args.name, args.host, mac=port["mac"], ip=port["ip"],
                         iface_id=port["id"], port_ref=args.port, gateway=port.get("gateway"),
-                        dhcp=args.dhcp)
+                        dhcp=args.dhcp, ip6s=port.get("ip6s", ()))
     if args.output == "json":
         print(render({"name": args.name, **created}, "json"))
     else:
@@ -620,15 +621,17 @@ def _port_for_vm(args) -> dict:
     """MAC, IP, gateway and iface-id for a lab VM: from the port in weftd, overridable by flags."""
     tenant, net, name = _ref(args.port, 3, "port")
     if args.mac and (args.ip or args.dhcp) and args.iface_id:
-        return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway}
+        return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway,
+                "ip6s": args.ip6 or ()}
     client = Client()
     port = client.get(f"/v1/ports/{seg(tenant, net, name)}")
     gateway = args.gateway
     if gateway is None and client.get(f"/v1/networks/{seg(tenant, net)}").get("router"):
         gateway = port["gateway"]        # the router answers there, as DHCP would tell the VM
+    ip6s = args.ip6 or [f"{a}/{port['prefixlen6']}" for a in port.get("ips", []) if ":" in a]
     return {"mac": args.mac or port["mac"],
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
-            "id": args.iface_id or port["id"], "gateway": gateway}
+            "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s}
 
 
 def _take_wait(argv: list[str]) -> tuple[list[str], bool]:
