@@ -126,3 +126,10 @@ def test_nd_for_an_unknown_address_does_not_cross_hosts(v6_lab, tmp_path):
     for vm in ("r2", "r3", "b2"):
         solicitations = [f.summary() for f in cap.frames(vm) if ICMPv6ND_NS in f]
         assert solicitations == [], f"{vm} saw neighbour solicitations: {solicitations}"
+
+
+def test_a_moved_vm_keeps_its_ipv6_addresses_and_peers(v6_lab):
+    v6_lab.weft("lab", "vm", "move", "r2", "--host", "hv1")
+    shown = v6_lab.exec("r2", "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "fd00:1::12/64" in shown
+    assert ping6(v6_lab, "r1", "fd00:1::12", count=2) and ping6(v6_lab, "r2", "fd00:1::11")
