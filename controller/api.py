@@ -130,8 +130,11 @@ class Api:
     @staticmethod
     def _port_view(port, net, binding, up_latency_ms=None) -> dict:
         return {"id": port.uuid, "tenant": port.tenant, "network": port.network, "name": port.name,
-                "ref": port.ref, "mac": port.mac, "ip": port.ips[0] if port.ips else None,
+                "ref": port.ref, "mac": port.mac, "ip": port.ipv4s[0] if port.ipv4s else None,
                 "ips": list(port.ips), "prefixlen": int(net.cidr.split("/")[1]) if net else None,
+                "ip6": port.ipv6s[0] if port.ipv6s else None,
+                "prefixlen6": int(net.cidr6.split("/")[1]) if net and net.cidr6 else None,
+                "link_local": port.link_local,
                 "gateway": net.gateway if net else None, "port_security": port.port_security,
                 "security_groups": list(port.security_groups),
                 "host": binding.host if binding else None, "ofport": binding.ofport if binding else None,
@@ -140,9 +143,18 @@ class Api:
     @staticmethod
     def _net_view(net, ports: int) -> dict:
         return {"id": net.uuid, "tenant": net.tenant, "name": net.name, "ref": net.ref,
-                "cidr": net.cidr, "gateway": net.gateway, "vni": net.vni, "dhcp": net.dhcp,
+                "cidr": net.cidr, "cidr6": net.cidr6, "cidrs": list(net.cidrs), "gateway": net.gateway, "vni": net.vni, "dhcp": net.dhcp,
                 "dns": list(net.dns), "router": f"{net.tenant}/{net.router}" if net.router else None,
                 "ports": ports}
+
+    @staticmethod
+    def _ips(body: dict):
+        """A new port's addresses: "ips" (a list) or "ip" (one address), or None."""
+        if body.get("ips") is not None and body.get("ip"):
+            raise WeftError("give either ips (a list) or ip, not both")
+        if body.get("ips") is not None:
+            return body["ips"]
+        return body.get("ip") or None
 
     @staticmethod
     def _required(body: dict, *keys: str) -> None:
@@ -179,8 +191,14 @@ class Api:
                 for n in sorted(nets, key=lambda n: (n.tenant, n.name))]
 
     def create_network(self, query, body):
-        self._required(body, "tenant", "name", "cidr")
-        return self.store.create_network(body["tenant"], body["name"], body["cidr"],
+        self._required(body, "tenant", "name")
+        cidrs = body.get("cidrs")
+        if cidrs is None:
+            self._required(body, "cidr")
+            cidrs = [body["cidr"]] + ([body["cidr6"]] if body.get("cidr6") else [])
+        elif body.get("cidr") or body.get("cidr6"):
+            raise WeftError("give either cidrs (a list) or cidr/cidr6, not both")
+        return self.store.create_network(body["tenant"], body["name"], cidrs,
                                          gateway=body.get("gateway"), dhcp=body.get("dhcp", True),
                                          dns=body.get("dns") or ())
 
@@ -220,7 +238,7 @@ class Api:
         self._required(body, "tenant", "network", "name")
         ps = body.get("port_security")
         created = self.store.create_port(body["tenant"], body["network"], body["name"],
-                                         ip=body.get("ip"), mac=body.get("mac"),
+                                         ip=self._ips(body), mac=body.get("mac"),
                                          port_security=True if ps is None else ps,
                                          security_groups=body.get("security_groups") or ())
         created["ref"] = f"{body['tenant']}/{body['network']}/{body['name']}"

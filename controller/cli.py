@@ -55,6 +55,7 @@ def build_parser() -> Parser:
     p.add_argument("--port", required=True, help="TENANT/NET/PORT")
     p.add_argument("--mac", help="override the port's MAC")
     p.add_argument("--ip", help="override the port's IP (ADDR/PREFIX)")
+    p.add_argument("--ip6", action="append", help="override the port's IPv6 addresses (ADDR/PREFIX, repeat it)")
     p.add_argument("--gateway", help="default gateway inside the VM")
     p.add_argument("--iface-id", help="external_ids:iface-id (default: the port's id)")
     p.add_argument("--dhcp", action="store_true",
@@ -88,7 +89,8 @@ def build_parser() -> Parser:
     net.required = True
     p = net.add_parser("create", help="create TENANT/NET")
     p.add_argument("ref", metavar="TENANT/NET")
-    p.add_argument("--cidr", required=True)
+    p.add_argument("--cidr", required=True, action="append",
+                   help="the IPv4 prefix; repeat it for an IPv6 prefix besides (e.g. fd00:1::/64)")
     p.add_argument("--gateway", help="gateway address (default: the first address)")
     p.add_argument("--dns", action="append", default=[], help="DNS server handed out by DHCP")
     p.add_argument("--no-dhcp", action="store_true")
@@ -108,7 +110,8 @@ def build_parser() -> Parser:
     port.required = True
     p = port.add_parser("create", help="create TENANT/NET/PORT (prints id, mac, ip)")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
-    p.add_argument("--ip")
+    p.add_argument("--ip", action="append",
+                   help="an address (repeat it: one IPv4, IPv6 ones); a family given none gets one allocated")
     p.add_argument("--mac")
     p.add_argument("--sg", action="append", default=[], metavar="TENANT/SG")
     p.add_argument("--no-port-security", action="store_true")
@@ -198,7 +201,8 @@ def build_parser() -> Parser:
     remote = p.add_mutually_exclusive_group()
     remote.add_argument("--remote-cidr", metavar="CIDR", help="peers by address (default 0.0.0.0/0)")
     remote.add_argument("--remote-sg", metavar="TENANT/SG", help="peers: the members of this group")
-    p.add_argument("--ethertype", default="ipv4", choices=["ipv4"])
+    p.add_argument("--ethertype", default="ipv4", choices=["ipv4", "ipv6"],
+                   help="the rule's address family (icmp means ICMPv6 for ipv6)")
     _out(p)
     p = rule.add_parser("delete", help="delete a rule")
     p.add_argument("ref", metavar="TENANT/SG")
@@ -275,15 +279,16 @@ def cmd_network(args, client) -> int:
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
         rows = client.get("/v1/networks", tenant=args.tenant)
-        print(render(rows, args.output, ["ref", "cidr", "gateway", "vni", "dhcp", "router", "ports"]))
+        print(render(rows, args.output, ["ref", "cidrs", "gateway", "vni", "dhcp", "router", "ports"]))
         return 0
     tenant, name = _ref(args.ref, 2, "network")
     if args.sub == "create":
-        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidr": args.cidr,
+        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidrs": args.cidr,
                                            "gateway": args.gateway, "dhcp": not args.no_dhcp,
                                            "dns": args.dns})
         print(render(res, "json") if args.output == "json" else
-              f"network {tenant}/{name} created: {res['cidr']} gateway {res['gateway']} vni {res['vni']}")
+              f"network {tenant}/{name} created: {' '.join(res['cidrs'])} gateway {res['gateway']} "
+              f"vni {res['vni']}")
     elif args.sub == "delete":
         client.delete(f"/v1/networks/{seg(tenant, name)}", cascade=1 if args.cascade else None)
         print(f"network {tenant}/{name} deleted")
@@ -295,7 +300,7 @@ def cmd_network(args, client) -> int:
             print(render({k: v for k, v in res.items() if k != "port_list"}))
             if res["port_list"]:
                 print()
-                print(render(res["port_list"], columns=["name", "mac", "ip", "host", "id"]))
+                print(render(res["port_list"], columns=["name", "mac", "ips", "host", "id"]))
     return 0
 
 
@@ -307,19 +312,21 @@ def cmd_port(args, client) -> int:
             _ref(args.scope, len(parts) if len(parts) in (1, 2) else 2, "tenant or network")
             query = {"tenant": parts[0], "network": parts[1] if len(parts) > 1 else None}
         rows = client.get("/v1/ports", **query)
-        print(render(rows, args.output, ["ref", "mac", "ip", "host", "ofport", "id"]))
+        print(render(rows, args.output, ["ref", "mac", "ips", "host", "ofport", "id"]))
         return 0
     tenant, net, name = _ref(args.ref, 3, "port")
     if args.sub == "create":
         groups = [_group_of(tenant, g, f"port {args.ref}") for g in args.sg]
         res = client.post("/v1/ports", {"tenant": tenant, "network": net, "name": name,
-                                        "ip": args.ip, "mac": args.mac,
+                                        "ips": args.ip, "mac": args.mac,
                                         "security_groups": groups,
                                         "port_security": not args.no_port_security})
         if args.output == "json":
             print(render(res, "json"))
         else:
             print(f"id {res['id']}\nmac {res['mac']}\nip {res['ip']}")
+            for ip6 in res["ips"][1:]:
+                print(f"ip6 {ip6}")
     elif args.sub == "update":
         body = {}
         if args.sg or args.no_sg:
@@ -601,7 +608,7 @@ def _vm_create(args) -> int:
     port = _port_for_vm(args)
     created = vm.create(args.name, args.host, mac=port["mac"], ip=port["ip"],
                         iface_id=port["id"], port_ref=args.port, gateway=port.get("gateway"),
-                        dhcp=args.dhcp)
+                        dhcp=args.dhcp, ip6s=port.get("ip6s", ()))
     if args.output == "json":
         print(render({"name": args.name, **created}, "json"))
     else:
@@ -614,15 +621,17 @@ def _port_for_vm(args) -> dict:
     """MAC, IP, gateway and iface-id for a lab VM: from the port in weftd, overridable by flags."""
     tenant, net, name = _ref(args.port, 3, "port")
     if args.mac and (args.ip or args.dhcp) and args.iface_id:
-        return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway}
+        return {"mac": args.mac, "ip": args.ip, "id": args.iface_id, "gateway": args.gateway,
+                "ip6s": args.ip6 or ()}
     client = Client()
     port = client.get(f"/v1/ports/{seg(tenant, net, name)}")
     gateway = args.gateway
     if gateway is None and client.get(f"/v1/networks/{seg(tenant, net)}").get("router"):
         gateway = port["gateway"]        # the router answers there, as DHCP would tell the VM
+    ip6s = args.ip6 or [f"{a}/{port['prefixlen6']}" for a in port.get("ips", []) if ":" in a]
     return {"mac": args.mac or port["mac"],
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
-            "id": args.iface_id or port["id"], "gateway": gateway}
+            "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s}
 
 
 def _take_wait(argv: list[str]) -> tuple[list[str], bool]:

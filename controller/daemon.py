@@ -279,10 +279,11 @@ def run_openflow(controller: Controller) -> None:
     from os_ken.lib import hub
 
     from controller.dhcp_service import DhcpService
+    from controller.nd_service import NdService
     from controller.ofapp import OpenFlowSinks
 
     controller.dhcp = DhcpService(controller.engine, controller.args.tunnel, controller.args.underlay_mtu)
-    sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp)
+    sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp, NdService(controller.engine))
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")

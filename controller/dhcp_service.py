@@ -22,11 +22,11 @@ LOG = logging.getLogger(__name__)
 def lease_for(model, port, tunnel: str, underlay_mtu: int = UNDERLAY_MTU) -> dhcp.Lease | None:
     """What the model gives `port`, or None (no DHCP on its network)."""
     net = model.network_of(port)
-    if net is None or not net.dhcp or not port.ips:
+    if net is None or not net.dhcp or not port.ipv4s:
         return None
     router = model.router(net.tenant, net.router) if net.router else None
     server_ip = net.gateway or str(ipaddress.ip_network(net.cidr)[1])
-    return dhcp.Lease(mac=port.mac, ip=port.ips[0], prefixlen=int(net.cidr.split("/")[1]),
+    return dhcp.Lease(mac=port.mac, ip=port.ipv4s[0], prefixlen=int(net.cidr.split("/")[1]),
                       server_ip=server_ip, server_mac=router.mac if router else SERVER_MAC,
                       router=net.gateway if router else None, dns=tuple(net.dns),
                       mtu=vm_mtu(tunnel, underlay_mtu))

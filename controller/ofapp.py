@@ -3,7 +3,8 @@
 weftd injects what the app talks to (`weft=OpenFlowSinks(...)` passed through os-ken's
 `instantiate_apps`), so there is no module state: the engine for the flow tables (and the
 announcements of migrating VMs, told apart by the packet-in's cookie), the driver for replies to
-its own flow dumps, and the DHCP service for the other packet-ins.
+its own flow dumps, the neighbour discovery service for IPv6 packet-ins and the DHCP service for
+the other packet-ins.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class OpenFlowSinks:
     engine: object
     driver: object
     dhcp: object = None
+    nd: object = None           # IPv6 neighbour solicitations (controller/nd_service.py)
 
 
 def _name(desc) -> str:
@@ -38,7 +40,7 @@ class WeftOFApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         if weft is None:
             raise RuntimeError("WeftOFApp needs weft=OpenFlowSinks(engine, driver, dhcp)")
-        self.engine, self.driver, self.dhcp = weft.engine, weft.driver, weft.dhcp
+        self.engine, self.driver, self.dhcp, self.nd = weft.engine, weft.driver, weft.dhcp, weft.nd
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
@@ -71,6 +73,14 @@ class WeftOFApp(app_manager.OSKenApp):
         msg = ev.msg
         if is_announcement(msg.cookie):       # a migrating port's destination NIC spoke
             self.engine.announce(msg.datapath, msg.match["in_port"], bytes(msg.data))
+            return
+        data = bytes(msg.data)
+        if data[12:14] == b"\x86\xdd":         # IPv6: a neighbour solicitation (table 20)
+            if self.nd is not None:
+                try:
+                    self.nd.packet_in(msg.datapath, msg.match["in_port"], data)
+                except Exception:
+                    LOG.exception("neighbour discovery packet-in failed")
             return
         if self.dhcp is not None:
             try:

@@ -8,7 +8,10 @@ ports never share connection state, whatever their tenants' addresses):
                  +new matching an egress rule R -> ct(commit, zone=o, ct_mark=R.key) -> on
     ingress  40 L2 to P -> reg4=o -> 45: ct(zone=o, table=46) (non-IP straight out)
              46: the same, with ingress rules and output to o
-Anything else is dropped. Because established traffic is admitted only while the rule that
+Anything else is dropped. IPv6 goes the same way (rules of ethertype ipv6; a remote group's
+IPv6 members are its ports' configured and link-local addresses); neighbour discovery skips
+conntrack (it is not connection traffic: port security checks it, table 10, and
+advertisements to P go straight out), as ARP does. Because established traffic is admitted only while the rule that
 admitted it exists (its key is the mark), deleting a rule cuts the connections it allowed.
 
 Remote-group rules use conjunctive matches: clause 1 is (port, protocol, ports) per rule,
@@ -24,13 +27,17 @@ from dataclasses import dataclass
 
 from flows import pipeline as P
 from flows.cookies import make
-from flows.flow import ETH_TYPE_IP, Flow, make_match
+from flows.flow import ETH_TYPE_IP, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, Flow, make_match
 
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 NEW = (CT_NEW | CT_TRK, CT_NEW | CT_TRK)
 ONGOING = (CT_TRK, CT_TRK | CT_NEW | CT_INV)     # established or related, either direction
 INV = (CT_INV | CT_TRK, CT_INV | CT_TRK)
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+ETH_TYPE = {"ipv4": ETH_TYPE_IP, "ipv6": ETH_TYPE_IPV6}
+PEER = {("egress", "ipv4"): "ipv4_dst", ("ingress", "ipv4"): "ipv4_src",
+        ("egress", "ipv6"): "ipv6_dst", ("ingress", "ipv6"): "ipv6_src"}
+PRIO_ND = 110
 PRIO_INVALID, PRIO_ESTABLISHED, PRIO_RULE, PRIO_CONJ, PRIO_NON_IP = 300, 290, 200, 150, 90
 
 
@@ -38,7 +45,7 @@ PRIO_INVALID, PRIO_ESTABLISHED, PRIO_RULE, PRIO_CONJ, PRIO_NON_IP = 300, 290, 20
 class TenantAcl:
     """A tenant's groups by name and the member addresses of each (host independent)."""
     groups: dict
-    members: dict         # group name -> sorted tuple of IPv4 addresses of its member ports
+    members: dict         # (group name, "ipv4" | "ipv6") -> sorted addresses of its member ports
 
 
 def tenant_acl(model, tenant: str) -> TenantAcl:
@@ -50,12 +57,15 @@ def tenant_acl(model, tenant: str) -> TenantAcl:
     for name in names:
         ports = index.members.get((tenant, name))
         if ports:
-            members[name] = tuple(sorted({ip for p in ports.values() for ip in p.ips}, key=_ip_key))
+            members[(name, "ipv4")] = tuple(sorted({ip for p in ports.values() for ip in p.ipv4s},
+                                                   key=_ip_key))
+            members[(name, "ipv6")] = tuple(sorted({ip for p in ports.values()
+                                                    for ip in (p.link_local, *p.ipv6s)}, key=_ip_key))
     return TenantAcl(groups, members)
 
 
 def _ip_key(ip: str):
-    return tuple(int(x) for x in ip.split("."))
+    return int(ipaddress.ip_address(ip))
 
 
 def has_acl(port) -> bool:
@@ -90,10 +100,12 @@ def _l4_matches(rule) -> list[dict]:
     """The protocol part of a rule as a list of alternative match dicts."""
     if rule.proto == "any":
         return [{}]
-    proto = PROTO[rule.proto]
+    six = rule.ethertype == "ipv6"
+    proto = IP_PROTO_ICMPV6 if six and rule.proto == "icmp" else PROTO[rule.proto]
     base = {"ip_proto": proto}
     if rule.proto == "icmp":
-        return [dict(base, icmpv4_type=rule.icmp_type) if rule.icmp_type is not None else base]
+        field = "icmpv6_type" if six else "icmpv4_type"
+        return [dict(base, **{field: rule.icmp_type}) if rule.icmp_type is not None else base]
     if rule.port_min is None:
         return [base]
     field = "tcp_dst" if rule.proto == "tcp" else "udp_dst"
@@ -105,7 +117,7 @@ def _cidr(value: str | None):
     net = ipaddress.ip_network(value or "0.0.0.0/0")
     if net.prefixlen == 0:
         return None
-    if net.prefixlen == 32:
+    if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return (str(net.network_address), str(net.netmask))
 
@@ -146,11 +158,15 @@ def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
     owner_of = {r.key: r.uuid for r in rules}
     flows: list[Flow] = []
     # conntrack entry points
-    flows.append(make("acl", port.uuid, P.EGRESS_CT, 100, make_match(in_port=ofport, eth_type=ETH_TYPE_IP),
-                      (("ct", False, ofport, P.EGRESS_ACL, None),)))
-    flows.append(make("acl", port.uuid, P.INGRESS_CT, 100,
-                      make_match(**{P.REG_OUT: ofport}, eth_type=ETH_TYPE_IP),
-                      (("ct", False, ofport, P.INGRESS_ACL, None),)))
+    for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+        flows.append(make("acl", port.uuid, P.EGRESS_CT, 100, make_match(in_port=ofport, eth_type=eth_type),
+                          (("ct", False, ofport, P.EGRESS_ACL, None),)))
+        flows.append(make("acl", port.uuid, P.INGRESS_CT, 100,
+                          make_match(**{P.REG_OUT: ofport}, eth_type=eth_type),
+                          (("ct", False, ofport, P.INGRESS_ACL, None),)))
+    flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_ND,
+                      make_match(**{P.REG_OUT: ofport}, eth_type=ETH_TYPE_IPV6, ip_proto=IP_PROTO_ICMPV6,
+                                 icmpv6_type=ND_NA), (("output", ofport),)))
     flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_NON_IP,
                       make_match(**{P.REG_OUT: ofport}), (("output", ofport),)))
     for direction, table, who, on in _DIRECTIONS(ofport):
@@ -161,15 +177,15 @@ def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
             flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED,
                               make_match(**who, ct_state=ONGOING), (("conjunction", oid, 0, 2),)))
             flows.append(make("acl", port.uuid, table, PRIO_ESTABLISHED, make_match(conj_id=oid), (on,)))
-        peer = "ipv4_dst" if direction == "egress" else "ipv4_src"
         clause1 = defaultdict(list)
         seen = set()
         for rule in sorted((r for r in rules if r.direction == direction), key=lambda r: r.key):
             commit = (("ct", True, ofport, None, rule.key), on)
+            peer, eth_type = PEER[(direction, rule.ethertype)], ETH_TYPE[rule.ethertype]
             if rule.remote_sg is None:
                 addr = _cidr(rule.remote_cidr)
                 for l4 in _l4_matches(rule):
-                    match = make_match(**who, ct_state=NEW, eth_type=ETH_TYPE_IP, **l4,
+                    match = make_match(**who, ct_state=NEW, eth_type=eth_type, **l4,
                                        **({peer: addr} if addr else {}))
                     if match not in seen:       # the same traffic admitted twice: first rule wins
                         seen.add(match)
@@ -177,9 +193,9 @@ def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
                 continue
             cid = conj_id(rule.key, ofport)
             for l4 in _l4_matches(rule):
-                clause1[make_match(**who, ct_state=NEW, eth_type=ETH_TYPE_IP, **l4)].append(cid)
+                clause1[make_match(**who, ct_state=NEW, eth_type=eth_type, **l4)].append(cid)
             flows.append(make("acl", rule.uuid, table, PRIO_CONJ,
-                              make_match(conj_id=cid, eth_type=ETH_TYPE_IP), commit))
+                              make_match(conj_id=cid, eth_type=eth_type), commit))
         for match, cids in clause1.items():
             flows.append(make("acl", port.uuid, table, PRIO_CONJ, match,
                               tuple(("conjunction", c, 0, 2) for c in sorted(set(cids)))))
@@ -199,7 +215,8 @@ def _member_match(peer: str, ip: str) -> tuple:
     if match is None:
         if len(_MEMBER_MATCH) >= _OWN_MAX:
             _MEMBER_MATCH.clear()
-        match = _MEMBER_MATCH[(peer, ip)] = make_match(ct_state=NEW, eth_type=ETH_TYPE_IP, **{peer: ip})
+        eth_type = ETH_TYPE_IPV6 if peer.startswith("ipv6") else ETH_TYPE_IP
+        match = _MEMBER_MATCH[(peer, ip)] = make_match(ct_state=NEW, eth_type=eth_type, **{peer: ip})
     return match
 
 
@@ -212,14 +229,14 @@ def _register_members(acl: TenantAcl, ofport: int, rules: list, members: dict) -
         oid = ongoing_id(ofport, table)
         for key in owner_of:
             members.setdefault((table, make_match(ct_state=ONGOING, ct_mark=key)), {})[oid] = owner_of[key]
-        peer = "ipv4_dst" if direction == "egress" else "ipv4_src"
         for rule in rules:
             if rule.direction != direction or rule.remote_sg is None:
                 continue
+            peer = PEER[(direction, rule.ethertype)]
             cid = conj_id(rule.key, ofport)
             remote = acl.groups.get(rule.remote_sg)
             owner = remote.uuid if remote else None
-            for ip in acl.members.get(rule.remote_sg, ()):
+            for ip in acl.members.get((rule.remote_sg, rule.ethertype), ()):
                 members.setdefault((table, _member_match(peer, ip)), {})[cid] = owner
 
 

@@ -19,12 +19,17 @@ from flows import acl as A
 from flows import migration as M
 from flows import pipeline as P
 from flows.cookies import make
-from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, MULTICAST_BIT, UNICAST, Flow, make_match
+from flows.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT, IP_PROTO_ICMPV6,
+                        IPV6_UNSPECIFIED, MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_REDIRECT,
+                        UNICAST, Flow, make_match)
 from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
 from topology.model import Model, Network, Port, Router
 
 PRIO_HIGH = 100
 PRIO_DHCP = 95
+PRIO_ND_FORBIDDEN = 93          # router advertisements, redirects, foreign advertisements
+PRIO_ND = 92                    # neighbour discovery from the port: straight to the responder
+PRIO_UNCHECKED6 = 96            # IPv6 of a port without port security (above the ND checks)
 PRIO_SPOOF_CHECKED = 90
 PRIO_UNCHECKED = 80
 PRIO_ARP_DROP = 50
@@ -33,10 +38,22 @@ ARP_REQUEST, ARP_REPLY = 1, 2
 MAX_OFPORT = 0xFFFFFF00         # OFPP_MAX: above are reserved ports
 PENDING = 0                     # a binding whose ofport is not known yet
 
+_ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
 STRUCTURAL: tuple[Flow, ...] = (
     *P.miss_flows(),
+    # from any VM: no router advertisements or redirects (weft's routers are the routers), no
+    # neighbour advertisement its port security does not allow (ports without port security
+    # get a flow of their own above these)
+    *(make("pipeline", None, P.PORT_SECURITY, PRIO_ND_FORBIDDEN, make_match(**_ICMPV6, icmpv6_type=t), ())
+      for t in (ND_RA, ND_NA, ND_REDIRECT)),
     make("pipeline", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
          make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST), ()),
+    # neighbour solicitations like ARP requests: only known targets are answered, never flooded;
+    # duplicate address detection (source ::) is never answered (it would fail the VM's address)
+    make("pipeline", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
+         make_match(**_ICMPV6, icmpv6_type=ND_NS), ()),
+    make("pipeline", None, P.ARP_RESPONDER, PRIO_HIGH + 1,
+         make_match(**_ICMPV6, icmpv6_type=ND_NS, ipv6_src=IPV6_UNSPECIFIED), ()),
 )
 _by_table = attrgetter("table")
 
@@ -182,7 +199,8 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
          ("goto", P.L2_LOOKUP)))
     arp, l2, unknown, local_ports, peers = [], [], [], {}, {}
     for port in ports:
-        for ip in port.ips:
+        arp.extend(_nd_responder(port, vni))
+        for ip in port.ipv4s:
             arp.append(make(
                 "arp-responder", port.uuid, P.ARP_RESPONDER, PRIO_HIGH,
                 make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST,
@@ -228,7 +246,7 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
             make("l3", port.uuid, P.RESOLVE, PRIO_HIGH,
                  make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
                  (("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP)))
-            for port in ports for ip in port.ips)
+            for port in ports for ip in port.ipv4s)
     elif net.dhcp and net.gateway:
         # no router: the gateway address is where the DHCP server answers from; answer its ARP
         # so that a client's unicast renewal reaches the controller instead of timing out
@@ -237,6 +255,16 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
             make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=net.gateway),
             _arp_reply(P.DHCP_SERVER_MAC, net.gateway)),)
     return frag
+
+
+def _nd_responder(port: Port, vni: int) -> list[Flow]:
+    """Table 20: a neighbour solicitation for one of `port`'s IPv6 addresses (its link-local
+    included) goes to the controller, which answers it on the host where it entered
+    (controller/nd_service.py: OpenFlow cannot turn a solicitation into an advertisement)."""
+    return [make("nd", port.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+                 make_match(**{P.REG_NET: vni}, **_ICMPV6, icmpv6_type=ND_NS, ipv6_nd_target=ip),
+                 (("meter", P.DHCP_METER), ("controller", 0xFFFF)))
+            for ip in (port.link_local, *port.ipv6s)]
 
 
 def _by_ip(port: Port, vni: int, deliver: tuple | None) -> tuple[Flow, ...]:
@@ -250,7 +278,7 @@ def _by_ip(port: Port, vni: int, deliver: tuple | None) -> tuple[Flow, ...]:
     return tuple(make("l2", port.uuid, P.L2_UNKNOWN, PRIO_HIGH,
                       make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
                       (("set_field", "eth_dst", port.mac),) + deliver)
-                 for ip in port.ips)
+                 for ip in port.ipv4s)
 
 
 def _l3_input(net: Network, router: Router) -> tuple[Flow, ...]:
@@ -402,16 +430,18 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
                                  eth_dst=MULTICAST_BIT),
                       to_local))
     if any(A.has_acl(port) for _o, port in local_ports):
-        # IPv4 broadcast/multicast never bypasses a port's security groups: not delivered to it
+        # IP broadcast/multicast (IPv4 and IPv6) never bypasses a port's security groups: not
+        # delivered to it
         open_ports = tuple(("output", o) for o, port in local_ports if not A.has_acl(port))
-        flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
-                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT,
-                                     eth_type=ETH_TYPE_IP),
-                          open_ports + to_peers))
-        flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
-                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
-                                     eth_dst=MULTICAST_BIT, eth_type=ETH_TYPE_IP),
-                          open_ports))
+        for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+            flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
+                              make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT,
+                                         eth_type=eth_type),
+                              open_ports + to_peers))
+            flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
+                              make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
+                                         eth_dst=MULTICAST_BIT, eth_type=eth_type),
+                              open_ports))
     return tuple(flows)
 
 
@@ -437,16 +467,44 @@ def _port_security(port: Port, ofport: int, dhcp: bool = False) -> list[Flow]:
     extra = [_dhcp(port, ofport)] if dhcp else []
     if not port.port_security:
         return extra + [make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED,
-                             make_match(in_port=ofport), goto)]
+                             make_match(in_port=ofport), goto),
+                        make("port-security", port.uuid, P.PORT_SECURITY, PRIO_UNCHECKED6,
+                             make_match(in_port=ofport, eth_type=ETH_TYPE_IPV6), goto)]
     flows = extra
     ip_next = (("goto", P.EGRESS_CT),) if A.has_acl(port) else goto
-    for ip in port.ips:
+    flows.extend(_port_security6(port, ofport, ip_next))
+    for ip in port.ipv4s:
         flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
                           make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_IP,
                                      ipv4_src=ip), ip_next))
         flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
                           make_match(in_port=ofport, eth_src=port.mac, eth_type=ETH_TYPE_ARP,
                                      arp_sha=port.mac, arp_spa=ip), goto))
+    return flows
+
+
+def _port_security6(port: Port, ofport: int, ip_next: tuple) -> list[Flow]:
+    """IPv6 from a port with port security: only from its link-local (from its MAC) and its
+    configured addresses. Neighbour advertisements only for its own addresses, from that
+    address (as Linux, BSD and Windows send them) with its own MAC (or none) as target
+    link-layer address; router advertisements and redirects never (STRUCTURAL6). Duplicate
+    address detection (source ::) stops here: weft keeps addresses unique, so no one needs to
+    hear it and no one answers. Neighbour discovery of a port with security groups skips
+    conntrack (which would mark it invalid), as ARP does."""
+    own = (port.link_local, *port.ipv6s)
+    mine = {"in_port": ofport, "eth_src": port.mac}
+    goto = (("goto", P.ARP_RESPONDER),)
+    flows = []
+    for src in own:
+        flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_SPOOF_CHECKED,
+                          make_match(**mine, eth_type=ETH_TYPE_IPV6, ipv6_src=src), ip_next))
+        for tll in (port.mac, "00:00:00:00:00:00"):     # its MAC, or no such option
+            flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_ND_FORBIDDEN + 1,
+                              make_match(**mine, **_ICMPV6, ipv6_src=src, icmpv6_type=ND_NA,
+                                         ipv6_nd_target=src, ipv6_nd_tll=tll), goto))
+        if ip_next != goto:
+            flows.append(make("port-security", port.uuid, P.PORT_SECURITY, PRIO_ND,
+                              make_match(**mine, **_ICMPV6, ipv6_src=src, icmpv6_type=ND_NS), goto))
     return flows
 
 

@@ -21,6 +21,7 @@ FEATURES = {
     "dhcp": 8,            # DHCP to the controller
     "acl": 9,             # security groups
     "migrate": 10,        # a migrating port's destination NIC before activation
+    "nd": 11,             # IPv6 neighbour discovery: solicitations to the controller
 }
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 FULL_MASK = 0xFFFFFFFFFFFFFFFF

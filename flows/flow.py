@@ -3,8 +3,10 @@
 Match fields and set_field targets use os-ken's OXM names (`in_port`, `eth_src`, `eth_dst`,
 `eth_type`, `arp_op`, `arp_spa`, `arp_tpa`, `arp_sha`, `arp_tha`, `ip_proto`, `ipv4_src`,
 `ipv4_dst`, `tcp_src`, `tcp_dst`, `udp_src`, `udp_dst`, `icmpv4_type`, `icmpv4_code`,
+`ipv6_src`, `ipv6_dst`, `icmpv6_type`, `ipv6_nd_target`, `ipv6_nd_sll`, `ipv6_nd_tll`,
 `tunnel_id`, `tun_ipv4_src`, `tun_ipv4_dst`, `reg0`..`reg7`, `ct_state`, `ct_zone`, `ct_mark`,
-`metadata`). A value is an int or a string (MAC "aa:bb:cc:dd:ee:ff", IPv4 "10.0.0.1"), or a
+`metadata`). A value is an int or a string (MAC "aa:bb:cc:dd:ee:ff", IPv4 "10.0.0.1", IPv6
+"fd00::1"), or a
 `(value, mask)` pair for a masked match.
 
 Actions are tuples, applied in order (OpenFlow apply-actions), `goto` last:
@@ -27,6 +29,10 @@ LOCAL = 0xFFFFFFFE
 
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
+IP_PROTO_ICMPV6 = 58
+ND_RS, ND_RA, ND_NS, ND_NA, ND_REDIRECT = 133, 134, 135, 136, 137   # ICMPv6 types
+IPV6_UNSPECIFIED = "::"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 UNICAST = ("00:00:00:00:00:00", "01:00:00:00:00:00")

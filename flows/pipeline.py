@@ -4,11 +4,16 @@ Packets walk the tables in order:
 
     0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
                       also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
-    10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP
-    11 EGRESS_CT      IPv4 from a port with security groups: conntrack (zone = its ofport)
+    10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP;
+                      IPv6 from its link-local or configured addresses (`::` only for DAD),
+                      neighbour advertisements only for its own addresses with its own MAC,
+                      never router advertisements or redirects; ND skips conntrack (to 20)
+    11 EGRESS_CT      IP from a port with security groups: conntrack (zone = its ofport)
     12 EGRESS_ACL     stateful egress rules (flows/acl.py); allowed traffic on to 20
     20 ARP_RESPONDER  ARP requests for known IPs (and router gateways) are answered locally;
-                      other requests drop
+                      other requests drop; neighbour solicitations for a known IPv6 address
+                      (link-locals included) go to the controller, which answers (flows cannot
+                      build an advertisement: see controller/nd_service.py); others drop
     30 L3_INPUT       IPv4 to the router MAC of a network attached to a router: reg5 = router
                       key, on to ROUTE; anything else to L2_LOOKUP
     31 ROUTE          the router's table: echo to its addresses answered; longest prefix match
@@ -22,7 +27,8 @@ Packets walk the tables in order:
                       port, its MAC rewritten (a peer's stale ARP entry never strands it);
                       anything else only to local ports without port security (they may carry
                       MACs weft does not know) -- unknown unicast never crosses to another host
-    45 INGRESS_CT     IPv4 to such a port: conntrack in its zone; other traffic straight out
+    45 INGRESS_CT     IP to such a port: conntrack in its zone; ARP and neighbour
+                      advertisements straight out
     46 INGRESS_ACL    stateful ingress rules; allowed traffic out of the port
 
 DHCP requests from a port are metered and sent to the controller from PORT_SECURITY.
@@ -35,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows import cookies
-from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, Flow
+from flows.flow import ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, ND_NS, Flow
 
 TUNNEL_OFPORT = 60000           # ofport_request of weft's one flow-based tunnel port `weft-tun`
 TUNNEL_PORT_NAME = "weft-tun"
@@ -102,14 +108,17 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({"in_port", "tunnel_id"})),
     Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
           frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
-                     "ip_proto", "udp_src", "udp_dst"})),
-    Table(EGRESS_CT, "egress-ct", "IPv4 from a port with security groups: conntrack in its zone",
+                     "ip_proto", "udp_src", "udp_dst", "ipv6_src", "icmpv6_type", "ipv6_nd_target",
+                     "ipv6_nd_tll"})),
+    Table(EGRESS_CT, "egress-ct", "IP from a port with security groups: conntrack in its zone",
           frozenset({"in_port", "eth_type"})),
     Table(EGRESS_ACL, "egress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({"in_port", "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type"})),
-    Table(ARP_RESPONDER, "arp-responder", "answer ARP requests for known IPs, never flood them",
-          frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa"}), miss=L3_INPUT),
+                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_dst", "icmpv6_type"})),
+    Table(ARP_RESPONDER, "arp-responder", "answer ARP requests and neighbour solicitations for "
+          "known IPs, never flood them",
+          frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type", "ipv6_src",
+                     "ipv6_nd_target"}), miss=L3_INPUT),
     Table(L3_INPUT, "l3-input", "IPv4 to a router MAC enters its router (reg5)",
           frozenset({REG_NET, "eth_type", "eth_dst"}), miss=L2_LOOKUP),
     Table(ROUTE, "route", "router echo; longest prefix match; TTL-1, MAC rewrite",
@@ -120,22 +129,32 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"})),
     Table(L2_UNKNOWN, "l2-unknown", "unknown unicast: by destination IP to the port holding it now",
           frozenset({REG_NET, "eth_type", "ipv4_dst"})),
-    Table(INGRESS_CT, "ingress-ct", "IPv4 to a port with security groups: conntrack in its zone",
-          frozenset({REG_OUT, "eth_type"})),
+    Table(INGRESS_CT, "ingress-ct", "IP to a port with security groups: conntrack in its zone",
+          frozenset({REG_OUT, "eth_type", "ip_proto", "icmpv6_type"})),
     Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({REG_OUT, "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type"})),
+                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"})),
 )}
 
-# OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these.
-_ARP = (("eth_type", ETH_TYPE_ARP),)
-_IP = (("eth_type", ETH_TYPE_IP),)
-PREREQUISITES: dict[str, tuple[tuple[str, int], ...]] = {
+# OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these
+# (each a field and the values it may have).
+_ARP = (("eth_type", (ETH_TYPE_ARP,)),)
+_IP = (("eth_type", (ETH_TYPE_IP,)),)
+_IPV6 = (("eth_type", (ETH_TYPE_IPV6,)),)
+_ANY_IP = (("eth_type", (ETH_TYPE_IP, ETH_TYPE_IPV6)),)
+_ICMPV6 = _IPV6 + (("ip_proto", (IP_PROTO_ICMPV6,)),)
+PREREQUISITES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     **{f: _ARP for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
-    **{f: _IP for f in ("ipv4_src", "ipv4_dst", "ip_proto", "ip_dscp", "ip_ecn")},
-    **{f: _IP + (("ip_proto", 6),) for f in ("tcp_src", "tcp_dst")},
-    **{f: _IP + (("ip_proto", 17),) for f in ("udp_src", "udp_dst")},
-    **{f: _IP + (("ip_proto", 1),) for f in ("icmpv4_type", "icmpv4_code")},
+    **{f: _IP for f in ("ipv4_src", "ipv4_dst")},
+    **{f: _ANY_IP for f in ("ip_proto", "ip_dscp", "ip_ecn")},
+    **{f: _IPV6 for f in ("ipv6_src", "ipv6_dst", "ipv6_flabel")},
+    **{f: _ANY_IP + (("ip_proto", (6,)),) for f in ("tcp_src", "tcp_dst")},
+    **{f: _ANY_IP + (("ip_proto", (17,)),) for f in ("udp_src", "udp_dst")},
+    **{f: _IP + (("ip_proto", (1,)),) for f in ("icmpv4_type", "icmpv4_code")},
+    **{f: _ICMPV6 for f in ("icmpv6_type", "icmpv6_code")},
+    "ipv6_nd_target": _ICMPV6 + (("icmpv6_type", (ND_NS, ND_NA)),),
+    "ipv6_nd_sll": _ICMPV6 + (("icmpv6_type", (ND_NS,)),),
+    "ipv6_nd_tll": _ICMPV6 + (("icmpv6_type", (ND_NA,)),),
 }
 _ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2,
           "meter": 2, "ct": 5, "conjunction": 4, "sample": 5}
@@ -211,8 +230,8 @@ def _problem(flow: Flow) -> str | None:
         elif kind in ("output", "controller", "meter"):
             if not isinstance(action[1], int) or action[1] < 0:
                 return f"action {action!r} needs a non-negative integer"
-        elif kind == "ct" and match.get("eth_type") != ETH_TYPE_IP:
-            return "ct needs eth_type=0x0800 in the match"
+        elif kind == "ct" and match.get("eth_type") not in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+            return "ct needs eth_type=0x0800 or 0x86dd in the match"
         elif kind in ("set_field", "move"):
             for field in action[1:-1] if kind == "move" else action[1:2]:
                 missing = _unmet(field, match)
@@ -222,7 +241,8 @@ def _problem(flow: Flow) -> str | None:
 
 
 def _unmet(field: str, match: dict) -> str | None:
-    for need, value in PREREQUISITES.get(field, ()):
-        if match.get(need) != value:
-            return f"{need}={value:#06x}" if need == "eth_type" else f"{need}={value}"
+    for need, values in PREREQUISITES.get(field, ()):
+        if match.get(need) not in values:
+            shown = [f"{v:#06x}" if need == "eth_type" else str(v) for v in values]
+            return f"{need}={' or '.join(shown)}"
     return None

@@ -12,18 +12,20 @@ IPv4 TTL that `dec_ttl` works on. Registers `reg0`..`reg7` and `metadata` start 
 """
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from flows.flow import BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, IN_PORT, Flow
+from flows.flow import (BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT,
+                        IP_PROTO_ICMPV6, ND_NA, ND_NS, Flow)
 from flows.pipeline import TUNNEL_OFPORT
 
-MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
+IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
 IPV4_FIELDS = frozenset({"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src",
                          "tun_ipv4_dst"})
 PIPELINE_FIELDS = frozenset({"in_port", "metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst",
                              "ct_state", "ct_mark", "conj_id", *(f"reg{i}" for i in range(8))})
-ETH_TYPE_IPV6 = 0x86DD
 ZERO_MAC = "00:00:00:00:00:00"
 MAX_TABLE_VISITS = 255
 
@@ -53,6 +55,8 @@ def to_int(field: str, value) -> int:
                 parts = [int(p) for p in value.split(".")]
                 if len(parts) == 4 and all(0 <= p <= 255 for p in parts):
                     return parts[0] << 24 | parts[1] << 16 | parts[2] << 8 | parts[3]
+            elif field in IPV6_FIELDS:
+                return int(ipaddress.IPv6Address(value))
         except ValueError:
             pass
     raise ValueError(f"{field}: cannot read {value!r} as a value of this field")
@@ -64,6 +68,8 @@ def to_text(field: str, value: int):
         return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -1, -8))
     if field in IPV4_FIELDS:
         return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
+    if field in IPV6_FIELDS:
+        return str(ipaddress.IPv6Address(value))
     return value
 
 
@@ -139,6 +145,8 @@ class Switch:
 
     def _conn(self, pkt: dict) -> tuple:
         l4 = (pkt.get("tcp_src", pkt.get("udp_src", 0)), pkt.get("tcp_dst", pkt.get("udp_dst", 0)))
+        if "ipv6_src" in pkt:
+            return (pkt.get("ipv6_src"), pkt.get("ipv6_dst"), pkt.get("ip_proto"), *l4)
         return (pkt.get("ipv4_src"), pkt.get("ipv4_dst"), pkt.get("ip_proto"), *l4)
 
     def _ct(self, pkt: dict, commit: bool, zone: int, mark) -> None:
@@ -329,6 +337,33 @@ def icmp_echo(eth_src: str, eth_dst: str, ipv4_src: str, ipv4_dst: str, **fields
                 **fields)
 
 
-def ipv6(eth_src: str, eth_dst: str, **fields) -> dict:
-    """An IPv6 frame: weft's pipeline has no IPv6 flows yet, so only unchecked ports pass it."""
+def ipv6(eth_src: str, eth_dst: str, ipv6_src: str | None = None, ipv6_dst: str | None = None,
+         **fields) -> dict:
+    """An IPv6 frame (without addresses: what a port sends that is not really IPv6)."""
+    if ipv6_src is not None:
+        fields.update(ipv6_src=ipv6_src, ipv6_dst=ipv6_dst)
     return ethernet(eth_src, eth_dst, ETH_TYPE_IPV6, **fields)
+
+
+def icmpv6(eth_src: str, eth_dst: str, ipv6_src: str, ipv6_dst: str, icmpv6_type: int = 128,
+           **fields) -> dict:
+    """ICMPv6 (an echo request by default)."""
+    return ipv6(eth_src, eth_dst, ipv6_src, ipv6_dst, ip_proto=IP_PROTO_ICMPV6,
+                icmpv6_type=icmpv6_type, icmpv6_code=0, **fields)
+
+
+def neighbour_solicitation(eth_src: str, ipv6_src: str, target: str, *, eth_dst: str | None = None,
+                           ipv6_dst: str | None = None) -> dict:
+    """Who has `target`? Sent to its solicited-node group unless told otherwise; the source
+    link-layer option carries eth_src (none when the source is ::, as in DAD)."""
+    from topology.addresses import multicast_mac, solicited_node
+    group = solicited_node(target)
+    return icmpv6(eth_src, eth_dst or multicast_mac(group), ipv6_src, ipv6_dst or group, ND_NS,
+                  ipv6_nd_target=target,
+                  ipv6_nd_sll=ZERO_MAC if ipv6_src == "::" else eth_src)
+
+
+def neighbour_advertisement(eth_src: str, eth_dst: str, ipv6_src: str, ipv6_dst: str, target: str,
+                            tll: str | None = None) -> dict:
+    return icmpv6(eth_src, eth_dst, ipv6_src, ipv6_dst, ND_NA, ipv6_nd_target=target,
+                  ipv6_nd_tll=tll or ZERO_MAC)

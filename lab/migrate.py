@@ -134,6 +134,9 @@ class GuestSwitch:
         ipr, old, new = self.ipr, self.old, self.new
         addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
                  for a in ipr.get_addr(index=old, family=socket.AF_INET)]
+        addrs += [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])      # IPv6 but the link-local,
+                  for a in ipr.get_addr(index=old, family=socket.AF_INET6)   # which the MAC gives
+                  if a["scope"] == 0]
         routes = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET, oif=old)
                   if r.get_attr("RTA_GATEWAY") and r["dst_len"] == 0]
         neigh = [(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) for n in ipr.get_neighbours(
@@ -193,6 +196,8 @@ def plug_destination(host: dict, vm: dict, name: str, tap_mtu: int | None = None
     (with `tap_mtu`, the network's, when the guest's MTU came from DHCP)."""
     ns, tap = vm["ns"], vm["tap"]
     netns.veth(ns, NEW_NIC, host["ns"], tap, mtu=vm["mtu"])
+    netns.run(["ip", "netns", "exec", host["ns"], "sysctl", "-q", "-w",
+               f"net.ipv6.conf.{tap}.disable_ipv6=1"])      # a switch port, as in vm._plug
     if tap_mtu:
         netns.set_link(host["ns"], tap, mtu=tap_mtu)
     netns.set_link(ns, NEW_NIC, state="down")

@@ -46,16 +46,28 @@ def tap_name(vm: str) -> str:
     return netns.short_name("tap", vm)
 
 
+def parse_ip6(ip: str) -> netaddr.IPNetwork:
+    try:
+        net = netaddr.IPNetwork(ip if "/" in ip else ip + "/64")
+    except (netaddr.AddrFormatError, TypeError, ValueError):
+        raise WeftError(f"invalid IPv6 address {ip!r}: expected e.g. fd00:1::5/64") from None
+    if net.version != 6:
+        raise WeftError(f"invalid IPv6 address {ip!r}: expected e.g. fd00:1::5/64")
+    return net
+
+
 def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
            port_ref: str | None = None, gateway: str | None = None,
-           mtu: int | None = None, dhcp: bool = False) -> dict:
+           mtu: int | None = None, dhcp: bool = False, ip6s=()) -> dict:
     """Create VM `name` on `host`; on failure nothing is left behind.
 
     With dhcp the NIC starts unconfigured (MTU 1500) and busybox udhcpc inside the VM asks
-    for its address, prefix, gateway and MTU, as on a real cloud."""
+    for its address, prefix, gateway and MTU, as on a real cloud. IPv6 addresses (`ip6s`,
+    ADDR/PREFIX) are always static, as is the link-local the kernel derives from the MAC."""
     validate_name(name)
     mac = normalise_mac(mac)
     addr = parse_ip(ip) if ip and not dhcp else None
+    addrs6 = [str(parse_ip6(a)) for a in ip6s or ()]
     if gateway:
         try:
             gateway = str(netaddr.IPAddress(gateway, 4))
@@ -74,7 +86,7 @@ def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
         vm = {"ns": ns, "host": host, "mac": mac, "ip": str(addr) if addr else None,
               "iface_id": iface_id, "port": port_ref, "gateway": None if dhcp else gateway,
               "tap": tap_name(name), "mtu": mtu or (1500 if dhcp else vm_mtu(state.tunnel, state.underlay_mtu)),
-              "dhcp": dhcp}
+              "dhcp": dhcp, "ip6s": addrs6}
         state.vms[name] = vm
         state.save(p)
         try:
@@ -96,7 +108,12 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
     """Wire the VM's eth0 to its host's br-int and configure it."""
     host = state.hosts[vm["host"]]
     ns, tap, mtu = vm["ns"], vm["tap"], vm["mtu"]
+    _ipv6_settings(ns)
     netns.veth(ns, "eth0", host["ns"], tap, mtu=mtu)
+    # the hypervisor's end is a switch port, not a host interface: no IPv6 stack of its own
+    # answering what VMs send (as os-vif does for the devices it plugs)
+    netns.run(["ip", "netns", "exec", host["ns"], "sysctl", "-q", "-w",
+               f"net.ipv6.conf.{tap}.disable_ipv6=1"])
     if vm.get("dhcp"):
         # the guest starts at 1500 and takes its MTU from DHCP; its host end is set to the
         # network's, as a hypervisor sets a tap's, so frames up to what DHCP gives fit
@@ -107,6 +124,8 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
     if vm["ip"] and not vm.get("dhcp"):
         addr = netaddr.IPNetwork(vm["ip"])
         netns.add_address(ns, "eth0", str(addr.ip), addr.prefixlen)
+    for addr6 in vm.get("ip6s") or ():
+        netns.run(["ip", "-n", ns, "-6", "addr", "add", addr6, "dev", "eth0", "nodad"])
     if vm.get("gateway") and not vm.get("dhcp"):
         netns.add_default_route(ns, vm["gateway"])
     switch = HostSwitch(host["ns"], host["dir"])
@@ -116,6 +135,14 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
                  f"external_ids:attached-mac={vm['mac']}",
                  f"external_ids:vm-id={name}",
                  "external_ids:iface-status=active")
+
+
+def _ipv6_settings(ns: str) -> None:
+    """IPv6 on in the VM, without duplicate address detection (weft keeps addresses unique, and
+    DAD would hold a new NIC's addresses back a second) and without router advertisements."""
+    netns.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
+               "net.ipv6.conf.default.disable_ipv6=0", "net.ipv6.conf.all.accept_dad=0",
+               "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.default.accept_ra=0"])
 
 
 def _dhcp_client(ns: str, timeout: int = 6) -> dict:

@@ -31,7 +31,7 @@ with warnings.catch_warnings():
 
 from ovsdb.nbserver import SCHEMA
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
-from topology import validate
+from topology import addresses, validate
 from topology.changes import record_changes
 from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, share_index
@@ -379,10 +379,11 @@ class NorthboundStore:
         return self._transact(build)
 
     # networks
-    def create_network(self, tenant: str, name: str, cidr: str, gateway: str | None = None,
+    def create_network(self, tenant: str, name: str, cidr, gateway: str | None = None,
                        dhcp: bool = True, dns=()) -> dict:
+        """`cidr`: the IPv4 prefix, or a list of prefixes (one IPv4, at most one IPv6)."""
         validate.name("network", name)
-        net = validate.cidr(cidr)
+        net, net6 = validate.network_cidrs(cidr)
         gw = validate.gateway(gateway, net)
         dns = validate.dns_servers(dns)
 
@@ -394,11 +395,15 @@ class NorthboundStore:
             vni = self._alloc_vni(self._ix.vnis, "vnis")
             row = txn.insert(self.idl.tables["Network"])
             row.tenant, row.name, row.cidr, row.vni = tenant, name, str(net.cidr), vni
+            row.cidr6 = [str(net6.cidr)] if net6 is not None else []
             row.gateway = [gw]
             row.dhcp = bool(dhcp)
             row.dns = list(dns)
-            return {"tenant": tenant, "name": name, "cidr": str(net.cidr), "gateway": gw,
-                    "vni": vni, "dhcp": bool(dhcp), "dns": list(dns), "_inserted": {"id": row.uuid}}
+            cidrs = [str(net.cidr)] + ([str(net6.cidr)] if net6 is not None else [])
+            return {"tenant": tenant, "name": name, "cidr": str(net.cidr),
+                    "cidr6": str(net6.cidr) if net6 is not None else None, "cidrs": cidrs,
+                    "gateway": gw, "vni": vni, "dhcp": bool(dhcp), "dns": list(dns),
+                    "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
     def delete_network(self, tenant: str, name: str, cascade: bool = False) -> dict:
@@ -417,9 +422,11 @@ class NorthboundStore:
         return self._transact(build)
 
     # ports
-    def create_port(self, tenant: str, network: str, name: str, ip: str | None = None,
+    def create_port(self, tenant: str, network: str, name: str, ip=None,
                     mac: str | None = None, port_security: bool = True, security_groups=()) -> dict:
-        """security_groups: names (or TENANT/NAME) of groups of the port's tenant; none given
+        """`ip`: an address or a list of them (at most one IPv4, IPv6 from the network's IPv6
+        prefix); a family with none given gets one allocated from its prefix.
+        security_groups: names (or TENANT/NAME) of groups of the port's tenant; none given
         with port security on means the tenant's `default` group; port security off, no groups."""
         validate.name("port", name)
         mac = validate.mac(mac) if mac else None
@@ -445,23 +452,29 @@ class NorthboundStore:
             self._check_groups(tenant, groups)
             net = self._rec("Network", net_id)
             cidr = validate.cidr(net.cidr)
+            cidr6 = validate.cidr6(net.cidr6) if net.cidr6 else None
             gw = net.gateway
             taken = ix.ips.get(key, {})
-            if ip:
-                the_ip = validate.port_ip(ip, cidr, gw, taken)
+            given4, given6 = validate.port_ips(ip or None, cidr, gw, cidr6, taken)
+            if given4:
+                the_ip = given4[0]
             else:
                 the_ip, floor = validate.allocate_ip_from(cidr, gw, taken, ix.ip_floor.get(key, 0))
                 ix.ip_floor[key] = floor        # every address below it is taken
+            ips6 = given6 or ([validate.allocate_ip6(cidr6, taken)] if cidr6 is not None else [])
             if mac and (mac in ix.macs or mac in self._pending["macs"]):
                 raise Conflict(f"MAC {mac} is already used by another port")
             the_mac = mac or self._alloc_mac()
             row = txn.insert(self.idl.tables["Port"])
             row.tenant, row.network, row.name = tenant, network, name
-            row.mac, row.ips = the_mac, [the_ip]
+            row.mac, row.ips = the_mac, [the_ip, *ips6]
             row.port_security = port_security
             row.security_groups = groups
             return {"tenant": tenant, "network": network, "name": name, "mac": the_mac,
                     "ip": the_ip, "prefixlen": cidr.prefixlen, "gateway": gw,
+                    "ips": [the_ip, *ips6], "ip6": ips6[0] if ips6 else None,
+                    "prefixlen6": cidr6.prefixlen if cidr6 is not None else None,
+                    "link_local": addresses.link_local(the_mac),
                     "port_security": port_security, "security_groups": groups,
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)

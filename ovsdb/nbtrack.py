@@ -16,6 +16,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import ovs.db.idl
 
+from topology import addresses
 from topology.model import Binding, Host, Network, Port, Router, Rule, Tenant, TrafficConfig
 
 TABLES = ("Tenant", "Network", "Port", "Host", "Binding", "Router", "Security_Group", "SG_Rule",
@@ -74,8 +75,8 @@ def _rule(r):
 _BUILDERS = {
     "Tenant": lambda r: Tenant(str(r.uuid), r.name),
     "Network": lambda r: Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni, opt(r.gateway), r.dhcp,
-                                 tuple(sorted(r.dns)), opt(r.router)),
-    "Port": lambda r: Port(str(r.uuid), r.tenant, r.network, r.name, r.mac, tuple(r.ips),
+                                 tuple(sorted(r.dns)), opt(r.router), opt(r.cidr6)),
+    "Port": lambda r: Port(str(r.uuid), r.tenant, r.network, r.name, r.mac, addresses.ordered(r.ips),
                            r.port_security, tuple(sorted(r.security_groups))),
     "Host": lambda r: Host(r.name, r.tunnel_ip, r.ovsdb, opt(r.mgmt_ip)),
     "Binding": lambda r: Binding(r.port, r.host, r.ofport),

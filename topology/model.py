@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 
+from topology import addresses
+
 
 @dataclass(frozen=True)
 class Tenant:
@@ -35,10 +37,16 @@ class Network:
     dhcp: bool = True
     dns: tuple[str, ...] = ()
     router: str | None = None      # name of the tenant's router this network is attached to
+    cidr6: str | None = None       # the network's IPv6 prefix besides its IPv4 one, e.g. "fd00:1::/64"
 
     @property
     def ref(self) -> str:
         return f"{self.tenant}/{self.name}"
+
+    @property
+    def cidrs(self) -> tuple[str, ...]:
+        """Its prefixes: IPv4 first, then IPv6 if it has one."""
+        return (self.cidr,) if self.cidr6 is None else (self.cidr, self.cidr6)
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,26 @@ class Port:
     network: str         # network name (within the tenant)
     name: str
     mac: str             # lower-case, colon separated
-    ips: tuple[str, ...]
+    ips: tuple[str, ...]  # IPv4 (dotted) and IPv6 (RFC 5952) addresses, IPv4 first
     port_security: bool = True
     security_groups: tuple[str, ...] = ()   # security group names of the same tenant
 
     @property
     def ref(self) -> str:
         return f"{self.tenant}/{self.network}/{self.name}"
+
+    @property
+    def ipv4s(self) -> tuple[str, ...]:
+        return addresses.ipv4s(self.ips)
+
+    @property
+    def ipv6s(self) -> tuple[str, ...]:
+        """Its configured IPv6 addresses (not the link-local, which follows from the MAC)."""
+        return addresses.ipv6s(self.ips)
+
+    @property
+    def link_local(self) -> str:
+        return addresses.link_local(self.mac)
 
 
 

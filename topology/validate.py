@@ -18,8 +18,10 @@ RULE_KEY_FIRST = 1                  # 0 is "no rule" (the conntrack mark of noth
 RULE_KEY_MAX = 0xFFFFFFFF
 DIRECTIONS = ("ingress", "egress")
 PROTOS = ("tcp", "udp", "icmp", "any")
-ETHERTYPES = ("ipv4",)
+ETHERTYPES = ("ipv4", "ipv6")
 ANY_CIDR = "0.0.0.0/0"
+ANY_CIDR6 = "::/0"
+ANY = {"ipv4": ANY_CIDR, "ipv6": ANY_CIDR6}
 DEFAULT_SG = "default"
 # the fields that make a rule what it is (two rules of a group may not share all of them)
 RULE_FIELDS = ("direction", "proto", "port_min", "port_max", "icmp_type", "remote_cidr", "remote_sg",
@@ -53,13 +55,14 @@ def split_ref(ref: str, parts: int, what: str) -> list[str]:
     return pieces
 
 
-def prefix(value: str, what: str, example: str = "10.0.0.0/24") -> netaddr.IPNetwork:
-    """Any IPv4 prefix with its host bits clear (0.0.0.0/0 included); errors name `what`."""
+def prefix(value: str, what: str, example: str = "10.0.0.0/24", versions=(4,)) -> netaddr.IPNetwork:
+    """Any IPv4 (or, if `versions` allows, IPv6) prefix with its host bits clear (0.0.0.0/0
+    included); errors name `what`."""
     try:
         net = netaddr.IPNetwork(value)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         raise WeftError(f"invalid {what} {value!r}: expected e.g. {example}") from None
-    if net.version != 4:
+    if net.version not in versions:
         raise WeftError(f"invalid {what} {value!r}: IPv4 only")
     if net.ip != net.network:
         raise WeftError(f"invalid {what} {value!r}: host bits are set (did you mean {net.cidr}?)")
@@ -72,6 +75,111 @@ def cidr(value: str) -> netaddr.IPNetwork:
     if net.prefixlen > 29 or net.prefixlen < 8:
         raise WeftError(f"invalid CIDR {value!r}: the prefix length must be between /8 and /29")
     return net
+
+
+CIDR6_PREFIXLEN = (48, 124)
+_NOT_A_PREFIX6 = ((netaddr.IPNetwork("fe80::/10"), "link-local (weft derives every port's link-local "
+                   "address from its MAC)"),
+                  (netaddr.IPNetwork("ff00::/8"), "multicast"),
+                  (netaddr.IPNetwork("::/8"), "reserved (unspecified, loopback, IPv4-mapped)"))
+
+
+def cidr6(value: str) -> netaddr.IPNetwork:
+    """A network's IPv6 prefix: global or unique-local, from /48 to /124 (/64 is usual)."""
+    net = prefix(value, "IPv6 CIDR", "fd00:1::/64", versions=(6,))
+    lo, hi = CIDR6_PREFIXLEN
+    if not lo <= net.prefixlen <= hi:
+        raise WeftError(f"invalid IPv6 CIDR {value!r}: the prefix length must be between /{lo} and /{hi}")
+    for bad, why in _NOT_A_PREFIX6:
+        if net in bad:
+            raise WeftError(f"invalid IPv6 CIDR {value!r}: {bad} is {why}")
+    return net
+
+
+def network_cidrs(values) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork | None]:
+    """A network's prefixes (`--cidr` repeated): exactly one IPv4 and at most one IPv6."""
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or not values or not all(isinstance(v, str) for v in values):
+        raise WeftError(f"invalid cidrs {values!r}: expected a list like [\"10.0.0.0/24\", \"fd00:1::/64\"]")
+    v4, v6 = [], []
+    for value in values:
+        (v6 if ":" in value else v4).append(value)
+    if len(v4) > 1 or len(v6) > 1:
+        raise WeftError(f"a network has at most one IPv4 and one IPv6 CIDR, not {', '.join(values)}")
+    if not v4:
+        raise WeftError(f"a network needs an IPv4 CIDR besides {v6[0]} (IPv6-only networks are not "
+                        f"supported yet): add e.g. --cidr 10.0.0.0/24")
+    return cidr(v4[0]), (cidr6(v6[0]) if v6 else None)
+
+
+def address6(value: str, what: str = "IPv6 address") -> netaddr.IPAddress:
+    try:
+        return netaddr.IPAddress(value, 6)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise WeftError(f"invalid {what} {value!r}: expected an IPv6 address like fd00:1::5") from None
+
+
+def text6(ip: netaddr.IPAddress) -> str:
+    """The RFC 5952 form weft stores (lower case, longest zero run compressed)."""
+    import ipaddress
+    return str(ipaddress.IPv6Address(int(ip)))
+
+
+MAX_IPV6_PER_PORT = 8
+
+
+def port_ips(values, v4net: netaddr.IPNetwork, gw: str | None, v6net: netaddr.IPNetwork | None,
+             taken) -> tuple[list[str], list[str]]:
+    """The addresses given for a new port (`--ip` repeated: at most one IPv4, IPv6 only from
+    the network's IPv6 prefix), checked and normalised: (IPv4 list, IPv6 list)."""
+    if values is None:
+        return [], []
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise WeftError(f"invalid ips {values!r}: expected a list of addresses")
+    v4, v6 = [], []
+    for value in values:
+        if ":" in value:
+            v6.append(port_ip6(value, v6net, taken))
+        else:
+            v4.append(port_ip(value, v4net, gw, taken))
+    if len(v4) > 1:
+        raise WeftError(f"a port has one IPv4 address, not {', '.join(v4)}")
+    if len(v6) > MAX_IPV6_PER_PORT:
+        raise WeftError(f"a port has at most {MAX_IPV6_PER_PORT} IPv6 addresses, not {len(v6)}")
+    if len(set(v6)) != len(v6):
+        raise WeftError(f"IPv6 address given twice: {', '.join(sorted(a for a in v6 if v6.count(a) > 1))}")
+    return v4, v6
+
+
+def port_ip6(value: str, net: netaddr.IPNetwork | None, taken) -> str:
+    ip = address6(value.split("/")[0])
+    if net is None:
+        raise WeftError(f"IP {text6(ip)} is IPv6 but the network has no IPv6 CIDR (create it with "
+                        f"--cidr twice, e.g. --cidr 10.0.0.0/24 --cidr fd00:1::/64)")
+    if ip not in net:
+        raise WeftError(f"IP {text6(ip)} is not inside the network's IPv6 CIDR {net.cidr}")
+    if ip == net.network:
+        raise WeftError(f"IP {text6(ip)} is the subnet-router anycast address of {net.cidr}")
+    if int(ip) == net.first + 1:
+        raise WeftError(f"IP {text6(ip)} is reserved for the network's router")
+    if text6(ip) in taken:
+        raise WeftError(f"IP {text6(ip)} is already used by another port of this network")
+    return text6(ip)
+
+
+def allocate_ip6(net: netaddr.IPNetwork, taken) -> str:
+    """The lowest free address of an IPv6 prefix from ::2 up (::0 is the subnet-router anycast
+    address, ::1 is kept for a router); O(addresses in use)."""
+    value = net.first + 2
+    while value <= net.last:
+        ip = text6(netaddr.IPAddress(value, 6))
+        if ip not in taken:
+            return ip
+        value += 1
+    raise WeftError(f"no free IP address left in {net.cidr}", status=409)
 
 
 def route_cidr(value: str) -> netaddr.IPNetwork:
@@ -235,9 +343,13 @@ def port_range(value: str) -> tuple[int, int]:
     return first, last
 
 
-def rule_cidr(value: str) -> str:
-    """The peer prefix of a rule (0.0.0.0/0 is anyone)."""
-    return str(prefix(value, "remote CIDR").cidr)
+def rule_cidr(value: str, ethertype: str = "ipv4") -> str:
+    """The peer prefix of a rule of `ethertype` (0.0.0.0/0, ::/0 is anyone)."""
+    net = prefix(value, "remote CIDR", "10.0.0.0/24 or fd00::/64", versions=(4, 6))
+    if f"ipv{net.version}" != ethertype:
+        raise WeftError(f"remote CIDR {value} is IPv{net.version} but the rule's ethertype is "
+                        f"{ethertype} (give --ethertype ipv{net.version})")
+    return str(net.cidr)
 
 
 def _choice(value, what: str, choices: tuple[str, ...]) -> str:
@@ -258,7 +370,7 @@ def sg_rule(direction, proto="any", port_min=None, port_max=None, icmp_type=None
     proto = _choice("any" if proto is None else proto, "protocol", PROTOS)
     ethertype = "ipv4" if ethertype is None else ethertype
     if (ethertype.lower() if isinstance(ethertype, str) else ethertype) not in ETHERTYPES:
-        raise WeftError(f"invalid ethertype {ethertype!r}: only ipv4 is supported")
+        raise WeftError(f"invalid ethertype {ethertype!r}: expected ipv4 or ipv6")
     ethertype = ethertype.lower()
     if port_min is None and port_max is not None:
         raise WeftError("a port range needs its first port (port_min), not only port_max")
@@ -279,7 +391,7 @@ def sg_rule(direction, proto="any", port_min=None, port_max=None, icmp_type=None
     if remote_sg is not None:
         remote_sg = name("security group", remote_sg)
     else:
-        remote_cidr = ANY_CIDR if remote_cidr is None else rule_cidr(remote_cidr)
+        remote_cidr = ANY[ethertype] if remote_cidr is None else rule_cidr(remote_cidr, ethertype)
     return {"direction": direction, "proto": proto, "port_min": port_min, "port_max": port_max,
             "icmp_type": icmp_type, "remote_cidr": remote_cidr, "remote_sg": remote_sg,
             "ethertype": ethertype}
@@ -292,9 +404,10 @@ def rule_identity(rule) -> tuple:
 
 
 def default_sg_rules() -> list[dict]:
-    """The rules of every tenant's `default` group: anything out; in from the group's members."""
-    return [sg_rule("egress", "any", remote_cidr=ANY_CIDR),
-            sg_rule("ingress", "any", remote_sg=DEFAULT_SG)]
+    """The rules of every tenant's `default` group, for IPv4 and IPv6 as OpenStack's: anything
+    out; in from the group's members."""
+    return [sg_rule("egress", "any", remote_cidr=ANY[family], ethertype=family) for family in ETHERTYPES] + \
+        [sg_rule("ingress", "any", remote_sg=DEFAULT_SG, ethertype=family) for family in ETHERTYPES]
 
 
 def traffic_config(cfg) -> None:

@@ -32,8 +32,10 @@ def test_groups_rules_and_ports_from_the_cli(sg_lab):
     lab = sg_lab
     assert [g["ref"] for g in lab.json("sg", "list", "red")] == ["red/default"]
     default = lab.json("sg", "show", "red/default")
-    assert [(r["direction"], r["proto"], r["remote_cidr"], r["remote_sg"]) for r in default["rules"]] == [
-        ("egress", "any", "0.0.0.0/0", None), ("ingress", "any", None, "default")]
+    assert [(r["direction"], r["proto"], r["remote_cidr"], r["remote_sg"], r["ethertype"])
+            for r in default["rules"]] == [
+        ("egress", "any", "0.0.0.0/0", None, "ipv4"), ("egress", "any", "::/0", None, "ipv6"),
+        ("ingress", "any", None, "default", "ipv4"), ("ingress", "any", None, "default", "ipv6")]
     a = lab.json("port", "create", "red/net/a")
     assert a["security_groups"] == ["default"]
 
@@ -112,7 +114,8 @@ def test_errors_are_one_line_and_change_nothing(sg_lab):
         (rule + ["--remote-sg", "blue/default"], "cannot use security group blue/default"),
         (rule + ["--remote-sg", "red/nope"], "no security group red/nope"),
         (rule + ["--remote-sg", "red/db", "--remote-cidr", "10.0.0.0/8"], "not allowed with argument"),
-        (rule + ["--ethertype", "ipv6"], "invalid choice"),
+        (rule + ["--ethertype", "ipx"], "invalid choice"),
+        (rule + ["--ethertype", "ipv6", "--remote-cidr", "10.0.0.0/8"], "is IPv4 but the rule's ethertype is ipv6"),
         (["sg", "rule", "add", "red/web", "--direction", "sideways"], "invalid choice"),
         (["sg", "rule", "add", "red/web"], "required: --direction"),
         (["sg", "rule", "add", "red/nope", "--direction", "egress"], "no security group red/nope"),

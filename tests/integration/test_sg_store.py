@@ -48,9 +48,11 @@ def test_a_tenant_comes_with_its_default_group_which_new_ports_get(red):
     assert default.uuid == created["default_group"]
     assert [shape(r) for r in default.rules] == [
         ("egress", "any", None, None, None, "0.0.0.0/0", None, "ipv4"),
-        ("ingress", "any", None, None, None, None, "default", "ipv4")]
+        ("egress", "any", None, None, None, "::/0", None, "ipv6"),
+        ("ingress", "any", None, None, None, None, "default", "ipv4"),
+        ("ingress", "any", None, None, None, None, "default", "ipv6")]
     keys = [r.key for g in sgs.values() for r in g.rules]
-    assert sorted(keys) == [1, 2, 3, 4]                      # unique across tenants, from 1
+    assert sorted(keys) == list(range(1, 9))                    # unique across tenants, from 1
     a = red.create_port("red", "net", "a")
     assert a["security_groups"] == ["default"] and a["port_security"] is True
     assert red.model.ports[a["id"]].security_groups == ("default",)
@@ -113,7 +115,7 @@ def test_refusals_change_nothing(red):
          "no security group red/nope"),
         (lambda: red.add_rule("red", "web", "ingress", remote_sg="blue/web"), WeftError,
          "cannot use security group blue/web"),
-        (lambda: red.add_rule("red", "web", "ingress", ethertype="ipv6"), WeftError, "only ipv4"),
+        (lambda: red.add_rule("red", "web", "ingress", ethertype="ipx"), WeftError, "expected ipv4 or ipv6"),
         (lambda: red.delete_rule("red", "web", "nope"), NotFound, "has no rule nope"),
         (lambda: red.delete_rule("red", "default", rule["id"]), NotFound, "has no rule"),
         (lambda: red.create_port("red", "net", "b", security_groups=["nope"]), NotFound,
@@ -196,7 +198,7 @@ def test_tenant_deletion_takes_its_groups_and_rules(red):
     raw = [r for r in red.idl.tables["SG_Rule"].rows.values()]
     assert raw == []
     red.create_tenant("red")                         # the same name again: a fresh default group
-    assert [len(g.rules) for g in groups(red).values()] == [2]
+    assert [len(g.rules) for g in groups(red).values()] == [4]     # IPv4 and IPv6
 
 
 def test_a_database_from_before_security_groups_is_upgraded(tmp_path):
@@ -222,7 +224,7 @@ def test_a_database_from_before_security_groups_is_upgraded(tmp_path):
     s = NorthboundStore(ensure_local_server(str(directory)))
     try:
         s.start()
-        assert set(groups(s)) == {"red/default"} and len(groups(s)["red/default"].rules) == 2
+        assert set(groups(s)) == {"red/default"} and len(groups(s)["red/default"].rules) == 4
         assert port(s, "red/net/on").security_groups == ("default",)
         assert port(s, "red/net/off").security_groups == ()
         s.update_port("red", "net", "on", security_groups=[])

@@ -364,7 +364,7 @@ def test_cookies_name_the_right_feature_and_owner(net):
             feature, owner = cookies.decode(f.cookie)
             m = f.match_dict()
             if feature == "pipeline":
-                assert owner == 0 and f.priority in (0, 50)
+                assert owner == 0 and f.priority in (0, 50, 93, 101)
             elif feature == "classify" and m["in_port"] == TUNNEL_OFPORT:
                 assert owner == oid(by_vni[m["tunnel_id"]].uuid)
             elif feature in ("classify", "port-security", "dhcp"):
@@ -382,10 +382,15 @@ def test_cookies_name_the_right_feature_and_owner(net):
                 assert m["eth_dst"] == port.mac and by_vni[m[REG_NET]].tenant == port.tenant
             elif feature == "flood":
                 assert owner == oid(by_vni[m[REG_NET]].uuid)
+            elif feature == "nd":
+                (port,) = [p for p in model.ports.values() if oid(p.uuid) == owner]
+                assert m["ipv6_nd_target"] in (port.link_local, *port.ipv6s)
+                assert by_vni[m[REG_NET]].tenant == port.tenant and by_vni[m[REG_NET]].name == port.network
             else:
                 pytest.fail(f"unexpected feature {feature} in {f}")
             assert f.table in {"classify": {0}, "port-security": {10}, "arp-responder": {20},
-                               "l2": {40, 41}, "flood": {40, 41}, "dhcp": {10}}.get(feature, {f.table})
+                               "l2": {40, 41}, "flood": {40, 41}, "dhcp": {10},
+                               "nd": {20}}.get(feature, {f.table})
 
 
 def test_only_present_networks_produce_flows(net):
@@ -485,5 +490,6 @@ def test_pending_binding_installs_everything_but_the_nic_flows_ahead():
     assert replaced and all(cookies.decode(f.cookie)[0] == "flood" for f in replaced)
     assert all(("in_port", 5) not in f.match and ("output", 5) not in f.actions for f in hv2_pending)
     missing = hv2_bound - hv2_pending
-    assert {f.table for f in missing} <= {0, 10, 40, 41} and len(missing) <= 8   # + DHCP to the controller
+    # + DHCP to the controller, + 3 for IPv6 from its link-local (any, and its advertisements)
+    assert {f.table for f in missing} <= {0, 10, 40, 41} and len(missing) <= 11
     assert len(hv2_pending & hv2_bound) >= 8     # tunnel classify, ARP answers, remote l2, misses

@@ -7,7 +7,8 @@ from flows import cookies
 from flows.compiler import compile_all
 from flows.index import CompilerIndex
 from tests.fakeswitch import FakeDatapath, FakeSwitch
-from tests.unit import test_flows_acl, test_flows_compiler, test_flows_routing
+from tests.unit import (test_flows_acl, test_flows_acl_ipv6, test_flows_compiler, test_flows_ipv6,
+                        test_flows_routing)
 
 
 class _NoEngine:
@@ -25,7 +26,8 @@ def oskens(msg) -> bytes:
 
 def compiled_flows():
     flows = set()
-    for mod in (test_flows_compiler, test_flows_routing, test_flows_acl):
+    for mod in (test_flows_compiler, test_flows_routing, test_flows_acl, test_flows_ipv6,
+                test_flows_acl_ipv6):
         for name in dir(mod):
             builder = getattr(mod, name)
             if callable(builder) and name.startswith(("build", "model", "world")):
@@ -42,6 +44,8 @@ def test_every_compiled_flow_encodes_to_oskens_bytes():
     flows = compiled_flows()
     kinds = {a[0] for f in flows for a in f.actions}
     assert len(flows) > 200 and {"ct", "conjunction", "sample", "move", "meter", "goto"} <= kinds
+    fields = {k for f in flows for k, _v in f.match}
+    assert {"ipv6_src", "ipv6_nd_target", "ipv6_nd_tll", "icmpv6_type"} <= fields
     for flow in flows:
         assert ofencode.flow_add(flow) == oskens(ofmsg.flow_add(DP, flow)), flow
 

@@ -44,10 +44,11 @@ def test_a_rule_is_normalised_and_defaults_to_any_protocol_from_anyone():
     ({"proto": "icmp", "icmp_type": -1}, "invalid ICMP type -1"),
     ({"remote_cidr": "10.0.0.1/24"}, "host bits are set \\(did you mean 10.0.0.0/24\\?\\)"),
     ({"remote_cidr": "banana"}, "invalid remote CIDR 'banana'"),
-    ({"remote_cidr": "fd00::/64"}, "IPv4 only"),
+    ({"remote_cidr": "fd00::/64"}, "is IPv6 but the rule's ethertype is ipv4"),
+    ({"remote_cidr": "10.0.0.0/8", "ethertype": "ipv6"}, "is IPv4 but the rule's ethertype is ipv6"),
     ({"remote_cidr": "10.0.0.0/8", "remote_sg": "web"}, "mutually exclusive"),
     ({"remote_sg": "no good"}, "invalid security group name 'no good'"),
-    ({"ethertype": "ipv6"}, "invalid ethertype 'ipv6': only ipv4 is supported"),
+    ({"ethertype": "ipx"}, "invalid ethertype 'ipx': expected ipv4 or ipv6"),
 ])
 def test_bad_rules_are_refused_with_one_clear_line(kw, message):
     kw = {"direction": "ingress", **kw}
@@ -89,11 +90,13 @@ def test_identity_makes_equal_rules_equal_whatever_the_spelling():
 
 
 def test_the_default_groups_rules():
-    out, into = validate.default_sg_rules()
-    assert (out["direction"], out["proto"], out["remote_cidr"], out["remote_sg"]) == (
-        "egress", "any", "0.0.0.0/0", None)
+    out, out6, into, into6 = validate.default_sg_rules()
+    assert (out["direction"], out["proto"], out["remote_cidr"], out["remote_sg"], out["ethertype"]) == (
+        "egress", "any", "0.0.0.0/0", None, "ipv4")
+    assert (out6["direction"], out6["remote_cidr"], out6["ethertype"]) == ("egress", "::/0", "ipv6")
     assert (into["direction"], into["proto"], into["remote_cidr"], into["remote_sg"]) == (
         "ingress", "any", None, "default")
+    assert (into6["direction"], into6["remote_sg"], into6["ethertype"]) == ("ingress", "default", "ipv6")
 
 
 def test_group_references_must_be_of_the_users_tenant():
