@@ -93,6 +93,7 @@ class EmulatedHost:
         results, _ = self.db.transact(ops)
         if results and "error" in results[-1]:
             raise RuntimeError(f"{self.name}: initial database: {results[-1]}")
+        self._vswitchd()
 
     @staticmethod
     def _nic_ops(nic: dict, iname: str, pname: str) -> list:
@@ -146,12 +147,14 @@ class EmulatedHost:
         return out
 
     def _db_changed(self, _changes) -> None:
+        """After a commit, vswitchd's work follows as a transaction of its own (never inside this
+        one's notifications). Without a running loop (set-up, unit tests) the caller runs it."""
         if not self._pending:
-            self._pending = True
             try:
                 asyncio.get_running_loop().call_soon(self._vswitchd)
+                self._pending = True
             except RuntimeError:
-                self._vswitchd()           # no loop (unit tests, set-up): at once
+                pass
 
     def _vswitchd(self) -> None:
         """What ovs-vswitchd does after a database change (see the module docstring)."""

@@ -113,8 +113,9 @@ class Database:
                     work.symtab.setdefault(op["uuid-name"], uuidlib.uuid4())
             for op in ops:
                 results.append(work.execute(op))
+            work.check_references()         # a strong reference to a missing row fails
             work.collect_garbage()
-            work.check_references()
+            work.check_references()         # weak references to collected rows go
         except TxnError as exc:
             results.append({"error": exc.error, "details": exc.details})
             return results, {}
