@@ -46,10 +46,18 @@ def with_bindings(model: Model, swarm_bindings: dict[str, dict[str, int]],
 class Expected:
     """Compiled flows per host of one model, compiled on demand and kept."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, base: "Expected | None" = None, changed=()):
+        """With `base` (an earlier model's): its index is updated, not rebuilt, and its hosts not
+        in `changed` keep their compiled flows."""
         self.model = model
-        self.index = compiler.CompilerIndex(model)
+        self.index = base.index.updated(model) if base is not None else compiler.CompilerIndex(model)
         self._entries: dict[str, list] = {}
+        if base is not None:
+            self._entries = {h: e for h, e in base._entries.items() if h not in changed}
+
+    def affected(self, base: "Expected") -> set[str]:
+        """Hosts whose flows may differ from `base`'s model (weft's own cheap superset)."""
+        return compiler.affected_hosts(base.model, self.model, base.index, self.index)
 
     def entries(self, host: str) -> list[tuple[int, int, int, int]]:
         if host not in self._entries:
