@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=4, help="swarm worker processes")
     ap.add_argument("--samples", type=int, default=200, help="port adds timed")
     ap.add_argument("--converge-timeout", type=float, default=600.0)
+    ap.add_argument("--stall", type=float, default=120.0,
+                    help="give up on the cold start after this long without progress (s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     n, ports = args.swarm, args.ports if args.ports is not None else 2 * args.swarm
@@ -119,24 +121,35 @@ def main() -> None:
         # ---- cold start: weftd with the model in the store, every host at once
         weftd = Weftd(os.path.join(work, "weftd"), remote)
         got: dict = {}
-        waiter = threading.Thread(target=lambda: got.update(swarm.expect(digests, args.converge_timeout)))
+        waiter = threading.Thread(target=lambda: got.update(swarm.expect(digests, args.converge_timeout)),
+                                  daemon=True)
         t0 = time.monotonic()
         weftd.start(timeout=120)
         waiter.start()
+        progress, stalled_since = None, time.monotonic()
         while waiter.is_alive():
             waiter.join(10)
             if waiter.is_alive():
                 st = swarm.status()
+                if (st["ovsdb_sessions"], st["of_connected"], st["commits"]) != progress:
+                    progress, stalled_since = (st["ovsdb_sessions"], st["of_connected"], st["commits"]), time.monotonic()
+                elif time.monotonic() - stalled_since > args.stall:
+                    log(f"  no progress for {args.stall:.0f} s: giving up on the cold start")
+                    break
                 log(f"  +{time.monotonic() - t0:.0f} s: {st['ovsdb_sessions']} OVSDB sessions, "
                     f"{st['of_connected']} OpenFlow connected, {st['commits']} bundles committed, "
                     f"{st['errors']} errors; weftd RSS {weftd.rss_mb():.0f} MB")
-        late = [h for h, at in got.items() if at is None]
+        late = [h for h in hosts if got.get(h) is None]
         cold = max(at for at in got.values() if at is not None) - t0 if len(late) < n else float("nan")
         log(f"cold converge: {n - len(late)}/{n} hosts equal their compiled flows, the last "
             f"{cold:.1f} s after weftd started" + (f"; not converged: {late[:10]}" if late else ""))
         if late:
             st = swarm.status()
-            log(f"  swarm: {st}; weftd status: {weftd.get('/v1/status', 60).get('hosts', '?')}")
+            log(f"  swarm: {st}")
+            with open(os.path.join(weftd.run_dir, "weftd.err")) as f:
+                errors = [line.rstrip() for line in f if "Error" in line or "Exception in thread" in line]
+            if errors:
+                log(f"  weftd's stderr: {' | '.join(errors[-4:])}")
 
         # ---- port adds, one at a time
         lat, missed = [], 0

@@ -46,6 +46,10 @@ class _Control:
         return answer
 
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)    # wakes a thread blocked reading an answer
+        except OSError:
+            pass
         self.file.close()
         self.sock.close()
 
@@ -140,7 +144,7 @@ class Swarm:
                 out[i] = self.controls[i].call(req)
             except Exception as exc:
                 errors.append(exc)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(self.controls))]
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(self.controls))]
         for t in threads:
             t.start()
         for t in threads:
@@ -193,11 +197,15 @@ class Swarm:
         out, errors = {}, []
 
         def one(w, part):
+            # a connection of its own: a long wait must not hold up status() and the others
+            ctl = _Control(os.path.join(self.run_dir, f"worker{w}.ctl"))
             try:
-                out.update(self.controls[w].call({"op": "expect", "digests": part, "timeout": timeout}))
+                out.update(ctl.call({"op": "expect", "digests": part, "timeout": timeout}))
             except Exception as exc:
                 errors.append(exc)
-        threads = [threading.Thread(target=one, args=item) for item in split.items()]
+            finally:
+                ctl.close()
+        threads = [threading.Thread(target=one, args=item, daemon=True) for item in split.items()]
         for t in threads:
             t.start()
         for t in threads:
