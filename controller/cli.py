@@ -70,6 +70,19 @@ def build_parser() -> Parser:
     p = lab.add_parser("exec", help="run a command inside a VM (or a host)")
     p.add_argument("name")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p = lab.add_parser("swarm", help="emulated hypervisors (OVSDB + OpenFlow, no Open vSwitch) for scale runs")
+    p.add_argument("--hosts", type=int, required=True)
+    p.add_argument("--ports-per-host", type=int, default=2, help="VM NICs plugged on each host (default 2)")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--network", metavar="TENANT/NET", help="create each NIC's port there (default: iface-ids "
+                                                             "weftd does not know)")
+    p.add_argument("--prefix", default="sw", help="host names PREFIX1..PREFIXN (default sw)")
+    p.add_argument("--run-dir", help="where the sockets live (default: a temporary directory)")
+    p.add_argument("--controller", metavar="tcp:IP:PORT",
+                   help="connect there instead of to the Controller target weftd writes")
+    p.add_argument("--no-register", dest="register", action="store_false",
+                   help="do not register the hosts with weftd (weft host add)")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between status lines")
     ctl = lab.add_parser("controller", help="stop/start/restart the lab's weftd")
     ctl.add_argument("action", choices=["start", "stop", "restart"])
 
@@ -542,6 +555,9 @@ def cmd_flows(args, client) -> int:
 
 
 def cmd_lab(args) -> int:
+    if args.lab_cmd == "swarm":
+        from lab import swarm_cli
+        return swarm_cli.run(args, Client())
     from lab import datacentre, vm
 
     if args.lab_cmd == "up":
