@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     import ovs.db.idl
     import ovs.poller
 
+from ovsdb import pollfix  # noqa: F401  (poll(2) for the IDL: no fd limit of 1,023)
 from ovsdb.nbserver import SCHEMA
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import addresses, validate

@@ -29,6 +29,8 @@ with warnings.catch_warnings():
     import ovs.db.idl
     import ovs.poller
 
+from ovsdb import pollfix  # noqa: F401  (poll(2), not select: more than 1,023 hosts)
+
 from flows.compiler import PENDING
 from ovsdb import hostconfig
 from ovsdb.hostconfig import BRIDGE, IPFIX_SET, TUNNEL_PORT, Change, Desired
@@ -333,35 +335,47 @@ class HostManager:
 
     # -- the manager thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        failures = 0
         try:
             while not self._stop:
-                self._take_requests()
-                poller = ovs.poller.Poller()
-                for host in list(self._hosts.values()):
-                    try:
-                        self._run_host(host)
-                    except Exception as exc:     # a bug must not stop the other hosts' configuration
-                        LOG.exception("southbound: host %s", host.name)
-                        self._failed(host, f"internal error: {exc}")
-                    host.idl.wait(poller)
-                    if host.txn is not None:
-                        host.txn.wait(poller)
-                    wait = host.retry_at - time.monotonic()
-                    if host.dirty and host.txn is None and wait > 0:
-                        poller.timer_wait(int(wait * 1000) + 1)
-                    if host.recheck_at is not None:
-                        poller.timer_wait(max(0, int((host.recheck_at - time.monotonic()) * 1000)) + 1)
-                poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-                poller.timer_wait(1000)
-                poller.block()
                 try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                    self._iteration()
+                    failures = 0
+                except Exception:        # never die silently: every host would stay unconfigured
+                    failures += 1
+                    if failures in (1, 10, 100) or failures % 1000 == 0:
+                        LOG.exception("southbound: loop failed (%d times in a row); retrying", failures)
+                    time.sleep(min(1.0, 0.01 * failures))
         finally:
             for host in self._hosts.values():
                 self._close(host)
+
+    def _iteration(self) -> None:
+        """One pass: take requests, run every host's session, wait for the next event."""
+        self._take_requests()
+        poller = ovs.poller.Poller()
+        for host in list(self._hosts.values()):
+            try:
+                self._run_host(host)
+            except Exception as exc:     # a bug must not stop the other hosts' configuration
+                LOG.exception("southbound: host %s", host.name)
+                self._failed(host, f"internal error: {exc}")
+            host.idl.wait(poller)
+            if host.txn is not None:
+                host.txn.wait(poller)
+            wait = host.retry_at - time.monotonic()
+            if host.dirty and host.txn is None and wait > 0:
+                poller.timer_wait(int(wait * 1000) + 1)
+            if host.recheck_at is not None:
+                poller.timer_wait(max(0, int((host.recheck_at - time.monotonic()) * 1000)) + 1)
+        poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
+        poller.timer_wait(1000)
+        poller.block()
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _take_requests(self) -> None:
         with self._lock:

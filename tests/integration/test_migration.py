@@ -80,7 +80,10 @@ def test_vm_moved_while_pinged_loses_almost_nothing_and_ends_on_the_new_host(mig
         port = lab.json("port", "show", "red/net/vm2")
         assert port["host"] == dest
         m = port["migration"]
-        assert (m["from"], m["to"], m["state"], m["trigger"]) == (source, dest, "done", "rarp")
+        assert (m["from"], m["to"], m["state"]) == (source, dest, "done")
+        # the guest's RARP, or whatever it sent first from its new NIC (with IPv6 up, a
+        # multicast listener report or a neighbour solicitation can come before the RARP)
+        assert m["trigger"] in ("rarp", "frame"), m
         assert isinstance(port["last_migration_blackout_ms"], float) and port["last_migration_blackout_ms"] > 0
         assert port["last_migration_blackout_ms"] == m["blackout_ms"]
         # the NIC is on the new host only, and the VM answers there
