@@ -30,6 +30,9 @@ class Weftd:
         self.nofile = nofile
         self.proc: subprocess.Popen | None = None
         self.started_at = None
+        import secrets
+        self.token = secrets.token_urlsafe(24)       # the TCP API always needs one
+        self.headers = {"Authorization": f"Bearer {self.token}"}
 
     @property
     def api(self) -> str:
@@ -46,8 +49,13 @@ class Weftd:
         def limits():
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, self.nofile)), hard))
+        token_file = os.path.join(self.run_dir, "api.token")
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token)
         cmd = [sys.executable, "-m", "controller.daemon", "--run-dir", self.run_dir, "--nb", self.nb,
                "--of-listen", f"127.0.0.1:{self.of_port}", "--api-listen", f"127.0.0.1:{self.api_port}",
+               "--api-token-file", token_file, "--api-no-tls",        # loopback only
                "--pidfile", os.path.join(self.run_dir, "weftd.pid"),
                "--log-file", os.path.join(self.run_dir, "weftd.log"), *self.extra]
         self.started_at = time.monotonic()
@@ -68,17 +76,18 @@ class Weftd:
                 time.sleep(0.05)
 
     def get(self, path: str, timeout: float = 30):
-        with urllib.request.urlopen(self.api + path, timeout=timeout) as resp:
+        req = urllib.request.Request(self.api + path, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def post(self, path: str, body: dict, timeout: float = 30):
         req = urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **self.headers})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
 
     def delete(self, path: str, timeout: float = 30):
-        req = urllib.request.Request(self.api + path, method="DELETE")
+        req = urllib.request.Request(self.api + path, method="DELETE", headers=self.headers)
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"{}")
 
