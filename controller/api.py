@@ -9,6 +9,7 @@ import time
 
 from controller import ofmsg
 from flows import cookies
+from topology.addresses import router_ip6
 from topology.errors import NotFound, WeftError
 
 LOG = logging.getLogger(__name__)
@@ -290,7 +291,8 @@ class Api:
         nets = sorted((model or self.model).networks_of_router(r.tenant, r.name).values(),
                       key=lambda n: n.name)
         return {"id": r.uuid, "tenant": r.tenant, "name": r.name, "ref": r.ref, "mac": r.mac,
-                "networks": [{"network": n.ref, "cidr": n.cidr, "gateway": n.gateway} for n in nets],
+                "networks": [{"network": n.ref, "cidr": n.cidr, "gateway": n.gateway, "cidr6": n.cidr6,
+                              "gateway6": router_ip6(n.cidr6) if n.cidr6 else None} for n in nets],
                 "routes": [{"cidr": c, "via": v} for c, v in r.routes]}
 
     def list_routers(self, query, body):

@@ -8,6 +8,7 @@ import time
 
 from controller.client import Client, seg
 from controller.output import render
+from topology.addresses import router_ip6
 from topology.errors import WeftError
 
 
@@ -179,10 +180,10 @@ def build_parser() -> Parser:
     route = router.add_parser("route", help="static routes").add_subparsers(
         dest="route_cmd", metavar="ROUTE_COMMAND", parser_class=Parser)
     route.required = True
-    p = route.add_parser("add", help="add a static route")
+    p = route.add_parser("add", help="add a static route (IPv4 or IPv6)")
     p.add_argument("ref", metavar="TENANT/ROUTER")
     p.add_argument("cidr")
-    p.add_argument("--via", required=True, help="next hop, inside one of the router's networks")
+    p.add_argument("--via", required=True, help="next hop of the route's family, inside one of the router's networks")
     _out(p)
     p = route.add_parser("delete", help="delete a static route")
     p.add_argument("ref", metavar="TENANT/ROUTER")
@@ -397,7 +398,7 @@ def cmd_router(args, client) -> int:
         else:
             print(render({k: v for k, v in res.items() if k not in ("networks", "routes")}))
             print()
-            print(render(res["networks"], columns=["network", "cidr", "gateway"]))
+            print(render(res["networks"], columns=["network", "cidr", "gateway", "cidr6", "gateway6"]))
             if res["routes"]:
                 print()
                 print(render(res["routes"], columns=["cidr", "via"]))
@@ -624,7 +625,7 @@ def _vm_create(args) -> int:
     port = _port_for_vm(args)
     created = vm.create(args.name, args.host, mac=port["mac"], ip=port["ip"],
                         iface_id=port["id"], port_ref=args.port, gateway=port.get("gateway"),
-                        dhcp=args.dhcp, ip6s=port.get("ip6s", ()))
+                        dhcp=args.dhcp, ip6s=port.get("ip6s", ()), gateway6=port.get("gateway6"))
     if args.output == "json":
         print(render({"name": args.name, **created}, "json"))
     else:
@@ -641,13 +642,18 @@ def _port_for_vm(args) -> dict:
                 "ip6s": args.ip6 or ()}
     client = Client()
     port = client.get(f"/v1/ports/{seg(tenant, net, name)}")
-    gateway = args.gateway
-    if gateway is None and client.get(f"/v1/networks/{seg(tenant, net)}").get("router"):
-        gateway = port["gateway"]        # the router answers there, as DHCP would tell the VM
+    gateway, gateway6 = args.gateway, None
+    network = client.get(f"/v1/networks/{seg(tenant, net)}")
+    if network.get("router"):
+        if gateway is None:
+            gateway = port["gateway"]    # the router answers there, as DHCP would tell the VM
+        if network.get("cidr6"):         # ... and on the IPv6 prefix's ::1 (static, no RAs)
+            gateway6 = router_ip6(network["cidr6"])
     ip6s = args.ip6 or [f"{a}/{port['prefixlen6']}" for a in port.get("ips", []) if ":" in a]
     return {"mac": args.mac or port["mac"],
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
-            "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s}
+            "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s,
+            "gateway6": gateway6 if ip6s else None}
 
 
 def _take_wait(argv: list[str]) -> tuple[list[str], bool]:

@@ -23,6 +23,7 @@ from flows.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT, IP_PR
                         IPV6_UNSPECIFIED, MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_REDIRECT,
                         UNICAST, Flow, make_match)
 from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
+from topology.addresses import LINK_LOCAL_PREFIX, link_local, router_ip6
 from topology.model import Model, Network, Port, Router
 
 PRIO_HIGH = 100
@@ -244,9 +245,9 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         frag.l3_input = _l3_input(net, router)
         frag.resolve = tuple(
             make("l3", port.uuid, P.RESOLVE, PRIO_HIGH,
-                 make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
+                 make_match(**{P.REG_NET: vni}, **_dst_of(ip)),
                  (("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP)))
-            for port in ports for ip in port.ipv4s)
+            for port in ports for ip in _routable(port, net))
     elif net.dhcp and net.gateway:
         # no router: the gateway address is where the DHCP server answers from; answer its ARP
         # so that a client's unicast renewal reaches the controller instead of timing out
@@ -267,30 +268,57 @@ def _nd_responder(port: Port, vni: int) -> list[Flow]:
             for ip in (port.link_local, *port.ipv6s)]
 
 
+def _dst_of(ip: str) -> dict:
+    """Match fields for packets to address `ip` (IPv4 or IPv6)."""
+    if ":" in ip:
+        return {"eth_type": ETH_TYPE_IPV6, "ipv6_dst": ip}
+    return {"eth_type": ETH_TYPE_IP, "ipv4_dst": ip}
+
+
+def _routable(port: Port, net: Network) -> tuple[str, ...]:
+    """The port's addresses a router delivers to: its IPv4 and, when its network has an IPv6
+    prefix, its configured IPv6 addresses (never its link-local)."""
+    return port.ipv4s + (port.ipv6s if net.cidr6 else ())
+
+
 def _by_ip(port: Port, vni: int, deliver: tuple | None) -> tuple[Flow, ...]:
     """Table 41: unicast to a MAC the network lacks but to one of `port`'s IPs goes to `port`.
 
-    A peer whose ARP entry still holds the MAC of a port deleted since (the IP now belongs to
-    a new port, with a new MAC) reaches the new port at once instead of waiting for its entry
-    to expire; the MAC is rewritten so that the port accepts the packet."""
+    A peer whose ARP or neighbour entry still holds the MAC of a port deleted since (the IP now
+    belongs to a new port, with a new MAC) reaches the new port at once instead of waiting for
+    its entry to expire; the MAC is rewritten so that the port accepts the packet. IPv6: its
+    configured addresses (a link-local follows from the MAC, so no new port holds an old one)."""
     if deliver is None:
         return ()
     return tuple(make("l2", port.uuid, P.L2_UNKNOWN, PRIO_HIGH,
-                      make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_IP, ipv4_dst=ip),
+                      make_match(**{P.REG_NET: vni}, **_dst_of(ip)),
                       (("set_field", "eth_dst", port.mac),) + deliver)
-                 for ip in port.ipv4s)
+                 for ip in port.ipv4s + port.ipv6s)
 
 
 def _l3_input(net: Network, router: Router) -> tuple[Flow, ...]:
-    """On hosts where `net` is present: its gateway answers ARP; IPv4 to the router MAC is routed."""
+    """On hosts where `net` is present: its gateway answers ARP; IPv4 to the router MAC is routed.
+
+    With an IPv6 prefix, IPv6 to the router MAC is routed too, and neighbour solicitations for
+    the router's `::1` on the prefix and for its link-local go to the controller like a port's
+    (controller/nd_service.py answers them with the router MAC)."""
     vni, gw = net.vni, net.gateway
+    entry = (("set_field", P.REG_ROUTER, router.key), ("goto", P.ROUTE))
     flows = [
         make("l3", router.uuid, P.L3_INPUT, PRIO_HIGH,
-             make_match(**{P.REG_NET: vni}, eth_dst=router.mac, eth_type=ETH_TYPE_IP),
-             (("set_field", P.REG_ROUTER, router.key), ("goto", P.ROUTE))),
+             make_match(**{P.REG_NET: vni}, eth_dst=router.mac, eth_type=ETH_TYPE_IP), entry),
         make("l3", router.uuid, P.L3_INPUT, PRIO_SPOOF_CHECKED,
              make_match(**{P.REG_NET: vni}, eth_dst=router.mac), ()),
     ]
+    if net.cidr6:
+        flows.append(make("l3", router.uuid, P.L3_INPUT, PRIO_HIGH,
+                          make_match(**{P.REG_NET: vni}, eth_dst=router.mac, eth_type=ETH_TYPE_IPV6),
+                          entry))
+        flows.extend(make("nd", router.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+                          make_match(**{P.REG_NET: vni}, **_ICMPV6, icmpv6_type=ND_NS,
+                                     ipv6_nd_target=ip),
+                          (("meter", P.DHCP_METER), ("controller", 0xFFFF)))
+                     for ip in (router_ip6(net.cidr6), link_local(router.mac)))
     if gw:
         flows.append(make(
             "arp-responder", router.uuid, P.ARP_RESPONDER, PRIO_HIGH,
@@ -308,7 +336,11 @@ def _arp_reply(mac: str, ip: str) -> tuple:
 
 PRIO_ROUTER_ECHO = 300
 PRIO_ROUTER_ADDR = 290
-PRIO_ROUTE_BASE = 200
+PRIO_ROUTE_BASE = 200           # + 2 x prefix length (+1 for a connected network): up to 457
+PRIO_ROUTER6_ECHO = 500         # IPv6 routes reach 457: the router's own IPv6 flows go above
+PRIO_ROUTER6_ADDR = 490
+PRIO_NOT_ROUTED6 = 480          # link-local and multicast IPv6 is never routed
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 
 
 def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, ...]:
@@ -340,6 +372,7 @@ def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, .
             make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP, ipv4_dst=_masked(net.cidr)),
             (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
              ("goto", P.RESOLVE))))
+    flows.extend(_router6_flows(router, [n for n in nets if n.cidr6]))
     for cidr, via in router.routes:
         hop = _next_hop(index, nets, via)
         if hop is None:
@@ -348,15 +381,62 @@ def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, .
         prefixlen = int(cidr.split("/")[1])
         flows.append(make(
             "l3", router.uuid, P.ROUTE, PRIO_ROUTE_BASE + 2 * prefixlen,
-            make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP, ipv4_dst=_masked(cidr)),
+            make_match(**{P.REG_ROUTER: rk}, **_dst_prefix(cidr)),
             (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
              ("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP))))
     result = index.fragments[cache_key] = tuple(flows)
     return result
 
 
+def _router6_flows(router: Router, nets) -> list[Flow]:
+    """The router's IPv6 part of table 31, given its networks that have an IPv6 prefix: echo
+    requests to its addresses (each prefix's ::1, its link-local) answered in place, anything
+    else to them dropped; link-local and multicast never routed; a route per connected prefix
+    (hop limit decremented, router MAC as source, the destination network's reg6)."""
+    if not nets:
+        return []
+    rk, mac = router.key, router.mac
+    v6 = {P.REG_ROUTER: rk, "eth_type": ETH_TYPE_IPV6}
+    flows = []
+    for ip in (*(router_ip6(n.cidr6) for n in nets), link_local(mac)):
+        flows.append(make(   # ping the router: the echo request becomes its reply, in place
+            "l3", router.uuid, P.ROUTE, PRIO_ROUTER6_ECHO,
+            make_match(**v6, ip_proto=IP_PROTO_ICMPV6, icmpv6_type=ICMPV6_ECHO_REQUEST, ipv6_dst=ip),
+            (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
+             ("move", "ipv6_src", "ipv6_dst", 128), ("set_field", "ipv6_src", ip),
+             ("set_field", "icmpv6_type", ICMPV6_ECHO_REPLY), ("output", IN_PORT))))
+        flows.append(make("l3", router.uuid, P.ROUTE, PRIO_ROUTER6_ADDR,
+                          make_match(**v6, ipv6_dst=ip), ()))
+    for field in ("ipv6_src", "ipv6_dst"):
+        flows.append(make("l3", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
+                          make_match(**v6, **{field: _masked(LINK_LOCAL_PREFIX)}), ()))
+    flows.append(make("l3", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
+                      make_match(**v6, ipv6_dst=_masked("ff00::/8")), ()))
+    for net in nets:
+        prefixlen = int(net.cidr6.split("/")[1])
+        flows.append(make(
+            "l3", router.uuid, P.ROUTE, PRIO_ROUTE_BASE + 2 * prefixlen + 1,
+            make_match(**v6, ipv6_dst=_masked(net.cidr6)),
+            (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
+             ("goto", P.RESOLVE))))
+    return flows
+
+
+def _dst_prefix(cidr: str) -> dict:
+    """Match fields for packets to prefix `cidr` (IPv4 or IPv6)."""
+    if ":" in cidr:
+        return {"eth_type": ETH_TYPE_IPV6, "ipv6_dst": _masked(cidr)}
+    return {"eth_type": ETH_TYPE_IP, "ipv4_dst": _masked(cidr)}
+
+
 def _masked(cidr: str):
-    """An IPv4 prefix as a match value: the address alone for /32, else (network, mask)."""
+    """A prefix as a match value: the address alone for a host prefix, else (network, mask)."""
+    if ":" in cidr:
+        import ipaddress
+        net = ipaddress.IPv6Network(cidr)
+        if net.prefixlen == 128:
+            return str(net.network_address)
+        return (str(net.network_address), str(net.netmask))
     addr, plen = cidr.split("/")
     plen = int(plen)
     if plen == 32:
@@ -369,7 +449,7 @@ def _next_hop(index: CompilerIndex, nets, via: str):
     import ipaddress
     hop = ipaddress.ip_address(via)
     for net in nets:
-        if hop in ipaddress.ip_network(net.cidr):
+        if any(hop in ipaddress.ip_network(c) for c in net.cidrs):
             for port in index.ports_by_key.get((net.tenant, net.name), {}).values():
                 if via in port.ips:
                     return net, port

@@ -14,17 +14,21 @@ Packets walk the tables in order:
                       other requests drop; neighbour solicitations for a known IPv6 address
                       (link-locals included) go to the controller, which answers (flows cannot
                       build an advertisement: see controller/nd_service.py); others drop
-    30 L3_INPUT       IPv4 to the router MAC of a network attached to a router: reg5 = router
-                      key, on to ROUTE; anything else to L2_LOOKUP
+    30 L3_INPUT       IPv4 (and IPv6, on networks with a prefix) to the router MAC of a network
+                      attached to a router: reg5 = router key, on to ROUTE; anything else to
+                      L2_LOOKUP
     31 ROUTE          the router's table: echo to its addresses answered; longest prefix match
-                      (connected networks, static routes) -> TTL-1, router MAC as source,
-                      reg6 = destination network; no route drops
-    32 RESOLVE        destination IP -> its port's MAC (every IP is known: no ARP needed)
+                      (connected networks, static routes) -> TTL/hop limit-1, router MAC as
+                      source, reg6 = destination network; no route drops, and so do IPv6
+                      link-local sources and destinations (never routed)
+    32 RESOLVE        destination IP (IPv4 or IPv6) -> its port's MAC (every IP is known: no ARP
+                      or neighbour discovery needed)
     40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; broadcast
                       and multicast flooded (a local port with security groups: reg4 = its
                       ofport, on to 45); unicast to a MAC the network does not have: on to 41
-    41 L2_UNKNOWN     such unicast from a local VM: IPv4 to an IP a port holds now goes to that
-                      port, its MAC rewritten (a peer's stale ARP entry never strands it);
+    41 L2_UNKNOWN     such unicast from a local VM: IPv4 or IPv6 to an IP a port holds now goes
+                      to that port, its MAC rewritten (a peer's stale ARP or neighbour entry
+                      never strands it);
                       anything else only to local ports without port security (they may carry
                       MACs weft does not know) -- unknown unicast never crosses to another host
     45 INGRESS_CT     IP to such a port: conntrack in its zone; ARP and neighbour
@@ -119,16 +123,17 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           "known IPs, never flood them",
           frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type", "ipv6_src",
                      "ipv6_nd_target"}), miss=L3_INPUT),
-    Table(L3_INPUT, "l3-input", "IPv4 to a router MAC enters its router (reg5)",
+    Table(L3_INPUT, "l3-input", "IPv4 or IPv6 to a router MAC enters its router (reg5)",
           frozenset({REG_NET, "eth_type", "eth_dst"}), miss=L2_LOOKUP),
     Table(ROUTE, "route", "router echo; longest prefix match; TTL-1, MAC rewrite",
-          frozenset({REG_ROUTER, "eth_type", "ipv4_dst", "ip_proto", "icmpv4_type"})),
+          frozenset({REG_ROUTER, "eth_type", "ipv4_dst", "ip_proto", "icmpv4_type", "ipv6_src",
+                     "ipv6_dst", "icmpv6_type"})),
     Table(RESOLVE, "resolve", "destination IP -> the port's MAC",
-          frozenset({REG_NET, "eth_type", "ipv4_dst"})),
+          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"})),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
           frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"})),
     Table(L2_UNKNOWN, "l2-unknown", "unknown unicast: by destination IP to the port holding it now",
-          frozenset({REG_NET, "eth_type", "ipv4_dst"})),
+          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"})),
     Table(INGRESS_CT, "ingress-ct", "IP to a port with security groups: conntrack in its zone",
           frozenset({REG_OUT, "eth_type", "ip_proto", "icmpv6_type"})),
     Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",

@@ -108,6 +108,13 @@ class InNamespace:
         self._thread.join(5)
 
 
+def _default_routes(ipr, routes, index: int) -> None:
+    """The guest's default routes ((gateway, address family) pairs) again, on NIC `index`."""
+    for gateway, family in routes:
+        ipr.route("replace", dst="::/0" if family == socket.AF_INET6 else "0.0.0.0/0",
+                  gateway=gateway, oif=index, family=family)
+
+
 class GuestSwitch:
     """The VM's side of the switch-over, prepared ahead so the window holds only netlink calls."""
 
@@ -137,7 +144,8 @@ class GuestSwitch:
         addrs += [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])      # IPv6 but the link-local,
                   for a in ipr.get_addr(index=old, family=socket.AF_INET6)   # which the MAC gives
                   if a["scope"] == 0]
-        routes = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET, oif=old)
+        routes = [(r.get_attr("RTA_GATEWAY"), family) for family in (socket.AF_INET, socket.AF_INET6)
+                  for r in ipr.get_routes(family=family, oif=old)
                   if r.get_attr("RTA_GATEWAY") and r["dst_len"] == 0]
         neigh = [(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) for n in ipr.get_neighbours(
             ifindex=old, family=socket.AF_INET) if n.get_attr("NDA_LLADDR")]
@@ -153,8 +161,7 @@ class GuestSwitch:
         self.steps = [round((b - a) * 1000, 2) for a, b in zip(t, t[1:])]
         for dst, lladdr in neigh:                                 # the guest's ARP cache survives
             ipr.neigh("replace", dst=dst, lladdr=lladdr, ifindex=new, state="stale")
-        for gateway in routes:
-            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=new)
+        _default_routes(ipr, routes, new)
         # the VM's NIC is eth0 again (a kernel that cannot rename a NIC that is up gets a
         # second, sub-millisecond pause for it)
         ipr.link("set", index=old, ifname=OLD_NIC)
@@ -166,8 +173,7 @@ class GuestSwitch:
             ipr.link("set", index=new, state="down")
             ipr.link("set", index=new, ifname="eth0")
             ipr.link("set", index=new, state="up")
-            for gateway in routes:
-                ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=new)
+            _default_routes(ipr, routes, new)
         return t[-1] - t[0]
 
     def announce(self) -> None:

@@ -58,12 +58,13 @@ def parse_ip6(ip: str) -> netaddr.IPNetwork:
 
 def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
            port_ref: str | None = None, gateway: str | None = None,
-           mtu: int | None = None, dhcp: bool = False, ip6s=()) -> dict:
+           mtu: int | None = None, dhcp: bool = False, ip6s=(), gateway6: str | None = None) -> dict:
     """Create VM `name` on `host`; on failure nothing is left behind.
 
     With dhcp the NIC starts unconfigured (MTU 1500) and busybox udhcpc inside the VM asks
     for its address, prefix, gateway and MTU, as on a real cloud. IPv6 addresses (`ip6s`,
-    ADDR/PREFIX) are always static, as is the link-local the kernel derives from the MAC."""
+    ADDR/PREFIX) are always static, as is the link-local the kernel derives from the MAC, and
+    so is the IPv6 default route via `gateway6` (no router advertisements)."""
     validate_name(name)
     mac = normalise_mac(mac)
     addr = parse_ip(ip) if ip and not dhcp else None
@@ -73,6 +74,11 @@ def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
             gateway = str(netaddr.IPAddress(gateway, 4))
         except (netaddr.AddrFormatError, ValueError):
             raise WeftError(f"invalid gateway {gateway!r}: expected an IPv4 address") from None
+    if gateway6:
+        try:
+            gateway6 = str(netaddr.IPAddress(gateway6, 6))
+        except (netaddr.AddrFormatError, ValueError):
+            raise WeftError(f"invalid IPv6 gateway {gateway6!r}: expected an IPv6 address") from None
     p, state = load_up_state()
     with locked(p):
         state = LabState.load(p)
@@ -86,7 +92,7 @@ def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
         vm = {"ns": ns, "host": host, "mac": mac, "ip": str(addr) if addr else None,
               "iface_id": iface_id, "port": port_ref, "gateway": None if dhcp else gateway,
               "tap": tap_name(name), "mtu": mtu or (1500 if dhcp else vm_mtu(state.tunnel, state.underlay_mtu)),
-              "dhcp": dhcp, "ip6s": addrs6}
+              "dhcp": dhcp, "ip6s": addrs6, "gateway6": gateway6 if addrs6 else None}
         state.vms[name] = vm
         state.save(p)
         try:
@@ -128,6 +134,8 @@ def _plug(p: LabPaths, state: LabState, name: str, vm: dict) -> None:
         netns.run(["ip", "-n", ns, "-6", "addr", "add", addr6, "dev", "eth0", "nodad"])
     if vm.get("gateway") and not vm.get("dhcp"):
         netns.add_default_route(ns, vm["gateway"])
+    if vm.get("gateway6"):
+        netns.run(["ip", "-n", ns, "-6", "route", "add", "default", "via", vm["gateway6"], "dev", "eth0"])
     switch = HostSwitch(host["ns"], host["dir"])
     switch.vsctl("--may-exist", "add-port", "br-int", tap, "--",
                  "set", "Interface", tap,

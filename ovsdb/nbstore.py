@@ -596,12 +596,16 @@ class NorthboundStore:
             if current:
                 raise Conflict(f"network {tenant}/{network} is attached to router {tenant}/{current}; "
                                f"a network attaches to one router (detach it first)")
-            cidr = validate.cidr(net.cidr)
+            mine = [validate.cidr(net.cidr)] + [validate.cidr6(c) for c in net.cidr6]
             for other in sorted(self._router_networks(tenant, router), key=lambda n: n.name):
-                theirs = validate.cidr(other.cidr)
-                if cidr.first <= theirs.last and theirs.first <= cidr.last:
-                    raise Conflict(f"network {tenant}/{network} ({net.cidr}) overlaps {tenant}/{other.name} "
-                                   f"({other.cidr}) on router {tenant}/{router}")
+                theirs = [validate.cidr(other.cidr)] + ([validate.cidr6(other.cidr6)] if other.cidr6 else [])
+                for cidr in mine:
+                    for their in theirs:
+                        if cidr.version == their.version and cidr.first <= their.last and \
+                                their.first <= cidr.last:
+                            raise Conflict(f"network {tenant}/{network} ({cidr.cidr}) overlaps "
+                                           f"{tenant}/{other.name} ({their.cidr}) on router "
+                                           f"{tenant}/{router}")
             net.router = [router]
             return {"router": f"{tenant}/{router}", "network": f"{tenant}/{network}",
                     "gateway": _opt(net.gateway), "mac": rrow.mac}
@@ -614,7 +618,7 @@ class NorthboundStore:
             if _opt(net.router) != router:
                 raise Conflict(f"network {tenant}/{network} is not attached to {tenant}/{router}")
             gone = [c for c, via in rrow.routes.items()
-                    if validate.address(via) in validate.cidr(net.cidr)]
+                    if validate.in_network(validate.next_hop(via), net.cidr, _opt(net.cidr6))]
             if gone:
                 raise Conflict(f"static route(s) {', '.join(sorted(gone))} of {tenant}/{router} go via "
                                f"{tenant}/{network}; delete them first")
@@ -624,30 +628,36 @@ class NorthboundStore:
 
     def add_route(self, tenant: str, router: str, cidr: str, via: str) -> dict:
         prefix = validate.route_cidr(cidr)
-        nexthop = validate.address(via, "next hop")
+        nexthop = validate.next_hop(via)
+        if nexthop.version != prefix.version:
+            raise WeftError(f"next hop {via} is IPv{nexthop.version} but the route to {cidr} is "
+                            f"IPv{prefix.version}")
+        dest = validate.route_text(prefix)
+        hop = validate.text6(nexthop) if nexthop.version == 6 else str(nexthop)
 
         def build(txn):
             rrow = self._router(tenant, router)
-            if str(prefix) in rrow.routes:
-                raise Conflict(f"router {tenant}/{router} already has a route to {prefix} "
-                               f"(via {rrow.routes[str(prefix)]}); delete it first")
+            if dest in rrow.routes:
+                raise Conflict(f"router {tenant}/{router} already has a route to {dest} "
+                               f"(via {rrow.routes[dest]}); delete it first")
             nets = self._router_networks(tenant, router)
-            if not any(nexthop in validate.cidr(n.cidr) for n in nets):
-                raise WeftError(f"next hop {nexthop} is not inside any network attached to "
+            if not any(validate.in_network(nexthop, n.cidr, n.cidr6) for n in nets):
+                where = "IPv6 prefix of the networks" if nexthop.version == 6 else "network"
+                raise WeftError(f"next hop {hop} is not inside any {where} attached to "
                                 f"{tenant}/{router}")
-            rrow.setkey("routes", str(prefix), str(nexthop))
-            return {"router": f"{tenant}/{router}", "cidr": str(prefix), "via": str(nexthop)}
+            rrow.setkey("routes", dest, hop)
+            return {"router": f"{tenant}/{router}", "cidr": dest, "via": hop}
         return self._transact(build)
 
     def delete_route(self, tenant: str, router: str, cidr: str) -> dict:
-        prefix = validate.route_cidr(cidr)
+        dest = validate.route_text(validate.route_cidr(cidr))
 
         def build(txn):
             rrow = self._router(tenant, router)
-            if str(prefix) not in rrow.routes:
-                raise NotFound(f"router {tenant}/{router} has no route to {prefix}")
-            rrow.delkey("routes", str(prefix))
-            return {"router": f"{tenant}/{router}", "cidr": str(prefix), "deleted": True}
+            if dest not in rrow.routes:
+                raise NotFound(f"router {tenant}/{router} has no route to {dest}")
+            rrow.delkey("routes", dest)
+            return {"router": f"{tenant}/{router}", "cidr": dest, "deleted": True}
         return self._transact(build)
 
     # security groups

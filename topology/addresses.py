@@ -40,3 +40,11 @@ def multicast_mac(ip: str) -> str:
     """The Ethernet group address of an IPv6 multicast address (33:33 + its low 32 bits)."""
     low = ipaddress.IPv6Address(ip).packed[-4:]
     return ":".join(f"{x:02x}" for x in b"\x33\x33" + low)
+
+
+def router_ip6(cidr6: str) -> str:
+    """A router's address on an IPv6 prefix: its `::1` (the allocator never hands it out)."""
+    return str(ipaddress.IPv6Network(cidr6)[1])
+
+
+LINK_LOCAL_PREFIX = "fe80::/10"

@@ -183,8 +183,35 @@ def allocate_ip6(net: netaddr.IPNetwork, taken) -> str:
 
 
 def route_cidr(value: str) -> netaddr.IPNetwork:
-    """A static route's destination: any IPv4 prefix, 0.0.0.0/0 included."""
-    return prefix(value, "route destination", "192.168.5.0/24")
+    """A static route's destination: any IPv4 or IPv6 prefix, 0.0.0.0/0 and ::/0 included
+    (not link-local or multicast IPv6, which routers never forward)."""
+    net = prefix(value, "route destination", "192.168.5.0/24 or fd00:9::/64", versions=(4, 6))
+    if net.version == 6:
+        for bad, why in _NOT_A_PREFIX6[:2]:
+            if net.prefixlen >= bad.prefixlen and net in bad:
+                raise WeftError(f"invalid route destination {value!r}: {bad} is {why.split(' (')[0]}, "
+                                f"never routed")
+    return net
+
+
+def route_text(net: netaddr.IPNetwork) -> str:
+    """A route destination as weft stores it (IPv6 in RFC 5952 form)."""
+    return f"{text6(net.ip)}/{net.prefixlen}" if net.version == 6 else str(net.cidr)
+
+
+def next_hop(value: str) -> netaddr.IPAddress:
+    """A static route's next hop: an IPv4 or IPv6 address."""
+    try:
+        return netaddr.IPAddress(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise WeftError(f"invalid next hop {value!r}: expected an address like 10.0.0.5 or "
+                        f"fd00:1::5") from None
+
+
+def in_network(ip: netaddr.IPAddress, cidr: str, cidr6: str | None) -> bool:
+    """Whether `ip` is inside a network's IPv4 CIDR or its IPv6 prefix."""
+    return ip in netaddr.IPNetwork(cidr6 if ip.version == 6 else cidr) if (
+        ip.version == 4 or cidr6) else False
 
 
 def gateway(value: str | None, net: netaddr.IPNetwork) -> str:

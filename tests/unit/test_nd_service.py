@@ -60,3 +60,23 @@ def test_the_service_answers_only_for_addresses_of_the_senders_network():
     assert nd.answer(model, "hv1", 1, solicitation("fd00:1::12", mac="fa:16:3e:00:00:99")) is None
     assert nd.answer(model, "hv1", 9, solicitation("fd00:1::12")) is None       # no port there
     assert nd.counters["answers"] == 4 and nd.counters["ignored"] == 4
+
+
+def test_the_router_answers_for_its_gateway_and_link_local_with_the_router_flag():
+    from tests.unit.test_flows_routing6 import B_MAC, R_MAC, build_routed6
+    model = build_routed6()
+    nd = NdService(_Engine(model))
+    ra = "fa:16:3e:00:00:01"                        # red/n0 (fd00::/64), hv1 ofport 1
+    for target in ("fd00::1", link_local(R_MAC)):
+        answer = Ether(nd.answer(model, "hv1", 1, solicitation(target, src="fd00::10", mac=ra)))
+        na = answer[ICMPv6ND_NA]
+        assert (answer.src, answer[ICMPv6NDOptDstLLAddr].lladdr, na.tgt, na.R, na.S, na.O) == \
+            (R_MAC, R_MAC, target, 1, 1, 1)
+    port = Ether(nd.answer(model, "hv1", 1, solicitation("fd00::20", src="fd00::10", mac=ra)))
+    assert port[ICMPv6ND_NA].R == 0                 # a VM is no router
+    # not on this link: the router's address on n1, blue's router, a network without a router
+    for target in ("fd00:1::1", link_local(B_MAC)):
+        assert nd.answer(model, "hv1", 1, solicitation(target, src="fd00::10", mac=ra)) is None
+    detached = build_routed6(routes=(), attached=("n1",))
+    assert NdService(_Engine(detached)).answer(
+        detached, "hv1", 1, solicitation("fd00::1", src="fd00::10", mac=ra)) is None

@@ -8,7 +8,7 @@ from flows.compiler import compile_all
 from flows.index import CompilerIndex
 from tests.fakeswitch import FakeDatapath, FakeSwitch
 from tests.unit import (test_flows_acl, test_flows_acl_ipv6, test_flows_compiler, test_flows_ipv6,
-                        test_flows_routing)
+                        test_flows_routing, test_flows_routing6)
 
 
 class _NoEngine:
@@ -27,7 +27,7 @@ def oskens(msg) -> bytes:
 def compiled_flows():
     flows = set()
     for mod in (test_flows_compiler, test_flows_routing, test_flows_acl, test_flows_ipv6,
-                test_flows_acl_ipv6):
+                test_flows_acl_ipv6, test_flows_routing6):
         for name in dir(mod):
             builder = getattr(mod, name)
             if callable(builder) and name.startswith(("build", "model", "world")):
@@ -46,6 +46,11 @@ def test_every_compiled_flow_encodes_to_oskens_bytes():
     assert len(flows) > 200 and {"ct", "conjunction", "sample", "move", "meter", "goto"} <= kinds
     fields = {k for f in flows for k, _v in f.match}
     assert {"ipv6_src", "ipv6_nd_target", "ipv6_nd_tll", "icmpv6_type"} <= fields
+    # IPv6 routing: masked destinations, hop limit, the echo reply's 128-bit address move
+    routed6 = [f for f in flows if f.table == 31 and ("eth_type", 0x86DD) in f.match]
+    assert any(isinstance(dict(f.match).get("ipv6_dst"), tuple) and ("dec_ttl",) in f.actions
+               for f in routed6)
+    assert any(("move", "ipv6_src", "ipv6_dst", 128) in f.actions for f in routed6)
     for flow in flows:
         assert ofencode.flow_add(flow) == oskens(ofmsg.flow_add(DP, flow)), flow
 

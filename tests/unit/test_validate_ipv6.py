@@ -59,3 +59,21 @@ def test_link_local_is_modified_eui64_of_the_mac():
     assert addresses.solicited_node("fd00:1::abcd:1234") == "ff02::1:ffcd:1234"
     assert addresses.multicast_mac("ff02::1:ffcd:1234") == "33:33:ff:cd:12:34"
     assert addresses.ordered(("fd00::2", "10.0.0.2", "2001:db8::1")) == ("10.0.0.2", "fd00::2", "2001:db8::1")
+
+
+def test_static_route_destinations_and_next_hops_of_either_family():
+    from topology import validate as V
+    assert V.route_text(V.route_cidr("FD00:9:0::/64")) == "fd00:9::/64"
+    assert V.route_text(V.route_cidr("::/0")) == "::/0"
+    assert V.route_text(V.route_cidr("192.168.5.0/24")) == "192.168.5.0/24"
+    for bad, msg in (("fd00:9::1/64", "host bits"), ("fe80::/64", "never routed"),
+                     ("ff05::/16", "never routed"), ("fd00::/129", "expected")):
+        with pytest.raises(WeftError, match=msg):
+            V.route_cidr(bad)
+    hop = V.next_hop("fd00:1::5")
+    assert V.in_network(hop, "10.0.1.0/24", "fd00:1::/64")
+    assert not V.in_network(hop, "10.0.1.0/24", "fd00:2::/64")
+    assert not V.in_network(hop, "10.0.1.0/24", None)
+    assert V.in_network(V.next_hop("10.0.1.5"), "10.0.1.0/24", None)
+    with pytest.raises(WeftError, match="invalid next hop"):
+        V.next_hop("fd00::1::2")
