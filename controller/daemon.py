@@ -18,7 +18,9 @@ LOG = logging.getLogger("weftd")
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="weftd", description=__doc__)
     ap.add_argument("--run-dir", default="/run/weftd", help="state directory (local store, pid file)")
-    ap.add_argument("--nb", help="northbound OVSDB remote; default: a local ovsdb-server in --run-dir")
+    ap.add_argument("--nb", help="northbound OVSDB remote, or the members of its Raft cluster comma-separated "
+                                 "(unix:A,unix:B,unix:C; weftd follows the leader); default: a local "
+                                 "ovsdb-server in --run-dir")
     ap.add_argument("--of-listen", default="0.0.0.0:6653", metavar="IP:PORT",
                     help="OpenFlow listener (default 0.0.0.0:6653)")
     ap.add_argument("--controller-target", action="append", default=[], metavar="TARGET",

@@ -30,6 +30,7 @@ with warnings.catch_warnings():
     import ovs.poller
 
 from ovsdb import pollfix  # noqa: F401  (poll(2) for the IDL: no fd limit of 1,023)
+from ovsdb.nblink import NbLink
 from ovsdb.nbserver import SCHEMA
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import addresses, validate
@@ -39,6 +40,7 @@ from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, shar
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 250
 _opt = opt
 # model field of each table whose records the model holds directly, and what keys them
 _DIRECT = {"Tenant": ("tenants", "name"), "Network": ("networks", None), "Port": ("ports", None),
@@ -62,7 +64,13 @@ class NorthboundStore:
         helper.register_all()
         self.remote = remote
         self.idl = TrackedIdl(remote, helper)
+        # a lost leader is replaced within about a second: look for the new one every 0.1 s
+        # (a unix connect and a _Server read per try), not after the IDL's 1 to 8 s backoff
+        # (`set_backoff` refuses less than 1 s, hence the attributes)
+        reconnect = self.idl._session.reconnect
+        reconnect.min_backoff, reconnect.max_backoff = RECONNECT_MIN_MS, RECONNECT_MAX_MS
         self.lock = threading.RLock()
+        self._link = NbLink(remote)
         self._snapshot = (Model(), 0)
         self._ix = WriteIndex()
         self._pending: dict[str, set] = {}
@@ -126,7 +134,12 @@ class NorthboundStore:
             with self.lock:
                 self.idl.run()
                 self._refresh()
+                self._link.observe(self.connected(), self.idl.session_name())
             self._block(1.0)
+
+    def connected(self) -> bool:
+        """Whether the IDL is connected to a server that takes writes (the leader, clustered)."""
+        return self.idl._session.is_connected() and self.idl.state == self.idl.IDL_S_MONITORING
 
     def _refresh(self) -> bool:
         """Turn the IDL's tracked changes into a new snapshot and deliver it (lock held)."""
@@ -314,6 +327,11 @@ class NorthboundStore:
                     result.update(inserted)
                     self._local.version = self.version
                     return result
+            if status == TXN.TRY_AGAIN and not self.connected():
+                # no leader reachable (an election, a lost member): nothing was applied by this
+                # attempt that the caller would not see on a retry; say so at once
+                raise WeftError("northbound database unavailable (no cluster leader reachable; "
+                                "reconnecting): retry the request", 503)
             if status != TXN.TRY_AGAIN:
                 error = txn.get_error() or TXN.status_to_string(status)
                 if "constraint violation" in str(error):
