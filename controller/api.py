@@ -41,6 +41,7 @@ class Api:
         self.store, self.engine, self.flow_dumper, self.traffic = store, engine, flow_dumper, traffic
         self.dhcp_counters = None       # callable giving the DHCP service's counters, once it runs
         self.host_config = None         # callable giving the southbound state per host
+        self.cluster = None             # callable(only_self) giving the replicas and NB members
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
             ("POST", r"/v1/tenants", self.create_tenant),
@@ -75,6 +76,7 @@ class Api:
             ("DELETE", rf"/v1/hosts/{SEG}", self.delete_host),
             ("GET", rf"/v1/hosts/{SEG}/flows", self.host_flows),
             ("GET", r"/v1/status", self.status),
+            ("GET", r"/v1/cluster", self.cluster_status),
             ("GET", r"/v1/traffic/config", self.traffic_config),
             ("POST", r"/v1/traffic/config", self.set_traffic_config),
             ("GET", r"/v1/traffic/matrix", self.traffic_matrix),
@@ -545,7 +547,22 @@ class Api:
                 "bundles": sum(h["bundles"] for h in hosts.values()),
                 "bundle_errors": sum(h.get("bundle_errors", 0) for h in hosts.values()),
                 "model_version": getattr(self.store, "version", None),
+                "ha": self._ha_view(),
                 "pid": os.getpid(), "time": time.time()}
+
+    def cluster_status(self, query, body):
+        """Every weftd replica and northbound member: name, kind, role, pid, address."""
+        if self.cluster is None:
+            raise NotFound("this weftd serves no cluster view")
+        return self.cluster(self._flag(query, "self"))
+
+    def _ha_view(self) -> dict | None:
+        if not getattr(self.engine, "ha", False):
+            return None
+        link = getattr(self.store, "_link", None)
+        return {"role": "active" if self.engine.active else "standby",
+                "active_since": self.engine.active_since,
+                "nb": link.view() if link is not None else None}
 
     WAIT_DEFAULT_S, WAIT_MAX_S = 10.0, 300.0
 
@@ -556,6 +573,9 @@ class Api:
             return None
         if mode not in ("hv", "1", "true"):
             raise WeftError(f"invalid wait={mode!r}: use wait=hv")
+        if not getattr(self.engine, "active", True):
+            raise WeftError("this weftd replica is standby and applies nothing: send wait=hv "
+                            "changes to the active replica (`weft cluster status`)", 503)
         try:
             timeout = float(query.get("timeout", [self.WAIT_DEFAULT_S])[0])
         except ValueError:

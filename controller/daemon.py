@@ -51,6 +51,12 @@ def parse_args(argv):
                     help="the interface whose address the hosts' sFlow agent uses (the lab: mgmt0)")
     ap.add_argument("--export-dir", help="rotating JSON Lines / CSV traffic exports (default: "
                                          "<run-dir>/exports when collecting)")
+    ap.add_argument("--ha", action="store_true",
+                    help="one of several replicas sharing --nb: active while it holds the northbound "
+                         "lock weftd_active, else a hot standby (OpenFlow slave, no host configuration)")
+    ap.add_argument("--name", help="this replica's name in `weft cluster status` (default weftd)")
+    ap.add_argument("--peer", action="append", default=[], metavar="NAME=ENDPOINT",
+                    help="another replica's API (unix:PATH or http://IP:PORT), for cluster status")
     ap.add_argument("--pidfile")
     ap.add_argument("--log-file")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -60,6 +66,11 @@ def parse_args(argv):
     problem = _api_tcp_problem(args)
     if problem:
         ap.error(problem)
+    if args.ha and not args.nb:
+        ap.error("--ha needs --nb: the replicas share a northbound database (its Raft cluster)")
+    for peer in args.peer:
+        if "=" not in peer:
+            ap.error(f"--peer {peer!r}: expected NAME=ENDPOINT")
     return args
 
 
@@ -95,6 +106,21 @@ def read_token(path: str) -> str:
     return token
 
 
+def check_bind(host: str, port: int, what: str) -> None:
+    """Fail now, loudly, when a listener cannot be had (another weftd holds the port): a
+    weftd without its listener must not start and take over hosts."""
+    import socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise WeftError(f"cannot listen for {what} on {host}:{port}: {exc.strerror} "
+                        f"(another weftd running? choose another address)", 500) from None
+    finally:
+        sock.close()
+
+
 def _underlay_mtu(text: str) -> int:
     import argparse
 
@@ -124,17 +150,26 @@ class Controller:
         from ovsdb.nbstore import NorthboundStore
 
         self.args = args
-        self.driver = OpenFlowDriver()
-        self.engine = Engine(self.driver)
-        remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
-        self.store = NorthboundStore(remote)
-        self.recorder = BindingRecorder(self.store)
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
+        check_bind(of_host, of_port, "OpenFlow (--of-listen)")
+        if args.api_listen:
+            check_bind(*_split_hostport(args.api_listen, "--api-listen"), "the API (--api-listen)")
+        self.driver = OpenFlowDriver()
+        self.engine = Engine(self.driver, ha=args.ha)
+        self.nb_remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
+        self.store = NorthboundStore(self.nb_remote)
+        self.recorder = BindingRecorder(self.store)
         self.targets = args.controller_target or [f"tcp:{of_host}:{of_port}"]
         # one thread configures every host's Open vSwitch through its IDL and reports bindings
         self.hosts = southbound.HostManager(self._on_bindings, self.targets, args.tunnel,
                                             args.datapath_type)
+        self.lock = None
+        if args.ha:                     # standby until the lock is granted
+            from ovsdb.nblock import ActiveLock
+            self.hosts.set_writable(False)
+            self.recorder.set_paused(True)
+            self.lock = ActiveLock(self.nb_remote, self._on_active)
         self.host_names: set[str] = set()     # the hosts handed to self.hosts
         self.dhcp = None
         self.traffic = None
@@ -170,9 +205,12 @@ class Controller:
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status
+        self.api.cluster = self.cluster_view
         token = read_token(self.args.api_token_file) if self.args.api_token_file else None
         tls = (self.args.api_tls_cert, self.args.api_tls_key) if self.args.api_tls_cert else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp, token=token, tls=tls)
+        if self.lock is not None:
+            self.lock.start()
         # what the first load built (the model, the IDL's rows) lives as long as weftd: keep
         # the cyclic collector from walking it again and again (pauses grow with the store)
         gc.freeze()
@@ -221,6 +259,37 @@ class Controller:
         that is not listening yet backs off for a second."""
         self.of_ready.wait(10)
         self.hosts.start()
+
+    def _on_active(self, active: bool) -> None:
+        """From the lock's thread: this replica became active (True) or standby (False)."""
+        LOG.warning("ha: %s %s", self.args.name or "weftd",
+                    "holds lock weftd_active: active (master on every switch, configures hosts, "
+                    "answers DHCP)" if active else
+                    "is standby: another replica holds lock weftd_active (slave on every switch, "
+                    "watches hosts, serves the API)")
+        self.engine.set_active(active)
+        self.hosts.set_writable(active)
+        self.recorder.set_paused(not active)
+
+    def role(self) -> str:
+        return "active" if self.engine.active else "standby"
+
+    def self_view(self) -> dict:
+        scheme = "http" if self.args.api_no_tls else "https"
+        api = (f"unix:{self.args.api_socket}" if self.args.api_socket
+               else f"{scheme}://{self.args.api_listen}")
+        return {"name": self.args.name or "weftd", "kind": "weftd", "role": self.role(),
+                "pid": os.getpid(), "address": "tcp:%s:%d" % self.of_listen, "api": api,
+                "active_since": self.engine.active_since}
+
+    def cluster_view(self, only_self: bool = False):
+        """This replica, its peers (their own word), the northbound members (OVSDB _Server)."""
+        from controller import cluster
+        me = self.self_view()
+        if only_self:
+            return me
+        peers = [cluster.weftd_peer(*p.split("=", 1)) for p in self.args.peer]
+        return [me, *peers, *cluster.nb_members(self.nb_remote)]
 
     def host_config_status(self) -> dict[str, dict]:
         """Per host: {state: connecting|configuring|configured|failed, configured_at, error, attempts}."""
@@ -313,6 +382,7 @@ def main(argv=None) -> int:
         controller = Controller(args)
         controller.start()
     except WeftError as exc:
+        LOG.error("cannot start: %s", exc)
         sys.stderr.write(f"weftd: error: {exc}\n")
         return 1
 

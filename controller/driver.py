@@ -130,6 +130,14 @@ class OpenFlowDriver:
         self._send_msg(datapath, ofmsg.meter_add(datapath, meter_id, pps=pps, burst=burst))
         self._send_msg(datapath, parser.OFPPortDescStatsRequest(datapath, 0))
 
+    def port_desc(self, datapath) -> None:
+        """The port list alone (a slave connection: no meter, which a slave may not add)."""
+        self._send_msg(datapath, datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
+
+    def role_request(self, datapath, role: int, generation: int) -> None:
+        """HA: OFPT_ROLE_REQUEST (master or slave) with a generation id."""
+        self._send_msg(datapath, datapath.ofproto_parser.OFPRoleRequest(datapath, role, generation))
+
     def _send_msg(self, datapath, msg) -> int:
         xid = self.next_xids(datapath, 1)
         msg.xid = xid
@@ -201,4 +209,11 @@ class InstantDriver:
 
     def hello(self, datapath, meter_id, pps, burst) -> None:
         pass
+
+    def port_desc(self, datapath) -> None:
+        pass
+
+    def role_request(self, datapath, role, generation) -> None:
+        if self.engine is not None:
+            self.engine.role_reply(datapath, role)
 

@@ -48,6 +48,8 @@ DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a floo
 OFPET_BUNDLE_FAILED = 17
 OFPET_METER_MOD_FAILED, OFPMMFC_METER_EXISTS = 12, 1
 OFPBCT_COMMIT_REPLY = 5
+ROLE_MASTER, ROLE_SLAVE = 2, 3                  # OFPCR_ROLE_*
+ROLE_NAMES = {1: "equal", ROLE_MASTER: "master", ROLE_SLAVE: "slave"}
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 10.0  # re-dump after a refused bundle, doubling
 HISTORY = 4096                      # model versions remembered for wait_applied
 
@@ -88,6 +90,8 @@ class HostState:
     connects: int = 0
     last_error: str | None = None
     refused: Bundle | None = None             # the last bundle the switch refused
+    of_role: str | None = None                # HA: the switch's answer to our role request
+    master_at: float | None = None            # HA: when (epoch) the switch confirmed us master
 
 
 @dataclasses.dataclass
@@ -111,7 +115,9 @@ class PortUp:
 
 
 class Engine:
-    def __init__(self, driver, metrics=None, datapath_id=None):
+    def __init__(self, driver, metrics=None, datapath_id=None, ha: bool = False):
+        """ha: one of several replicas (weftd --ha): standby until set_active(True),
+        then master on every switch; without it, the only controller (role equal, no requests)."""
         from controller.enginemetrics import EngineMetrics
         from ovsdb.southbound import datapath_id as default_dpid
 
@@ -157,6 +163,10 @@ class Engine:
         self._batch_hosts: dict[int, frozenset] = {}        # batch's last version -> affected hosts
         self._processed_version = 0
         self._processed_at: dict[int, float] = {}           # batch's last version -> when planned
+        self.ha = ha
+        self.active = not ha                                 # only the active one sends flows
+        self.active_since: float | None = None if ha else time.time()
+        self._generation = 0                                 # last OpenFlow role generation id
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
@@ -229,6 +239,14 @@ class Engine:
     def migration_view(self, port: str, timeout: float = 5.0) -> dict | None:
         """The port's migration under way, else its last one, else None."""
         return self.call(lambda: self._migration_view(port), timeout)
+
+    def set_active(self, active: bool) -> None:
+        """HA: this replica holds the active lock (True) or another one does (False)."""
+        self._inbox.put(("active", bool(active)))
+
+    def role_reply(self, datapath, role: int) -> None:
+        """A switch's answer to a role request, or its role-status (another controller took over)."""
+        self._inbox.put(("role", datapath, role, time.time()))
 
     def port_desc(self, datapath, ports: list[tuple[str, int]]) -> None:
         self._inbox.put(("ports", datapath, ports))
@@ -399,6 +417,10 @@ class Engine:
             self._on_bundle_reply(*item[1:])
         elif kind == "error":
             self._on_error(*item[1:])
+        elif kind == "active":
+            self._set_active(item[1])
+        elif kind == "role":
+            self._on_role(*item[1:])
         elif kind == "call":
             _k, fn, box, done = item
             try:
@@ -539,6 +561,9 @@ class Engine:
 
     # ---- live migration ------------------------------------------------------------------------
     def _migrate(self, port: str, host: str) -> dict:
+        if not self.active:
+            raise WeftError("this weftd replica is standby: migrations are run by the active "
+                            "replica (`weft cluster status`); retry there", 503)
         model = self.nb_model
         p = model.ports.get(port)
         if p is None:
@@ -735,8 +760,60 @@ class Engine:
         self.of_ports[host] = {}
         self._dirty_hosts.add(host)
         self._publish_connections(host)
-        self.driver.hello(datapath, DHCP_METER, DHCP_PPS, DHCP_BURST)
+        self._greet(host, state)
+
+    def _greet(self, host: str, state: HostState) -> None:
+        """What a connection starts with: the role (HA), the meter (not as a slave: refused),
+        the port list, and a flow dump to reconcile from."""
+        dp = state.datapath
+        if self.ha:
+            self._request_role(dp, ROLE_MASTER if self.active else ROLE_SLAVE)
+        if self.active:
+            self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST)
+        else:
+            self.driver.port_desc(dp)
         self._request_dump(host, state)
+
+    # ---- HA roles (one of several replicas) ---------------------------------------------------
+    def _request_role(self, datapath, role: int) -> None:
+        """Generation ids are wall-clock microseconds, strictly increasing per replica, so a
+        request is never stale against an earlier one of any replica (clocks in sync)."""
+        self._generation = max(time.time_ns() // 1000, self._generation + 1)
+        self.driver.role_request(datapath, role, self._generation)
+
+    def _set_active(self, active: bool) -> None:
+        if active == self.active:
+            return
+        self.active = active
+        self.active_since = time.time() if active else None
+        connected = [(h, s) for h, s in sorted(self.hosts.items()) if s.datapath is not None]
+        if active:
+            LOG.warning("ha: this replica is now active: master on %d connected switch(es), "
+                        "dumping and reconciling each (nothing is sent where nothing changed)",
+                        len(connected))
+            for host, state in connected:
+                # what the standby saw may be stale: the books restart from a fresh dump
+                state.reconciled, state.dumping = False, None
+                state.in_flight.clear()
+                self._greet(host, state)
+        else:
+            LOG.warning("ha: another replica holds the active lock: this one is standby "
+                        "(slave on %d switch(es), no flows sent)", len(connected))
+            for _host, state in connected:
+                self._request_role(state.datapath, ROLE_SLAVE)
+
+    def _on_role(self, datapath, role: int, at: float) -> None:
+        host, state = self._host(datapath)
+        if state is None:
+            return
+        name = ROLE_NAMES.get(role, str(role))
+        if name != state.of_role:
+            LOG.info("%s: OpenFlow role %s", host, name)
+        state.of_role = name
+        if role == ROLE_MASTER:
+            state.master_at = state.master_at or at
+        else:
+            state.master_at = None
 
     def _on_disconnected(self, datapath) -> None:
         host, state = self._host(datapath)
@@ -792,7 +869,7 @@ class Engine:
     def _sync(self, host: str) -> None:
         """Plan the host's desired flows against what it is expected to hold; send a bundle."""
         state = self.hosts.get(host)
-        if state is None or not state.reconciled or state.datapath is None:
+        if state is None or not state.reconciled or state.datapath is None or not self.active:
             return
         desired = self._desired(host)
         if desired is None:
@@ -945,7 +1022,8 @@ class Engine:
                        "flows": len(s.installed), "flow_mods": s.flow_mods,
                        "bundles": s.bundles, "bundle_errors": s.bundle_errors,
                        "in_flight": len(s.in_flight), "connects": s.connects,
-                       "applied_version": s.applied_version, "last_error": s.last_error}
+                       "applied_version": s.applied_version, "last_error": s.last_error,
+                       **({"of_role": s.of_role, "master_at": s.master_at} if self.ha else {})}
                 for host, s in sorted(self.hosts.items())}
 
 

@@ -99,6 +99,15 @@ class WeftOFApp(app_manager.OSKenApp):
         self.engine.port_desc(ev.msg.datapath, [(_name(d), d.port_no) for d in ev.msg.body
                                                 if d.port_no < 0xFFFFFF00])
 
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def role_reply(self, ev):
+        self.engine.role_reply(ev.msg.datapath, ev.msg.role)
+
+    @set_ev_cls(ofp_event.EventOFPRoleStatus, MAIN_DISPATCHER)
+    def role_status(self, ev):
+        """The switch changed our role (another replica became master): HA."""
+        self.engine.role_reply(ev.msg.datapath, ev.msg.role)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev):
         msg = ev.msg

@@ -28,6 +28,7 @@ class BindingRecorder:
         self._latest: dict[str, dict[str, int]] = {}     # host -> {port uuid: ofport}, to write
         self._written: dict[str, dict[str, int]] = {}
         self._stop = False
+        self._paused = False            # HA: a standby replica leaves the recording to the active
         self._thread = threading.Thread(target=self._loop, name="binding-recorder", daemon=True)
 
     def start(self) -> None:
@@ -36,6 +37,11 @@ class BindingRecorder:
     def stop(self) -> None:
         with self._cond:
             self._stop = True
+            self._cond.notify()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._cond:
+            self._paused = paused
             self._cond.notify()
 
     def record(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
@@ -49,7 +55,7 @@ class BindingRecorder:
         backoff = 0.0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stop or any(
+                self._cond.wait_for(lambda: self._stop or not self._paused and any(
                     self._written.get(h) != b for h, b in self._latest.items()), timeout=None)
                 if self._stop:
                     return

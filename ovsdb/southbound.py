@@ -12,6 +12,9 @@ exponential backoff (0.1 s doubling to 5 s); a reconnect re-checks everything.
 A NIC is bound when an Interface has `external_ids:iface-id=<port uuid>`; until ovs-vswitchd
 gives it an ofport it is reported as PENDING (0), which lets the controller install everything
 that does not need the ofport ahead of it (ofport -1, a failed interface, is not bound).
+
+A standby weftd replica (HA) watches without writing (`set_writable(False)`): it reports
+bindings, so its model is hot, but only the active replica configures hosts.
 """
 from __future__ import annotations
 
@@ -284,6 +287,7 @@ class HostManager:
         self._status: dict[str, dict] = {}
         self._hosts: dict[str, _Host] = {}      # the thread's own
         self._stop = False
+        self._writable = True           # False: a standby replica, bindings only
         self._schema_text = None
         self._wake_r = self._wake_w = None
         self._thread = threading.Thread(target=self._loop, name="southbound", daemon=True)
@@ -312,6 +316,11 @@ class HostManager:
             self._requests[name] = spec
             self._status.setdefault(name, {"state": "connecting", "configured_at": None,
                                            "error": None, "attempts": 0})
+        self._wake()
+
+    def set_writable(self, writable: bool) -> None:
+        """HA: configure hosts (the active replica) or only watch them (a standby)."""
+        self._writable = bool(writable)
         self._wake()
 
     def remove_host(self, name: str) -> None:
@@ -451,6 +460,10 @@ class HostManager:
             return
         host.ever_connected = True
         if host.txn is not None:
+            return
+        if not self._writable:              # standby: watch only; plan once writable
+            host.dirty = True
+            self._set_status(host, state="standby", error=None)
             return
         if not host.dirty and idl.change_seqno == host.planned_seqno:
             return

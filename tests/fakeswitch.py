@@ -17,6 +17,7 @@ HEADER = struct.Struct("!BBHI")
 FLOW_MOD = struct.Struct("!QQBBHHHIIIHH")     # cookie, mask, table, command, idle, hard, priority, ...
 OFPT_FLOW_MOD, OFPT_MULTIPART_REQUEST, OFPT_METER_MOD = 14, 18, 29
 OFPT_BUNDLE_CONTROL, OFPT_BUNDLE_ADD = 33, 34
+OFPT_ROLE_REQUEST, OFPCR_ROLE_SLAVE = 24, 3
 OFPMP_FLOW, OFPMP_PORT_DESC = 1, 13
 OFPFC_ADD, OFPFC_DELETE = 0, 3
 OFPBCT_OPEN_REQUEST, OFPBCT_COMMIT_REQUEST, OFPBCT_COMMIT_REPLY = 0, 4, 5
@@ -35,6 +36,9 @@ class FakeSwitch:
         self.commits = 0
         self.flow_mods = 0
         self.errors_sent = 0
+        self.roles: list[tuple[int, int]] = []             # role requests: (role, generation id)
+        self.slave_writes = 0                              # bundles/meters sent by a slave
+        self.meter_mods = 0
         self.datapath: FakeDatapath | None = None
 
     def connect(self) -> "FakeDatapath":
@@ -64,6 +68,7 @@ class FakeDatapath:
         self.xid = 0
         self.address = ("fake", 0)
         self.closed = False
+        self.role: int | None = None
         self._bundles: dict[int, list] = {}
 
     def send(self, buf: bytes) -> bool:
@@ -82,7 +87,16 @@ class FakeDatapath:
 
     def _message(self, mtype: int, xid: int, msg: bytes) -> None:
         sw, engine = self.switch, self.switch.engine
-        if mtype == OFPT_BUNDLE_CONTROL:
+        if mtype in (OFPT_BUNDLE_CONTROL, OFPT_BUNDLE_ADD, OFPT_METER_MOD) and self.role == OFPCR_ROLE_SLAVE:
+            sw.slave_writes += 1            # Open vSwitch refuses these (is_slave); weft must not send them
+        if mtype == OFPT_METER_MOD:
+            sw.meter_mods += 1
+        if mtype == OFPT_ROLE_REQUEST:
+            role, generation = struct.unpack_from("!I4xQ", msg, 8)
+            sw.roles.append((role, generation))
+            self.role = role
+            self._reply(lambda: engine.role_reply(self, role))
+        elif mtype == OFPT_BUNDLE_CONTROL:
             bundle_id, ctrl, _flags = struct.unpack_from("!IHH", msg, 8)
             if ctrl == OFPBCT_OPEN_REQUEST:
                 self._bundles[bundle_id] = []
