@@ -44,6 +44,9 @@ def build_parser() -> Parser:
     p.add_argument("--underlay-mtu", type=int, default=1500, metavar="BYTES",
                    help="MTU of the hypervisors' tunnel network (default 1500; e.g. 9000 for jumbo "
                         "frames): VMs get it less the encapsulation")
+    p.add_argument("--ha", action="store_true",
+                   help="the northbound database as a 3-member Raft cluster and 2 weftd replicas "
+                        "(one active, one hot standby)")
     _out(p)
     lab.add_parser("down", help="remove every namespace and process the lab made")
     _out(lab.add_parser("status", help="hosts, VMs and services of the lab"))
@@ -264,6 +267,11 @@ def build_parser() -> Parser:
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     from collectors.cli import add_parser as add_collect
     add_collect(sub)
+
+    cl = sub.add_parser("cluster", help="HA: the weftd replicas and northbound Raft members").add_subparsers(
+        dest="sub", metavar="CLUSTER_COMMAND", parser_class=Parser)
+    cl.required = True
+    _out(cl.add_parser("status", help="name, kind (weftd|nb), role, pid, address of every member"))
 
     p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
     p.add_argument("host")
@@ -555,6 +563,11 @@ def cmd_flows(args, client) -> int:
     return 0
 
 
+def cmd_cluster(args, client) -> int:
+    print(render(client.get("/v1/cluster"), args.output, ["name", "kind", "role", "pid", "address"]))
+    return 0
+
+
 def cmd_lab(args) -> int:
     if args.lab_cmd == "swarm":
         from lab import swarm_cli
@@ -565,7 +578,7 @@ def cmd_lab(args) -> int:
         start = time.monotonic()
         from lab import services
         datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd,
-                      underlay_mtu=args.underlay_mtu)
+                      underlay_mtu=args.underlay_mtu, ha=args.ha)
         status = datacentre.status()
         status["seconds"] = round(time.monotonic() - start, 2)
         if args.output == "json":
@@ -676,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_collector(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
-                   "sg": cmd_sg}[args.command]
+                   "sg": cmd_sg, "cluster": cmd_cluster}[args.command]
         return handler(args, Client(wait_timeout=args.wait_timeout if wait else None))
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")

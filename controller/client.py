@@ -24,7 +24,8 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def default_endpoint() -> str:
-    """WEFT_API if set; else the running lab's controller socket; else weftd's default socket."""
+    """WEFT_API if set; else the running lab's controller socket(s) (every replica's, with
+    `lab up --ha`); else weftd's default socket."""
     if os.environ.get("WEFT_API"):
         return os.environ["WEFT_API"]
     try:
@@ -32,7 +33,8 @@ def default_endpoint() -> str:
         p = paths()
         state = LabState.load(p)
         if state is not None and "weftd" in state.services:
-            return "unix:" + state.services["weftd"]["api"]
+            return ",".join("unix:" + svc["api"] for name, svc in sorted(state.services.items())
+                            if name.startswith("weftd") and svc.get("api"))
     except WeftError:
         pass
     return DEFAULT_SOCKET
@@ -42,35 +44,57 @@ class Client:
     def __init__(self, endpoint: str | None = None, timeout: float = 30.0,
                  wait_timeout: float | None = None):
         """wait_timeout: every change waits (up to that long) until the hypervisors it affects
-        have committed it; a change that is not applied in time is an error saying so."""
+        have committed it; a change that is not applied in time is an error saying so.
+
+        endpoint may list several replicas, comma-separated: a request goes to the first that
+        accepts the connection (every replica serves the API; a request is never sent twice)."""
         self.endpoint = endpoint or default_endpoint()
+        self.endpoints = [e for e in self.endpoint.split(",") if e]
         self.wait_timeout = wait_timeout
         self.timeout = timeout if wait_timeout is None else max(timeout, wait_timeout + 10)
 
-    def _connection(self):
-        if self.endpoint.startswith("unix:"):
-            return _UnixConnection(self.endpoint[5:], self.timeout)
-        if self.endpoint.startswith("https://"):
+    def _connection(self, endpoint: str):
+        if endpoint.startswith("unix:"):
+            return _UnixConnection(endpoint[5:], self.timeout)
+        if endpoint.startswith("https://"):
             import ssl
             ctx = ssl.create_default_context(cafile=os.environ.get("WEFT_CA") or None)
-            hostport = self.endpoint[8:].rstrip("/")
+            hostport = endpoint[8:].rstrip("/")
             return http.client.HTTPSConnection(hostport, timeout=self.timeout, context=ctx)
-        if self.endpoint.startswith("http://"):
-            hostport = self.endpoint[7:].rstrip("/")
+        if endpoint.startswith("http://"):
+            hostport = endpoint[7:].rstrip("/")
             return http.client.HTTPConnection(hostport, timeout=self.timeout)
-        raise WeftError(f"invalid API endpoint {self.endpoint!r}: use unix:PATH, https://HOST:PORT "
+        raise WeftError(f"invalid API endpoint {endpoint!r}: use unix:PATH, https://HOST:PORT "
                         f"or http://HOST:PORT")
+
+    def _connect(self):
+        """A connection to the first endpoint that accepts one (a TLS failure is not skipped)."""
+        import ssl
+        error = None
+        for endpoint in self.endpoints or [self.endpoint]:
+            conn = self._connection(endpoint)
+            try:
+                conn.connect()
+                return conn
+            except ssl.SSLError:
+                conn.close()
+                raise
+            except OSError as exc:
+                conn.close()
+                error = exc
+        raise WeftError(f"cannot reach weftd at {self.endpoint} ({error.__class__.__name__}): "
+                        f"is it running? (`weft lab up` starts one; or set WEFT_API)", 503)
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
         if self.wait_timeout is not None and method != "GET":
             query = {**(query or {}), "wait": "hv", "timeout": self.wait_timeout}
         if query:
             path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
-        conn = self._connection()
+        conn = self._connect()
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload else {}
-            if os.environ.get("WEFT_TOKEN") and not self.endpoint.startswith("unix:"):
+            if os.environ.get("WEFT_TOKEN") and not isinstance(conn, _UnixConnection):
                 headers["Authorization"] = "Bearer " + os.environ["WEFT_TOKEN"]
             conn.request(method, path, body=payload, headers=headers)
             resp = conn.getresponse()

@@ -58,7 +58,8 @@ def require_root() -> None:
         raise WeftError("the lab needs root (network namespaces and Open vSwitch); run it as root")
 
 
-def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int = UNDERLAY_MTU) -> LabState:
+def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int = UNDERLAY_MTU,
+       ha: bool = False) -> LabState:
     """Bring up hv1..hvN; on any failure remove everything made so far and raise."""
     validate_up(hosts, tunnel, underlay_mtu)
     require_root()
@@ -72,7 +73,7 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int =
                                 f"run `weft lab down` first")
             raise WeftError(f"lab {p.name!r} is partly up from an earlier run that did not finish; "
                             f"run `weft lab down` to clean it up")
-        state = LabState(tunnel=tunnel, underlay_mtu=underlay_mtu)
+        state = LabState(tunnel=tunnel, underlay_mtu=underlay_mtu, ha=ha)
         state.save(p)
         # a controller that can come up alongside the hypervisors (`on_ready.during_build`) is
         # started once the management network exists and told about each host as its Open
@@ -255,7 +256,7 @@ def status() -> dict:
         pid = pid_from_file(svc["pidfile"])
         services.append({"name": name, "pid": pid, "running": bool(pid and pid_alive(pid)),
                          **{k: v for k, v in svc.items() if k != "pidfile"}})
-    return {"lab": p.name, "status": state.status, "tunnel": state.tunnel,
+    return {"lab": p.name, "status": state.status, "tunnel": state.tunnel, "ha": state.ha,
             "underlay_mtu": state.underlay_mtu, "run_dir": p.dir,
             "mgmt_ip": MGMT_IP, "hosts": hosts, "vms": vms, "services": services}
 

@@ -1,4 +1,9 @@
-"""The lab's controller: weftd in the management namespace, with its store, and the hosts registered."""
+"""The lab's controller: weftd in the management namespace, with its store, and the hosts registered.
+
+With `lab up --ha`: the northbound database as a 3-member Raft cluster (nb1..nb3, Raft over
+TCP on the management network, clients on unix sockets) and two weftd replicas, `weftd` on
+198.19.0.1 and `weftd2` on 198.19.0.2, each with its own OpenFlow listener, collectors and
+API socket; every host's br-int lists both as controllers."""
 from __future__ import annotations
 
 import os
@@ -9,32 +14,66 @@ import threading
 import time
 from pathlib import Path
 
-from lab.datacentre import MGMT_IP, load_up_state
+from lab import netns
+from lab.datacentre import MGMT_IP, MGMT_PREFIX, load_up_state
 from lab.state import LabPaths, LabState, locked, pid_alive, pid_from_file, stop_pid
 from topology.errors import WeftError
 
 OF_PORT = 6653
+REPLICAS = {"weftd": MGMT_IP, "weftd2": MGMT_PREFIX + "2"}     # --ha: replica -> its address
+NB_RAFT_PORT = 6643                                           # nb1..nb3: 6643..6645
 
 
-def _weftd_argv(p: LabPaths, state: LabState) -> tuple[list[str], dict]:
-    ctl = os.path.join(p.dir, "ctl")
-    svc = {"api": os.path.join(p.dir, "weftd.sock"), "pidfile": os.path.join(ctl, "weftd.pid"),
-           "log": os.path.join(ctl, "weftd.log"), "of": f"tcp:{MGMT_IP}:{OF_PORT}"}
+def replicas(state: LabState) -> list[str]:
+    return list(REPLICAS) if state.ha else ["weftd"]
+
+
+def _nb_members(p: LabPaths):
+    from ovsdb import nbcluster
+    return nbcluster.members(os.path.join(p.dir, "nb"), MGMT_IP, NB_RAFT_PORT)
+
+
+def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list[str], dict]:
+    ctl = os.path.join(p.dir, "ctl" + name[len("weftd"):])
+    ip = REPLICAS[name]
+    svc = {"api": os.path.join(p.dir, f"{name}.sock"), "pidfile": os.path.join(ctl, "weftd.pid"),
+           "log": os.path.join(ctl, "weftd.log"), "of": f"tcp:{ip}:{OF_PORT}"}
     weftd = str(Path(sys.executable).parent / "weftd")
     argv = ["ip", "netns", "exec", p.ns("mgmt"), weftd, "--run-dir", ctl,
-            "--of-listen", f"{MGMT_IP}:{OF_PORT}", "--api-socket", svc["api"],
+            "--of-listen", f"{ip}:{OF_PORT}", "--api-socket", svc["api"],
             "--pidfile", svc["pidfile"], "--log-file", svc["log"], "--tunnel", state.tunnel,
             "--underlay-mtu", str(state.underlay_mtu),
-            "--datapath-type", "netdev", "--collector-ip", MGMT_IP, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
+            "--datapath-type", "netdev", "--collector-ip", ip, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
+    if state.ha:
+        from ovsdb import nbcluster
+        argv += ["--ha", "--name", name, "--nb", nbcluster.remotes(_nb_members(p))]
+        for other, other_ip in REPLICAS.items():
+            argv += ["--controller-target", f"tcp:{other_ip}:{OF_PORT}"]
+            if other != name:
+                argv += ["--peer", f"{other}=unix:{os.path.join(p.dir, other + '.sock')}"]
     return argv, svc
 
 
-def _launch_weftd(p: LabPaths, state: LabState) -> tuple[subprocess.Popen, dict]:
+def start_nb_cluster(p: LabPaths, state: LabState) -> None:
+    """--ha: journal, create and start the three northbound members in the management
+    namespace (where their Raft addresses live); weftd waits for a leader itself."""
+    from ovsdb import nbcluster
+    members = _nb_members(p)
+    for m in members:
+        state.services[m.name] = {"pidfile": m.pidfile, "log": m.log, "address": m.remote,
+                                  "raft": m.raft, "ctl": m.ctl}
+    state.save(p)
+    nbcluster.create(members)
+    for m in members:
+        nbcluster.start(m, p.ns("mgmt"))
+
+
+def _launch_weftd(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[subprocess.Popen, dict]:
     """Journal weftd as a service, start it, and write its pid file at once (weftd writes the
     same pid once it runs): a `down` that comes while it is still starting finds it."""
-    argv, svc = _weftd_argv(p, state)
+    argv, svc = _weftd_argv(p, state, name)
     os.makedirs(os.path.dirname(svc["pidfile"]), exist_ok=True)
-    state.services["weftd"] = svc
+    state.services[name] = svc
     state.save(p)
     with open(svc["log"] + ".out", "ab") as out:
         # `ip netns exec` execs weftd: the pid is weftd's
@@ -81,6 +120,8 @@ def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> N
     for name, info in state.hosts.items():
         _register(client, name, info)
     wait_in_sync(client, set(state.hosts), deadline)
+    if state.ha:                        # the other replica too, and one of them active
+        wait_cluster_in_sync(p, state, deadline)
     svc["in_sync_at"] = time.time()
     state.save(p)
 
@@ -112,6 +153,11 @@ class WeftdDuringBuild:
         from controller.client import Client     # imported here, in the main thread
 
         self.client_cls = Client
+        if self.state.ha:
+            netns.add_address(self.p.ns("mgmt"), "br-mgmt", REPLICAS["weftd2"], 24)
+            start_nb_cluster(self.p, self.state)
+            for name in replicas(self.state)[1:]:
+                _launch_weftd(self.p, self.state, name)
         self.proc, self.svc = _launch_weftd(self.p, self.state)
         self.started = time.monotonic()
         self.threads = [threading.Thread(target=self._wait_ready, name="weftd-start", daemon=True)]
@@ -164,7 +210,10 @@ class WeftdDuringBuild:
         if self.errors:
             raise self.errors[0]
         hosts = set(self.state.hosts)
-        wait_in_sync(self._client(5), hosts, time.monotonic() + 20.0 + 0.1 * len(hosts))
+        deadline = time.monotonic() + 20.0 + 0.1 * len(hosts)
+        wait_in_sync(self._client(5), hosts, deadline)
+        if self.state.ha:
+            wait_cluster_in_sync(self.p, self.state, deadline)
         self.svc["in_sync_at"] = time.time()
         self.state.save(self.p)
 
@@ -186,6 +235,24 @@ def wait_in_sync(client, hosts: set[str], deadline: float) -> None:
             late = sorted(h for h in hosts if not status.get(h, {}).get("reconciled"))
             raise WeftError(f"hosts did not connect to the controller in time: {', '.join(late)}", 500)
         time.sleep(0.02)
+
+
+def wait_cluster_in_sync(p: LabPaths, state: LabState, deadline: float) -> None:
+    """--ha: every replica has every host reconciled (the standby as a slave), one is active."""
+    from controller.client import Client
+    clients = {name: Client("unix:" + state.services[name]["api"], timeout=5) for name in replicas(state)}
+    while True:
+        try:
+            for client in clients.values():
+                wait_in_sync(client, set(state.hosts), deadline)
+            roles = {n: c.get("/v1/status")["ha"]["role"] for n, c in clients.items()}
+        except WeftError:
+            roles = {}
+        if "active" in roles.values():
+            return
+        if time.monotonic() > deadline:
+            raise WeftError(f"no weftd replica became active in time ({roles})", 500)
+        time.sleep(0.05)
 
 
 def stop_weftd(p: LabPaths, state: LabState) -> bool:

@@ -75,6 +75,7 @@ class LabState:
     status: str = "starting"          # starting | up
     tunnel: str = "vxlan"
     underlay_mtu: int = 1500
+    ha: bool = False                  # --ha: northbound Raft cluster and two weftd replicas
     namespaces: list[str] = field(default_factory=list)
     hosts: dict[str, dict] = field(default_factory=dict)
     vms: dict[str, dict] = field(default_factory=dict)
