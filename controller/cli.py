@@ -89,6 +89,8 @@ def build_parser() -> Parser:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between status lines")
     ctl = lab.add_parser("controller", help="stop/start/restart the lab's weftd")
     ctl.add_argument("action", choices=["start", "stop", "restart"])
+    ctl.add_argument("--replica", default="weftd", metavar="NAME",
+                     help="with `lab up --ha`: which replica (weftd or weftd2; default weftd)")
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -621,7 +623,7 @@ def cmd_lab(args) -> int:
             return 0
     if args.lab_cmd == "controller":
         from lab import services
-        getattr(services, f"controller_{args.action}")()
+        getattr(services, f"controller_{args.action}")(args.replica)
         print(f"controller: {args.action} done")
         return 0
     if args.lab_cmd == "exec":

@@ -255,39 +255,57 @@ def wait_cluster_in_sync(p: LabPaths, state: LabState, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def stop_weftd(p: LabPaths, state: LabState) -> bool:
-    svc = state.services.get("weftd")
+def stop_weftd(p: LabPaths, state: LabState, name: str = "weftd") -> bool:
+    svc = state.services.get(name)
     if not svc:
         return False
     pid = pid_from_file(svc["pidfile"])
     return bool(pid) and stop_pid(pid, p.dir.rstrip("/") + "/")
 
 
-def controller_stop() -> None:
+def _replica(state: LabState, name: str) -> str:
+    if name not in replicas(state):
+        raise WeftError(f"the lab has no controller replica {name!r} "
+                        f"(it has: {', '.join(replicas(state))})")
+    return name
+
+
+def controller_stop(name: str = "weftd") -> None:
     p, _ = load_up_state()
     with locked(p):
         state = LabState.load(p)
-        if not stop_weftd(p, state):
-            raise WeftError("the lab's controller is not running")
+        if not stop_weftd(p, state, _replica(state, name)):
+            raise WeftError(f"the lab's controller {name} is not running")
 
 
-def controller_start() -> None:
+def controller_start(name: str = "weftd") -> None:
     p, _ = load_up_state()
     with locked(p):
         state = LabState.load(p)
-        svc = state.services.get("weftd")
+        svc = state.services.get(_replica(state, name))
         pid = pid_from_file(svc["pidfile"]) if svc else None
         if pid and pid_alive(pid):
-            raise WeftError(f"the lab's controller is already running (pid {pid})")
-        start_weftd(p, state)
+            raise WeftError(f"the lab's controller {name} is already running (pid {pid})")
+        _start(p, state, name)
 
 
-def controller_restart() -> None:
+def controller_restart(name: str = "weftd") -> None:
     p, _ = load_up_state()
     with locked(p):
         state = LabState.load(p)
-        stop_weftd(p, state)
+        stop_weftd(p, state, _replica(state, name))
+        _start(p, state, name)
+
+
+def _start(p: LabPaths, state: LabState, name: str) -> None:
+    if name == "weftd":
         start_weftd(p, state)
+        return
+    proc, svc = _launch_weftd(p, state, name)     # another replica: the hosts are registered
+    from controller.client import Client
+    deadline = time.monotonic() + 20.0
+    _wait_api(proc, Client("unix:" + svc["api"], timeout=5), svc, deadline, 20.0)
+    wait_cluster_in_sync(p, state, deadline)
 
 
 # `weft lab up` (datacentre.up(on_ready=start_weftd)) starts weftd alongside the hypervisors;
