@@ -159,7 +159,10 @@ def test_lab_ha_runs_three_nb_members_and_two_replicas(ha_lab):
 
 def test_kill_active_weftd_standby_takes_over_losing_no_ping_and_sending_no_flow_mod(ha_lab):
     active, standby = the(ha_lab, "weftd", "active"), the(ha_lab, "weftd", "standby")
-    flows_before = {h["name"]: h["flows"] for h in ha_lab.json("host", "list")}
+    # what the switches hold, in the active replica's books (a standby's are as of its last dump)
+    flows_before = {h: s["flows"] for h, s in
+                    replica_client(ha_lab, active["name"]).get("/v1/status")["hosts"].items()}
+    assert all(flows_before.values()), flows_before
     pinger = Pinger(ha_lab)
     time.sleep(1)
     os.kill(active["pid"], signal.SIGKILL)
