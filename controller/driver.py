@@ -47,6 +47,12 @@ class OpenFlowDriver:
             self._xids.pop(id(datapath), None)
             self._backlog.pop(id(datapath), None)
 
+    def close(self, datapath) -> None:
+        """Hang up on a connection at once (a refused switch): os-ken marks it dead and its
+        receive loop ends on the shut socket; nothing more is written to it."""
+        self.forget(datapath)
+        close_connection(datapath)
+
     def write(self, datapath, buf: bytes) -> bool:
         """Queue bytes on the connection without blocking; False if the connection is gone."""
         with self._lock:
@@ -192,6 +198,9 @@ class InstantDriver:
     def forget(self, datapath) -> None:
         pass
 
+    def close(self, datapath) -> None:
+        close_connection(datapath)
+
     def send_bundle(self, datapath, bundle_id, deletes, adds):
         items = [("delete", t, c) for t, c in deletes] + list(adds)
         first = self.next_xids(datapath, len(items) + 2)
@@ -217,3 +226,16 @@ class InstantDriver:
         if self.engine is not None:
             self.engine.role_reply(datapath, role)
 
+
+def close_connection(datapath) -> None:
+    """os-ken's close (DEAD_DISPATCHER, no more writes) and both directions of the socket shut."""
+    import socket
+    closer = getattr(datapath, "close", None)
+    if closer is not None:
+        closer()
+    sock = getattr(datapath, "socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -34,6 +34,7 @@ import queue
 import threading
 import time
 
+from controller import identity
 from flows import compiler, planner
 from flows.index import ModelDiff, _changed
 from topology.changes import changes_of
@@ -119,6 +120,7 @@ class Engine:
         """ha: one of several replicas (weftd --ha): standby until set_active(True),
         then master on every switch; without it, the only controller (role equal, no requests)."""
         from controller.enginemetrics import EngineMetrics
+        from controller.refusals import Refusals
         from ovsdb.southbound import datapath_id as default_dpid
 
         self.driver = driver
@@ -139,6 +141,7 @@ class Engine:
         self.of_ports: dict[str, dict[str, int]] = {} # host -> {iface name: ofport}, from OpenFlow
         self.hosts: dict[str, HostState] = {}
         self._host_of_dpid: dict[int, str] = {}
+        self.refusals = Refusals(self.metrics)          # switch connections refused (identity)
         self._eff: dict[str, Binding] = {}             # effective bindings, updated incrementally
         self._live_b: dict[str, dict[str, Binding]] = {}   # host -> its live bindings (hosts of the model)
         self._dirty_hosts: set[str] = set()
@@ -215,8 +218,14 @@ class Engine:
         """What a host's database says: {port uuid: (ofport or PENDING, interface name)}."""
         self._inbox.put(("bindings", host, dict(bindings), time.monotonic()))
 
-    def switch_connected(self, datapath) -> None:
-        self._inbox.put(("connected", datapath))
+    def switch_connected(self, datapath, names: tuple[str, ...] | None = None) -> None:
+        """A switch finished its handshake; `names`: what its verified TLS certificate names
+        (`identity.cert_names`), None for a connection without TLS (--insecure-openflow)."""
+        self._inbox.put(("connected", datapath, names))
+
+    def switch_refused(self, address, reason: str, detail: str) -> None:
+        """The listener refused a connection before OpenFlow began (its TLS handshake failed)."""
+        self._inbox.put(("refused", address, reason, detail))
 
     def switch_disconnected(self, datapath) -> None:
         self._inbox.put(("disconnected", datapath))
@@ -289,6 +298,15 @@ class Engine:
 
     def datapath(self, host: str):
         return self._pub_dps.get(host)
+
+    def admitted(self, datapath) -> bool:
+        """Whether this connection is the one the engine accepted for its datapath id."""
+        host = self._pub_hosts_of_dpid.get(datapath.id)
+        return host is not None and self._pub_dps.get(host) is datapath
+
+    def refused(self, timeout: float = 5.0) -> dict:
+        """Refused switch connections: {total, by_reason, recent}."""
+        return self.call(self.refusals.view, timeout)
 
     def host_of_dpid(self, dpid: int) -> str | None:
         return self._pub_hosts_of_dpid.get(dpid)
@@ -402,7 +420,9 @@ class Engine:
         elif kind == "announce":
             self._on_announce(*item[1:])
         elif kind == "connected":
-            self._on_connected(item[1])
+            self._on_connected(*item[1:])
+        elif kind == "refused":
+            self.refusals.record(item[2], item[1], item[3])
         elif kind == "disconnected":
             self._on_disconnected(item[1])
         elif kind == "port":
@@ -746,14 +766,19 @@ class Engine:
             return host, None              # a stale connection's message
         return host, state
 
-    def _on_connected(self, datapath) -> None:
+    def _on_connected(self, datapath, names: tuple[str, ...] | None = None) -> None:
         host = self._host_of_dpid.get(datapath.id)
-        if host is None:
-            LOG.warning("unknown datapath %016x connected; ignoring it", datapath.id)
+        state = self.hosts.get(host) if host else None
+        live = state is not None and state.datapath is not None and state.datapath is not datapath
+        verdict = identity.admit(datapath.id, host, names, live)
+        if not verdict.ok:              # nothing was sent to it: no meter, no dump, no flows
+            self.refusals.record(verdict.reason, getattr(datapath, "address", None), verdict.detail,
+                                 datapath.id)
+            self.driver.close(datapath)
             return
+        LOG.info("switch %016x from %s admitted: %s", datapath.id,
+                 _addr(getattr(datapath, "address", None)), verdict.detail)
         state = self.hosts.setdefault(host, HostState())
-        if state.datapath is not None and state.datapath is not datapath:
-            self.driver.forget(state.datapath)
         state.datapath, state.reconciled, state.dumping = datapath, False, None
         state.in_flight.clear()
         state.connects += 1
@@ -948,6 +973,8 @@ class Engine:
         if err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS:
             return          # weft re-adds its meter on every connection
         host, state = self._host(datapath)
+        if state is None:
+            return          # not an admitted connection (refused, or replaced): nothing of ours
         bundle = None
         if state is not None:
             bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
@@ -1025,6 +1052,12 @@ class Engine:
                        "applied_version": s.applied_version, "last_error": s.last_error,
                        **({"of_role": s.of_role, "master_at": s.master_at} if self.ha else {})}
                 for host, s in sorted(self.hosts.items())}
+
+
+def _addr(address) -> str:
+    if isinstance(address, (tuple, list)) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def _describe(flow: Flow) -> str:

@@ -1,4 +1,4 @@
-"""The engine's Prometheus metrics: port-up latency, bundles committed and refused, flow-mods, connections."""
+"""The engine's Prometheus metrics: port-up latency, bundles committed and refused, flow-mods, connections, refused switches."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +27,13 @@ class EngineMetrics:
                                      registry=self.registry)
         for result in ("committed", "failed"):
             self.bundles.labels(result)
+        self.switch_refusals = Counter(
+            "weft_switch_refusals", "Switch connections refused (TLS handshake, unknown datapath "
+            "id, certificate naming another host, second connection), by reason.",
+            ["reason"], registry=self.registry)
+        from controller.identity import REFUSALS
+        for reason in REFUSALS:
+            self.switch_refusals.labels(reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

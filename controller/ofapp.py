@@ -5,6 +5,10 @@ weftd injects what the app talks to (`weft=OpenFlowSinks(...)` passed through os
 announcements of migrating VMs, told apart by the packet-in's cookie), the driver for replies to
 its own flow dumps, the neighbour discovery service for IPv6 packet-ins and the DHCP service for
 the other packet-ins.
+
+Who a switch is, is the engine's decision (`controller.identity`): the app hands it what the
+connection's verified TLS certificate names along with the datapath id, and answers packet-ins
+only from connections the engine admitted (an impostor gets no DHCP lease or ND answer either).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.ofproto import ofproto_v1_4
 
+from controller.identity import cert_names
 from flows.migration import is_announcement
 
 LOG = logging.getLogger(__name__)
@@ -27,6 +32,14 @@ class OpenFlowSinks:
     driver: object
     dhcp: object = None
     nd: object = None           # IPv6 neighbour solicitations (controller/nd_service.py)
+
+
+def peer_names(datapath) -> tuple[str, ...] | None:
+    """What the connection's verified TLS certificate names; None for a plain-TCP connection."""
+    getpeercert = getattr(datapath.socket, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    return cert_names(getpeercert())
 
 
 def _name(desc) -> str:
@@ -46,7 +59,7 @@ class WeftOFApp(app_manager.OSKenApp):
     def switch_features(self, ev):
         dp = ev.msg.datapath
         LOG.info("switch %016x connected from %s", dp.id, dp.address)
-        self.engine.switch_connected(dp)
+        self.engine.switch_connected(dp, peer_names(dp))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def state_change(self, ev):
@@ -71,6 +84,8 @@ class WeftOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev):
         msg = ev.msg
+        if not self.engine.admitted(msg.datapath):
+            return                            # a refused or not yet admitted connection
         if is_announcement(msg.cookie):       # a migrating port's destination NIC spoke
             self.engine.announce(msg.datapath, msg.match["in_port"], bytes(msg.data))
             return

@@ -41,9 +41,10 @@ class FakeSwitch:
         self.meter_mods = 0
         self.datapath: FakeDatapath | None = None
 
-    def connect(self) -> "FakeDatapath":
+    def connect(self, names: tuple[str, ...] | None = None) -> "FakeDatapath":
+        """A new connection claiming this switch's dpid (`names`: what its certificate names)."""
         self.datapath = FakeDatapath(self)
-        self.engine.switch_connected(self.datapath)
+        self.engine.switch_connected(self.datapath, names)
         return self.datapath
 
     def disconnect(self) -> None:
@@ -69,7 +70,13 @@ class FakeDatapath:
         self.address = ("fake", 0)
         self.closed = False
         self.role: int | None = None
+        self.hung_up = False
+        self.received: list[int] = []            # OpenFlow message types, as sent
         self._bundles: dict[int, list] = {}
+
+    def close(self) -> None:            # the controller hung up (a refused connection)
+        self.closed = True
+        self.hung_up = True
 
     def send(self, buf: bytes) -> bool:
         if self.closed:
@@ -77,6 +84,7 @@ class FakeDatapath:
         off = 0
         while off < len(buf):
             _v, mtype, length, xid = HEADER.unpack_from(buf, off)
+            self.received.append(mtype)
             self._message(mtype, xid, bytes(buf[off:off + length]))
             off += length
         return True

@@ -7,7 +7,7 @@ import pytest
 from controller.driver import OpenFlowDriver
 from controller.engine import Engine
 from flows.compiler import PENDING
-from tests.fakeswitch import FakeSwitch
+from tests.fakeswitch import FakeDatapath, FakeSwitch
 from topology.model import Binding, Host, Model, Network, Port, Tenant
 
 HOSTS = {"hv1": "198.18.0.11", "hv2": "198.18.0.12"}
@@ -247,8 +247,8 @@ def test_a_slow_switch_does_not_stall_the_others():
         sw1, sw2 = FakeSwitch(engine, dpid("hv1")), FakeSwitch(engine, dpid("hv2"))
         sw1.connect()
         settle(engine)
-        stuck = Stuck(sw2.datapath or sw2.connect())
-        engine.switch_connected(stuck)             # replaces hv2's connection with a stuck one
+        stuck = Stuck(FakeDatapath(sw2))
+        engine.switch_connected(stuck)             # hv2's connection is a stuck one
         engine.bindings_changed("hv1", {"a": (1, "tap-a")})
         engine.bindings_changed("hv2", {"b": (1, "tap-b")})
         settle(engine)
