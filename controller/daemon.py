@@ -25,7 +25,17 @@ def parse_args(argv):
                     help="OpenFlow listener (default 0.0.0.0:6653)")
     ap.add_argument("--controller-target", action="append", default=[], metavar="TARGET",
                     help="controller target written into each host's br-int "
-                         "(default tcp:<of-listen>); repeat for several replicas")
+                         "(default ssl:<of-listen>, tcp: with --insecure-openflow); repeat for "
+                         "several replicas")
+    ap.add_argument("--ssl-key", metavar="FILE", help="weftd's private key (PEM), for OpenFlow and OVSDB")
+    ap.add_argument("--ssl-cert", metavar="FILE", help="weftd's certificate (PEM)")
+    ap.add_argument("--ssl-ca", metavar="FILE",
+                    help="the CA certificate (PEM) that signs the switches' and hosts' certificates; "
+                         "a switch is admitted only when its certificate names the host that owns "
+                         "its datapath id")
+    ap.add_argument("--insecure-openflow", action="store_true",
+                    help="listen for OpenFlow over plain TCP: any process that reaches the port and "
+                         "knows a datapath id can claim a host (its flows, its DHCP)")
     ap.add_argument("--api-socket", metavar="PATH",
                     help="serve the API on this unix socket, mode 0660, group `weft` when it exists "
                          "(default: <run-dir>/weftd.sock unless --api-listen is given)")
@@ -149,7 +159,11 @@ class Controller:
         from ovsdb import nbserver, southbound
         from ovsdb.nbstore import NorthboundStore
 
+        from controller import tlsconfig
+
         self.args = args
+        self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
+        tlsconfig.configure_ovsdb_client(self.tls)
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         check_bind(of_host, of_port, "OpenFlow (--of-listen)")
@@ -160,10 +174,11 @@ class Controller:
         self.nb_remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
         self.store = NorthboundStore(self.nb_remote)
         self.recorder = BindingRecorder(self.store)
-        self.targets = args.controller_target or [f"tcp:{of_host}:{of_port}"]
+        scheme = "tcp" if args.insecure_openflow else "ssl"
+        self.targets = args.controller_target or [f"{scheme}:{of_host}:{of_port}"]
         # one thread configures every host's Open vSwitch through its IDL and reports bindings
         self.hosts = southbound.HostManager(self._on_bindings, self.targets, args.tunnel,
-                                            args.datapath_type)
+                                            args.datapath_type, tls=self.tls is not None)
         self.lock = None
         if args.ha:                     # standby until the lock is granted
             from ovsdb.nblock import ActiveLock
@@ -349,6 +364,7 @@ def run_openflow(controller: Controller) -> None:
     from os_ken.base import app_manager
     from os_ken.lib import hub
 
+    from controller import oflisten
     from controller.dhcp_service import DhcpService
     from controller.nd_service import NdService
     from controller.ofapp import OpenFlowSinks
@@ -358,12 +374,28 @@ def run_openflow(controller: Controller) -> None:
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")
+    # a connection whose peer vanished is closed after 4 unanswered echoes 5 s apart: weftd
+    # admits one connection per datapath id, so a dead one must not keep the switch out
+    cfg.CONF.set_override("echo_request_interval", 5.0)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 3)
+    oflisten.install(controller.listener)
     threading.Thread(target=_signal_when_listening, args=(controller,), daemon=True).start()
     manager = app_manager.AppManager.get_instance()
     manager.load_apps(["controller.ofapp"])
     contexts = manager.create_contexts()
     services = manager.instantiate_apps(**contexts, weft=sinks)
     hub.joinall([s for s in services if s])
+
+
+def _listener(controller: Controller):
+    """The OpenFlow listener: TLS-only unless --insecure-openflow; refusals go to the engine."""
+    os.environ.setdefault("OSKEN_HUB_TYPE", "native")
+    from controller import oflisten, tlsconfig
+
+    context = None
+    if not controller.args.insecure_openflow:
+        context = tlsconfig.server_context(controller.tls)
+    return oflisten.Listener(*controller.of_listen, context, controller.engine.switch_refused)
 
 
 def main(argv=None) -> int:
@@ -380,6 +412,7 @@ def main(argv=None) -> int:
             with open(args.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
         controller = Controller(args)
+        controller.listener = _listener(controller)      # bound now: a taken port fails the start
         controller.start()
     except WeftError as exc:
         LOG.error("cannot start: %s", exc)
@@ -397,7 +430,8 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    LOG.info("weftd running: OpenFlow on %s:%d, API on %s", *controller.of_listen,
+    LOG.info("weftd running: OpenFlow on %s:%d (%s), API on %s", *controller.of_listen,
+             "TLS, switch certificates checked" if controller.tls else "plain TCP, --insecure-openflow",
              args.api_socket or args.api_listen)
     run_openflow(controller)
     return 0

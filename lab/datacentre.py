@@ -8,6 +8,11 @@ Layout (all inside namespaces the lab makes; nothing touches the machine's own n
                    controller (OpenFlow) and the collectors (sFlow/NetFlow/IPFIX) listen;
                    hvK's mgmt0 = 198.19.0.(10+K)/24.
     <lab>-hvK      one hypervisor: its own ovsdb-server + ovs-vswitchd, bridges br-phy and br-int.
+
+TLS everywhere (`lab.pki`): the lab's own CA in <run-dir>/pki, a certificate per hypervisor
+(CN = its name) and one for weftd. Each ovs-vswitchd talks OpenFlow to weftd over ssl: with its
+host's certificate (the Open_vSwitch SSL table); each ovsdb-server serves weftd on
+ssl:198.19.0.(10+K):6640 with the same certificate (its unix socket stays for local tools).
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from ovs.unixctl.client import UnixctlClient
 from lab import netns
-from lab.ovs import HostSwitch, require_tools
+from lab.ovs import OVSDB_TLS_PORT, HostSwitch, require_tools
+from lab.pki import Pki, lab_pki_dir
 from lab.state import LabPaths, LabState, locked, paths, pid_alive, pid_from_file, pidfiles, stop_pid
 from topology.errors import WeftError
 
@@ -121,6 +127,8 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
     make_ns(mgmt)
     netns.bridge(mgmt, "br-mgmt")
     netns.add_address(mgmt, "br-mgmt", MGMT_IP, 24)
+    pki = Pki.create(lab_pki_dir(p.dir))
+    pki.issue("weftd")
     if ctl is not None:
         with journal:
             ctl.begin()        # journals its service before it starts it; runs alongside the build
@@ -133,7 +141,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         ns = p.ns(name)
         info = {"ns": ns, "dir": p.host_dir(name), "underlay_ip": neighbours[name][0],
                 "mgmt_ip": f"{MGMT_PREFIX}{10 + k}"}
-        info["ovsdb"] = HostSwitch(ns, info["dir"]).remote
+        info["ovsdb"] = f"ssl:{info['mgmt_ip']}:{OVSDB_TLS_PORT}"     # what weftd is given
         with journal:
             state.hosts[name] = info
         make_ns(ns)
@@ -145,8 +153,9 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         netns.sysctl(ns, {"net.ipv4.conf.eth0.arp_ignore": "8",
                           "net.ipv4.conf.all.rp_filter": "1",
                           "net.ipv4.conf.eth0.rp_filter": "1"})
+        key, cert = pki.issue(name)
         switch = HostSwitch(ns, info["dir"])
-        switch.start_db(init=False)
+        switch.start_db(init=False, tls=(key, cert, pki.ca_cert, info["mgmt_ip"]))
         eth0_mac = neighbours[name][1]          # set on eth0 when it was made
         # configure the database before ovs-vswitchd starts: it comes up with everything in place
         switch.vsctl("--no-wait", "init", "--",
@@ -156,6 +165,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
                      "add-port", "br-phy", "eth0", "--",
                      "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
+                     "set-ssl", key, cert, pki.ca_cert, "--",
                      "set", "Open_vSwitch", ".", f"external_ids:system-id={name}",
                      f"external_ids:hostname={name}", f"external_ids:weft-tunnel-ip={info['underlay_ip']}")
         # returns once ovs-vswitchd has detached, i.e. after its first configuration (br-int made)

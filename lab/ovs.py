@@ -7,6 +7,7 @@ import shutil
 from lab import netns
 from topology.errors import WeftError
 
+OVSDB_TLS_PORT = 6640            # each hypervisor's ovsdb-server, over TLS on its management address
 SCHEMA_CANDIDATES = ("/usr/share/openvswitch/vswitch.ovsschema",
                      "/usr/local/share/openvswitch/vswitch.ovsschema")
 
@@ -40,14 +41,20 @@ class HostSwitch:
     def remote(self) -> str:
         return f"unix:{self.db_sock}"
 
-    def start_db(self, init: bool = True) -> None:
+    def start_db(self, init: bool = True, tls: tuple[str, str, str, str] | None = None) -> None:
         """Create and serve the database; `init=False` leaves `ovs-vsctl init` to the caller's
-        first ovs-vsctl (one process less per host)."""
+        first ovs-vsctl (one process less per host). `tls` = (key, cert, CA, IP): serve it on
+        ssl:IP:6640 too, to peers with a certificate from that CA (the unix socket stays local)."""
         os.makedirs(self.dir, exist_ok=True)
         db = os.path.join(self.dir, "conf.db")
         netns.run(["ovsdb-tool", "create", db, vswitch_schema()])
+        ssl = []
+        if tls is not None:
+            key, cert, ca, ip = tls
+            ssl = [f"--remote=pssl:{OVSDB_TLS_PORT}:{ip}", f"--private-key={key}",
+                   f"--certificate={cert}", f"--ca-cert={ca}"]
         netns.run(["ip", "netns", "exec", self.ns, "ovsdb-server", db,
-                   f"--remote=punix:{self.db_sock}",
+                   f"--remote=punix:{self.db_sock}", *ssl,
                    f"--pidfile={self.dir}/ovsdb.pid", "--detach",
                    f"--log-file={self.dir}/ovsdb.log",
                    f"--unixctl={self.dir}/ovsdb.ctl"])

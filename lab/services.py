@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lab import netns
 from lab.datacentre import MGMT_IP, MGMT_PREFIX, load_up_state
+from lab.pki import Pki, lab_pki_dir
 from lab.state import LabPaths, LabState, locked, pid_alive, pid_from_file, stop_pid
 from topology.errors import WeftError
 
@@ -37,10 +38,13 @@ def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list
     ctl = os.path.join(p.dir, "ctl" + name[len("weftd"):])
     ip = REPLICAS[name]
     svc = {"api": os.path.join(p.dir, f"{name}.sock"), "pidfile": os.path.join(ctl, "weftd.pid"),
-           "log": os.path.join(ctl, "weftd.log"), "of": f"tcp:{ip}:{OF_PORT}"}
+           "log": os.path.join(ctl, "weftd.log"), "of": f"ssl:{ip}:{OF_PORT}"}
     weftd = str(Path(sys.executable).parent / "weftd")
+    pki = Pki(lab_pki_dir(p.dir))
+    key, cert = pki.files("weftd")
     argv = ["ip", "netns", "exec", p.ns("mgmt"), weftd, "--run-dir", ctl,
             "--of-listen", f"{ip}:{OF_PORT}", "--api-socket", svc["api"],
+            "--ssl-key", key, "--ssl-cert", cert, "--ssl-ca", pki.ca_cert,
             "--pidfile", svc["pidfile"], "--log-file", svc["log"], "--tunnel", state.tunnel,
             "--underlay-mtu", str(state.underlay_mtu),
             "--datapath-type", "netdev", "--collector-ip", ip, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
@@ -48,7 +52,7 @@ def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list
         from ovsdb import nbcluster
         argv += ["--ha", "--name", name, "--nb", nbcluster.remotes(_nb_members(p))]
         for other, other_ip in REPLICAS.items():
-            argv += ["--controller-target", f"tcp:{other_ip}:{OF_PORT}"]
+            argv += ["--controller-target", f"ssl:{other_ip}:{OF_PORT}"]
             if other != name:
                 argv += ["--peer", f"{other}=unix:{os.path.join(p.dir, other + '.sock')}"]
     return argv, svc

@@ -276,8 +276,10 @@ class _Host:
 class HostManager:
     """Keeps every host's Open vSwitch configured and reports its VM bindings; one thread, one poller."""
 
-    def __init__(self, on_bindings, controllers: list[str], tunnel: str, datapath_type: str | None):
+    def __init__(self, on_bindings, controllers: list[str], tunnel: str, datapath_type: str | None,
+                 tls: bool = False):
         self.on_bindings = on_bindings      # callback(host, {port uuid: (ofport, interface name)})
+        self.tls = tls                      # weftd has a key, certificate and CA for ssl: remotes
         self.controllers = tuple(controllers)
         self.tunnel = tunnel
         self.datapath_type = datapath_type
@@ -397,7 +399,12 @@ class HostManager:
                 continue
             if host is None or host.remote != spec[0]:
                 if host is not None:
-                    self._close(host)
+                    self._close(self._hosts.pop(name))
+                if spec[0].startswith("ssl:") and not self.tls:
+                    error = f"{spec[0]} needs TLS but weftd has no --ssl-key, --ssl-cert and --ssl-ca"
+                    LOG.error("cannot configure host %s: %s", name, error)
+                    self._set_status(_Host(name, spec), state="failed", error=error)
+                    continue
                 host = self._hosts[name] = _Host(name, spec)
                 host.idl = ovs.db.idl.Idl(spec[0], self._schema_helper())
                 # reconnect quickly (the default backoff grows to 8 s): a host's OVSDB that comes

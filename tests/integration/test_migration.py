@@ -36,7 +36,7 @@ def mig_lab():
 
 def iface_ids(lab: Lab, host: str) -> list[str]:
     with open(os.path.join(lab.dir, "state.json")) as f:
-        db = json.load(f)["hosts"][host]["ovsdb"]
+        db = "unix:" + os.path.join(json.load(f)["hosts"][host]["dir"], "db.sock")   # local admin socket
     out = lab.exec(host, "ovs-vsctl", f"--db={db}", "--format=json", "--columns=external_ids",
                    "list", "Interface").stdout
     rows = json.loads(out)["data"]
