@@ -426,7 +426,10 @@ class Api:
                 for h in sorted(model.hosts.values(), key=lambda h: h.name)]
 
     def add_host(self, query, body):
+        from controller.tlsconfig import check_ovsdb_remote
+
         self._required(body, "name", "tunnel_ip", "ovsdb")
+        check_ovsdb_remote(body["ovsdb"], body.get("insecure", False))   # ssl: only, unless told
         return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"], body.get("mgmt_ip"))
 
     def delete_host(self, name, query, body):
@@ -546,6 +549,7 @@ class Api:
                 "flow_mods": sum(h["flow_mods"] for h in hosts.values()),
                 "bundles": sum(h["bundles"] for h in hosts.values()),
                 "bundle_errors": sum(h.get("bundle_errors", 0) for h in hosts.values()),
+                "switch_refusals": self.engine.refused(),
                 "model_version": getattr(self.store, "version", None),
                 "ha": self._ha_view(),
                 "pid": os.getpid(), "time": time.time()}

@@ -234,7 +234,11 @@ def build_parser() -> Parser:
     p = host.add_parser("add", help="register a hypervisor")
     p.add_argument("name")
     p.add_argument("--tunnel-ip", required=True)
-    p.add_argument("--ovsdb", required=True, help="unix:PATH or tcp:IP:PORT of its Open vSwitch DB")
+    p.add_argument("--ovsdb", required=True,
+                   help="ssl:IP:PORT of its Open vSwitch DB (unix:PATH or tcp:IP:PORT only with --insecure)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a unix: or tcp: OVSDB remote (no TLS: whoever holds that address "
+                        "is configured as the host)")
     p.add_argument("--mgmt-ip", help="the address its flow exporters send from")
     _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
@@ -506,8 +510,11 @@ def cmd_sg(args, client) -> int:
 
 def cmd_host(args, client) -> int:
     if args.sub == "add":
-        res = client.post("/v1/hosts", {"name": args.name, "tunnel_ip": args.tunnel_ip,
-                                        "ovsdb": args.ovsdb, "mgmt_ip": args.mgmt_ip})
+        body = {"name": args.name, "tunnel_ip": args.tunnel_ip, "ovsdb": args.ovsdb,
+                "mgmt_ip": args.mgmt_ip}
+        if args.insecure:
+            body["insecure"] = True
+        res = client.post("/v1/hosts", body)
         print(render(res, "json") if args.output == "json" else f"host {res['name']} registered")
     elif args.sub == "delete":
         client.delete(f"/v1/hosts/{seg(args.name)}")
