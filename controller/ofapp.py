@@ -58,13 +58,14 @@ class WeftOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
         dp = ev.msg.datapath
-        LOG.info("switch %016x connected from %s", dp.id, dp.address)
+        LOG.debug("switch %016x handshake from %s", dp.id, dp.address)   # the engine says if admitted
         self.engine.switch_connected(dp, peer_names(dp))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def state_change(self, ev):
         if ev.datapath is not None and ev.datapath.id is not None:
-            LOG.info("switch %016x disconnected", ev.datapath.id)
+            LOG.log(logging.INFO if self.engine.admitted(ev.datapath) else logging.DEBUG,
+                    "switch %016x disconnected", ev.datapath.id)
             self.engine.switch_disconnected(ev.datapath)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
