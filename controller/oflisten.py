@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import socket
 import ssl
@@ -80,8 +81,7 @@ class Listener:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.sock.bind((host, port))
-            self.sock.listen(BACKLOG)
+            self.sock.bind((host, port))        # refused when another process listens there
         except OSError as exc:
             self.sock.close()
             raise WeftError(f"cannot listen for OpenFlow on {host}:{port}: {exc.strerror or exc}") from None
@@ -93,7 +93,14 @@ class Listener:
         return self.context is not None
 
     def __call__(self) -> None:
-        """The accept loop (os-ken's OFPHandler runs it in a thread of its own)."""
+        """The accept loop (os-ken's OFPHandler runs it in a thread of its own). The socket
+        listens only from now on: until weftd is ready for them, switches are refused at the TCP
+        level and come back after their reconnect backoff, as they did with os-ken's listener."""
+        try:
+            self.sock.listen(BACKLOG)
+        except OSError as exc:                  # another weftd bound it too and listens first
+            LOG.critical("cannot listen for OpenFlow on %s: %s; weftd stops", self.sock.getsockname(), exc)
+            os._exit(1)
         while True:
             try:
                 sock, address = self.sock.accept()

@@ -103,10 +103,15 @@ def test_the_lab_runs_on_tls(tls_lab):
     listed = hosts(lab)
     assert listed["hv1"]["connected"] and listed["hv1"]["config"] == "configured"
     assert listed["hv1"]["ovsdb"].startswith("ssl:")
-    for host in ("hv1", "hv2"):
-        ctl = lab.exec(host, "ovs-vsctl", f"--db=unix:{lab.dir}/{host}/db.sock",
-                       "--format=json", "--columns=target,is_connected", "list", "Controller")
-        rows = json.loads(ctl.stdout)["data"]
+    for host in ("hv1", "hv2"):      # ovs-vswitchd writes is_connected a few seconds late
+        deadline = time.monotonic() + 15
+        while True:
+            ctl = lab.exec(host, "ovs-vsctl", f"--db=unix:{lab.dir}/{host}/db.sock",
+                           "--format=json", "--columns=target,is_connected", "list", "Controller")
+            rows = json.loads(ctl.stdout)["data"]
+            if rows == [[f"ssl:{LISTENER}", True]] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert rows == [[f"ssl:{LISTENER}", True]], rows
     key = os.stat(os.path.join(lab.dir, "pki", "ca.key"))
     assert key.st_mode & 0o777 == 0o600
