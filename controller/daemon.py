@@ -431,7 +431,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     LOG.info("weftd running: OpenFlow on %s:%d (%s), API on %s", *controller.of_listen,
-             "TLS, switch certificates checked" if controller.tls else "plain TCP, --insecure-openflow",
+             "plain TCP, --insecure-openflow" if args.insecure_openflow else "TLS, switch certificates checked",
              args.api_socket or args.api_listen)
     run_openflow(controller)
     return 0

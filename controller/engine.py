@@ -35,6 +35,7 @@ import threading
 import time
 
 from controller import identity
+from controller.refusals import Refusals, addr_text
 from flows import compiler, planner
 from flows.index import ModelDiff, _changed
 from topology.changes import changes_of
@@ -120,7 +121,6 @@ class Engine:
         """ha: one of several replicas (weftd --ha): standby until set_active(True),
         then master on every switch; without it, the only controller (role equal, no requests)."""
         from controller.enginemetrics import EngineMetrics
-        from controller.refusals import Refusals
         from ovsdb.southbound import datapath_id as default_dpid
 
         self.driver = driver
@@ -777,7 +777,7 @@ class Engine:
             self.driver.close(datapath)
             return
         LOG.info("switch %016x from %s admitted: %s", datapath.id,
-                 _addr(getattr(datapath, "address", None)), verdict.detail)
+                 addr_text(getattr(datapath, "address", None)), verdict.detail)
         state = self.hosts.setdefault(host, HostState())
         state.datapath, state.reconciled, state.dumping = datapath, False, None
         state.in_flight.clear()
@@ -975,11 +975,9 @@ class Engine:
         host, state = self._host(datapath)
         if state is None:
             return          # not an admitted connection (refused, or replaced): nothing of ours
-        bundle = None
-        if state is not None:
-            bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
-            if bundle is None and state.refused is not None and state.refused.owns(xid):
-                return      # the failed commit of a bundle already reported by its flow-mod
+        bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
+        if bundle is None and state.refused is not None and state.refused.owns(xid):
+            return          # the failed commit of a bundle already reported by its flow-mod
         if bundle is None:
             LOG.error("switch %016x (%s) error type=%s code=%s xid=%s data=%s", datapath.id, host,
                       err_type, code, xid, bytes(data[:64]).hex() if data else "")
@@ -1052,12 +1050,6 @@ class Engine:
                        "applied_version": s.applied_version, "last_error": s.last_error,
                        **({"of_role": s.of_role, "master_at": s.master_at} if self.ha else {})}
                 for host, s in sorted(self.hosts.items())}
-
-
-def _addr(address) -> str:
-    if isinstance(address, (tuple, list)) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
 
 
 def _describe(flow: Flow) -> str:

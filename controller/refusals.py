@@ -29,26 +29,26 @@ class Refusals:
         if self.metrics is not None:
             self.metrics.switch_refusals.labels(reason).inc()
         peer = address[0] if isinstance(address, (tuple, list)) and address else str(address)
-        self.recent.append({"reason": reason, "peer": _addr(address), "time": time.time(),
+        self.recent.append({"reason": reason, "peer": addr_text(address), "time": time.time(),
                             "datapath_id": None if dpid is None else f"{dpid:016x}", "detail": detail})
         key = (reason, peer, dpid)
         if key in self._logged:
             self._logged[key] += 1
-            LOG.debug("switch connection from %s refused again (%s): %s", _addr(address), reason, detail)
+            LOG.debug("switch connection from %s refused again (%s): %s", addr_text(address), reason, detail)
             return
         self._logged[key] = 1
         while len(self._logged) > LOGGED_KEYS:
             self._logged.popitem(last=False)
         LOG.warning("switch connection from %s refused (%s): %s; disconnected, no flows sent "
                     "(further refusals of this peer for this reason are only counted)",
-                    _addr(address), reason, detail)
+                    addr_text(address), reason, detail)
 
     def view(self) -> dict:
         return {"total": sum(self.counts.values()), "by_reason": dict(self.counts),
                 "recent": list(self.recent)}
 
 
-def _addr(address) -> str:
+def addr_text(address) -> str:
     if isinstance(address, (tuple, list)) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address)
