@@ -35,17 +35,17 @@ class Verdict:
 
 def cert_names(peercert: dict | None) -> tuple[str, ...]:
     """The names a verified peer certificate gives (`ssl.SSLSocket.getpeercert()` form):
-    subject commonNames first, then DNS subjectAltNames, without repeats."""
+    subject commonNames first, then DNS subjectAltNames, without repeats. `ovs-pki req+sign
+    NAME` writes "NAME id:UUID" (unless --unique): that names NAME."""
     if not peercert:
         return ()
+    values = [value for rdn in peercert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    values += [value for kind, value in peercert.get("subjectAltName", ()) if kind == "DNS"]
     names: list[str] = []
-    for rdn in peercert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName" and value not in names:
-                names.append(value)
-    for kind, value in peercert.get("subjectAltName", ()):
-        if kind == "DNS" and value not in names:
-            names.append(value)
+    for value in values:
+        name = value.split(" id:", 1)[0]
+        if name and name not in names:
+            names.append(name)
     return tuple(names)
 
 

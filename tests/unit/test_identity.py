@@ -45,6 +45,11 @@ def test_cert_names_reads_common_names_then_dns_alt_names():
     assert cert_names(cert) == ("hv1", "hv1.lab")
     assert cert_names({"subject": ((("organizationName", "hv1"),),)}) == ()   # O= names no one
     assert cert_names(None) == () and cert_names({}) == ()
+    ovs_pki = {"subject": ((("organizationName", "Open vSwitch"),),
+                           (("commonName", "hv1 id:2f6b7e0c-1c1e-4f7e-9a55-0e5d1b1c2d3e"),)),
+               "subjectAltName": (("DNS", "hv1 id:2f6b7e0c-1c1e-4f7e-9a55-0e5d1b1c2d3e"),)}
+    assert cert_names(ovs_pki) == ("hv1",)                  # ovs-pki's default subject
+    assert cert_names({"subject": ((("commonName", "hv1x id:1"),),)}) == ("hv1x",)
 
 
 def test_lab_certificates_name_their_host(tmp_path):
