@@ -58,9 +58,10 @@ class Swarm:
     """Emulated hypervisors `hosts` = {name: [nic, ...]} over `processes` worker processes."""
 
     def __init__(self, run_dir: str, hosts: dict[str, list[dict]], processes: int = 2,
-                 controller: str | None = None):
+                 controller: str | None = None, tls: dict[str, dict] | None = None):
         self.run_dir = run_dir
         self.hosts = hosts
+        self.tls = tls or {}                     # host -> {"ca", "key", "cert"} for ssl: controllers
         self.processes = max(1, min(processes, len(hosts) or 1))
         self.controller = controller
         names = list(hosts)
@@ -78,7 +79,8 @@ class Swarm:
         try:
             for w in range(self.processes):
                 spec = {"control": os.path.join(self.run_dir, f"worker{w}.ctl"), "controller": self.controller,
-                        "hosts": [{"name": n, "db_socket": self.ovsdb_remote(n)[5:], "nics": self.hosts[n]}
+                        "hosts": [{"name": n, "db_socket": self.ovsdb_remote(n)[5:], "nics": self.hosts[n],
+                                   "tls": self.tls.get(n)}
                                   for n, i in self.worker_of.items() if i == w]}
                 path = os.path.join(self.run_dir, f"worker{w}.json")
                 with open(path, "w") as f:

@@ -11,6 +11,22 @@ from lab.swarm import Swarm, nic
 from topology.errors import WeftError
 
 
+def _lab_certificates(names: list[str]) -> dict[str, dict] | None:
+    """With a lab up, a certificate from its CA for each emulated host (so each switch can
+    connect to the lab's weftd over TLS as itself); None without one."""
+    from lab.pki import Pki, lab_pki_dir
+    from lab.state import paths
+
+    pki = Pki(lab_pki_dir(paths().dir))
+    if not os.path.exists(pki.ca_key):
+        return None
+    out = {}
+    for name in names:
+        key, cert = pki.issue(name)
+        out[name] = {"ca": pki.ca_cert, "key": key, "cert": cert}
+    return out
+
+
 def run(args, client) -> int:
     """Start --hosts emulated hosts with --ports-per-host NICs each; print status until SIGINT/SIGTERM."""
     if args.hosts < 1 or args.ports_per_host < 0:
@@ -21,10 +37,11 @@ def run(args, client) -> int:
     nics: dict[str, list] = {}
     if args.network and args.network.count("/") != 1:
         raise WeftError(f"--network {args.network!r}: expected TENANT/NET")
+    tls = _lab_certificates(names)
     for i, name in enumerate(names):
-        if args.register:
+        if args.register:      # a unix socket on this machine: no TLS to be had, said explicitly
             client.post("/v1/hosts", {"name": name, "tunnel_ip": f"198.18.{i // 250 + 100}.{i % 250 + 1}",
-                                      "ovsdb": probe.ovsdb_remote(name)})
+                                      "ovsdb": probe.ovsdb_remote(name), "insecure": True})
         ids = []
         for k in range(args.ports_per_host):
             if args.network:
@@ -34,7 +51,7 @@ def run(args, client) -> int:
             else:
                 ids.append(str(uuid.uuid4()))
         nics[name] = [nic(i, k, pid) for k, pid in enumerate(ids)]
-    swarm = Swarm(run_dir, nics, args.processes, controller=args.controller)
+    swarm = Swarm(run_dir, nics, args.processes, controller=args.controller, tls=tls)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:

@@ -58,10 +58,12 @@ def _where(u) -> list:
 class EmulatedHost:
     """One hypervisor. `start()` serves its OVSDB socket; the switch connects once it has a target."""
 
-    def __init__(self, name: str, db_socket: str, nics: list[dict], controller: str | None = None):
+    def __init__(self, name: str, db_socket: str, nics: list[dict], controller: str | None = None,
+                 tls: dict | None = None):
         self.name = name
         self.db_socket = db_socket
         self.override = controller              # a target of our own instead of the Controller rows
+        self.tls = tls                          # {"ca", "key", "cert"}: ssl: targets too, as this host
         self.db = Database(vswitch_schema(), _schema_cache)
         self.switch = EmulatedSwitch(default_dpid(name), on_change=self._switch_changed)
         self.next_ofport = 1
@@ -209,7 +211,8 @@ class EmulatedHost:
             self.switch.add_port(ofport, name, _mac_for(self.name, ofport))
         reconnect = dpid != self.switch.dpid
         self.switch.dpid = dpid
-        wanted = (self.override,) if self.override else tuple(t for t in targets if t.startswith("tcp:"))
+        schemes = ("tcp:", "ssl:") if self.tls else ("tcp:",)
+        wanted = (self.override,) if self.override else tuple(t for t in targets if t.startswith(schemes))
         if wanted != self.targets or reconnect:
             self.targets = wanted
             self._restart_of()
@@ -261,13 +264,23 @@ class EmulatedHost:
             except RuntimeError:
                 pass                        # no loop yet: start() calls _vswitchd again
 
+    def _ssl_context(self):
+        """A switch's TLS client: this host's certificate, weftd's checked against the CA."""
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(self.tls["ca"])
+        ctx.load_cert_chain(self.tls["cert"], self.tls["key"])
+        return ctx
+
     async def _run_of(self, target: str) -> None:
-        _proto, host, port = target.split(":")
+        proto, host, port = target.split(":")
+        ctx = self._ssl_context() if proto == "ssl" else None
         backoff = 0.1
         while True:
             writer = None
             try:
-                reader, writer = await asyncio.open_connection(host, int(port))
+                reader, writer = await asyncio.open_connection(host, int(port), ssl=ctx)
                 self.connects += 1
                 backoff = 0.1
                 framer = W.Framer()

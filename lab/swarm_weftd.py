@@ -56,6 +56,7 @@ class Weftd:
         cmd = [sys.executable, "-m", "controller.daemon", "--run-dir", self.run_dir, "--nb", self.nb,
                "--of-listen", f"127.0.0.1:{self.of_port}", "--api-listen", f"127.0.0.1:{self.api_port}",
                "--api-token-file", token_file, "--api-no-tls",        # loopback only
+               "--insecure-openflow",            # the emulated switches speak plain TCP, on loopback
                "--pidfile", os.path.join(self.run_dir, "weftd.pid"),
                "--log-file", os.path.join(self.run_dir, "weftd.log"), *self.extra]
         self.started_at = time.monotonic()

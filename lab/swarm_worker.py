@@ -31,7 +31,8 @@ class Worker:
 
     async def start(self) -> None:
         for h in self.spec["hosts"]:
-            host = EmulatedHost(h["name"], h["db_socket"], h["nics"], self.spec.get("controller"))
+            host = EmulatedHost(h["name"], h["db_socket"], h["nics"], self.spec.get("controller"),
+                                h.get("tls"))
             self.hosts[h["name"]] = host
             await host.start()
         self.server = await asyncio.start_unix_server(self._control, path=self.spec["control"])
