@@ -162,13 +162,13 @@ class Controller:
         from controller import tlsconfig
 
         self.args = args
-        self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
-        tlsconfig.configure_ovsdb_client(self.tls)
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         check_bind(of_host, of_port, "OpenFlow (--of-listen)")
         if args.api_listen:
             check_bind(*_split_hostport(args.api_listen, "--api-listen"), "the API (--api-listen)")
+        self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
+        tlsconfig.configure_ovsdb_client(self.tls)
         self.driver = OpenFlowDriver()
         self.engine = Engine(self.driver, ha=args.ha)
         self.nb_remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))

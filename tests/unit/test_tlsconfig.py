@@ -65,3 +65,18 @@ def test_a_plain_remote_says_how_to_allow_it():
 def test_insecure_must_be_a_boolean(flag):
     with pytest.raises(WeftError, match="expected true or false"):
         check_ovsdb_remote("tcp:10.0.0.1:6640", flag)
+
+
+def test_weftd_without_tls_material_exits_non_zero_saying_what_is_missing(tmp_path, capsys):
+    import socket
+
+    from controller import daemon
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    rc = daemon.main(["--run-dir", str(tmp_path), "--of-listen", f"127.0.0.1:{port}"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "TLS-only" in err and "--ssl-key, --ssl-cert and --ssl-ca" in err and "--insecure-openflow" in err
+    assert not (tmp_path / "nb").exists()          # nothing was started
