@@ -154,7 +154,7 @@ def test_lab_ha_runs_three_nb_members_and_two_replicas(ha_lab):
         assert replica_client(ha_lab, name).get("/v1/tenants")[0]["name"] == "red"
     targets = ha_lab.exec("hv1", "ovs-vsctl", f"--db=unix:{ha_lab.dir}/hv1/db.sock",
                           "get-controller", "br-int").stdout.split()
-    assert sorted(targets) == ["tcp:198.19.0.1:6653", "tcp:198.19.0.2:6653"]
+    assert sorted(targets) == ["ssl:198.19.0.1:6653", "ssl:198.19.0.2:6653"]     # TLS, as every lab
 
 
 def test_kill_active_weftd_standby_takes_over_losing_no_ping_and_sending_no_flow_mod(ha_lab):
