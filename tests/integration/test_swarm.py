@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -83,6 +84,11 @@ def test_swarm_converges_and_follows_port_changes(world):
     # a red port plugged on hv1: the hosts with red ports change, blue-only hosts do not
     before = swarm.tables()
     port = weftd.post("/v1/ports", {"tenant": "red", "network": "net", "name": "new"})
+    # the test's own store hears of weftd's write asynchronously: expect nothing before it has
+    deadline = time.monotonic() + 10
+    while port["id"] not in store.model.ports and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert port["id"] in store.model.ports
     ofport = swarm.plug("hv1", {"iface_id": port["id"], "name": "tapnew", "mac": "fa:16:3f:00:00:01"})
     assert ofport == NICS + 1                      # numbered after the host's NICs, as OVS does
     added = expected_now(store, swarm)
