@@ -74,6 +74,7 @@ class Api:
             ("GET", r"/v1/hosts", self.list_hosts),
             ("POST", r"/v1/hosts", self.add_host),
             ("DELETE", rf"/v1/hosts/{SEG}", self.delete_host),
+            ("PATCH", rf"/v1/hosts/{SEG}", self.update_host),
             ("GET", rf"/v1/hosts/{SEG}/flows", self.host_flows),
             ("GET", r"/v1/status", self.status),
             ("GET", r"/v1/cluster", self.cluster_status),
@@ -431,6 +432,20 @@ class Api:
         self._required(body, "name", "tunnel_ip", "ovsdb")
         check_ovsdb_remote(body["ovsdb"], body.get("insecure", False))   # ssl: only, unless told
         return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"], body.get("mgmt_ip"))
+
+    def update_host(self, name, query, body):
+        """PATCH {tunnel_ip?, ovsdb?, mgmt_ip? (null: forget it), insecure?}: only what is given changes."""
+        from controller.tlsconfig import check_ovsdb_remote
+
+        unknown = sorted(set(body) - {"tunnel_ip", "ovsdb", "mgmt_ip", "insecure"})
+        if unknown:
+            raise WeftError(f"unknown field(s) {', '.join(unknown)} (a host update takes tunnel_ip, "
+                            f"ovsdb, mgmt_ip and insecure)")
+        if "ovsdb" in body:
+            check_ovsdb_remote(body["ovsdb"], body.get("insecure", False))
+        return self.store.update_host(name, tunnel_ip=body.get("tunnel_ip"), ovsdb_remote=body.get("ovsdb"),
+                                      mgmt_ip=body.get("mgmt_ip"),
+                                      clear_mgmt_ip="mgmt_ip" in body and body["mgmt_ip"] is None)
 
     def delete_host(self, name, query, body):
         return self.store.delete_host(name)

@@ -241,6 +241,14 @@ def build_parser() -> Parser:
                         "is configured as the host)")
     p.add_argument("--mgmt-ip", help="the address its flow exporters send from")
     _out(p)
+    p = host.add_parser("update", help="change a hypervisor's tunnel IP, OVSDB remote or management IP")
+    p.add_argument("name")
+    p.add_argument("--tunnel-ip")
+    p.add_argument("--ovsdb", help="ssl:IP:PORT (unix:/tcp: only with --insecure)")
+    p.add_argument("--insecure", action="store_true", help="allow a unix: or tcp: OVSDB remote")
+    p.add_argument("--mgmt-ip")
+    p.add_argument("--no-mgmt-ip", action="store_true", help="forget its management IP")
+    _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
     p.add_argument("name")
 
@@ -516,6 +524,15 @@ def cmd_host(args, client) -> int:
             body["insecure"] = True
         res = client.post("/v1/hosts", body)
         print(render(res, "json") if args.output == "json" else f"host {res['name']} registered")
+    elif args.sub == "update":
+        body = {k: v for k, v in (("tunnel_ip", args.tunnel_ip), ("ovsdb", args.ovsdb),
+                                  ("mgmt_ip", args.mgmt_ip)) if v is not None}
+        if args.no_mgmt_ip:
+            body["mgmt_ip"] = None
+        if args.insecure:
+            body["insecure"] = True
+        res = client.request("PATCH", f"/v1/hosts/{seg(args.name)}", body=body)
+        print(render(res, "json") if args.output == "json" else f"host {res['name']} updated")
     elif args.sub == "delete":
         client.delete(f"/v1/hosts/{seg(args.name)}")
         print(f"host {args.name} deleted")

@@ -105,8 +105,16 @@ def _wait_api(proc: subprocess.Popen, client, svc: dict, deadline: float, timeou
 
 
 def _register(client, name: str, info: dict) -> None:
-    client.post("/v1/hosts", {"name": name, "tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"],
-                              "mgmt_ip": info["mgmt_ip"]})
+    """Register the host; one the store already has (a restarted weftd) is updated to the lab's
+    settings instead (adding an existing host is refused with 409)."""
+    from topology.errors import WeftError
+    body = {"tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"], "mgmt_ip": info["mgmt_ip"]}
+    try:
+        client.post("/v1/hosts", {"name": name, **body})
+    except WeftError as exc:
+        if exc.status != 409 or "already exists" not in str(exc):
+            raise
+        client.request("PATCH", f"/v1/hosts/{name}", body=body)
 
 
 def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> None:

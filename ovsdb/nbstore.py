@@ -403,6 +403,7 @@ class NorthboundStore:
         """`cidr`: the IPv4 prefix, or a list of prefixes (one IPv4, at most one IPv6)."""
         validate.name("network", name)
         net, net6 = validate.network_cidrs(cidr)
+        dhcp = self._bool(dhcp, "dhcp")                 # "no" is not false: it is refused
         gw = validate.gateway(gateway, net)
         dns = validate.dns_servers(dns)
 
@@ -416,7 +417,7 @@ class NorthboundStore:
             row.tenant, row.name, row.cidr, row.vni = tenant, name, str(net.cidr), vni
             row.cidr6 = [str(net6.cidr)] if net6 is not None else []
             row.gateway = [gw]
-            row.dhcp = bool(dhcp)
+            row.dhcp = dhcp
             row.dns = list(dns)
             cidrs = [str(net.cidr)] + ([str(net6.cidr)] if net6 is not None else [])
             return {"tenant": tenant, "name": name, "cidr": str(net.cidr),
@@ -822,17 +823,52 @@ class NorthboundStore:
 
         def build(txn):
             host = self._ix.host.get(name)
+            if host is not None:
+                old = self._rec("Host", host)
+                raise Conflict(f"host {name!r} already exists (tunnel IP {old.tunnel_ip}, OVSDB "
+                               f"{old.ovsdb}): `weft host update` changes it")
             other = self._ix.host_by_ip.get(ip)
-            if other is not None and other != host:
+            if other is not None:
                 raise Conflict(f"tunnel IP {ip} is already used by host {self._rec('Host', other).name}")
-            if host is None:
-                row = txn.insert(self.idl.tables["Host"])
-                row.name = name
-            else:
-                row = self._row("Host", host)
+            row = txn.insert(self.idl.tables["Host"])
+            row.name = name
             row.tunnel_ip, row.ovsdb = ip, ovsdb_remote
             row.mgmt_ip = [mgmt] if mgmt else []
             return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote, "mgmt_ip": mgmt}
+        return self._transact(build)
+
+    def update_host(self, name: str, tunnel_ip: str | None = None, ovsdb_remote: str | None = None,
+                    mgmt_ip: str | None = None, clear_mgmt_ip: bool = False) -> dict:
+        """Change what is given of an existing host (what is not given stays as it is)."""
+        validate.name("host", name)
+        ip = str(validate.address(tunnel_ip, "tunnel IP")) if tunnel_ip is not None else None
+        mgmt = str(validate.address(mgmt_ip, "management IP")) if mgmt_ip is not None else None
+        if ovsdb_remote is not None and not ovsdb_remote.startswith(("unix:", "tcp:", "ssl:")):
+            raise WeftError(f"invalid OVSDB remote {ovsdb_remote!r}: expected unix:PATH, "
+                            f"tcp:IP:PORT or ssl:IP:PORT")
+        if mgmt is not None and clear_mgmt_ip:
+            raise WeftError("give a management IP or clear it, not both")
+        if ip is None and ovsdb_remote is None and mgmt is None and not clear_mgmt_ip:
+            raise WeftError("nothing to update: give tunnel_ip, ovsdb and/or mgmt_ip")
+
+        def build(txn):
+            host = self._ix.host.get(name)
+            if host is None:
+                raise NotFound(f"no host named {name!r}")
+            if ip is not None:
+                other = self._ix.host_by_ip.get(ip)
+                if other is not None and other != host:
+                    raise Conflict(f"tunnel IP {ip} is already used by host {self._rec('Host', other).name}")
+            row = self._row("Host", host)
+            if ip is not None:
+                row.tunnel_ip = ip
+            if ovsdb_remote is not None:
+                row.ovsdb = ovsdb_remote
+            if mgmt is not None or clear_mgmt_ip:
+                row.mgmt_ip = [mgmt] if mgmt else []
+            old = self._rec("Host", host)
+            return {"name": name, "tunnel_ip": ip or old.tunnel_ip, "ovsdb": ovsdb_remote or old.ovsdb,
+                    "mgmt_ip": mgmt if (mgmt is not None or clear_mgmt_ip) else old.mgmt_ip}
         return self._transact(build)
 
     # traffic exporters

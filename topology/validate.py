@@ -29,7 +29,7 @@ RULE_FIELDS = ("direction", "proto", "port_min", "port_max", "icmp_type", "remot
 
 
 def name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):      # `$` would let "x\n" in
         raise WeftError(f"invalid {kind} name {value!r}: use 1-63 letters, digits, '_', '.', '-', "
                         f"starting with a letter or digit")
     return value
@@ -114,6 +114,8 @@ def network_cidrs(values) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork | None]:
 
 
 def address6(value: str, what: str = "IPv6 address") -> netaddr.IPAddress:
+    if not isinstance(value, str) or not value.isascii():
+        raise WeftError(f"invalid {what} {value!r}: expected an IPv6 address like fd00:1::5")
     try:
         return netaddr.IPAddress(value, 6)
     except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -155,6 +157,7 @@ def port_ips(values, v4net: netaddr.IPNetwork, gw: str | None, v6net: netaddr.IP
 
 
 def port_ip6(value: str, net: netaddr.IPNetwork | None, taken) -> str:
+    _same_prefix(value, net)
     ip = address6(value.split("/")[0])
     if net is None:
         raise WeftError(f"IP {text6(ip)} is IPv6 but the network has no IPv6 CIDR (create it with "
@@ -224,6 +227,8 @@ def gateway(value: str | None, net: netaddr.IPNetwork) -> str:
 
 
 def address(value: str, what: str = "IP address") -> netaddr.IPAddress:
+    if not isinstance(value, str) or not value.isascii():   # no integers, no non-ASCII digits
+        raise WeftError(f"invalid {what} {value!r}: expected an IPv4 address like 10.0.0.5")
     try:
         ip = netaddr.IPAddress(value, 4)
     except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -240,6 +245,7 @@ def usable(ip: netaddr.IPAddress, net: netaddr.IPNetwork, what: str) -> None:
 
 
 def port_ip(value: str, net: netaddr.IPNetwork, gw: str | None, taken: set[str]) -> str:
+    _same_prefix(value, net)
     ip = address(value.split("/")[0] if isinstance(value, str) else value)
     usable(ip, net, "IP")
     if gw and str(ip) == gw:
@@ -247,6 +253,16 @@ def port_ip(value: str, net: netaddr.IPNetwork, gw: str | None, taken: set[str])
     if str(ip) in taken:
         raise WeftError(f"IP {ip} is already used by another port of this network")
     return str(ip)
+
+
+def _same_prefix(value, net) -> None:
+    """`--ip ADDR/LEN` is accepted only when LEN is the network's own prefix length (it used to
+    be dropped silently: 10.1.0.77/8 on a /24 became 10.1.0.77)."""
+    if isinstance(value, str) and "/" in value and net is not None:
+        plen = value.split("/", 1)[1]
+        if not (plen.isascii() and plen.isdigit()) or int(plen) != net.prefixlen:
+            raise WeftError(f"IP {value!r}: its prefix /{plen} is not the network's "
+                            f"/{net.prefixlen} ({net.cidr}); give the address alone")
 
 
 def allocate_ip(net: netaddr.IPNetwork, gw: str | None, taken: set[str]) -> str:
@@ -272,6 +288,8 @@ def allocate_ip_from(net: netaddr.IPNetwork, gw: str | None, taken, start: int =
 
 
 def mac(value: str) -> str:
+    if not isinstance(value, str):           # netaddr would read an integer as a MAC
+        raise WeftError(f"invalid MAC address {value!r}: expected a string like 02:77:65:00:00:01")
     try:
         eui = netaddr.EUI(value)
     except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -351,7 +369,7 @@ def group_names(values, tenant: str, user: str) -> list[str]:
 
 
 def _int(value, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise WeftError(f"invalid {what} {value!r}: expected an integer from {lo} to {hi}")

@@ -225,3 +225,19 @@ def test_tcp_answers_are_not_held_back_by_nagle():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_host_add_is_409_for_an_existing_host_and_patch_changes_it(served):
+    c = Client("unix:" + served["unix"])
+    c.post("/v1/hosts", {"name": "hv1", "tunnel_ip": "192.0.2.1", "ovsdb": "ssl:192.0.2.1:6640"})
+    with pytest.raises(WeftError, match="already exists") as err:
+        c.post("/v1/hosts", {"name": "hv1", "tunnel_ip": "192.0.2.9", "ovsdb": "ssl:192.0.2.9:6640"})
+    assert err.value.status == 409
+    res = c.request("PATCH", "/v1/hosts/hv1", body={"tunnel_ip": "192.0.2.2"})
+    assert (res["tunnel_ip"], res["ovsdb"]) == ("192.0.2.2", "ssl:192.0.2.1:6640")
+    for bad, says in (({"ovsdb": "tcp:192.0.2.1:6640"}, "not TLS"), ({"colour": "red"}, "unknown field"),
+                      ({}, "nothing to update")):
+        with pytest.raises(WeftError, match=says):
+            c.request("PATCH", "/v1/hosts/hv1", body=bad)
+    (host,) = c.get("/v1/hosts")
+    assert host["tunnel_ip"] == "192.0.2.2"

@@ -99,6 +99,7 @@ def _random_op(store, rng):
         "detach": lambda: store.detach(t, "r", n),
         "add_route": lambda: store.add_route(t, "r", "192.168.0.0/24", "10.0.0.6"),
         "add_host": lambda: store.add_host(rng.choice(HOSTS), f"192.0.2.{rng.randint(1, 3)}", "unix:/x"),
+        "update_host": lambda: store.update_host(rng.choice(HOSTS), tunnel_ip=f"192.0.2.{rng.randint(1, 3)}"),
         "delete_host": lambda: store.delete_host(rng.choice(HOSTS)),
         "bind": lambda: store.sync_bindings(rng.choice(HOSTS), {
             u: rng.randint(1, 5) for u in rng.sample(sorted(m.ports), min(len(m.ports), rng.randint(0, 3)))}),
