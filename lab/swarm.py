@@ -139,20 +139,10 @@ class Swarm:
     def _all(self, req: dict) -> list:
         """The same request to every worker, in parallel."""
         out = [None] * len(self.controls)
-        errors = []
 
         def one(i):
-            try:
-                out[i] = self.controls[i].call(req)
-            except Exception as exc:
-                errors.append(exc)
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(self.controls))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+            out[i] = self.controls[i].call(req)
+        _in_parallel(one, [(i,) for i in range(len(self.controls))])
         return out
 
     def status(self) -> dict:
@@ -196,22 +186,32 @@ class Swarm:
         split: dict[int, dict] = {}
         for host, d in digests.items():
             split.setdefault(self.worker_of[host], {})[host] = d
-        out, errors = {}, []
+        out = {}
 
         def one(w, part):
             # a connection of its own: a long wait must not hold up status() and the others
             ctl = _Control(os.path.join(self.run_dir, f"worker{w}.ctl"))
             try:
                 out.update(ctl.call({"op": "expect", "digests": part, "timeout": timeout}))
-            except Exception as exc:
-                errors.append(exc)
             finally:
                 ctl.close()
-        threads = [threading.Thread(target=one, args=item, daemon=True) for item in split.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        _in_parallel(one, list(split.items()))
         return out
+
+
+def _in_parallel(fn, arg_tuples: list[tuple]) -> None:
+    """fn(*args) for each args on a thread of its own; raises the first error once all are done."""
+    errors = []
+
+    def run(*args):
+        try:
+            fn(*args)
+        except Exception as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=args, daemon=True) for args in arg_tuples]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -32,14 +32,18 @@ def normalise_mac(mac: str) -> str:
     return str(value)
 
 
-def parse_ip(ip: str) -> netaddr.IPNetwork:
+def _parse_net(ip: str, version: int, default_len: int, what: str, example: str) -> netaddr.IPNetwork:
     try:
-        net = netaddr.IPNetwork(ip if "/" in ip else ip + "/24")
+        net = netaddr.IPNetwork(ip if "/" in ip else f"{ip}/{default_len}")
     except (netaddr.AddrFormatError, TypeError, ValueError):
-        raise WeftError(f"invalid IP address {ip!r}: expected e.g. 10.0.0.5/24") from None
-    if net.version != 4:
-        raise WeftError(f"invalid IP address {ip!r}: lab VMs take IPv4 addresses")
+        raise WeftError(f"invalid {what} {ip!r}: expected e.g. {example}") from None
+    if net.version != version:
+        raise WeftError(f"invalid {what} {ip!r}: expected e.g. {example}")
     return net
+
+
+def parse_ip(ip: str) -> netaddr.IPNetwork:
+    return _parse_net(ip, 4, 24, "IP address", "10.0.0.5/24 (lab VMs take IPv4 addresses here)")
 
 
 def tap_name(vm: str) -> str:
@@ -47,13 +51,7 @@ def tap_name(vm: str) -> str:
 
 
 def parse_ip6(ip: str) -> netaddr.IPNetwork:
-    try:
-        net = netaddr.IPNetwork(ip if "/" in ip else ip + "/64")
-    except (netaddr.AddrFormatError, TypeError, ValueError):
-        raise WeftError(f"invalid IPv6 address {ip!r}: expected e.g. fd00:1::5/64") from None
-    if net.version != 6:
-        raise WeftError(f"invalid IPv6 address {ip!r}: expected e.g. fd00:1::5/64")
-    return net
+    return _parse_net(ip, 6, 64, "IPv6 address", "fd00:1::5/64")
 
 
 def create(name: str, host: str, mac: str, ip: str | None, iface_id: str,
