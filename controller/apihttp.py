@@ -48,7 +48,7 @@ def _json_error(status: int, message: str, headers: dict | None = None) -> Respo
 async def _body(request: Request) -> dict:
     """The request's JSON object body ({} when empty); WeftError 413/400 when it is not one."""
     declared = request.headers.get("content-length")
-    if declared is not None and int(declared) > MAX_BODY:          # h11 has checked it is digits
+    if declared is not None and int(declared) > MAX_BODY:     # the parser has checked it is digits
         raise WeftError(f"request body too large: {declared} bytes (at most {MAX_BODY})", 413)
     chunks, size = [], 0
     async for chunk in request.stream():
