@@ -1,7 +1,8 @@
 """Time-bucketed traffic between endpoints, with matrix/top/host/network queries and bounded memory.
 
 Storage: buckets of `bucket_seconds` (default 10 s, by collector receive time), each a dict
-(src Endpoint, dst Endpoint) -> [bytes, packets, first_seen, last_seen]. Memory is bounded
+(src Endpoint, dst Endpoint, Service or None) -> [bytes, packets, first_seen, last_seen]
+(`collectors.services`: IP protocol, service port, towards the server or not). Memory is bounded
 by `retention_seconds / bucket_seconds` buckets (older ones are dropped) times `max_keys`
 keys per bucket: when a bucket grows past `max_keys`, its smallest keys (by bytes) are folded
 into one `other` -> `other` key, so totals stay exact while detail is lost.
@@ -14,6 +15,9 @@ start, until now or `until`), so it has bucket granularity. `src_tenant`/`dst_te
 tenant the endpoint was seen in (also set for an unknown address seen inside a tenant's
 network), None when not known; a `tenant=` filter keeps rows where either side is that tenant.
 
+`flows()` keeps the service: rows per (src VM, dst VM, proto, port, to_server), the raw
+material of least-privilege suggestions and what-if replays.
+
 `tenant_pairs()` holds cumulative (since start) bytes/packets per (src tenant, dst tenant)
 pair, with "unknown" for any endpoint that is not a known port: a monotonic source for
 Prometheus counters, bounded by `max_pairs` (overflow goes to ("other", "other")).
@@ -24,6 +28,7 @@ import threading
 import time
 
 from .attribution import Endpoint
+from .services import label as service_label
 
 BY = ("vm", "network", "tenant")
 OTHER = Endpoint(address="other")
@@ -72,14 +77,14 @@ class Aggregator:
         return (ts // b) * b
 
     def add(self, src: Endpoint, dst: Endpoint, nbytes: int, packets: int,
-            ts: float | None = None) -> None:
+            ts: float | None = None, service=None) -> None:
         """Account one (already deduplicated) record."""
         if ts is None:
             ts = self.clock()
-        self.add_batch({self.bucket_of(ts): {(src, dst): [nbytes, packets, ts, ts]}})
+        self.add_batch({self.bucket_of(ts): {(src, dst, service): [nbytes, packets, ts, ts]}})
 
     def add_batch(self, batch: dict) -> None:
-        """Merge {bucket_start: {(src, dst): [bytes, packets, first, last]}} into the store."""
+        """Merge {bucket_start: {(src, dst[, service]): [bytes, packets, first, last]}}."""
         with self._lock:
             pairs = self._pairs
             for start, entries in batch.items():
@@ -87,6 +92,8 @@ class Aggregator:
                 if bucket is None:
                     bucket = self._buckets[start] = {}
                 for key, (nb, np, first, last) in entries.items():
+                    if len(key) == 2:
+                        key = (key[0], key[1], None)
                     e = bucket.get(key)
                     if e is None:
                         bucket[key] = [nb, np, first, last]
@@ -116,7 +123,7 @@ class Aggregator:
     def _evict(self, bucket: dict) -> None:
         """Fold the smallest keys into other->other, leaving ~90% of max_keys."""
         keep = max(1, self.max_keys - self.max_keys // 10)
-        other_key = (OTHER, OTHER)
+        other_key = (OTHER, OTHER, None)
         other = bucket.pop(other_key, None)
         victims = sorted(bucket.items(), key=lambda kv: kv[1][0])[:max(0, len(bucket) - keep + 1)]
         if other is None:
@@ -169,7 +176,7 @@ class Aggregator:
             buckets, window = self._selected(since, until)
             labels: dict = {}
             for _s, entries in buckets:
-                for (src, dst), (nb, np, first, last) in entries.items():
+                for (src, dst, _svc), (nb, np, first, last) in entries.items():
                     st, dt = src.tenant, dst.tenant
                     if tenant is not None and st != tenant and dt != tenant:
                         continue
@@ -202,12 +209,55 @@ class Aggregator:
         """The `n` largest rows of `matrix` by bytes."""
         return self.matrix(since, by, tenant, until)[:max(0, n)]
 
+    def flows(self, since: float | None = None, tenant: str | None = None,
+              until: float | None = None) -> list[dict]:
+        """Rows per (src VM, dst VM, service), largest bytes first: `proto` (tcp, udp, icmp...
+        or the number), `port` (the service port, None without ports), `to_server` (the
+        bytes went from the client to the service) besides matrix's columns."""
+        rows: dict[tuple, list] = {}
+        with self._lock:
+            buckets, window = self._selected(since, until)
+            labels: dict = {}
+            for _s, entries in buckets:
+                for (src, dst, svc), (nb, np, first, last) in entries.items():
+                    st, dt = src.tenant, dst.tenant
+                    if tenant is not None and st != tenant and dt != tenant:
+                        continue
+                    sl = labels.get(src)
+                    if sl is None:
+                        sl = labels[src] = endpoint_label(src, "vm")
+                    dl = labels.get(dst)
+                    if dl is None:
+                        dl = labels[dst] = endpoint_label(dst, "vm")
+                    k = (sl, dl, st, dt, svc)
+                    r = rows.get(k)
+                    if r is None:
+                        rows[k] = [nb, np, first, last]
+                    else:
+                        r[0] += nb
+                        r[1] += np
+                        if first < r[2]:
+                            r[2] = first
+                        if last > r[3]:
+                            r[3] = last
+        out = []
+        for (sl, dl, st, dt, svc), (nb, np, first, last) in rows.items():
+            proto, port = service_label(svc)
+            out.append({"src": sl, "dst": dl, "src_tenant": st, "dst_tenant": dt,
+                        "proto": proto, "port": port,
+                        "to_server": None if svc is None else svc.to_server,
+                        "bytes": nb, "packets": np, "rate_bps": round(nb * 8 / window, 3),
+                        "first_seen": first, "last_seen": last})
+        out.sort(key=lambda r: (-r["bytes"], r["src"], r["dst"], r["proto"] or "",
+                                r["port"] or 0))
+        return out
+
     def _totals(self, since, until, side_keys) -> list[dict]:
         acc: dict = {}
         with self._lock:
             buckets, window = self._selected(since, until)
             for _s, entries in buckets:
-                for (src, dst), (nb, np, _f, _l) in entries.items():
+                for (src, dst, _svc), (nb, np, _f, _l) in entries.items():
                     for direction, ep in (("tx", src), ("rx", dst)):
                         k = side_keys(ep)
                         if k is None:

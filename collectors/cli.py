@@ -34,6 +34,8 @@ from topology.model import Binding, Host, Model, Network, Port, Tenant
 PROG = "weft collect"
 MATRIX_COLUMNS = ("src", "dst", "src_tenant", "dst_tenant", "bytes", "packets", "rate_bps",
                   "first_seen", "last_seen")
+FLOW_COLUMNS = ("src", "dst", "proto", "port", "to_server", "src_tenant", "dst_tenant", "bytes",
+                "packets", "rate_bps", "first_seen", "last_seen")
 COUNTER_COLUMNS = ("protocol", "datagrams", "records", "malformed", "flows", "counted",
                    "deduplicated", "sequence_gaps", "lost_records", "exporters")
 

@@ -30,6 +30,7 @@ from .errors import MalformedDatagram
 from .ipfix import IpfixDecoder
 from .netflow_v9 import NetflowV9Decoder
 from .packet import VXLAN_PORT
+from .services import classify, classify_ipv4
 from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
 from .stats import CollectorStats
 from .templates import TemplateCache
@@ -276,7 +277,8 @@ class _Receiver:
                     a = memo.get(key)
                     if a is not None:
                         rate = s.sampling_rate or 1
-                        append((a, raw.frame_length * rate, rate))
+                        # the inner IPv4 header starts at byte 64 (vxlan_key checked it)
+                        append((a, raw.frame_length * rate, rate, classify_ipv4(raw.header, 64)))
                         continue
             if full is None:
                 full = normalise.from_sflow(dg, agent, now)
@@ -286,7 +288,8 @@ class _Receiver:
                 if len(memo) >= attributor.cache_max:
                     memo.clear()
                 memo[key] = a
-            append((a, rec.bytes, rec.packets))
+            append((a, rec.bytes, rec.packets,
+                    classify(rec.ip_protocol, rec.src_port, rec.dst_port)))
         self._account("sflow", items, now)
 
     def _netflow(self, data: bytes, src: str, now: float) -> None:
@@ -314,7 +317,8 @@ class _Receiver:
                 if len(memo) >= attributor.cache_max:
                     memo.clear()
                 memo[key] = a
-            append((a, r.octets * scale, r.packets * scale))
+            append((a, r.octets * scale, r.packets * scale,
+                    classify(r.protocol, r.src_port, r.dst_port)))
         self._account("netflow5", items, now)
 
     def _ipfix(self, data: bytes, src: str, now: float) -> None:
@@ -324,10 +328,13 @@ class _Receiver:
 
     def _records(self, proto: str, recs: list, now: float) -> None:
         attribute = self.service.attributor.attribute
-        self._account(proto, [(attribute(r), r.bytes, r.packets) for r in recs], now)
+        self._account(proto, [(attribute(r), r.bytes, r.packets,
+                               classify(r.ip_protocol, r.src_port, r.dst_port)) for r in recs],
+                      now)
 
     def _account(self, proto: str, items: list, now: float) -> None:
-        """Pre-aggregate (Attribution, bytes, packets); keyed by the memoised object's id."""
+        """Pre-aggregate (Attribution, bytes, packets, Service); keyed by the memoised
+        attribution's id and the service."""
         bs = self.service.bucket_seconds
         start = (now // bs) * bs
         if start != self._cur_start:
@@ -335,16 +342,17 @@ class _Receiver:
             self._cur_start = start
         cur = self._cur
         counted = 0
-        for a, nb, np in items:
+        for a, nb, np, svc in items:
             if a.counted:
                 counted += 1
-                e = cur.get(id(a))
+                k = (id(a), svc)
+                e = cur.get(k)
                 if e is None:
-                    cur[id(a)] = [a, nb, np, now, now]
+                    cur[k] = [a, svc, nb, np, now, now]
                 else:
-                    e[1] += nb
-                    e[2] += np
-                    e[4] = now
+                    e[2] += nb
+                    e[3] += np
+                    e[5] = now
         f = self.flows[proto]
         f[0] += len(items)
         f[1] += counted
@@ -356,8 +364,8 @@ class _Receiver:
         out = {}
         for start, entries in self._batch.items():
             merged = out.setdefault(start, {})
-            for a, nb, np, first, last in entries.values():
-                key = (a.src, a.dst)
+            for a, svc, nb, np, first, last in entries.values():
+                key = (a.src, a.dst, svc)
                 m = merged.get(key)
                 if m is None:
                     merged[key] = [nb, np, first, last]
@@ -571,6 +579,11 @@ class CollectorService:
                until: float | None = None) -> list[dict]:
         self.flush()
         return self.aggregator.matrix(since, by, tenant, until)
+
+    def flows(self, since: float | None = None, tenant: str | None = None,
+              until: float | None = None) -> list[dict]:
+        self.flush()
+        return self.aggregator.flows(since, tenant, until)
 
     def top(self, n: int = 10, since: float | None = None, by: str = "vm",
             tenant: str | None = None, until: float | None = None) -> list[dict]:

@@ -81,6 +81,7 @@ class Api:
             ("GET", r"/v1/traffic/config", self.traffic_config),
             ("POST", r"/v1/traffic/config", self.set_traffic_config),
             ("GET", r"/v1/traffic/matrix", self.traffic_matrix),
+            ("GET", r"/v1/traffic/flows", self.traffic_flows),
             ("GET", r"/v1/traffic/top", self.traffic_top),
             ("GET", r"/v1/traffic/status", self.traffic_status),
         ]
@@ -520,6 +521,12 @@ class Api:
         if tenant and tenant not in self.model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
         return self._active_rates(self._source(query).matrix(self._since(query), self._by(query), tenant))
+
+    def traffic_flows(self, query, body):
+        tenant = query.get("tenant", [None])[0]
+        if tenant and tenant not in self.model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        return self._active_rates(self._source(query).flows(self._since(query), tenant))
 
     def traffic_top(self, query, body):
         try:

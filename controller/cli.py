@@ -267,6 +267,13 @@ def build_parser() -> Parser:
         else:
             p.add_argument("-n", type=int, default=10, help="how many (default 10)")
         p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
+    p = traffic.add_parser("flows", help="traffic between VMs per service (protocol, server port, "
+                           "direction)")
+    p.add_argument("--since", help="only the last DURATION (e.g. 30s, 5m, 1h)")
+    p.add_argument("--tenant", help="only pairs with this tenant on one side")
+    p.add_argument("--source", choices=["sflow", "netflow", "ipfix"], default="sflow",
+                   help="which collector to report (default sflow)")
+    p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     p = traffic.add_parser("status", help="per exporter: datagrams, records, malformed, gaps, templates")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     p = traffic.add_parser("config", help="show or change what the hosts export")
@@ -543,8 +550,13 @@ def cmd_host(args, client) -> int:
 
 
 def cmd_traffic(args, client) -> int:
-    from collectors.cli import render_matrix
+    from collectors.cli import FLOW_COLUMNS, render_matrix
 
+    if args.sub == "flows":
+        rows = client.get("/v1/traffic/flows", since=args.since, tenant=args.tenant,
+                          source=args.source)
+        print(render_matrix(rows, args.output, FLOW_COLUMNS))
+        return 0
     if args.sub in ("matrix", "top"):
         query = {"since": args.since, "by": args.by, "source": args.source}
         if args.sub == "matrix":

@@ -118,6 +118,24 @@ def test_tenant_matrix_and_top_talkers(tlab):
     assert csv_out.splitlines()[0].startswith("src,dst,src_tenant,dst_tenant,bytes,packets")
 
 
+def test_flows_name_the_service_port_and_direction(tlab):
+    lab, sent = tlab
+    for source in ("sflow", "netflow", "ipfix"):
+        rows = lab.json("traffic", "flows", "--source", source, "--tenant", "red")
+        by = {(r["src"], r["dst"], r["proto"], r["port"], r["to_server"]): r for r in rows}
+        # iperf3 -u: the client's datagrams go to the server's UDP port 5201
+        stream = by.get(("red/net/r1", "red/net/r2", "udp", 5201, True))
+        assert stream is not None, (source, rows)
+        wire = sent[("r1", "r2")][0] + sent[("r1", "r2")][1] * WIRE_OVERHEAD
+        assert stream["bytes"] >= 0.5 * wire, (source, stream, wire)
+        # ping r3 -> r1: ICMP, no port; nothing of red towards blue
+        assert ("red/net/r3", "red/net/r1", "icmp", None, True) in by, (source, rows)
+        assert all(r["src_tenant"] == r["dst_tenant"] == "red" for r in rows
+                   if not (r["src"].startswith("unknown") or r["dst"].startswith("unknown")))
+    csv_out = lab.weft("traffic", "flows", "-o", "csv").stdout
+    assert csv_out.splitlines()[0].startswith("src,dst,proto,port,to_server")
+
+
 def test_status_config_and_bad_input(tlab):
     lab, _sent = tlab
     status = lab.json("traffic", "status")

@@ -23,6 +23,7 @@ import test_collect_fixtures as fx  # noqa: E402
 from collectors import netflow_v5, normalise, sflow  # noqa: E402
 from collectors.attribution import Attributor  # noqa: E402
 from collectors.packet import parse_ethernet  # noqa: E402
+from collectors.services import classify, label as service_label  # noqa: E402
 from collectors.service import (CollectorService, _Receiver, kernel_drops,  # noqa: E402
                                 parse_addr, vxlan_key)
 from topology.model import Binding, Host, Model, Network, Port, Tenant  # noqa: E402
@@ -263,14 +264,24 @@ def _frames() -> list[bytes]:
         bytes(OUTER / UDP(dport=4789) / VXLAN(vni=5001) / ipv6_inner),
         bytes(INNER), bytes(Ether(src=MAC2, dst=MAC1) / IP(src="10.0.0.2", dst="10.0.0.1")),
         vxlan(5001)[:70],  # cut inside the inner frame
+        bytes(OUTER / UDP(dport=4789) / VXLAN(vni=5001)   # the reply of INNER: from the service
+              / (Ether(src=MAC2, dst=MAC1) / IP(src="10.0.0.2", dst="10.0.0.1")
+                 / TCP(sport=443, dport=33000))),
+        bytes(OUTER / UDP(dport=4789) / VXLAN(vni=5001)
+              / (Ether(src=MAC1, dst=MAC2) / IP(src="10.0.0.1", dst="10.0.0.2")
+                 / UDP(sport=40000, dport=5201)))[:108],   # cut inside the UDP ports
+        bytes(OUTER / UDP(dport=4789) / VXLAN(vni=5001)
+              / (Ether(src=MAC1, dst=MAC2) / IP(src="10.0.0.1", dst="10.0.0.2", frag=10)
+                 / UDP(sport=40000, dport=5201))),          # a later fragment: no ports
         bytes(OUTER / UDP(dport=4789) / VXLAN(vni=5001)
               / (Ether(src=MAC1, dst=MAC2) / IP(src="10.0.0.1", dst="10.0.0.99", ihl=6,
                                                  options=b"\x01\x01\x01\x01"))),
     ]
 
 
-def _reference(datagrams, m) -> dict:
-    """normalise + attribute with a fresh Attributor, summed per (src, dst) when counted."""
+def _reference(datagrams, m, services: bool = False) -> dict:
+    """normalise + attribute with a fresh Attributor, summed per (src, dst) when counted
+    (per (src, dst, proto, port, to_server) with `services`)."""
     att = Attributor(m, EXPORTERS, ifindexes=IFINDEX)
     out: dict = {}
     for kind, exporter, data in datagrams:
@@ -282,6 +293,10 @@ def _reference(datagrams, m) -> dict:
             a = att.attribute(r)
             if a.counted:
                 k = (a.src.label(), a.dst.label(), a.src.tenant, a.dst.tenant)
+                if services:
+                    proto, port = service_label(classify(r.ip_protocol, r.src_port, r.dst_port))
+                    svc = classify(r.ip_protocol, r.src_port, r.dst_port)
+                    k += (proto, port, None if svc is None else svc.to_server)
                 v = out.setdefault(k, [0, 0])
                 v[0] += r.bytes
                 v[1] += r.packets
@@ -326,6 +341,12 @@ def test_fast_paths_equal_normalise_then_attribute():
     got = {(r["src"], r["dst"], r["src_tenant"], r["dst_tenant"]): [r["bytes"], r["packets"]]
            for r in svc.matrix()}
     assert got == {k: [2 * v[0], 2 * v[1]] for k, v in ref.items()}
+    ref_flows = _reference(datagrams, m, services=True)
+    got_flows = {(r["src"], r["dst"], r["src_tenant"], r["dst_tenant"], r["proto"], r["port"],
+                  r["to_server"]): [r["bytes"], r["packets"]] for r in svc.flows()}
+    assert got_flows == {k: [2 * v[0], 2 * v[1]] for k, v in ref_flows.items()}
+    assert ("red/net/a", "red/net/b", "red", "red", "tcp", 443, True) in got_flows
+    assert ("red/net/b", "red/net/a", "red", "red", "tcp", 443, False) in got_flows
     assert len(svc.attributor.memo()) > 0
     assert {k[0] for k in got} >= {"red/net/a", "blue/net/a"}
 
