@@ -84,6 +84,9 @@ class Api:
             ("GET", r"/v1/traffic/flows", self.traffic_flows),
             ("GET", r"/v1/traffic/top", self.traffic_top),
             ("GET", r"/v1/traffic/status", self.traffic_status),
+            ("GET", r"/v1/tokens", self.list_tokens),
+            ("POST", r"/v1/tokens", self.create_token),
+            ("DELETE", rf"/v1/tokens/{SEG}", self.delete_token),
         ]
 
     def dispatch(self, method: str, path: str, query: dict, body: dict):
@@ -174,9 +177,11 @@ class Api:
     # -- tenants
     def list_tenants(self, query, body):
         model = self.model
+        only = query.get("tenant", [None])[0]
         return [{"id": t.uuid, "name": t.name, "networks": model.network_count(t.name),
                  "ports": model.port_count(t.name)}
-                for t in sorted(model.tenants.values(), key=lambda t: t.name)]
+                for t in sorted(model.tenants.values(), key=lambda t: t.name)
+                if only is None or t.name == only]
 
     def create_tenant(self, query, body):
         self._required(body, "name")
@@ -535,7 +540,11 @@ class Api:
             raise WeftError("-n must be a whole number") from None
         if not 1 <= n <= 10000:
             raise WeftError("-n must be between 1 and 10000")
-        return self._active_rates(self._source(query).top(n, self._since(query), self._by(query)))
+        tenant = query.get("tenant", [None])[0]
+        if tenant and tenant not in self.model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        return self._active_rates(self._source(query).top(n, self._since(query), self._by(query),
+                                                          tenant))
 
     @staticmethod
     def _active_rates(rows: list[dict]) -> list[dict]:
@@ -545,6 +554,17 @@ class Api:
             span = max(1.0, (row["last_seen"] or 0) - (row["first_seen"] or 0))
             row["rate_bps"] = round(row["bytes"] * 8 / span, 3)
         return rows
+
+    # -- API tokens (admins only: see controller/access.py)
+    def list_tokens(self, query, body):
+        return self.store.list_tokens()
+
+    def create_token(self, query, body):
+        self._required(body, "name", "tenant")
+        return self.store.create_token(body["name"], body["tenant"])
+
+    def delete_token(self, name, query, body):
+        return self.store.delete_token(name)
 
     def traffic_status(self, query, body):
         return self._collectors().status()

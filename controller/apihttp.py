@@ -8,7 +8,9 @@ after a timeout, caps open connections (503 beyond) and the listen backlog is ou
 Starlette gives the request/response plumbing. What is weft's own stays here: every answer
 is JSON, bodies are capped at 1 MiB (413) before they are read, bad JSON is a 400, and the
 reads run on a bounded worker pool (anyio's, 40 threads); writes, which hold the store's
-lock through their commit anyway, run on the event loop itself (fewer thread hand-offs). On TCP every request needs the bearer token (constant-time compare).
+lock through their commit anyway, run on the event loop itself (fewer thread hand-offs). On TCP every request needs a bearer token: the admin token (constant-time compare) or a tenant token
+from the northbound database (looked up by its SHA-256); controller/access.py decides what a
+tenant token may do (403 otherwise). The unix socket is an admin's (its file mode guards it).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from controller.access import ADMIN, Principal, authorize
 from topology.errors import WeftError
 
 LOG = logging.getLogger(__name__)
@@ -70,27 +73,38 @@ async def _body(request: Request) -> dict:
 
 def make_app(api, token: str | None = None) -> Starlette:
     """The ASGI app over `api` (controller.api.Api); with `token`, every request must carry
-    `Authorization: Bearer TOKEN`."""
+    `Authorization: Bearer TOKEN` with that (admin) token or a tenant token of the store."""
     from controller.api import OPENAPI, encode_result
     expected = token.encode() if token else None
+    tenant_token = getattr(api.store, "token_principal", None)
+
+    def principal(request: Request) -> Principal | None:
+        if expected is None:
+            return ADMIN
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            return None
+        if hmac.compare_digest(value.encode(), expected):
+            return ADMIN
+        found = tenant_token(value) if tenant_token is not None else None
+        return Principal(*found) if found else None
 
     async def handle(request: Request) -> Response:
         method, path = request.method, request.url.path
-        if expected is not None:
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
-                return _json_error(401, "missing or wrong API token (Authorization: Bearer TOKEN; "
-                                        "the CLI reads WEFT_TOKEN)", {"WWW-Authenticate": "Bearer"})
+        who = principal(request)
+        if who is None:
+            return _json_error(401, "missing or wrong API token (Authorization: Bearer TOKEN; "
+                                    "the CLI reads WEFT_TOKEN)", {"WWW-Authenticate": "Bearer"})
         try:
             body = await _body(request)
+            query = authorize(who, method, path, parse_qs(request.url.query), body)
             if path == "/openapi.yaml" and method == "GET":
                 with open(OPENAPI, "rb") as f:
                     return Response(f.read(), 200, media_type="application/yaml")
             if path == "/metrics" and method == "GET":
                 text = await run_in_threadpool(api.metrics)
                 return Response(text, 200, media_type="text/plain; version=0.0.4; charset=utf-8")
-            query = parse_qs(request.url.query)
             if "wait" in query and method == "GET":
                 raise WeftError("wait=hv is for changes (POST, PATCH, DELETE)")
             if method in INLINE_METHODS and "wait" not in query:

@@ -262,9 +262,8 @@ def build_parser() -> Parser:
         p.add_argument("--by", choices=["vm", "network", "tenant"], default="vm")
         p.add_argument("--source", choices=["sflow", "netflow", "ipfix"], default="sflow",
                        help="which collector to report (default sflow)")
-        if name == "matrix":
-            p.add_argument("--tenant", help="only pairs with this tenant on one side")
-        else:
+        p.add_argument("--tenant", help="only pairs with this tenant on one side")
+        if name == "top":
             p.add_argument("-n", type=int, default=10, help="how many (default 10)")
         p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     p = traffic.add_parser("flows", help="traffic between VMs per service (protocol, server port, "
@@ -297,6 +296,17 @@ def build_parser() -> Parser:
     p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
     p.add_argument("host")
     _out(p)
+
+    tok = sub.add_parser("token", help="API tokens: per-tenant access over TCP (admins only)").add_subparsers(
+        dest="sub", metavar="TOKEN_COMMAND", parser_class=Parser)
+    tok.required = True
+    p = tok.add_parser("create", help="create a token that sees and changes only TENANT (prints its secret once)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name", help="the token's name (default TENANT-XXXXXX)")
+    _out(p)
+    _out(tok.add_parser("list", help="name and tenant of every token"))
+    p = tok.add_parser("delete", help="delete a token: requests with it are refused at once")
+    p.add_argument("name")
     return parser
 
 
@@ -558,10 +568,8 @@ def cmd_traffic(args, client) -> int:
         print(render_matrix(rows, args.output, FLOW_COLUMNS))
         return 0
     if args.sub in ("matrix", "top"):
-        query = {"since": args.since, "by": args.by, "source": args.source}
-        if args.sub == "matrix":
-            query["tenant"] = args.tenant
-        else:
+        query = {"since": args.since, "by": args.by, "source": args.source, "tenant": args.tenant}
+        if args.sub == "top":
             query["n"] = args.n
         rows = client.get(f"/v1/traffic/{args.sub}", **query)
         print(render_matrix(rows, args.output))
@@ -598,6 +606,24 @@ def cmd_flows(args, client) -> int:
     for r in rows:
         print(f"table={r['table']:<3} prio={r['priority']:<4} n_packets={r['packets']:<6} "
               f"{r['match']} actions={r['actions']}  [{r['feature']}: {r['owner']}]")
+    return 0
+
+
+def cmd_token(args, client) -> int:
+    if args.sub == "create":
+        import secrets
+        name = args.name or f"{args.tenant}-{secrets.token_hex(3)}"
+        res = client.post("/v1/tokens", {"name": name, "tenant": args.tenant})
+        if args.output == "json":
+            print(render(res, "json"))
+        else:
+            print(f"token {res['name']} for tenant {res['tenant']} (shown once; give it as WEFT_TOKEN):")
+            print(res["token"])
+    elif args.sub == "delete":
+        client.delete(f"/v1/tokens/{seg(args.name)}")
+        print(f"token {args.name} deleted")
+    else:
+        print(render(client.get("/v1/tokens"), args.output, ["name", "tenant"]))
     return 0
 
 
@@ -727,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_collector(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
-                   "sg": cmd_sg, "cluster": cmd_cluster}[args.command]
+                   "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token}[args.command]
         return handler(args, Client(wait_timeout=args.wait_timeout if wait else None))
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")

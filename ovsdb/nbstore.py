@@ -32,6 +32,7 @@ with warnings.catch_warnings():
 from ovsdb import pollfix  # noqa: F401  (poll(2) for the IDL: no fd limit of 1,023)
 from ovsdb.nblink import NbLink
 from ovsdb.nbserver import SCHEMA
+from ovsdb.nbtokens import TokenStoreMixin
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import addresses, validate
 from topology.changes import record_changes
@@ -58,7 +59,7 @@ class _Taken:
         return any(value in part for part in self.parts)
 
 
-class NorthboundStore:
+class NorthboundStore(TokenStoreMixin):
     def __init__(self, remote: str):
         helper = ovs.db.idl.SchemaHelper(location=SCHEMA)
         helper.register_all()
@@ -144,6 +145,9 @@ class NorthboundStore:
     def _refresh(self) -> bool:
         """Turn the IDL's tracked changes into a new snapshot and deliver it (lock held)."""
         changed, resync = self.idl.take()
+        side = self.idl.take_side()
+        if resync or "Api_Token" in side:
+            self._refresh_tokens()
         if resync:
             new = self._full_model()
         elif changed:
@@ -394,6 +398,7 @@ class NorthboundStore:
             for u in list(ix.groups_of_tenant.get(name, {}).values()):
                 self._row("Security_Group", u).delete()
             self._row("Tenant", tenant).delete()
+            self._delete_tokens_of(name)
             return {"name": name, "deleted": True}
         return self._transact(build)
 

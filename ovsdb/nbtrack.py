@@ -38,8 +38,14 @@ class TrackedIdl(ovs.db.idl.Idl):
         self.resync = True          # everything must be rebuilt (first load, reconnect)
         super().__init__(*args, **kwargs)
 
+    side_changed: set = frozenset()   # tables outside the model (API tokens) changed
+
     def notify(self, event, row, updates=None):
-        self.changed.setdefault(row._table.name, set()).add(row.uuid)
+        name = row._table.name
+        if name in TABLES:
+            self.changed.setdefault(name, set()).add(row.uuid)
+        else:
+            self.side_changed = self.side_changed | {name}
 
     def _Idl__clear(self):          # the monitor reply replaces every row without notices
         self.resync = True
@@ -54,6 +60,11 @@ class TrackedIdl(ovs.db.idl.Idl):
         changed, resync = self.changed, self.resync
         self.changed, self.resync = {}, False
         return changed, resync
+
+    def take_side(self) -> set:
+        """The tables outside the model that changed since the last call."""
+        side, self.side_changed = self.side_changed, frozenset()
+        return side
 
 
 # ---- records from rows ---------------------------------------------------------------------------

@@ -44,3 +44,29 @@ def lab3():
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture
+def served(store, tmp_path):
+    """The real engine loop and API (uvicorn) over `store`: a unix socket (admin) and TCP on
+    loopback needing a bearer token (labtools.API_TOKEN is the admin's)."""
+    from controller import api as api_mod
+    from controller.driver import InstantDriver
+    from controller.engine import Engine
+    from tests.labtools import API_KEEPALIVE_S, API_TOKEN
+
+    driver = InstantDriver()
+    engine = Engine(driver)
+    driver.engine = engine
+    engine.start()
+    store.subscribe(engine.model_changed)
+    api = api_mod.Api(store, engine)
+    sock_path = str(tmp_path / "api.sock")
+    servers = api_mod.serve(api, sock_path, ("127.0.0.1", 0), token=API_TOKEN,
+                            keepalive_s=API_KEEPALIVE_S)
+    try:
+        yield {"unix": sock_path, "tcp": servers[1].address[:2]}
+    finally:
+        for srv in servers:
+            srv.shutdown()
+        engine.stop()

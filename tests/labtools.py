@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 WEFT = str(Path(sys.executable).parent / "weft")
+API_TOKEN = "t0ken-for-the-tests-0123456789"   # the admin token of conftest's `served` API
+API_KEEPALIVE_S = 3          # `served` closes incomplete or idle connections after this
 
 
 class Lab:

@@ -16,31 +16,10 @@ import pytest
 
 from controller import api as api_mod
 from controller.client import Client
-from controller.driver import InstantDriver
-from controller.engine import Engine
 from topology.errors import WeftError
 
 pytestmark = pytest.mark.integration
-TOKEN = "t0ken-for-the-tests-0123456789"
-KEEPALIVE_S = 3             # the tests' server closes incomplete or idle connections after this
-
-
-@pytest.fixture
-def served(store, tmp_path):
-    driver = InstantDriver()
-    engine = Engine(driver)
-    driver.engine = engine
-    engine.start()
-    store.subscribe(engine.model_changed)
-    api = api_mod.Api(store, engine)
-    sock_path = str(tmp_path / "api.sock")
-    servers = api_mod.serve(api, sock_path, ("127.0.0.1", 0), token=TOKEN, keepalive_s=KEEPALIVE_S)
-    try:
-        yield {"unix": sock_path, "tcp": servers[1].address[:2]}
-    finally:
-        for srv in servers:
-            srv.shutdown()
-        engine.stop()
+from tests.labtools import API_KEEPALIVE_S as KEEPALIVE_S, API_TOKEN as TOKEN  # the `served` fixture's
 
 
 def raw(addr, data: bytes, timeout: float = 5.0) -> tuple[int, dict | None, bytes]:

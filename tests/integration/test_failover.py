@@ -145,9 +145,15 @@ def test_lab_ha_runs_three_nb_members_and_two_replicas(ha_lab):
     assert sorted(m["role"] for m in ms if m["kind"] == "weftd") == ["active", "standby"]
     assert all(isinstance(m["pid"], int) and m["address"] for m in ms)
     standby = the(ha_lab, "weftd", "standby")["name"]
-    status = replica_client(ha_lab, standby).get("/v1/status")
-    # the standby is connected to every switch as a slave, and has sent nothing
-    assert all(h["connected"] and h["of_role"] == "slave" for h in status["hosts"].values())
+    # the standby is connected to every switch as a slave (a loaded machine may take a moment
+    # after `lab up` to finish the TLS handshakes), and has sent nothing
+    deadline = time.monotonic() + 20
+    while True:
+        status = replica_client(ha_lab, standby).get("/v1/status")
+        if all(h["connected"] and h["of_role"] == "slave" for h in status["hosts"].values()):
+            break
+        assert time.monotonic() < deadline, status["hosts"]
+        time.sleep(0.2)
     assert status["flow_mods"] == 0 and status["bundles"] == 0
     # either replica answers the CLI; each host's br-int lists both
     for name in ("weftd", "weftd2"):
