@@ -41,13 +41,16 @@ class HostSwitch:
     def remote(self) -> str:
         return f"unix:{self.db_sock}"
 
-    def start_db(self, init: bool = True, tls: tuple[str, str, str, str] | None = None) -> None:
+    def start_db(self, init: bool = True, tls: tuple[str, str, str, str] | None = None,
+                 create: bool = True) -> None:
         """Create and serve the database; `init=False` leaves `ovs-vsctl init` to the caller's
         first ovs-vsctl (one process less per host). `tls` = (key, cert, CA, IP): serve it on
-        ssl:IP:6640 too, to peers with a certificate from that CA (the unix socket stays local)."""
+        ssl:IP:6640 too, to peers with a certificate from that CA (the unix socket stays local).
+        `create=False` serves the database file as it is (a restart after a crash)."""
         os.makedirs(self.dir, exist_ok=True)
         db = os.path.join(self.dir, "conf.db")
-        netns.run(["ovsdb-tool", "create", db, vswitch_schema()])
+        if create:
+            netns.run(["ovsdb-tool", "create", db, vswitch_schema()])
         ssl = []
         if tls is not None:
             key, cert, ca, ip = tls

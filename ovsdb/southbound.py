@@ -460,6 +460,10 @@ class HostManager:
             host.dirty = True
         if not connected:
             if host.txn is None:
+                if host.ever_connected and self._status_of(host, "state") != "connecting":
+                    LOG.warning("host %s: lost its OVSDB connection (%s); reconnecting (0.1 s "
+                                "doubling to %.0f s); its switch keeps its flows, bindings resume "
+                                "when the database is back", host.name, host.remote, MAX_BACKOFF)
                 self._set_status(host, state="connecting",
                                  error=f"lost the connection to {host.remote}; reconnecting"
                                  if host.ever_connected else None)
