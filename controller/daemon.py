@@ -19,8 +19,11 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="weftd", description=__doc__)
     ap.add_argument("--run-dir", default="/run/weftd", help="state directory (local store, pid file)")
     ap.add_argument("--nb", help="northbound OVSDB remote, or the members of its Raft cluster comma-separated "
-                                 "(unix:A,unix:B,unix:C; weftd follows the leader); default: a local "
-                                 "ovsdb-server in --run-dir")
+                                 "(unix:A,unix:B,unix:C or ssl:IP:PORT,...; weftd follows the leader); "
+                                 "default: a local ovsdb-server in --run-dir. ssl: uses --ssl-key/cert/ca; "
+                                 "tcp: only with --insecure-nb")
+    ap.add_argument("--insecure-nb", action="store_true",
+                    help="allow tcp: northbound remotes (unauthenticated, unencrypted)")
     ap.add_argument("--of-listen", default="0.0.0.0:6653", metavar="IP:PORT",
                     help="OpenFlow listener (default 0.0.0.0:6653)")
     ap.add_argument("--controller-target", action="append", default=[], metavar="TARGET",
@@ -76,12 +79,38 @@ def parse_args(argv):
     problem = _api_tcp_problem(args)
     if problem:
         ap.error(problem)
+    problem = _nb_problem(args)
+    if problem:
+        ap.error(problem)
     if args.ha and not args.nb:
         ap.error("--ha needs --nb: the replicas share a northbound database (its Raft cluster)")
     for peer in args.peer:
         if "=" not in peer:
             ap.error(f"--peer {peer!r}: expected NAME=ENDPOINT")
     return args
+
+
+def _nb_problem(args) -> str | None:
+    """Why the northbound remotes are not safe to use, or None: each must be unix: (local, its
+    file mode guards it) or ssl: (weftd's certificate, the server's checked against --ssl-ca);
+    tcp: only when --insecure-nb says so."""
+    if not args.nb:
+        return "--insecure-nb is for a tcp: --nb" if args.insecure_nb else None
+    for remote in args.nb.split(","):
+        kind = remote.partition(":")[0]
+        if kind == "unix":
+            continue
+        if kind == "ssl":
+            if not (args.ssl_key and args.ssl_cert and args.ssl_ca):
+                return f"--nb {remote} needs --ssl-key, --ssl-cert and --ssl-ca (weftd's certificate and the CA)"
+            continue
+        if kind == "tcp":
+            if args.insecure_nb:
+                continue
+            return (f"--nb {remote} is not TLS: use ssl:IP:PORT (or unix:PATH), or allow plain TCP "
+                    f"explicitly with --insecure-nb")
+        return f"--nb {remote!r}: expected unix:PATH, ssl:IP:PORT or tcp:IP:PORT"
+    return None
 
 
 def _api_tcp_problem(args) -> str | None:

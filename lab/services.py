@@ -31,7 +31,10 @@ def replicas(state: LabState) -> list[str]:
 
 def _nb_members(p: LabPaths):
     from ovsdb import nbcluster
-    return nbcluster.members(os.path.join(p.dir, "nb"), MGMT_IP, NB_RAFT_PORT)
+    pki = Pki(lab_pki_dir(p.dir))
+    key, cert = pki.files("nb")              # issued by start_nb_cluster
+    return nbcluster.members(os.path.join(p.dir, "nb"), MGMT_IP, NB_RAFT_PORT,
+                             tls=(key, cert, pki.ca_cert))
 
 
 def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list[str], dict]:
@@ -62,6 +65,7 @@ def start_nb_cluster(p: LabPaths, state: LabState) -> None:
     """--ha: journal, create and start the three northbound members in the management
     namespace (where their Raft addresses live); weftd waits for a leader itself."""
     from ovsdb import nbcluster
+    Pki(lab_pki_dir(p.dir)).issue("nb")       # the members' certificate: Raft over TLS
     members = _nb_members(p)
     for m in members:
         state.services[m.name] = {"pidfile": m.pidfile, "log": m.log, "address": m.remote,

@@ -7,6 +7,10 @@ talking Raft to the others over TCP (`raft` addresses, `tcp:IP:PORT`). A transac
 answered only once a majority has it in its log, so an acknowledged write survives the loss
 of any one member; weftd's IDL talks to the leader only (`leader_only`) and moves to the
 next member when it loses it.
+
+With `tls` = (key, cert, CA) the members talk Raft over `ssl:` (each presents its certificate
+and accepts only peers whose certificate the CA signed), and `client` adds an `pssl:` listener
+for weftd replicas on other machines (`--nb ssl:IP:PORT,...`).
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ DB_NAME = "Weft_Northbound"
 class Member:
     name: str                 # nb1, nb2, ...
     directory: str
-    raft: str                 # tcp:IP:PORT, between members
+    raft: str                 # ssl:IP:PORT (tcp: without tls), between members
+    tls: tuple | None = None  # (key, cert, CA) files of the member
+    client: str | None = None  # IP:PORT of an ssl client listener, if any
 
     @property
     def db(self) -> str:
@@ -52,8 +58,10 @@ class Member:
         return os.path.join(self.directory, f"{self.name}.log")
 
 
-def members(directory: str, raft_ip: str, first_port: int, count: int = 3) -> list[Member]:
-    return [Member(f"nb{k}", directory, f"tcp:{raft_ip}:{first_port + k - 1}")
+def members(directory: str, raft_ip: str, first_port: int, count: int = 3,
+            tls: tuple | None = None) -> list[Member]:
+    scheme = "ssl" if tls else "tcp"
+    return [Member(f"nb{k}", directory, f"{scheme}:{raft_ip}:{first_port + k - 1}", tls)
             for k in range(1, count + 1)]
 
 
@@ -74,7 +82,14 @@ def create(cluster: list[Member]) -> None:
 def server_argv(m: Member, netns: str | None = None) -> list[str]:
     """ovsdb-server for one member (detached; inside `netns` when given, where its Raft address lives)."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    return prefix + ["ovsdb-server", m.db, f"--remote=punix:{m.socket}", f"--pidfile={m.pidfile}",
+    ssl = []
+    if m.tls:
+        key, cert, ca = m.tls
+        ssl = [f"--private-key={key}", f"--certificate={cert}", f"--ca-cert={ca}"]
+        if m.client:
+            ip, _, port = m.client.rpartition(":")
+            ssl.append(f"--remote=pssl:{port}:{ip}")
+    return prefix + ["ovsdb-server", m.db, f"--remote=punix:{m.socket}", *ssl, f"--pidfile={m.pidfile}",
                      "--detach", f"--log-file={m.log}", f"--unixctl={m.ctl}"]
 
 

@@ -1,4 +1,5 @@
 """HA on the lab (`lab up --ha`), under `ping -i 0.01` between VMs on two hosts: kill -9 of the active weftd, of the northbound Raft leader."""
+import json
 import os
 import re
 import signal
@@ -161,6 +162,13 @@ def test_lab_ha_runs_three_nb_members_and_two_replicas(ha_lab):
     targets = ha_lab.exec("hv1", "ovs-vsctl", f"--db=unix:{ha_lab.dir}/hv1/db.sock",
                           "get-controller", "br-int").stdout.split()
     assert sorted(targets) == ["ssl:198.19.0.1:6653", "ssl:198.19.0.2:6653"]     # TLS, as every lab
+    # the northbound members talk Raft over TLS: a plain TCP client gets no database
+    state = json.load(open(os.path.join(ha_lab.dir, "state.json")))
+    rafts = [state["services"][f"nb{k}"]["raft"] for k in (1, 2, 3)]
+    assert all(r.startswith("ssl:198.19.0.1:") for r in rafts), rafts
+    plain = subprocess.run(["ip", "netns", "exec", f"{ha_lab.name}-mgmt", "ovsdb-client", "--timeout=3",
+                            "list-dbs", "tcp:" + rafts[0][len("ssl:"):]], capture_output=True, text=True)
+    assert plain.returncode != 0 and "Weft_Northbound" not in plain.stdout, plain
 
 
 def test_kill_active_weftd_standby_takes_over_losing_no_ping_and_sending_no_flow_mod(ha_lab):
