@@ -10,8 +10,11 @@ hv2; v1 pings v2 every 10 ms (400 pings, -W 1) through each kill. Per round:
   the Raft leader -> the first acknowledged write of a request sent after the kill; the
   killed member is started again and rejoins before the next round.
 
-Prints each round, then `failover weftd_s=X nb_leader_s=Y lost_pings=Z` (medians over the
-rounds; lost_pings over every kill of both kinds). Needs root. Leaves nothing behind.
+* host: kill -9 of hv2's ovs-vswitchd, started again at once -> the first echo reply after its
+  start (weftd reconciles its empty table as it reconnects).
+
+Prints each round, then `failover weftd_s=X nb_leader_s=Y lost_pings=Z vswitchd_restart_s=V`
+(medians over the rounds; lost_pings over the weftd and northbound kills). Needs root. Leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.benchlab import BenchLab  # noqa: E402
+from bench.benchlab import RUN_DIR, BenchLab  # noqa: E402
 from controller.client import Client  # noqa: E402
 from topology.errors import WeftError  # noqa: E402
 
@@ -131,8 +134,9 @@ def nb_round(lab: BenchLab, k: int) -> tuple[float, int]:
     writer.stop.set()
     writer.join()
     lost = pinger.lost()
-    member = next(m for m in nbcluster.members(os.path.join(lab.dir, "nb"), "198.19.0.1", 6643)
-                  if m.name == leader["name"])
+    from lab.services import nb_members
+    from lab.state import LabPaths
+    member = next(m for m in nb_members(LabPaths(lab.env["WEFT_LAB"], RUN_DIR)) if m.name == leader["name"])
     nbcluster.start(member, lab.env["WEFT_LAB"] + "-mgmt")
     deadline = time.time() + 30
     while nbcluster.status(member).get("status") != "cluster member":
@@ -140,6 +144,30 @@ def nb_round(lab: BenchLab, k: int) -> tuple[float, int]:
             raise SystemExit(f"{member.name} did not rejoin")
         time.sleep(0.1)
     return took, lost
+
+
+def vswitchd_round(lab: BenchLab) -> tuple[float, int]:
+    """kill -9 of hv2's ovs-vswitchd, started again at once: seconds from its start to the
+    first echo reply (ping -D timestamps), and the pings lost over the whole round."""
+    from lab.ovs import HostSwitch
+    hv2 = lab.state()["hosts"]["hv2"]
+    pinger = subprocess.Popen(["ip", "netns", "exec", lab.state()["vms"]["v1"]["ns"], "ping", "-D",
+                               "-i", "0.01", "-c", str(PINGS), "-W", "1", "10.0.0.12"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1)
+    pid = int(open(os.path.join(hv2["dir"], "vs.pid")).read())
+    os.kill(pid, signal.SIGKILL)
+    while os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.005)
+    started = time.time()
+    HostSwitch(hv2["ns"], hv2["dir"]).start_vswitchd()
+    out, _ = pinger.communicate(timeout=120)
+    replies = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+    after = [t for t in replies if t > started]
+    if not after:
+        raise SystemExit(f"no reply after ovs-vswitchd restarted: {out[-300:]}")
+    received = re.search(r"(\d+) received", out)
+    return after[0] - started, PINGS - int(received.group(1))
 
 
 def main() -> int:
@@ -157,7 +185,7 @@ def main() -> int:
             lab.weft("port", "create", f"red/net/{vm}", "--ip", ip)
             lab.weft("lab", "vm", "create", vm, "--host", host, "--port", f"red/net/{vm}")
         time.sleep(1)
-        weftd_s, nb_s, lost = [], [], []
+        weftd_s, nb_s, vs_s, lost = [], [], [], []
         for k in range(args.rounds):
             took, l1 = weftd_round(lab)
             weftd_s.append(took)
@@ -165,10 +193,13 @@ def main() -> int:
             took2, l2 = nb_round(lab, k)
             nb_s.append(took2)
             lost.append(l2)
-            print(f"round {k + 1}: weftd {took:.3f} s ({l1} lost), nb leader {took2:.3f} s ({l2} lost)",
+            took3, l3 = vswitchd_round(lab)
+            vs_s.append(took3)
+            print(f"round {k + 1}: weftd {took:.3f} s ({l1} lost), nb leader {took2:.3f} s ({l2} lost), "
+                  f"host ovs-vswitchd restart -> traffic {took3:.3f} s ({l3} lost while it was down)",
                   flush=True)
         print(f"failover weftd_s={statistics.median(weftd_s):.3f} nb_leader_s={statistics.median(nb_s):.3f} "
-              f"lost_pings={statistics.median(lost):g}")
+              f"lost_pings={statistics.median(lost):g} vswitchd_restart_s={statistics.median(vs_s):.3f}")
     finally:
         lab.weft("lab", "down", check=False)
     return 0

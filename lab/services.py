@@ -29,7 +29,7 @@ def replicas(state: LabState) -> list[str]:
     return list(REPLICAS) if state.ha else ["weftd"]
 
 
-def _nb_members(p: LabPaths):
+def nb_members(p: LabPaths):
     from ovsdb import nbcluster
     pki = Pki(lab_pki_dir(p.dir))
     key, cert = pki.files("nb")              # issued by start_nb_cluster
@@ -53,7 +53,7 @@ def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list
             "--datapath-type", "netdev", "--collector-ip", ip, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
     if state.ha:
         from ovsdb import nbcluster
-        argv += ["--ha", "--name", name, "--nb", nbcluster.remotes(_nb_members(p))]
+        argv += ["--ha", "--name", name, "--nb", nbcluster.remotes(nb_members(p))]
         for other, other_ip in REPLICAS.items():
             argv += ["--controller-target", f"ssl:{other_ip}:{OF_PORT}"]
             if other != name:
@@ -66,7 +66,7 @@ def start_nb_cluster(p: LabPaths, state: LabState) -> None:
     namespace (where their Raft addresses live); weftd waits for a leader itself."""
     from ovsdb import nbcluster
     Pki(lab_pki_dir(p.dir)).issue("nb")       # the members' certificate: Raft over TLS
-    members = _nb_members(p)
+    members = nb_members(p)
     for m in members:
         state.services[m.name] = {"pidfile": m.pidfile, "log": m.log, "address": m.remote,
                                   "raft": m.raft, "ctl": m.ctl}
