@@ -43,7 +43,7 @@ from flows.flow import Flow
 from flows.pipeline import DHCP_METER
 from controller.migration import Migration, eth_src, trigger_of
 from topology.errors import Conflict, NotFound, WeftError
-from topology.model import Binding, Model
+from topology.model import Binding, Model, derive
 
 LOG = logging.getLogger(__name__)
 DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a flood is dropped there
@@ -708,9 +708,8 @@ class Engine:
         bindings_changed = self._update_bindings()
         if self.nb_model is self._compiled_nb and not bindings_changed:
             return set()
-        new = dataclasses.replace(self.nb_model, bindings=dict(self._eff) if bindings_changed
-                                  else old.bindings,
-                                  standby=dict(self._standby) if bindings_changed else old.standby)
+        new = derive(self.nb_model, bindings=dict(self._eff) if bindings_changed else old.bindings,
+                     standby=dict(self._standby) if bindings_changed else old.standby)
         self._compiled_nb = self.nb_model
         nb_changes, self._nb_changes = self._nb_changes, {}
         diff = None

@@ -338,6 +338,20 @@ def _index_key(model) -> tuple:
     return (model.networks, model.ports, model.routers, model.security_groups)
 
 
+def derive(model, **changes):
+    """`dataclasses.replace(model, **changes)` that keeps `model`'s index when the records it
+    indexes (networks, ports, routers, groups) are the same dicts. The engine derives a model
+    with its bindings from every store snapshot; without this the derived model finds its
+    index only while the snapshot is among the last _SHARED_MAX shared ones, and a burst of
+    writes that outruns the engine made it rebuild the whole index (O(ports)) per change."""
+    import dataclasses
+    new = dataclasses.replace(model, **changes)
+    index = model.__dict__.get("index")
+    if index is not None and all(a is b for a, b in zip(_index_key(new), _index_key(model))):
+        new.__dict__["index"] = index
+    return new
+
+
 def share_index(model, index: ModelIndex) -> None:
     """Give `model` an index built elsewhere (the store carries it between snapshots)."""
     global _SHARED

@@ -10,7 +10,7 @@ from flows import cookies
 from ovsdb.nbtrack import HighSet
 from topology import validate
 from topology.model import (Binding, Model, ModelIndex, Network, Port, Router, Rule, SecurityGroup,
-                            share_index)
+                            derive, share_index)
 
 
 def _random_record(rng, kind, uuid):
@@ -108,6 +108,22 @@ def test_a_derived_snapshot_shares_the_store_index():
     other = Model(ports=dict(m.ports))           # equal records, other dicts: its own index
     assert other.index is not index and other.index.maps() == index.maps()
 
+
+
+def test_derive_keeps_the_index_however_many_snapshots_came_since():
+    port = Port("p1", "red", "net", "web", "02:00:00:00:00:01", ("10.0.0.2",))
+    m = Model(ports={"p1": port})
+    index = ModelIndex.build(m.networks, m.ports, m.routers, m.security_groups)
+    share_index(m, index)
+    for k in range(10):                          # later snapshots push m out of the shared cache
+        later = Model(ports={f"q{k}": port})
+        share_index(later, ModelIndex.build(later.networks, later.ports, later.routers,
+                                            later.security_groups))
+    derived = derive(m, bindings={"p1": Binding("p1", "hv1", 4)})
+    assert derived.index is index and derived.bindings["p1"].host == "hv1"
+    assert dataclasses.replace(m, bindings={}).index is not index     # what the engine did before
+    changed = derive(m, ports={})                # other records: an index of its own
+    assert changed.index is not index and changed.index.maps() != index.maps()
 
 @pytest.mark.parametrize("cidr,gw", [("10.0.0.0/29", "10.0.0.1"), ("10.0.0.0/24", "10.0.0.7"),
                                      ("192.168.4.0/22", None)])
