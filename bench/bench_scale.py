@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--stall", type=float, default=120.0,
                     help="give up on the cold start after this long without progress (s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--peer", choices=["ovn"],
+                    help="also run ovn-northd alone on the same tenants and ports (its full compute "
+                         "and one port add, printed before the last line; installs Debian's OVN)")
     args = ap.parse_args()
     n, ports = args.swarm, args.ports if args.ports is not None else 2 * args.swarm
     tenants = args.tenants or max(1, ports // 10)
@@ -190,8 +193,19 @@ def main() -> None:
             f"worker RSS {st['rss_mb']:.0f} MB in all")
         p50 = f"{statistics.median(lat):.1f}" if lat else "nan"
         p99 = f"{pct(lat, 0.99):.1f}" if lat else "nan"
-        print(f"swarm hosts={n} ports={ports} cold_converge_s={cold:.1f} port_add_p50_ms={p50} "
-              f"port_add_p99_ms={p99} weftd_rss_mb={rss:.0f} flows_checked={checked}", flush=True)
+        last = (f"swarm hosts={n} ports={ports} cold_converge_s={cold:.1f} port_add_p50_ms={p50} "
+                f"port_add_p99_ms={p99} weftd_rss_mb={rss:.0f} flows_checked={checked}")
+        if args.peer == "ovn":
+            from bench.peers import ovn_northd_scale
+            weftd.stop()                    # the peer runs alone on the machine
+            weftd = None
+            peer = ovn_northd_scale(tenants, max(1, ports // tenants))
+            adds = peer["port_add_ms"]
+            print(f"peer ovn-northd tenants={tenants} ports={tenants * max(1, ports // tenants)} "
+                  f"full_compute_ms={peer['full_compute_ms']} lflows={peer['lflows']} "
+                  f"port_add_ms_median={statistics.median(adds) if adds else 'nan'} "
+                  f"rss_mb={peer['rss_mb']} (northd only: no hypervisor, no ovn-controller)", flush=True)
+        print(last, flush=True)
     finally:
         if weftd is not None:
             weftd.stop()

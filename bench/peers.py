@@ -43,6 +43,23 @@ def ensure_ovn() -> None:
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
 
 
+def ovn_northd_scale(tenants: int, ports_per_tenant: int) -> dict:
+    """ovn-northd alone on T tenants of P ports with a port group and 3 stateful ACLs each (the
+    shared ovn_northd_scale.sh): {"full_compute_ms", "port_add_ms": [...], "rss_mb", "lflows"}."""
+    ensure_ovn()
+    out = subprocess.run(["bash", os.path.join(PEER_DIR, "ovn_northd_scale.sh"), str(tenants),
+                          str(ports_per_tenant)], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"ovn_northd_scale.sh failed: {out.stderr.strip()[-500:]}")
+    text = out.stdout
+    full = re.search(r"full_compute_ms=(\d+) lflows=(\d+)", text)
+    rss = re.search(r"rss_mb=(\d+)", text)
+    return {"full_compute_ms": int(full.group(1)) if full else None,
+            "lflows": int(full.group(2)) if full else None,
+            "port_add_ms": [int(v) for v in re.findall(r"port_add_ms=(\d+)", text)],
+            "rss_mb": int(rss.group(1)) if rss else None}
+
+
 def _in_use(peer: Peer) -> bool:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return os.path.exists(f"/tmp/{peer.prefix}") or any(
