@@ -15,8 +15,13 @@ from topology.errors import WeftError
 LOG = logging.getLogger("weftd")
 
 
-def parse_args(argv):
-    ap = argparse.ArgumentParser(prog="weftd", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="weftd", description=__doc__, allow_abbrev=False)
+    ap.add_argument("--config", metavar="FILE",
+                    help="read settings from this TOML file (e.g. /etc/weft/weftd.toml): each key is a "
+                         "flag's name without its dashes; flags given here override it")
+    ap.add_argument("--check-config", action="store_true",
+                    help="check the configuration (file, flags, TLS files, token file) and exit")
     ap.add_argument("--run-dir", default="/run/weftd", help="state directory (local store, pid file)")
     ap.add_argument("--nb", help="northbound OVSDB remote, or the members of its Raft cluster comma-separated "
                                  "(unix:A,unix:B,unix:C or ssl:IP:PORT,...; weftd follows the leader); "
@@ -73,7 +78,20 @@ def parse_args(argv):
     ap.add_argument("--pidfile")
     ap.add_argument("--log-file")
     ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv):
+    from controller import config
+    ap = build_parser()
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = config.parse(ap, argv, pre.parse_known_args(argv)[0].config)
+    except config.ConfigError as exc:
+        sys.stderr.write(f"weftd: error: {exc}\n")
+        sys.exit(2)
     if not args.api_socket and not args.api_listen:
         args.api_socket = os.path.join(args.run_dir, "weftd.sock")
     problem = _api_tcp_problem(args)
@@ -201,6 +219,8 @@ class Controller:
         self.driver = OpenFlowDriver()
         self.engine = Engine(self.driver, ha=args.ha)
         self.nb_remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
+        from ovsdb import nbschema
+        nbschema.upgrade_server(self.nb_remote, self.tls)   # in place; refuses a newer database
         self.store = NorthboundStore(self.nb_remote)
         self.recorder = BindingRecorder(self.store)
         scheme = "tcp" if args.insecure_openflow else "ssl"
@@ -427,12 +447,46 @@ def _listener(controller: Controller):
     return oflisten.Listener(*controller.of_listen, context, controller.engine.switch_refused)
 
 
+def _notify_ready(controller: Controller) -> None:
+    """Tell systemd (Type=notify) weftd is ready: the store is read and the API listens (both
+    done in start()), and the OpenFlow listener accepts connections."""
+    from controller import sdnotify
+    if controller.of_ready.wait(30):
+        sdnotify.notify("READY=1", f"STATUS=OpenFlow on {controller.args.of_listen}, API on "
+                                   f"{controller.args.api_socket or controller.args.api_listen}")
+    else:
+        LOG.error("the OpenFlow listener did not come up in 30 s")
+
+
+def check_config(args) -> int:
+    """`weftd --check-config`: what weftd would refuse at start, without starting anything."""
+    from controller import tlsconfig
+    try:
+        _split_hostport(args.of_listen, "--of-listen")
+        if args.api_listen:
+            _split_hostport(args.api_listen, "--api-listen")
+            read_token(args.api_token_file)
+        tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
+        for flag, path in (("--api-tls-cert", args.api_tls_cert), ("--api-tls-key", args.api_tls_key)):
+            if path and not os.access(path, os.R_OK):
+                raise WeftError(f"{flag} {path}: no such readable file")
+    except WeftError as exc:
+        sys.stderr.write(f"weftd: error: {exc}\n")
+        return 1
+    print(f"weftd: configuration OK{f' ({args.config})' if args.config else ''}")
+    return 0
+
+
 def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     from controller.tuning import tune_threads
     tune_threads()
     args = parse_args(argv)
-    handlers = [logging.FileHandler(args.log_file)] if args.log_file else [logging.StreamHandler()]
+    if args.check_config:
+        return check_config(args)
+    from controller import journal, sdnotify
+    handlers = ([logging.FileHandler(args.log_file)] if args.log_file else
+                [journal.JournalHandler()] if journal.stderr_is_journal() else [logging.StreamHandler()])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -447,9 +501,11 @@ def main(argv=None) -> int:
         LOG.error("cannot start: %s", exc)
         sys.stderr.write(f"weftd: error: {exc}\n")
         return 1
+    threading.Thread(target=_notify_ready, args=(controller,), name="sd-notify", daemon=True).start()
 
     def stop(_sig, _frame):
         LOG.info("weftd stopping")
+        sdnotify.notify("STOPPING=1")
         if args.pidfile:
             try:
                 os.unlink(args.pidfile)

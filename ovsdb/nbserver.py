@@ -5,9 +5,10 @@ import os
 import subprocess
 import time
 
+from ovsdb import nbschema
 from topology.errors import WeftError
 
-SCHEMA = os.path.join(os.path.dirname(__file__), "weft_nb.ovsschema")
+SCHEMA = nbschema.schema_path()       # weft_nb.ovsschema (WEFT_NB_SCHEMA: another, for tests)
 
 
 def _alive(pidfile: str) -> bool:
@@ -31,10 +32,7 @@ def ensure_local_server(directory: str, timeout: float = 10.0) -> str:
     if not os.path.exists(db):
         _run(["ovsdb-tool", "create", db, SCHEMA])
     else:
-        needs = subprocess.run(["ovsdb-tool", "needs-conversion", db, SCHEMA],
-                               capture_output=True, text=True)
-        if needs.stdout.strip() == "yes":
-            _run(["ovsdb-tool", "convert", db, SCHEMA])
+        nbschema.upgrade_file(db, SCHEMA)     # refuses a newer database than this weftd knows
     _run(["ovsdb-server", db, f"--remote=punix:{sock}", f"--pidfile={pidfile}", "--detach",
           f"--log-file={directory}/nb.log", f"--unixctl={directory}/nb.ctl"])
     deadline = time.monotonic() + timeout
