@@ -87,6 +87,13 @@ def build_parser() -> Parser:
     p.add_argument("--no-register", dest="register", action="store_false",
                    help="do not register the hosts with weftd (weft host add)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between status lines")
+    lh = lab.add_parser("host", help="lab hypervisors").add_subparsers(dest="host_cmd", metavar="HOST_COMMAND",
+                                                                      parser_class=Parser)
+    lh.required = True
+    p = lh.add_parser("add", help="a bare hypervisor hvK: cabled, Open vSwitch as Debian starts it, not "
+                                  "enrolled (weft host bootstrap + weft host add do that)")
+    p.add_argument("name", metavar="hvK")
+    _out(p)
     ctl = lab.add_parser("controller", help="stop/start/restart the lab's weftd")
     ctl.add_argument("action", choices=["start", "stop", "restart"])
     ctl.add_argument("--replica", default="weftd", metavar="NAME",
@@ -251,6 +258,11 @@ def build_parser() -> Parser:
     _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
     p.add_argument("name")
+    pki = sub.add_parser("pki", help="weft's CA: certificates for weftd and hypervisors").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
+    pki.required = True
+    from controller import hostops
+    hostops.add_parsers(host, pki, _out)
 
     traffic = sub.add_parser("traffic", help="who talks to whom (sFlow/NetFlow/IPFIX)").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -534,6 +546,10 @@ def cmd_sg(args, client) -> int:
 
 
 def cmd_host(args, client) -> int:
+    from controller import hostops
+    done = hostops.dispatch(args, client)
+    if done is not None:
+        return done
     if args.sub == "add":
         body = {"name": args.name, "tunnel_ip": args.tunnel_ip, "ovsdb": args.ovsdb,
                 "mgmt_ip": args.mgmt_ip}
@@ -683,6 +699,13 @@ def cmd_lab(args) -> int:
             print(f"VM {args.name} moved to {moved['host']} (guest switch {moved['switch_ms']} ms: "
                   f"{moved['switch_steps_ms']}){note}")
             return 0
+    if args.lab_cmd == "host":
+        from lab import barehost
+        added = barehost.add(args.name)
+        print(render(added, "json") if args.output == "json" else
+              f"bare host {added['name']}: underlay {added['underlay_ip']}, management {added['mgmt_ip']}, "
+              f"namespace {added['ns']} (not enrolled: weft host bootstrap, then weft host add)")
+        return 0
     if args.lab_cmd == "controller":
         from lab import services
         getattr(services, f"controller_{args.action}")(args.replica)
@@ -748,6 +771,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "lab":
             return cmd_lab(args)
+        if args.command == "pki":
+            from controller.hostops import cmd_pki
+            return cmd_pki(args)
         if args.command == "collect":
             from collectors.cli import run as run_collector
             return run_collector(args)

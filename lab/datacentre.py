@@ -145,14 +145,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         with journal:
             state.hosts[name] = info
         make_ns(ns)
-        netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=neighbours[name][1], mtu=state.underlay_mtu)
-        netns.enslave(fabric, f"ul-{name}", "br-ul")
-        netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
-        netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
-        netns.add_address(ns, "mgmt0", info["mgmt_ip"], 24)
-        netns.sysctl(ns, {"net.ipv4.conf.eth0.arp_ignore": "8",
-                          "net.ipv4.conf.all.rp_filter": "1",
-                          "net.ipv4.conf.eth0.rp_filter": "1"})
+        wire_host(p, state, name, info, neighbours[name][1])
         key, cert = pki.issue(name)
         switch = HostSwitch(ns, info["dir"])
         switch.start_db(init=False, tls=(key, cert, pki.ca_cert, info["mgmt_ip"]))
@@ -183,6 +176,20 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(hosts, 8)) as pool:
         for fut in [pool.submit(build_host, k) for k in range(1, hosts + 1)]:
             fut.result()
+
+
+def wire_host(p: LabPaths, state: LabState, name: str, info: dict, eth0_mac: str) -> None:
+    """A hypervisor's cabling: eth0 on the underlay, mgmt0 on the management network (with its
+    address), and the sysctls userspace tunnelling needs (see LAB-NOTES)."""
+    ns, fabric, mgmt = info["ns"], p.ns("fabric"), p.ns("mgmt")
+    netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=eth0_mac, mtu=state.underlay_mtu)
+    netns.enslave(fabric, f"ul-{name}", "br-ul")
+    netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
+    netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
+    netns.add_address(ns, "mgmt0", info["mgmt_ip"], 24)
+    netns.sysctl(ns, {"net.ipv4.conf.eth0.arp_ignore": "8",
+                      "net.ipv4.conf.all.rp_filter": "1",
+                      "net.ipv4.conf.eth0.rp_filter": "1"})
 
 
 def _static_tunnel_neighbours(name: str, info: dict, neighbours: dict[str, tuple[str, str]]) -> None:

@@ -82,7 +82,7 @@ class Pki:
         self._ca = None
 
     @classmethod
-    def create(cls, directory: str) -> "Pki":
+    def create(cls, directory: str, ca_name: str = CA_NAME) -> "Pki":
         """A new CA (the directory must not hold one: a lab never reuses another's keys)."""
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
@@ -90,7 +90,7 @@ class Pki:
         if os.path.exists(pki.ca_key):
             raise FileExistsError(f"{pki.ca_key} exists")
         key = _key()
-        cert = certificate(CA_NAME, key, _name(CA_NAME), key, ca=True)
+        cert = certificate(ca_name, key, _name(ca_name), key, ca=True)
         _write(pki.ca_key, _key_pem(key), 0o600)
         _write(pki.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         pki._ca = (key, cert)
@@ -110,13 +110,18 @@ class Pki:
 
     def issue(self, name: str, *, san: bool = True) -> tuple[str, str]:
         """A key and a CA-signed certificate naming `name`; returns (key path, cert path)."""
+        key_pem, cert_pem = self.issue_pem(name, san=san)
+        key_path, cert_path = self.files(name)
+        _write(key_path, key_pem, 0o600)
+        _write(cert_path, cert_pem, 0o644)
+        return key_path, cert_path
+
+    def issue_pem(self, name: str, *, san: bool = True) -> tuple[bytes, bytes]:
+        """The same, kept in memory (PEM key, PEM certificate): nothing written here."""
         ca_key, ca_cert = self._authority()
         key = _key()
         cert = certificate(name, key, ca_cert.subject, ca_key, san=san)
-        key_path, cert_path = self.files(name)
-        _write(key_path, _key_pem(key), 0o600)
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        return key_path, cert_path
+        return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
 def self_signed(directory: str, name: str) -> tuple[str, str]:

@@ -134,8 +134,9 @@ def start_weftd(p: LabPaths, state: LabState, timeout: float | None = None) -> N
     deadline = time.monotonic() + timeout
     _wait_api(proc, client, svc, deadline, timeout)
     for name, info in state.hosts.items():
-        _register(client, name, info)
-    wait_in_sync(client, set(state.hosts), deadline)
+        if not info.get("bare"):            # `lab host add`: enrolled by the operator, not by the lab
+            _register(client, name, info)
+    wait_in_sync(client, {h for h, i in state.hosts.items() if not i.get("bare")}, deadline)
     if state.ha:                        # the other replica too, and one of them active
         wait_cluster_in_sync(p, state, deadline)
     svc["in_sync_at"] = time.time()
@@ -257,10 +258,11 @@ def wait_cluster_in_sync(p: LabPaths, state: LabState, deadline: float) -> None:
     """--ha: every replica has every host reconciled (the standby as a slave), one is active."""
     from controller.client import Client
     clients = {name: Client("unix:" + state.services[name]["api"], timeout=5) for name in replicas(state)}
+    hosts = {h for h, i in state.hosts.items() if not i.get("bare")}
     while True:
         try:
             for client in clients.values():
-                wait_in_sync(client, set(state.hosts), deadline)
+                wait_in_sync(client, hosts, deadline)
             roles = {n: c.get("/v1/status")["ha"]["role"] for n, c in clients.items()}
         except WeftError:
             roles = {}
