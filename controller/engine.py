@@ -35,6 +35,7 @@ import threading
 import time
 
 from controller import identity
+from controller.journal import fields as log_fields
 from controller.refusals import Refusals, addr_text
 from flows import compiler, planner
 from flows.index import ModelDiff, _changed
@@ -604,7 +605,8 @@ class Engine:
             raise WeftError(f"port {p.ref} is already on {host}: name another host with --to")
         self._migrations[port] = Migration(port, b.host, host)
         self._standby.pop(port, None)
-        LOG.info("port %s: migration %s -> %s requested", p.ref, b.host, host)
+        LOG.info("port %s: migration %s -> %s requested", p.ref, b.host, host,
+                 extra=log_fields(host=host, port=p.ref))
         return self._migration_view(port)
 
     def _live_on(self, host: str, port: str) -> bool:
@@ -673,7 +675,8 @@ class Engine:
             m.activated, m.trigger = at, trigger_of(frame)
             self._activating[port] = m
             self._dirty_hosts.add(host)         # _settle_migrations swaps the bindings
-            LOG.info("port %s: %s on %s, activating (from %s)", p.ref, m.trigger, host, m.source)
+            LOG.info("port %s: %s on %s, activating (from %s)", p.ref, m.trigger, host, m.source,
+                     extra=log_fields(host=host, port=p.ref))
             return
 
     def _activation_sent(self) -> None:
@@ -776,7 +779,7 @@ class Engine:
             self.driver.close(datapath)
             return
         LOG.info("switch %016x from %s admitted: %s", datapath.id,
-                 addr_text(getattr(datapath, "address", None)), verdict.detail)
+                 addr_text(getattr(datapath, "address", None)), verdict.detail, extra=log_fields(host=host))
         state = self.hosts.setdefault(host, HostState())
         state.datapath, state.reconciled, state.dumping = datapath, False, None
         state.in_flight.clear()
@@ -843,7 +846,8 @@ class Engine:
         host, state = self._host(datapath)
         if state is None:
             return
-        LOG.info("%s disconnected (%d bundle(s) in flight)", host, len(state.in_flight))
+        LOG.info("%s disconnected (%d bundle(s) in flight)", host, len(state.in_flight),
+                 extra=log_fields(host=host))
         self.driver.forget(datapath)
         state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
         state.in_flight.clear()

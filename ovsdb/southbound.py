@@ -35,6 +35,7 @@ with warnings.catch_warnings():
 from ovsdb import pollfix  # noqa: F401  (poll(2), not select: more than 1,023 hosts)
 
 from flows.compiler import PENDING
+from controller.journal import fields as log_fields
 from ovsdb import hostconfig
 from ovsdb.hostconfig import BRIDGE, IPFIX_SET, TUNNEL_PORT, Change, Desired
 
@@ -543,13 +544,14 @@ class HostManager:
         host.backoff = min(host.backoff * 2, MAX_BACKOFF)
 
     def _failed(self, host: _Host, error: str) -> None:
-        LOG.error("cannot configure host %s: %s (retrying in %.1f s)", host.name, error, host.backoff)
+        LOG.error("cannot configure host %s: %s (retrying in %.1f s)", host.name, error, host.backoff,
+                  extra=log_fields(host=host.name))
         self._set_status(host, state="failed", error=error)
         self._retry_later(host)
 
     def _configured(self, host: _Host) -> None:
         if self._status_of(host, "state") != "configured":
-            LOG.info("host %s configured (%s)", host.name, host.remote)
+            LOG.info("host %s configured (%s)", host.name, host.remote, extra=log_fields(host=host.name))
             self._set_status(host, state="configured", configured_at=time.time(), error=None)
 
     def _status_of(self, host: _Host, key: str):
