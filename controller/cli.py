@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The `weft` command line: lab commands run locally; network commands call weftd's northbound API."""
 from __future__ import annotations
 
@@ -305,6 +306,8 @@ def build_parser() -> Parser:
     cl.required = True
     _out(cl.add_parser("status", help="name, kind (weftd|nb), role, pid, address of every member"))
 
+    p = sub.add_parser("completion", help="shell completion code: source <(weft completion bash)")
+    p.add_argument("shell", choices=["bash", "zsh"])
     p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
     p.add_argument("host")
     _out(p)
@@ -766,11 +769,18 @@ def _take_wait(argv: list[str]) -> tuple[list[str], bool]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, wait_anywhere = _take_wait(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    from controller import completion
+    completion.autocomplete(parser)          # answers the shell and exits, when it asked
+    args = parser.parse_args(argv)
     wait = args.wait or ("hv" if wait_anywhere else None)
     try:
         if args.command == "lab":
             return cmd_lab(args)
+        if args.command == "completion":
+            from controller.completion import shell_code
+            sys.stdout.write(shell_code(args.shell))
+            return 0
         if args.command == "pki":
             from controller.hostops import cmd_pki
             return cmd_pki(args)
