@@ -659,9 +659,11 @@ def cmd_lab(args) -> int:
 
     if args.lab_cmd == "up":
         start = time.monotonic()
+        from controller.progress import Progress
         from lab import services
-        datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd,
-                      underlay_mtu=args.underlay_mtu, ha=args.ha)
+        with Progress("lab up", total=args.hosts, unit="hosts built", output=args.output) as progress:
+            datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd,
+                          underlay_mtu=args.underlay_mtu, ha=args.ha, progress=progress)
         status = datacentre.status()
         status["seconds"] = round(time.monotonic() - start, 2)
         if args.output == "json":
@@ -790,7 +792,12 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token}[args.command]
-        return handler(args, Client(wait_timeout=args.wait_timeout if wait else None))
+        if wait:          # on a terminal: the time spent waiting for the hypervisors
+            from controller.progress import Progress
+            with Progress("waiting until every affected hypervisor has it", unit=None,
+                          output=getattr(args, "output", None)):
+                return handler(args, Client(wait_timeout=args.wait_timeout))
+        return handler(args, Client())
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")
         return 1

@@ -65,8 +65,9 @@ def require_root() -> None:
 
 
 def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int = UNDERLAY_MTU,
-       ha: bool = False) -> LabState:
-    """Bring up hv1..hvN; on any failure remove everything made so far and raise."""
+       ha: bool = False, progress=None) -> LabState:
+    """Bring up hv1..hvN; on any failure remove everything made so far and raise.
+    `progress` (controller.progress.Progress) hears of each host built, then of hosts in sync."""
     validate_up(hosts, tunnel, underlay_mtu)
     require_root()
     require_tools()
@@ -87,9 +88,9 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int =
         during = getattr(on_ready, "during_build", None)
         ctl = during(p, state) if during is not None else None
         try:
-            _build(p, state, hosts, ctl)
+            _build(p, state, hosts, ctl, progress)
             if ctl is not None:
-                ctl.finish()
+                ctl.finish(progress)
             elif on_ready is not None:
                 on_ready(p, state)
             state.status = "up"
@@ -110,7 +111,7 @@ def underlay_mac(k: int) -> str:
     return f"02:00:c6:12:00:{10 + k:02x}"
 
 
-def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
+def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) -> None:
     journal = threading.Lock()
 
     def make_ns(name: str) -> None:
@@ -174,8 +175,11 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None) -> None:
         _fault(f"crash-after-{name}")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(hosts, 8)) as pool:
-        for fut in [pool.submit(build_host, k) for k in range(1, hosts + 1)]:
+        futures = [pool.submit(build_host, k) for k in range(1, hosts + 1)]
+        for fut in concurrent.futures.as_completed(futures):
             fut.result()
+            if progress is not None:
+                progress.step()
 
 
 def wire_host(p: LabPaths, state: LabState, name: str, info: dict, eth0_mac: str) -> None:

@@ -222,13 +222,15 @@ class WeftdDuringBuild:
         for t in self.threads:
             t.join()
 
-    def finish(self) -> None:
+    def finish(self, progress=None) -> None:
         self._join()
         if self.errors:
             raise self.errors[0]
         hosts = set(self.state.hosts)
         deadline = time.monotonic() + 20.0 + 0.1 * len(hosts)
-        wait_in_sync(self._client(5), hosts, deadline)
+        if progress is not None:
+            progress.stage("hosts in sync with weftd", len(hosts))
+        wait_in_sync(self._client(5), hosts, deadline, progress)
         if self.state.ha:
             wait_cluster_in_sync(self.p, self.state, deadline)
         self.svc["in_sync_at"] = time.time()
@@ -243,9 +245,11 @@ class WeftdDuringBuild:
 
 
 
-def wait_in_sync(client, hosts: set[str], deadline: float) -> None:
+def wait_in_sync(client, hosts: set[str], deadline: float, progress=None) -> None:
     while True:
         status = client.get("/v1/status")["hosts"]
+        if progress is not None:
+            progress.set(sum(1 for h in hosts if status.get(h, {}).get("reconciled")))
         if all(status.get(h, {}).get("reconciled") for h in hosts):
             return
         if time.monotonic() > deadline:
