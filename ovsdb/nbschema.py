@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 
 from topology.errors import WeftError
 
@@ -78,7 +79,20 @@ def _tls_args(remote: str, tls) -> list[str]:
     return [f"--private-key={tls.key}", f"--certificate={tls.cert}", f"--ca-cert={tls.ca}"]
 
 
-def upgrade_server(remote: str, tls=None, schema: str | None = None) -> str | None:
+def _ask(args: list[str], what: str, remote: str, timeout: float) -> str:
+    """An ovsdb-client answer, asked again until `timeout` (a Raft member that is still joining
+    its cluster has no database to show yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = _tool(args)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+        if time.monotonic() > deadline:
+            raise WeftError(f"cannot {what} at {remote}: {proc.stderr.strip()}", 503)
+        time.sleep(0.2)
+
+
+def upgrade_server(remote: str, tls=None, schema: str | None = None, timeout: float = 30.0) -> str | None:
     """Bring the database on `remote` (one server or a cluster's members, comma-separated) to
     this weftd's schema. Returns the version it was converted from, or None when it was current.
     Raises WeftError when the database is newer, or differs at the same version."""
@@ -86,19 +100,14 @@ def upgrade_server(remote: str, tls=None, schema: str | None = None) -> str | No
     known = known_version(schema)
     extra = _tls_args(remote, tls)
     for attempt in range(2):
-        proc = _tool(["ovsdb-client", *extra, "--timeout=30", "get-schema-version", remote, DB_NAME])
-        if proc.returncode != 0:
-            raise WeftError(f"cannot read the northbound schema version at {remote}: "
-                            f"{proc.stderr.strip()}", 503)
-        current = proc.stdout.strip()
+        current = _ask(["ovsdb-client", *extra, "--timeout=10", "get-schema-version", remote, DB_NAME],
+                       "read the northbound schema version", remote, timeout)
         verdict = compare(current, known)
         if verdict == "newer":
             raise _newer_error(remote, current, known)
-        needs = _tool(["ovsdb-client", *extra, "--timeout=30", "needs-conversion", remote, schema])
-        if needs.returncode != 0:
-            raise WeftError(f"cannot compare the northbound schema at {remote}: "
-                            f"{needs.stderr.strip()}", 503)
-        if needs.stdout.strip() == "no":
+        needs = _ask(["ovsdb-client", *extra, "--timeout=10", "needs-conversion", remote, schema],
+                     "compare the northbound schema", remote, timeout)
+        if needs == "no":
             return None
         if verdict == "same":
             raise _same_version_error(remote, current)

@@ -33,7 +33,9 @@ fi
 
 [ -x "$prefix/bin/python" ] || python3 -m venv "$prefix"
 "$prefix/bin/pip" install -q --disable-pip-version-check "$src"
-echo "install: weft installed in $prefix ($prefix/bin/weft, $prefix/bin/weftd)"
+ln -sf "$prefix/bin/weft" /usr/local/bin/weft       # on PATH, for operators and shell completion
+ln -sf "$prefix/bin/weftd" /usr/local/bin/weftd
+echo "install: weft installed in $prefix (weft and weftd linked into /usr/local/bin)"
 
 if command -v systemd-sysusers >/dev/null; then
     systemd-sysusers "$here/weft.sysusers"
@@ -43,7 +45,9 @@ fi
 install -d -m 0750 -g weft /etc/weft
 [ -e /etc/weft/weftd.toml ] || install -m 0640 -g weft "$here/weftd.toml" /etc/weft/weftd.toml
 
-"$prefix/bin/weft" completion bash > /etc/bash_completion.d/weft 2>/dev/null || true
+if [ -d /etc/bash_completion.d ]; then
+    "$prefix/bin/weft" completion bash > /etc/bash_completion.d/weft
+fi
 if [ "$units" = yes ]; then
     for unit in weftd.service weft-nb.service; do
         sed -e "s#@WEFTD@#$prefix/bin/weftd#g" -e "s#@PYTHON@#$prefix/bin/python#g" \
