@@ -38,19 +38,22 @@ def run(args, client) -> int:
     if args.network and args.network.count("/") != 1:
         raise WeftError(f"--network {args.network!r}: expected TENANT/NET")
     tls = _lab_certificates(names)
-    for i, name in enumerate(names):
-        if args.register:      # a unix socket on this machine: no TLS to be had, said explicitly
-            client.post("/v1/hosts", {"name": name, "tunnel_ip": f"198.18.{i // 250 + 100}.{i % 250 + 1}",
-                                      "ovsdb": probe.ovsdb_remote(name), "insecure": True})
-        ids = []
-        for k in range(args.ports_per_host):
-            if args.network:
-                tenant, net = args.network.split("/")
-                ids.append(client.post("/v1/ports", {"tenant": tenant, "network": net,
-                                                     "name": f"{name}-vm{k + 1}"})["id"])
-            else:
-                ids.append(str(uuid.uuid4()))
-        nics[name] = [nic(i, k, pid) for k, pid in enumerate(ids)]
+    from controller.progress import Progress
+    with Progress("swarm", total=args.hosts, unit="hosts registered, their ports created") as progress:
+        for i, name in enumerate(names):
+            if args.register:      # a unix socket on this machine: no TLS to be had, said explicitly
+                client.post("/v1/hosts", {"name": name, "tunnel_ip": f"198.18.{i // 250 + 100}.{i % 250 + 1}",
+                                          "ovsdb": probe.ovsdb_remote(name), "insecure": True})
+            ids = []
+            for k in range(args.ports_per_host):
+                if args.network:
+                    tenant, net = args.network.split("/")
+                    ids.append(client.post("/v1/ports", {"tenant": tenant, "network": net,
+                                                         "name": f"{name}-vm{k + 1}"})["id"])
+                else:
+                    ids.append(str(uuid.uuid4()))
+            nics[name] = [nic(i, k, pid) for k, pid in enumerate(ids)]
+            progress.step()
     swarm = Swarm(run_dir, nics, args.processes, controller=args.controller, tls=tls)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
