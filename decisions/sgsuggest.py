@@ -362,6 +362,9 @@ def rule_matches(model, tenant: str, rule, conn: Conn) -> bool:
             return False
     elif conn.proto in ("icmp", "icmpv6") and RULE_PROTO[conn.proto][1] != rule.ethertype:
         return False
+    if conn.proto not in ("icmp", "icmpv6") and not (_addresses(model, mine, rule.ethertype) and
+                                                     _addresses(model, peer, rule.ethertype)):
+        return False        # family-blind rows: a family counts only where both ends have it
     if rule.remote_sg is not None:
         if peer[0] != "vm":
             return False

@@ -18,11 +18,12 @@ VMS = {"client": ("fa:16:3e:00:00:01", "10.0.0.10", "hv1", 1),
 ANY_OUT = Rule("r1", 1, "egress", "any", remote_cidr="0.0.0.0/0")
 ANY_IN = Rule("r2", 2, "ingress", "any", remote_sg="default")
 ANY_OUT6 = Rule("r3", 3, "egress", "any", remote_cidr="::/0", ethertype="ipv6")
+ANY_IN6 = Rule("r4", 4, "ingress", "any", remote_sg="default", ethertype="ipv6")
 
 
 def model(groups=None, assign=None) -> Model:
     """Tenant red, all VMs in a permissive `default` group unless `assign` says otherwise."""
-    sgs = {"sg-default": SecurityGroup("sg-default", "red", "default", (ANY_OUT, ANY_IN, ANY_OUT6))}
+    sgs = {"sg-default": SecurityGroup("sg-default", "red", "default", (ANY_OUT, ANY_IN, ANY_OUT6, ANY_IN6))}
     for name, rules in (groups or {}).items():
         sgs[f"sg-{name}"] = SecurityGroup(f"sg-{name}", "red", name, tuple(rules))
     assign = assign or {}
@@ -74,8 +75,9 @@ def test_three_tiers_give_one_group_per_tier_named_after_it():
 def test_the_default_groups_unused_rules_are_reported():
     s = sgsuggest.suggest(three_tier_rows(), model(), "red")
     (default,) = s["unused"]
-    # egress anywhere (IPv4) and ingress from default were used; the IPv6 egress never was
-    assert default["group"] == "red/default" and [r["id"] for r in default["unused"]] == ["r3"]
+    # IPv4 egress anywhere and ingress from default were used; IPv6 never was (no port has an
+    # IPv6 address: a link-local alone does not count for the family-blind TCP rows)
+    assert default["group"] == "red/default" and [r["id"] for r in default["unused"]] == ["r3", "r4"]
     tight = {"web": [Rule("w1", 10, "ingress", "tcp", 80, 80, remote_cidr="0.0.0.0/0"),
                      Rule("w2", 11, "ingress", "tcp", 22, 22, remote_cidr="0.0.0.0/0"),
                      Rule("w3", 12, "egress", "tcp", 8080, 8080, remote_sg="default")]}
