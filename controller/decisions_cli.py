@@ -158,6 +158,9 @@ def _print_plan(plan: dict) -> None:
     if plan["moves"]:
         print(render(plan["moves"], columns=["port", "from", "to", "bytes_saved", "cross_host_bytes_after"]))
         print(render(plan["hosts"], columns=["host", "load_before", "load_after", "capacity"]))
+    elif before:
+        print(f"no move fits: every host that would save bytes already holds "
+              f"{plan['max_ports_per_host']} ports (raise --max-ports-per-host)")
 
 
 def _lab_vms() -> dict:

@@ -30,6 +30,8 @@ Not turned into rules (counted under `skipped`): rows without an IP protocol, mu
 broadcast, link-local and unspecified addresses (neighbour discovery, DHCP, mDNS: security
 groups do not govern them), addresses that are MACs, the aggregator's `other` row (detail
 folded away under memory pressure), ports no longer in the model, rows of other tenants.
+A port of the tenant without port security cannot be a member of a group: as a peer it is
+matched by its addresses (CIDR rules), like a port of another tenant.
 """
 from __future__ import annotations
 
@@ -96,9 +98,9 @@ class _Resolver:
         port = self.model.port_by_ref(*parts) if len(parts) == 3 else None
         if port is None:
             return ("skip", "gone")
-        if port.tenant == self.tenant:
+        if port.tenant == self.tenant and port.port_security:
             return ("vm", port.ref)
-        return ("ext-port", port.ref)
+        return ("ext-port", port.ref)       # another tenant's, or without port security: by address
 
 
 def connections(rows, model, tenant: str) -> tuple[dict, dict]:
@@ -335,7 +337,7 @@ def _conn_view(c: Conn, st: _Stats) -> dict:
 
 def _unobserved(model, tenant, elements) -> list[str]:
     refs = [p.ref for net in model.networks_of_tenant(tenant)
-            for p in model.ports_of_network(tenant, net).values()]
+            for p in model.ports_of_network(tenant, net).values() if p.port_security]
     return sorted(r for r in refs if r not in elements)
 
 

@@ -104,6 +104,16 @@ def test_external_and_other_tenant_peers_become_cidr_rules_and_noise_is_skipped(
     assert s["skipped"]["not-ip"]["rows"] == 3      # a MAC, the folded row, a row without protocol
 
 
+def test_a_port_without_port_security_is_a_peer_by_address_not_a_member():
+    m = model()
+    m.ports["idle"] = Port("idle", "red", "net", "idle", "fa:16:3e:00:00:07", ("10.0.0.40",), port_security=False)
+    s = sgsuggest.suggest(three_tier_rows() + [row("idle", "db1", "tcp", 5432)], m, "red")
+    assert all("red/net/idle" not in g["members"] for g in s["groups"])
+    db = next(g for g in s["groups"] if g["members"] == ["red/net/db1"])
+    assert {(r["port_min"], r["remote_cidr"]) for r in db["rules"] if r["remote_cidr"]} == {(5432, "10.0.0.40/32")}
+    assert s["unobserved_ports"] == []
+
+
 def test_many_external_clients_collapse_to_their_covering_prefix_and_ports_merge_into_ranges():
     rows = [row(f"unknown:198.51.100.{i}", "web1", "tcp", 80) for i in range(1, 40, 2)]
     rows += [row("web1", "app1", "udp", p) for p in (5000, 5001, 5002, 5004)]
