@@ -38,6 +38,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 EXTERNAL = "external"
 MAX_CIDRS = 8                # external addresses per (group, direction, protocol, port) before collapsing
@@ -48,8 +49,7 @@ CLUSTERING = ("VMs with the same role signature share a group: the set of (direc
               "port, peer group) they used, peers outside the tenant counting as one external peer")
 
 
-@dataclass(frozen=True)
-class Conn:
+class Conn(NamedTuple):
     """One observed service: client -> server on (proto, port); ends are ('vm', ref) or ('ext', ip)."""
     client: tuple
     server: tuple
@@ -195,13 +195,14 @@ def _stem(names: list[str]) -> str | None:
 
 def group_names(classes: list[list[str]], prefix: str) -> list[str]:
     """PREFIX-STEM per class (STEM: the members' common name without its number), unique."""
-    taken, out = set(), []
+    taken, out, next_n = set(), [], {}
     for i, members in enumerate(classes, 1):
         stem = _stem([m.rsplit("/", 1)[-1] for m in members]) or f"g{i}"
-        base = f"{prefix}-{stem}"[:60].rstrip("-_.")
-        name, n = base, 2
+        base = f"{prefix}-{stem}"[:56].rstrip("-_.")
+        name, n = base, next_n.get(base, 2)
         while name in taken:
             name, n = f"{base}-{n}", n + 1
+        next_n[base] = n
         taken.add(name)
         out.append(name)
     return out
