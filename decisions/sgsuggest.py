@@ -133,6 +133,7 @@ def connections(rows, model, tenant: str) -> tuple[dict, dict]:
             else:
                 ends.append([end])
         to_server = row.get("to_server") is not False
+        first = True                        # the row's bytes count once, on its first address
         for a in ends[0]:
             for b in ends[1]:
                 client, server = (a, b) if to_server else (b, a)
@@ -140,8 +141,10 @@ def connections(rows, model, tenant: str) -> tuple[dict, dict]:
                 st = conns.get(key)
                 if st is None:
                     st = conns[key] = _Stats()
-                st.bytes += row.get("bytes") or 0
-                st.packets += row.get("packets") or 0
+                if first:
+                    st.bytes += row.get("bytes") or 0
+                    st.packets += row.get("packets") or 0
+                    first = False
                 st.rows += 1
     return conns, skipped
 

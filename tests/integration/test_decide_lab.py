@@ -237,4 +237,6 @@ def test_placement_apply_cuts_cross_host_bytes_within_capacity(dlab):
     delta = {k: second.get(k, 0) - first.get(k, 0) for k in second}
     assert sum(delta.values()) >= 0.5 * sent, (delta, sent)                 # the same traffic, seen again
     cross_after = cross(delta, after_hosts)
+    print(f"placement lab: cross-host bytes {cross_before} before, {cross_after} after "
+          f"({sum(delta.values())} bytes seen in the second run), loads {loads}")
     assert cross_after <= 0.2 * cross_before, (cross_after, cross_before)
