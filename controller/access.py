@@ -3,8 +3,10 @@
 The unix socket (its file mode and group guard it) and the TCP API's admin token
 (`--api-token-file`) are admins. A tenant token (`weft token create --tenant red`) may:
 - list tenants, networks, ports, routers, security groups, traffic matrix/flows/top: the
-  query is narrowed to its tenant (asking for another tenant is 403);
-- create networks, ports, routers and security groups in its tenant (the body's tenant);
+  query is narrowed to its tenant (asking for another tenant is 403), and so is
+  `GET /v1/suggestions/security-groups`;
+- create networks, ports, routers and security groups in its tenant (the body's tenant), and
+  ask for and apply least-privilege group suggestions for it (placement stays an admin's);
 - read, change and delete objects under /v1/{networks,ports,routers,security-groups}/ITS_TENANT/.
 Everything else (hosts, flows, status, cluster, metrics, traffic config, tokens, creating or
 deleting tenants, migrating ports, and any route added later) needs an admin: new routes are
@@ -18,8 +20,8 @@ from typing import NamedTuple
 from topology.errors import WeftError
 
 OBJECTS = r"(?:networks|ports|routers|security-groups)"
-TENANT_LISTS = re.compile(rf"/v1/(?:tenants|{OBJECTS}|traffic/(?:matrix|flows|top))")
-TENANT_CREATES = re.compile(rf"/v1/{OBJECTS}")
+TENANT_LISTS = re.compile(rf"/v1/(?:tenants|{OBJECTS}|traffic/(?:matrix|flows|top)|suggestions/security-groups)")
+TENANT_CREATES = re.compile(rf"/v1/(?:{OBJECTS}|suggestions/security-groups/apply)")
 TENANT_OBJECT = re.compile(rf"/v1/{OBJECTS}/([^/]+)(?:/.*)?")
 READABLE_BY_ALL = frozenset({"/openapi.yaml"})
 ADMIN_ONLY_SUFFIXES = ("/migrate",)      # moving a VM between hypervisors is the operator's

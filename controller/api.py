@@ -88,6 +88,8 @@ class Api:
             ("POST", r"/v1/tokens", self.create_token),
             ("DELETE", rf"/v1/tokens/{SEG}", self.delete_token),
         ]
+        from controller.decisions import Decisions       # sg suggest, placement (issue 17)
+        self.routes += Decisions(self).routes()
 
     def dispatch(self, method: str, path: str, query: dict, body: dict):
         for m, pattern, handler in self.routes:

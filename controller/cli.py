@@ -216,6 +216,9 @@ def build_parser() -> Parser:
     p = sg.add_parser("list", help="list security groups")
     p.add_argument("tenant", nargs="?")
     _out(p)
+    from controller.decisions_cli import add_placement, add_sg_suggest
+    add_sg_suggest(sg, _out)
+    add_placement(sub, Parser, _out)
     rule = sg.add_parser("rule", help="security-group rules").add_subparsers(
         dest="rule_cmd", metavar="RULE_COMMAND", parser_class=Parser)
     rule.required = True
@@ -501,6 +504,9 @@ RULE_COLUMNS = ["id", "direction", "proto", "ports", "icmp_type", "remote", "eth
 
 
 def cmd_sg(args, client) -> int:
+    if args.sub == "suggest":
+        from controller.decisions_cli import cmd_sg_suggest
+        return cmd_sg_suggest(args, client)
     if args.sub == "list":
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
@@ -724,6 +730,11 @@ def cmd_lab(args) -> int:
     raise WeftError(f"unknown lab command {args.lab_cmd!r}")
 
 
+def _cmd_placement(args, client) -> int:
+    from controller.decisions_cli import cmd_placement
+    return cmd_placement(args, client)
+
+
 def _vm_create(args) -> int:
     from lab import vm
 
@@ -791,7 +802,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_collector(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
-                   "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token}[args.command]
+                   "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token,
+                   "placement": _cmd_placement}[args.command]
         if wait:          # on a terminal: the time spent waiting for the hypervisors
             from controller.progress import Progress
             with Progress("waiting until every affected hypervisor has it", unit=None,

@@ -807,6 +807,75 @@ class NorthboundStore(TokenStoreMixin):
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
+    def create_groups(self, tenant: str, groups: list[dict], members: dict | None = None) -> dict:
+        """Bulk, in ONE transaction: new groups [{name, rules: [rule fields]}] of `tenant` (a rule's
+        remote_sg may name a group created here) and, with `members` {port ref: [group names]},
+        those ports' groups replaced. Everything is checked first: nothing is written unless all
+        of it can be (`weft sg suggest --apply`)."""
+        members = members or {}
+        names, checked = [], []
+        for g in groups:
+            name = validate.name("security group", g.get("name"))
+            if name in names:
+                raise WeftError(f"security group {tenant}/{name} is given twice")
+            names.append(name)
+            rules, seen = [], set()
+            for fields in g.get("rules", ()):
+                rule = validate.sg_rule(**fields)
+                if validate.rule_identity(rule) in seen:
+                    raise WeftError(f"security group {tenant}/{name} is given the same rule twice")
+                seen.add(validate.rule_identity(rule))
+                rules.append(rule)
+            checked.append((name, rules))
+        ports = {}
+        for ref, group_names in members.items():
+            t, net, port = validate.split_ref(ref, 3, "port")
+            if t != tenant:
+                raise WeftError(f"port {ref} is not a port of tenant {tenant}")
+            ports[ref] = (net, port, validate.group_names(group_names, tenant, f"port {ref}"))
+
+        def build(txn):
+            ix = self._ix
+            if tenant not in ix.tenant:
+                raise NotFound(f"no tenant named {tenant!r}")
+            taken = sorted(n for n in names if (tenant, n) in ix.group)
+            if taken:
+                raise Conflict(f"security group(s) {', '.join(f'{tenant}/{n}' for n in taken)} "
+                               f"already exist: choose another prefix")
+            have = set(ix.groups_of_tenant.get(tenant, {})) | set(names)
+            for name, rules in checked:
+                missing = sorted({r["remote_sg"] for r in rules if r["remote_sg"]} - have)
+                if missing:
+                    raise NotFound(f"no security group {', '.join(f'{tenant}/{m}' for m in missing)} "
+                                   f"(a remote group of {tenant}/{name})")
+            rows = {}
+            for ref, (net, port, group_names) in ports.items():
+                port_id = ix.port.get((tenant, net, port))
+                if port_id is None:
+                    raise NotFound(f"no port {ref}")
+                row = self._row("Port", port_id)
+                if not row.port_security:
+                    raise WeftError(f"port {ref} has port security off: it cannot have security groups")
+                missing = sorted(set(group_names) - have)
+                if missing:
+                    raise NotFound(f"no security group {', '.join(f'{tenant}/{m}' for m in missing)} "
+                                   f"(for port {ref})")
+                rows[ref] = (row, sorted(group_names))
+            created = []
+            for name, rules in checked:
+                grow = txn.insert(self.idl.tables["Security_Group"])
+                grow.tenant, grow.name = tenant, name
+                for fields in rules:
+                    self._insert_rule(txn, tenant, name, fields, self._alloc_rule_key())
+                created.append({"ref": f"{tenant}/{name}", "rules": len(rules)})
+            assigned = []
+            for ref, (row, group_names) in sorted(rows.items()):
+                before = sorted(row.security_groups)
+                row.security_groups = group_names
+                assigned.append({"port": ref, "before": before, "after": group_names})
+            return {"tenant": tenant, "created": created, "assigned": assigned}
+        return self._transact(build)
+
     def delete_rule(self, tenant: str, sg: str, rule_id: str) -> dict:
         def build(txn):
             self._group(tenant, sg)

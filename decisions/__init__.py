@@ -1,0 +1,1 @@
+"""Decisions from observed traffic: least-privilege security groups and network-aware placement (pure code)."""
