@@ -189,7 +189,8 @@ def test_a_second_connection_for_a_live_switch_is_refused_and_the_first_keeps_wo
     deadline = time.monotonic() + 10
     while refusals(lab)["duplicate-connection"] < before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert refusals(lab)["duplicate-connection"] == before + 2
+    assert refusals(lab)["duplicate-connection"] == before + 2, \
+        lab.json_api("/v1/status")["switch_refusals"]       # every reason and the recent ones
     after = lab.json_api("/v1/status")["hosts"]["hv1"]
     assert after["connected"] and after["connects"] == status["connects"]   # never replaced
     assert after["flows"] == status["flows"] and after["flow_mods"] == status["flow_mods"]
