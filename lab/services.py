@@ -96,7 +96,12 @@ def _wait_api(proc: subprocess.Popen, client, svc: dict, deadline: float, timeou
               stop: threading.Event | None = None) -> None:
     while True:
         if proc.poll() is not None:
-            raise WeftError(f"weftd exited at start (see {svc['log']})", 500)
+            try:
+                with open(svc["log"] + ".out", errors="replace") as f:
+                    said = " | ".join(line.strip() for line in f.read().splitlines()[-3:])
+            except OSError:
+                said = ""
+            raise WeftError(f"weftd exited at start: {said or 'no output'} (see {svc['log']})", 500)
         try:
             client.get("/v1/status")
             return

@@ -182,12 +182,12 @@ def test_no_dhcp_networks_get_no_answer(rlab):
 
 
 def test_detach_cuts_cross_subnet_traffic_and_keeps_same_subnet(rlab):
-    rlab.weft("router", "detach", "red/r", "red/n1")
+    rlab.weft("--wait", "router", "detach", "red/r", "red/n1")     # every host has it: no race
     try:
         assert ping(rlab, "ra1", "10.0.1.11", wait=1).returncode != 0
         assert ping(rlab, "rb1", "10.0.0.11", wait=1).returncode != 0
         assert ping(rlab, "ra1", "10.0.0.12").returncode == 0
         assert ping(rlab, "rb1", "10.0.1.12").returncode == 0
     finally:
-        rlab.weft("router", "attach", "red/r", "red/n1")
+        rlab.weft("--wait", "router", "attach", "red/r", "red/n1")
     assert ping(rlab, "ra1", "10.0.1.11", count=3).returncode == 0
