@@ -14,8 +14,14 @@ NO_TABLE = 255                  # NXActionCT's recirc_table when it does not rec
 
 def flow_of(stats) -> Flow:
     """The Flow of one OFPFlowStats entry (match fields in os-ken's user form, sorted)."""
-    match = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in stats.match.items()))
+    match = tuple(sorted((_oxm(k), tuple(v) if isinstance(v, list) else v)
+                         for k, v in stats.match.items()))
     return Flow(stats.table_id, stats.priority, match, actions_of(stats.instructions), stats.cookie)
+
+
+def _oxm(name: str) -> str:
+    """os-ken's OXM name of a field it may report by its NXM name (`eth_src_nxm`)."""
+    return name[:-4] if name.endswith("_nxm") else name
 
 
 def actions_of(instructions) -> tuple:
@@ -41,8 +47,8 @@ def action_of(act) -> tuple:
         return ("output", act.port)
     if name == "OFPActionSetField":
         return ("set_field", act.key, act.value)
-    if name == "NXActionRegMove":
-        return ("move", act.src_field, act.dst_field, act.n_bits)
+    if name == "NXActionRegMove":         # a switch names NXM fields e.g. eth_src_nxm
+        return ("move", _oxm(act.src_field), _oxm(act.dst_field), act.n_bits)
     if name == "NXActionCT":
         marks = [a.value for a in act.actions if type(a).__name__ == "OFPActionSetField"
                  and a.key == "ct_mark"]
