@@ -84,5 +84,10 @@ def cmd_drops(args, client) -> int:
     if args.output == "json":
         print(render(rows, "json"))
         return 0
+    if args.output == "table":            # CSV keeps the epoch seconds, as JSON does
+        import time
+        stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))   # noqa: E731
+        rows = [{**r, "first_seen": stamp(r["first_seen"]), "last_seen": stamp(r["last_seen"])}
+                for r in rows]
     print(render(rows, args.output, DROP_COLUMNS))
     return 0

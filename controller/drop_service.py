@@ -12,6 +12,7 @@ ingress); an unknown destination or neighbour that only another tenant has is `i
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 from collectors.drops import DropLog, DropSample
@@ -74,17 +75,17 @@ class DropService:
             src_port = model.port_at(host, in_port)
         elif vni is not None:
             src_port = ix.in_net.get((vni, info.src_ip)) or ix.in_net.get((vni, info.src_mac))
+        dst_text = info.dst_ip or info.dst_mac
+        if info.ether_type == 0x0806 and len(data) >= 42:         # ARP: the address asked for
+            dst_text = socket.inet_ntoa(data[38:42])
         dst_port = None
         if match.get(P.REG_OUT):
             dst_port = model.port_at(host, match[P.REG_OUT])
         if dst_port is None and vni is not None:
-            dst_port = ix.in_net.get((vni, info.dst_ip)) or ix.in_net.get((vni, info.dst_mac))
+            dst_port = ix.in_net.get((vni, dst_text)) or ix.in_net.get((vni, info.dst_mac))
         elsewhere = None
         if dst_port is None:
-            elsewhere = ix.anywhere.get(info.dst_ip) or ix.anywhere.get(info.dst_mac)
-            if info.ether_type == 0x0806 and len(data) >= 42:     # ARP: the address asked for
-                import socket
-                elsewhere = ix.anywhere.get(socket.inet_ntoa(data[38:42]))
+            elsewhere = ix.anywhere.get(dst_text) or ix.anywhere.get(info.dst_mac)
         group = None
         if reason == "security-group":
             who = src_port if table in EGRESS_TABLES else dst_port
@@ -100,7 +101,7 @@ class DropService:
         return DropSample(
             time=now, host=host, reason=reason, table=table,
             src=src_port.ref if src_port else (info.src_ip or info.src_mac or "?"),
-            dst=shown_dst.ref if shown_dst else (info.dst_ip or info.dst_mac or "?"),
+            dst=shown_dst.ref if shown_dst else (dst_text or "?"),
             proto=proto, dport=info.dst_port if proto in ("tcp", "udp") else None, group=group,
             owner=owner, src_tenant=src_tenant,
             dst_tenant=shown_dst.tenant if shown_dst else None)

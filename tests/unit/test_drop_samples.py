@@ -86,3 +86,19 @@ def test_a_full_bucket_counts_the_rest_as_overflow():
                            proto="udp"))
     rows = {r["src"]: r["packets"] for r in log.rows()}
     assert rows == {"s0": 1, "s1": 1, "(overflow)": 3}
+
+
+def test_an_arp_request_nobody_answers_names_the_address_asked_for():
+    model = build()
+    svc = DropService(Engine(model), DropLog())
+    arp = (b"\xff" * 6 + bytes.fromhex("fa163e000005") + b"\x08\x06" + bytes.fromhex("0001080006040001")
+           + bytes.fromhex("fa163e000005") + bytes([10, 0, 0, 41]) + b"\0" * 6 + bytes([10, 0, 0, 99]))
+    s = svc.sample(model, "hv1", cookie("unknown-neighbour"), P.ARP_RESPONDER, {"in_port": 2, "reg6": 1000},
+                   arp, 1.0)
+    assert (s.src, s.dst, s.proto, s.reason) == ("red/net/open", "10.0.0.99", "arp", "unknown-neighbour")
+    s = svc.sample(model, "hv1", cookie("unknown-neighbour"), P.ARP_RESPONDER, {"in_port": 2, "reg6": 1000},
+                   arp[:38] + bytes([10, 0, 0, 21]), 1.0)
+    assert (s.dst, s.reason) == ("red/net/app1", "unknown-neighbour")    # red's, not blue's bweb
+    s = svc.sample(model, "hv1", cookie("unknown-neighbour"), P.ARP_RESPONDER, {"in_port": 2, "reg6": 1000},
+                   arp[:38] + bytes([10, 0, 0, 77]), 1.0)
+    assert (s.dst, s.reason) == ("10.0.0.77", "unknown-neighbour")
