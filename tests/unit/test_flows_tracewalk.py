@@ -83,3 +83,26 @@ def test_bad_requests_say_what_is_wrong(model):
         run(model, "web1", "nowhere")
     with pytest.raises(LookupError, match="no port"):
         run(model, "web1", "red/net/ghost")
+
+
+def test_routed_traces_ttl_and_routes():
+    from tests.unit import test_flows_routing as R
+    model = R.build()
+    flows = compile_all(CompilerIndex(model))
+    walker = lambda: Walker(lambda h: flows[h], R.HOSTS)      # noqa: E731
+
+    def go(src, dst, **kw):
+        b = model.bindings[src]
+        return trace(model, walker(), model.ports[src], b.host, b.ofport, dst, **kw)
+
+    t = go("ra", "10.0.1.20")                                  # routed on hv1, tunnelled to hv3
+    assert (t.verdict, t.deliveries, t.tunnels) == ("delivered", [("hv3", 1)], [("hv1", "hv3", 1001)])
+    assert any(s.table == pipeline.ROUTE for s in t.steps)
+    t = go("ra", "10.0.1.20", ttl=1)
+    assert (t.verdict, t.reason, t.drop_table) == ("dropped", "ttl-expired", pipeline.ROUTE)
+    t = go("ra", "172.16.0.1")                                  # no route to it
+    assert (t.verdict, t.reason) == ("dropped", "no-route")
+    t = go("ra", "10.0.0.1", proto="tcp", dport=22)            # the router's own address
+    assert t.reason == "router-address"
+    t = go("ba", "10.0.1.20")                                   # blue has no such port (red has)
+    assert t.verdict == "dropped" and t.reason == "isolation"
