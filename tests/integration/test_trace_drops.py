@@ -132,7 +132,8 @@ def test_a_flood_is_sampled_at_most_at_the_configured_rate(lab):
     time.sleep(1.0)                     # the meter is set on every switch (a meter-mod each)
     before = lab.json_api("/v1/traffic/drops/status")["hosts"].get("hv2", {}).get("samples", 0)
     dropped_before = _drop_flow_packets(lab, "hv2")
-    r = lab.exec("web1", PY, PROBE, "flood", "10.0.0.31", "9999", "100000", timeout=120)
+    # paced at 25,000/s so that the userspace datapath (2 shared cores) carries most of them
+    r = lab.exec("web1", PY, PROBE, "flood", "10.0.0.31", "9999", "100000", "25000", timeout=120)
     assert r.returncode == 0, r.stderr
     flood = json.loads(r.stdout)
     assert flood["sent"] == 100000
@@ -143,7 +144,9 @@ def test_a_flood_is_sampled_at_most_at_the_configured_rate(lab):
     dropped = _drop_flow_packets(lab, "hv2") - dropped_before
     samples = after - before
     allowed = pps * (flood["seconds"] + 3) + burst       # the flood, plus the time samples trail it
-    assert dropped >= 10000, f"only {dropped} packets reached the drop flow"
+    print(f"flood: sent={flood['sent']} in {flood['seconds']} s, reached the drop flow={dropped}, "
+          f"samples at weftd={samples} (meter {pps} pps burst {burst}: at most {allowed:.0f})")
+    assert dropped >= 50000, f"only {dropped} packets reached the drop flow"
     assert 1 <= samples <= allowed, (samples, allowed, flood, dropped)
     lab.weft("traffic", "config", "--drop-sample-pps", "100", "--drop-sample-burst", "25")
 
