@@ -11,7 +11,6 @@ ingress); an unknown destination or neighbour that only another tenant has is `i
 """
 from __future__ import annotations
 
-import logging
 import socket
 import time
 
@@ -20,7 +19,6 @@ from collectors.packet import parse_ethernet
 from flows import cookies
 from flows import pipeline as P
 
-LOG = logging.getLogger(__name__)
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 ETHERTYPES = {0x0806: "arp", 0x0800: "ipv4", 0x86DD: "ipv6"}
 EGRESS_TABLES = (P.PORT_SECURITY, P.EGRESS_CT, P.EGRESS_ACL)

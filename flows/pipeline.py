@@ -124,7 +124,8 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({"in_port", "eth_type"}), drop="security-group"),
     Table(EGRESS_ACL, "egress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({"in_port", "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_dst", "icmpv6_type"}), drop="security-group"),
+                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_dst", "icmpv6_type"}),
+          drop="security-group"),
     Table(ARP_RESPONDER, "arp-responder", "answer ARP requests and neighbour solicitations for "
           "known IPs, never flood them",
           frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type", "ipv6_src",
@@ -144,7 +145,8 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({REG_OUT, "eth_type", "ip_proto", "icmpv6_type"}), drop="security-group"),
     Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({REG_OUT, "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"}), drop="security-group"),
+                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"}),
+          drop="security-group"),
 )}
 
 # OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these

@@ -6,7 +6,7 @@ import pytest
 from flows import pipeline
 from flows.compiler import CompilerIndex, compile_all
 from flows.tracewalk import Walker, trace
-from tests.unit.test_flows_acl import HOSTS, PORTS, build
+from tests.unit.test_flows_acl import HOSTS, build
 
 SPARE = {"bonly": ("blue", "fa:16:3e:00:00:12", "10.0.0.99", "hv2", 4, ())}
 
