@@ -42,6 +42,8 @@ class Api:
         self.dhcp_counters = None       # callable giving the DHCP service's counters, once it runs
         self.host_config = None         # callable giving the southbound state per host
         self.cluster = None             # callable(only_self) giving the replicas and NB members
+        self.drops = None               # collectors.drops.DropLog: samples of dropped packets
+        self.drop_counters = None       # the drop service's packet-in counters
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
             ("POST", r"/v1/tenants", self.create_tenant),
@@ -87,6 +89,9 @@ class Api:
             ("GET", r"/v1/tokens", self.list_tokens),
             ("POST", r"/v1/tokens", self.create_token),
             ("DELETE", rf"/v1/tokens/{SEG}", self.delete_token),
+            ("GET", r"/v1/trace", self.trace_packet),
+            ("GET", r"/v1/traffic/drops", self.traffic_drops),
+            ("GET", r"/v1/traffic/drops/status", self.traffic_drops_status),
         ]
         from controller.decisions import Decisions       # sg suggest, placement (issue 17)
         self.routes += Decisions(self).routes()
@@ -480,6 +485,11 @@ class Api:
         rows.sort(key=lambda r: (r["table"], -r["priority"], r["cookie"]))
         return rows
 
+    def trace_packet(self, query, body):
+        """`weft trace`: a packet walked through the pipeline (controller/trace_service.py)."""
+        from controller import trace_service
+        return trace_service.run(self, query)
+
     @staticmethod
     def _owner_names(model) -> "_Owners":
         """Cookie owner id -> "port red/net/a"…, looked up in O(1) per flow from the model's index."""
@@ -567,6 +577,24 @@ class Api:
 
     def delete_token(self, name, query, body):
         return self.store.delete_token(name)
+    def _drop_log(self):
+        if self.drops is None:
+            raise WeftError("this weftd keeps no drop samples", 503)
+        return self.drops
+
+    def traffic_drops(self, query, body):
+        """Dropped packets (sampled), aggregated: src, dst, proto, dport, reason, group, packets."""
+        tenant = query.get("tenant", [None])[0]
+        if tenant and tenant not in self.model.tenants:
+            raise NotFound(f"no tenant named {tenant!r}")
+        since = self._since(query) if query.get("since") else time.time() - 600
+        return self._drop_log().rows(since, tenant)
+
+    def traffic_drops_status(self, query, body):
+        """Drop samples received per host and reason, and the configured meter."""
+        t = self.model.traffic
+        return {**self._drop_log().status(), "packet_ins": dict(self.drop_counters or {}),
+                "drop_sample_pps": t.drop_sample_pps, "drop_sample_burst": t.drop_sample_burst}
 
     def traffic_status(self, query, body):
         return self._collectors().status()
@@ -581,6 +609,8 @@ class Api:
                 from collectors.metrics import MetricsRenderer
                 self._metrics = MetricsRenderer(self._collectors().service("sflow"))
             text += self._metrics.render().encode()
+        if self.drops is not None:
+            text += self.drops.render_metrics()
         return text
 
     def status(self, query, body):

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from controller.cli_trace import cmd_trace
 from controller.client import Client, seg
 from controller.output import render
 from topology.addresses import router_ip6
@@ -289,6 +290,8 @@ def build_parser() -> Parser:
     p.add_argument("--source", choices=["sflow", "netflow", "ipfix"], default="sflow",
                    help="which collector to report (default sflow)")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
+    from controller.cli_trace import add_drops_parser, add_trace_parser
+    add_drops_parser(traffic)
     p = traffic.add_parser("status", help="per exporter: datagrams, records, malformed, gaps, templates")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     p = traffic.add_parser("config", help="show or change what the hosts export")
@@ -300,6 +303,9 @@ def build_parser() -> Parser:
     p.add_argument("--netflow-active-timeout", type=int, metavar="S")
     p.add_argument("--ipfix", **onoff)
     p.add_argument("--ipfix-sampling", type=int, metavar="N", help="sample 1 packet in N")
+    p.add_argument("--drop-sample-pps", type=int, metavar="N",
+                   help="dropped packets sampled to weftd per second and host (an OpenFlow meter)")
+    p.add_argument("--drop-sample-burst", type=int, metavar="N", help="... and the meter's burst")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     from collectors.cli import add_parser as add_collect
     add_collect(sub)
@@ -311,6 +317,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("completion", help="shell completion code: source <(weft completion bash)")
     p.add_argument("shell", choices=["bash", "zsh"])
+    add_trace_parser(sub)
     p = sub.add_parser("flows", help="installed flows of a host, annotated with their owner")
     p.add_argument("host")
     _out(p)
@@ -599,6 +606,9 @@ def cmd_traffic(args, client) -> int:
         rows = client.get(f"/v1/traffic/{args.sub}", **query)
         print(render_matrix(rows, args.output))
         return 0
+    if args.sub == "drops":
+        from controller.cli_trace import cmd_drops
+        return cmd_drops(args, client)
     if args.sub == "status":
         st = client.get("/v1/traffic/status")
         rows = st["exporters"]
@@ -615,7 +625,9 @@ def cmd_traffic(args, client) -> int:
     changes = {k: v for k, v in (("sflow", args.sflow), ("sflow_sampling", args.sflow_sampling),
                                  ("sflow_polling", args.sflow_polling), ("netflow", args.netflow),
                                  ("netflow_active_timeout", args.netflow_active_timeout),
-                                 ("ipfix", args.ipfix), ("ipfix_sampling", args.ipfix_sampling))
+                                 ("ipfix", args.ipfix), ("ipfix_sampling", args.ipfix_sampling),
+                                 ("drop_sample_pps", args.drop_sample_pps),
+                                 ("drop_sample_burst", args.drop_sample_burst))
                if v is not None}
     changes = {k: (v == "on") if v in ("on", "off") else v for k, v in changes.items()}
     cfg = client.post("/v1/traffic/config", changes) if changes else client.get("/v1/traffic/config")
@@ -803,7 +815,8 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token,
-                   "placement": _cmd_placement}[args.command]
+                   "placement": _cmd_placement,
+                   "trace": cmd_trace}[args.command]
         if wait:          # on a terminal: the time spent waiting for the hypervisors
             from controller.progress import Progress
             with Progress("waiting until every affected hypervisor has it", unit=None,

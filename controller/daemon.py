@@ -237,6 +237,10 @@ class Controller:
         self.host_names: set[str] = set()     # the hosts handed to self.hosts
         self.dhcp = None
         self.traffic = None
+        from collectors.drops import DropLog
+        from controller.drop_service import DropService
+        self.drop_log = DropLog()                   # samples of dropped packets (packet-ins)
+        self.drops = DropService(self.engine, self.drop_log)
         self.of_ready = threading.Event()
         self._model_cond = threading.Condition()
         self._latest_model = self.store.model
@@ -270,6 +274,7 @@ class Controller:
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status
         self.api.cluster = self.cluster_view
+        self.api.drops, self.api.drop_counters = self.drop_log, self.drops.counters
         token = read_token(self.args.api_token_file) if self.args.api_token_file else None
         tls = (self.args.api_tls_cert, self.args.api_tls_key) if self.args.api_tls_cert else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp, token=token, tls=tls)
@@ -372,10 +377,12 @@ class Controller:
         body = self.driver.dump_flows(dp, timeout)
         if body is None:
             raise WeftError(f"host {host!r} did not answer the flow dump in {timeout:.0f} s", 504)
+        from controller.trace_service import parsed
         return [{"table": s.table_id, "priority": s.priority, "cookie": s.cookie,
                  "packets": s.packet_count, "bytes": s.byte_count,
                  "match": str(dict(s.match.items())),
-                 "actions": "; ".join(str(i) for i in s.instructions)} for s in body]
+                 "actions": "; ".join(str(i) for i in s.instructions),
+                 "flow": parsed(s)} for s in body]      # read back, for weft trace --installed
 
 
 def _listening(host: str, port: int) -> bool:
@@ -419,7 +426,8 @@ def run_openflow(controller: Controller) -> None:
     from controller.ofapp import OpenFlowSinks
 
     controller.dhcp = DhcpService(controller.engine, controller.args.tunnel, controller.args.underlay_mtu)
-    sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp, NdService(controller.engine))
+    sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp, NdService(controller.engine),
+                          controller.drops)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")

@@ -129,12 +129,22 @@ class OpenFlowDriver:
                                          0, 0, parser.OFPMatch())
         return self._send_msg(datapath, req)
 
-    def hello(self, datapath, meter_id: int, pps: int, burst: int) -> None:
-        """On every connection: the DHCP meter (before any flow that uses it; an existing
-        meter answers METER_EXISTS, which is ignored) and a port description request."""
+    def hello(self, datapath, meter_id: int, pps: int, burst: int, more=()) -> None:
+        """On every connection: the DHCP meter and `more` meters (meter id, pps, burst), before
+        any flow that uses them (an existing meter answers METER_EXISTS, which is ignored; the
+        `more` ones are then set to their rate, which may have changed while weftd was away),
+        and a port description request."""
         parser = datapath.ofproto_parser
         self._send_msg(datapath, ofmsg.meter_add(datapath, meter_id, pps=pps, burst=burst))
+        for mid, mpps, mburst in more:
+            self._send_msg(datapath, ofmsg.meter_add(datapath, mid, pps=mpps, burst=mburst))
+        self.set_meters(datapath, more)
         self._send_msg(datapath, parser.OFPPortDescStatsRequest(datapath, 0))
+
+    def set_meters(self, datapath, meters) -> None:
+        """Change the rate of existing meters: (meter id, pps, burst) each."""
+        for mid, pps, burst in meters:
+            self._send_msg(datapath, ofmsg.meter_add(datapath, mid, pps=pps, burst=burst, modify=True))
 
     def port_desc(self, datapath) -> None:
         """The port list alone (a slave connection: no meter, which a slave may not add)."""
@@ -216,7 +226,10 @@ class InstantDriver:
             self.engine.flow_stats(datapath, xid, [], False)
         return xid
 
-    def hello(self, datapath, meter_id, pps, burst) -> None:
+    def hello(self, datapath, meter_id, pps, burst, more=()) -> None:
+        pass
+
+    def set_meters(self, datapath, meters) -> None:
         pass
 
     def port_desc(self, datapath) -> None:

@@ -41,7 +41,7 @@ from flows import compiler, planner
 from flows.index import ModelDiff, _changed
 from topology.changes import changes_of
 from flows.flow import Flow
-from flows.pipeline import DHCP_METER
+from flows.pipeline import DHCP_METER, DROP_METER
 from controller.migration import Migration, eth_src, trigger_of
 from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Binding, Model, derive
@@ -452,11 +452,21 @@ class Engine:
         return None
 
     # ---- model and bindings -------------------------------------------------------------------
+    def _drop_meter(self) -> tuple:
+        """The drop-sample meter (flows/drops.py) at the configured rate, for driver.hello."""
+        t = self.nb_model.traffic
+        return ((DROP_METER, t.drop_sample_pps, t.drop_sample_burst),)
+
     def _set_nb(self, model: Model, changes: dict | None) -> None:
         """A new northbound snapshot; `changes` are the keys it changed since the previous one
         (the store's tracked rows), or None when unknown (then the next compile diffs)."""
         old = self.nb_model
         self.nb_model = model
+        if (old.traffic.drop_sample_pps, old.traffic.drop_sample_burst) != (
+                model.traffic.drop_sample_pps, model.traffic.drop_sample_burst) and self.active:
+            for _host, state in sorted(self.hosts.items()):     # a new drop-sample rate
+                if state.datapath is not None:
+                    self.driver.set_meters(state.datapath, self._drop_meter())
         if changes is None or self._nb_changes is None:
             self._nb_changes = None
         else:
@@ -796,7 +806,7 @@ class Engine:
         if self.ha:
             self._request_role(dp, ROLE_MASTER if self.active else ROLE_SLAVE)
         if self.active:
-            self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST)
+            self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST, self._drop_meter())
         else:
             self.driver.port_desc(dp)
         self._request_dump(host, state)
@@ -1006,7 +1016,7 @@ class Engine:
         def retry():
             if state.datapath is dp and not state.reconciled and state.dumping is None:
                 # what every connection starts with (the meter may be what the switch lost)
-                self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST)
+                self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST, self._drop_meter())
                 self._request_dump(host, state)
         self._after(state.backoff, retry)
 

@@ -21,6 +21,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_4
 
 from controller.identity import cert_names
+from flows.cookies import DROP_FLAG
 from flows.migration import is_announcement
 
 LOG = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class OpenFlowSinks:
     driver: object
     dhcp: object = None
     nd: object = None           # IPv6 neighbour solicitations (controller/nd_service.py)
+    drops: object = None        # samples of dropped packets (controller/drop_service.py)
 
 
 def peer_names(datapath) -> tuple[str, ...] | None:
@@ -54,6 +56,7 @@ class WeftOFApp(app_manager.OSKenApp):
         if weft is None:
             raise RuntimeError("WeftOFApp needs weft=OpenFlowSinks(engine, driver, dhcp)")
         self.engine, self.driver, self.dhcp, self.nd = weft.engine, weft.driver, weft.dhcp, weft.nd
+        self.drops = weft.drops
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
@@ -87,6 +90,14 @@ class WeftOFApp(app_manager.OSKenApp):
         msg = ev.msg
         if not self.engine.admitted(msg.datapath):
             return                            # a refused or not yet admitted connection
+        if msg.cookie >> 56 & DROP_FLAG:       # a drop flow's sample (flows/drops.py), metered
+            if self.drops is not None:
+                try:
+                    self.drops.packet_in(msg.datapath, msg.cookie, msg.table_id,
+                                         dict(msg.match.items()), bytes(msg.data))
+                except Exception:
+                    LOG.exception("drop sample packet-in failed")
+            return
         if is_announcement(msg.cookie):       # a migrating port's destination NIC spoke
             self.engine.announce(msg.datapath, msg.match["in_port"], bytes(msg.data))
             return

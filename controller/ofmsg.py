@@ -136,9 +136,10 @@ def _v(value) -> str:
     return hex(value) if isinstance(value, int) and value > 0xFFFF else str(value)
 
 
-def meter_add(datapath, meter_id: int, pps: int, burst: int):
-    """A packets-per-second drop meter (DHCP to the controller goes through one)."""
+def meter_add(datapath, meter_id: int, pps: int, burst: int, modify: bool = False):
+    """A packets-per-second drop meter (DHCP to the controller goes through one); `modify`
+    changes the rate of an existing one."""
     parser, ofproto = datapath.ofproto_parser, datapath.ofproto
-    return parser.OFPMeterMod(datapath, command=ofproto.OFPMC_ADD,
+    return parser.OFPMeterMod(datapath, command=ofproto.OFPMC_MODIFY if modify else ofproto.OFPMC_ADD,
                               flags=ofproto.OFPMF_PKTPS | ofproto.OFPMF_BURST, meter_id=meter_id,
                               bands=[parser.OFPMeterBandDrop(rate=pps, burst_size=burst)])

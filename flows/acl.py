@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from flows import pipeline as P
 from flows.cookies import make
+from flows.drops import drop
 from flows.flow import ETH_TYPE_IP, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, Flow, make_match
 
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -253,6 +254,6 @@ def member_flows(members: dict) -> list[Flow]:
 
 
 STRUCTURAL = (
-    make("pipeline", None, P.EGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV), ()),
-    make("pipeline", None, P.INGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV), ()),
+    drop("conntrack-invalid", None, P.EGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV)),
+    drop("conntrack-invalid", None, P.INGRESS_ACL, PRIO_INVALID, make_match(ct_state=INV)),
 )

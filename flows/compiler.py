@@ -19,6 +19,7 @@ from flows import acl as A
 from flows import migration as M
 from flows import pipeline as P
 from flows.cookies import make
+from flows.drops import drop
 from flows.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT, IP_PROTO_ICMPV6,
                         IPV6_UNSPECIFIED, MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_REDIRECT,
                         UNICAST, Flow, make_match)
@@ -45,16 +46,16 @@ STRUCTURAL: tuple[Flow, ...] = (
     # from any VM: no router advertisements or redirects (weft's routers are the routers), no
     # neighbour advertisement its port security does not allow (ports without port security
     # get a flow of their own above these)
-    *(make("pipeline", None, P.PORT_SECURITY, PRIO_ND_FORBIDDEN, make_match(**_ICMPV6, icmpv6_type=t), ())
+    *(drop("port-security", None, P.PORT_SECURITY, PRIO_ND_FORBIDDEN, make_match(**_ICMPV6, icmpv6_type=t))
       for t in (ND_RA, ND_NA, ND_REDIRECT)),
-    make("pipeline", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
-         make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST), ()),
+    drop("unknown-neighbour", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
+         make_match(eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST)),
     # neighbour solicitations like ARP requests: only known targets are answered, never flooded;
     # duplicate address detection (source ::) is never answered (it would fail the VM's address)
-    make("pipeline", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
-         make_match(**_ICMPV6, icmpv6_type=ND_NS), ()),
-    make("pipeline", None, P.ARP_RESPONDER, PRIO_HIGH + 1,
-         make_match(**_ICMPV6, icmpv6_type=ND_NS, ipv6_src=IPV6_UNSPECIFIED), ()),
+    drop("unknown-neighbour", None, P.ARP_RESPONDER, PRIO_ARP_DROP,
+         make_match(**_ICMPV6, icmpv6_type=ND_NS)),
+    drop("dad", None, P.ARP_RESPONDER, PRIO_HIGH + 1,
+         make_match(**_ICMPV6, icmpv6_type=ND_NS, ipv6_src=IPV6_UNSPECIFIED)),
 )
 _by_table = attrgetter("table")
 
@@ -307,8 +308,8 @@ def _l3_input(net: Network, router: Router) -> tuple[Flow, ...]:
     flows = [
         make("l3", router.uuid, P.L3_INPUT, PRIO_HIGH,
              make_match(**{P.REG_NET: vni}, eth_dst=router.mac, eth_type=ETH_TYPE_IP), entry),
-        make("l3", router.uuid, P.L3_INPUT, PRIO_SPOOF_CHECKED,
-             make_match(**{P.REG_NET: vni}, eth_dst=router.mac), ()),
+        drop("router-address", router.uuid, P.L3_INPUT, PRIO_SPOOF_CHECKED,
+             make_match(**{P.REG_NET: vni}, eth_dst=router.mac)),
     ]
     if net.cidr6:
         flows.append(make("l3", router.uuid, P.L3_INPUT, PRIO_HIGH,
@@ -363,9 +364,9 @@ def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, .
                 (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
                  ("move", "ipv4_src", "ipv4_dst", 32), ("set_field", "ipv4_src", net.gateway),
                  ("set_field", "icmpv4_type", 0), ("output", IN_PORT))))
-            flows.append(make("l3", router.uuid, P.ROUTE, PRIO_ROUTER_ADDR,
+            flows.append(drop("router-address", router.uuid, P.ROUTE, PRIO_ROUTER_ADDR,
                               make_match(**{P.REG_ROUTER: rk}, eth_type=ETH_TYPE_IP,
-                                         ipv4_dst=net.gateway), ()))
+                                         ipv4_dst=net.gateway)))
         prefixlen = int(net.cidr.split("/")[1])
         flows.append(make(
             "l3", router.uuid, P.ROUTE, PRIO_ROUTE_BASE + 2 * prefixlen + 1,
@@ -405,13 +406,13 @@ def _router6_flows(router: Router, nets) -> list[Flow]:
             (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", mac),
              ("move", "ipv6_src", "ipv6_dst", 128), ("set_field", "ipv6_src", ip),
              ("set_field", "icmpv6_type", ICMPV6_ECHO_REPLY), ("output", IN_PORT))))
-        flows.append(make("l3", router.uuid, P.ROUTE, PRIO_ROUTER6_ADDR,
-                          make_match(**v6, ipv6_dst=ip), ()))
+        flows.append(drop("router-address", router.uuid, P.ROUTE, PRIO_ROUTER6_ADDR,
+                          make_match(**v6, ipv6_dst=ip)))
     for field in ("ipv6_src", "ipv6_dst"):
-        flows.append(make("l3", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
-                          make_match(**v6, **{field: _masked(LINK_LOCAL_PREFIX)}), ()))
-    flows.append(make("l3", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
-                      make_match(**v6, ipv6_dst=_masked("ff00::/8")), ()))
+        flows.append(drop("not-routed", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
+                          make_match(**v6, **{field: _masked(LINK_LOCAL_PREFIX)})))
+    flows.append(drop("not-routed", router.uuid, P.ROUTE, PRIO_NOT_ROUTED6,
+                      make_match(**v6, ipv6_dst=_masked("ff00::/8"))))
     for net in nets:
         prefixlen = int(net.cidr6.split("/")[1])
         flows.append(make(

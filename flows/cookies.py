@@ -23,6 +23,22 @@ FEATURES = {
     "migrate": 10,        # a migrating port's destination NIC before activation
     "nd": 11,             # IPv6 neighbour discovery: solicitations to the controller
 }
+# A flow that drops a packet says why: its feature byte is DROP_FLAG | the reason's code
+# (flows/drops.py), so a sampled drop's packet-in (which carries the cookie) names its reason.
+DROP_FLAG = 0x80
+DROP_REASONS = {
+    "unclassified": 1,        # table 0: from no known VM port, or a tunnel key of no network
+    "port-security": 2,       # a source MAC/IP, ARP or neighbour advertisement the port may not send
+    "security-group": 3,      # no rule of the port's security groups admits the new connection
+    "conntrack-invalid": 4,   # conntrack says the packet belongs to no valid connection
+    "unknown-neighbour": 5,   # ARP request / neighbour solicitation for an address nobody has
+    "no-route": 6,            # the router has no route to the destination
+    "router-address": 7,      # to the router itself, not something it answers (only echo is)
+    "not-routed": 8,          # IPv6 link-local or multicast sent to a router
+    "unknown-destination": 9,  # unicast to a MAC/IP the network does not have
+    "dad": 10,                # IPv6 duplicate address detection, stopped at the port by design
+}
+FEATURES.update({f"drop:{reason}": DROP_FLAG | code for reason, code in DROP_REASONS.items()})
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 FULL_MASK = 0xFFFFFFFFFFFFFFFF
 
@@ -51,6 +67,15 @@ def make(feature: str, owner: str | None, table: int, priority: int, match: tupl
             _MADE.clear()
         _MADE[key] = flow
     return flow
+
+
+def drop_reason(cookie: int) -> str | None:
+    """The reason a drop flow's cookie names, or None for a flow that does not drop."""
+    feature = cookie >> 56
+    if not feature & DROP_FLAG:
+        return None
+    name = FEATURE_NAMES.get(feature)
+    return name[5:] if name else f"unknown-{feature & 0x7F}"
 
 
 def decode(cookie: int) -> tuple[str, int]:

@@ -87,6 +87,11 @@ L2_UNKNOWN = 41
 INGRESS_CT = 45
 INGRESS_ACL = 46
 DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
+DROP_METER = 2                  # OpenFlow meter limiting drop samples (packet-ins) per host
+DROP_SAMPLE_BYTES = 128         # of a dropped packet sent to weftd: its headers
+# what a drop flow does: the packet goes nowhere; a sample of it, rate-limited per host by the
+# drop meter, reaches weftd as a packet-in whose cookie names the reason (flows/drops.py)
+DROP_ACTIONS = (("meter", DROP_METER), ("controller", DROP_SAMPLE_BYTES))
 DHCP_SERVER_MAC = "02:77:65:ff:ff:fe"   # DHCP answers on networks without a router come from it
 
 MISS_PRIORITY = 0
@@ -101,6 +106,7 @@ class Table:
     match_fields: frozenset[str]
     miss: int | None = None     # the table a miss continues to; None: a miss drops
     reserved: bool = False      # declared for a later feature; nothing is installed in it yet
+    drop: str = "unknown-destination"   # the drop reason of a miss (when a miss drops)
 
     @property
     def miss_text(self) -> str:
@@ -109,16 +115,17 @@ class Table:
 
 TABLES: dict[int, Table] = {t.id: t for t in (
     Table(CLASSIFY, "classify", "in_port or tunnel key -> network (reg6), tunnel flag (reg7)",
-          frozenset({"in_port", "tunnel_id"})),
+          frozenset({"in_port", "tunnel_id"}), drop="unclassified"),
     Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
           frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
                      "ip_proto", "udp_src", "udp_dst", "ipv6_src", "icmpv6_type", "ipv6_nd_target",
-                     "ipv6_nd_tll"})),
+                     "ipv6_nd_tll"}), drop="port-security"),
     Table(EGRESS_CT, "egress-ct", "IP from a port with security groups: conntrack in its zone",
-          frozenset({"in_port", "eth_type"})),
+          frozenset({"in_port", "eth_type"}), drop="security-group"),
     Table(EGRESS_ACL, "egress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({"in_port", "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_dst", "icmpv6_type"})),
+                     "ipv4_dst", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_dst", "icmpv6_type"}),
+          drop="security-group"),
     Table(ARP_RESPONDER, "arp-responder", "answer ARP requests and neighbour solicitations for "
           "known IPs, never flood them",
           frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type", "ipv6_src",
@@ -127,18 +134,19 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({REG_NET, "eth_type", "eth_dst"}), miss=L2_LOOKUP),
     Table(ROUTE, "route", "router echo; longest prefix match; TTL-1, MAC rewrite",
           frozenset({REG_ROUTER, "eth_type", "ipv4_dst", "ip_proto", "icmpv4_type", "ipv6_src",
-                     "ipv6_dst", "icmpv6_type"})),
+                     "ipv6_dst", "icmpv6_type"}), drop="no-route"),
     Table(RESOLVE, "resolve", "destination IP -> the port's MAC",
-          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"})),
+          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"}), drop="unknown-destination"),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
-          frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"})),
+          frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"}), drop="unknown-destination"),
     Table(L2_UNKNOWN, "l2-unknown", "unknown unicast: by destination IP to the port holding it now",
-          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"})),
+          frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"}), drop="unknown-destination"),
     Table(INGRESS_CT, "ingress-ct", "IP to a port with security groups: conntrack in its zone",
-          frozenset({REG_OUT, "eth_type", "ip_proto", "icmpv6_type"})),
+          frozenset({REG_OUT, "eth_type", "ip_proto", "icmpv6_type"}), drop="security-group"),
     Table(INGRESS_ACL, "ingress-acl", "established by a live rule, or new and allowed: commit",
           frozenset({REG_OUT, "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
-                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"})),
+                     "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"}),
+          drop="security-group"),
 )}
 
 # OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these
@@ -178,8 +186,10 @@ def miss_flows() -> list[Flow]:
     for t in TABLES.values():
         if t.reserved:
             continue
-        actions = () if t.miss is None else (("goto", t.miss),)
-        flows.append(cookies.make("pipeline", None, t.id, MISS_PRIORITY, (), actions))
+        if t.miss is None:
+            flows.append(cookies.make(f"drop:{t.drop}", None, t.id, MISS_PRIORITY, (), DROP_ACTIONS))
+        else:
+            flows.append(cookies.make("pipeline", None, t.id, MISS_PRIORITY, (), (("goto", t.miss),)))
     return flows
 
 

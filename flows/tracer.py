@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from flows.flow import (BROADCAST, CONTROLLER, ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT,
                         IP_PROTO_ICMPV6, ND_NA, ND_NS, Flow)
+from flows.cookies import DROP_FLAG
 from flows.pipeline import TUNNEL_OFPORT
 
 MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
@@ -28,6 +29,16 @@ PIPELINE_FIELDS = frozenset({"in_port", "metadata", "tunnel_id", "tun_ipv4_src",
                              "ct_state", "ct_mark", "conj_id", *(f"reg{i}" for i in range(8))})
 ZERO_MAC = "00:00:00:00:00:00"
 MAX_TABLE_VISITS = 255
+
+
+@dataclass(frozen=True)
+class Step:
+    """One table a traced packet visited: the flow that took it (None: no flow matched) and
+    the packet's integer-valued fields when it did; `note` says what else happened there."""
+    table: int
+    flow: Flow | None
+    packet: dict
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,7 +176,13 @@ class Switch:
             table[key] = mark or 0
             pkt["ct_mark"] = table[key]
 
-    def trace(self, packet: Mapping, in_port: int) -> list[Output]:
+    def trace(self, packet: Mapping, in_port: int, steps: list | None = None) -> list[Output]:
+        """Where the packet goes. With `steps`, each table visited is appended to it as a
+        Step (the table, the flow that took the packet or None for a miss without a flow,
+        the packet's fields as that flow saw them, and a note such as "ttl-expired").
+
+        A drop flow (its cookie names a drop reason, flows/drops.py) drops the packet: the
+        sample it sends to the controller is not a delivery."""
         pkt = {field: to_int(field, value) for field, value in packet.items()}
         pkt.update({f"reg{i}": 0 for i in range(8)}, metadata=0, in_port=in_port)
         outputs: list[Output] = []
@@ -175,7 +192,9 @@ class Switch:
             if visits > MAX_TABLE_VISITS:
                 raise ValueError(f"packet visited {MAX_TABLE_VISITS} tables: a goto loop")
             flow = self.lookup(table, pkt)
-            if flow is None:
+            if steps is not None:
+                steps.append(Step(table, flow, dict(pkt)))
+            if flow is None or flow.cookie >> 56 & DROP_FLAG:
                 break
             table = None
             for action in flow.actions:
@@ -199,6 +218,8 @@ class Switch:
                         raise ValueError("dec_ttl on a packet without ip_ttl")
                     pkt["ip_ttl"] -= 1
                     if pkt["ip_ttl"] <= 0:
+                        if steps is not None:
+                            steps[-1] = Step(steps[-1].table, flow, steps[-1].packet, "ttl-expired")
                         return outputs
                 elif kind in ("meter", "sample"):
                     pass                    # rate limiting and sampling are not modelled

@@ -95,7 +95,9 @@ _BUILDERS = {
     "Security_Group": _group,
     "SG_Rule": _rule,
     "Traffic_Config": lambda r: TrafficConfig(r.sflow, r.sflow_sampling, r.sflow_polling, r.netflow,
-                                              r.netflow_active_timeout, r.ipfix, r.ipfix_sampling),
+                                              r.netflow_active_timeout, r.ipfix, r.ipfix_sampling,
+                                              opt(r.drop_sample_pps) or TrafficConfig.drop_sample_pps,
+                                              opt(r.drop_sample_burst) or TrafficConfig.drop_sample_burst),
 }
 
 

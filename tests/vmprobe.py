@@ -5,6 +5,8 @@
 prints a JSON list of booleans (reached or not), one per target, each tried for 1.5 s.
     python vmprobe.py sink PORT          prints "unix-time total-bytes" every 0.1 s for one stream
     python vmprobe.py stream IP PORT S   sends as fast as it can for S seconds, then exits
+    python vmprobe.py flood IP PORT N [PPS]  sends N small UDP datagrams (at most PPS a second,
+                                         else as fast as it can), prints {"sent": N, "seconds": S}
 """
 import time
 import concurrent.futures
@@ -106,7 +108,26 @@ def stream(ip, port, seconds):
     s.close()
 
 
+def flood(ip, port, count, pps=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload, sent, start = b"x" * 32, 0, time.time()
+    while sent < count:
+        if pps and sent % 100 == 0:
+            ahead = start + sent / pps - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+        try:
+            s.sendto(payload, (ip, port))
+            sent += 1
+        except OSError:              # ENOBUFS: the NIC's queue is full for a moment
+            time.sleep(0.0005)
+    print(json.dumps({"sent": sent, "seconds": round(time.time() - start, 3)}), flush=True)
+
+
 def main():
+    if sys.argv[1] == "flood":
+        return flood(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                     int(sys.argv[5]) if len(sys.argv) > 5 else 0)
     if sys.argv[1] == "sink":
         return sink(int(sys.argv[2]))
     if sys.argv[1] == "stream":

@@ -143,6 +143,8 @@ class TrafficConfig:
     netflow_active_timeout: int = 10  # seconds
     ipfix: bool = True
     ipfix_sampling: int = 400
+    drop_sample_pps: int = 100       # dropped packets sampled to weftd per second and host (a meter;
+    drop_sample_burst: int = 25      # ... Neutron's default for its ACL logging: 100 pps, burst 25)
 
 
 @dataclass(frozen=True)

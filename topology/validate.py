@@ -458,7 +458,8 @@ def default_sg_rules() -> list[dict]:
 def traffic_config(cfg) -> None:
     """Exporter settings: sampling 1 in N, intervals in seconds."""
     limits = {"sflow_sampling": (1, 1_000_000), "sflow_polling": (1, 3600),
-              "netflow_active_timeout": (1, 3600), "ipfix_sampling": (1, 65535)}
+              "netflow_active_timeout": (1, 3600), "ipfix_sampling": (1, 65535),
+              "drop_sample_pps": (1, 100_000), "drop_sample_burst": (1, 100_000)}
     for field, (lo, hi) in limits.items():
         value = getattr(cfg, field)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:

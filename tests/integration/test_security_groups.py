@@ -145,13 +145,21 @@ def test_removing_a_rule_stops_a_running_stream_and_adding_it_back_allows_new(sg
         sender = subprocess.Popen([sglab.weft_path, "lab", "exec", "web1", "--", PY, PROBE, "stream",
                                    "10.0.0.21", "8081", "5"], env=sglab.env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(2)
+        early, deadline = [], time.time() + 30      # cut once the stream flows (a loaded machine
+        while time.time() < deadline:               # may take seconds to start the sender)
+            line = sink.stdout.readline()
+            if not line:
+                break
+            early.append(line)
+            if int(line.split()[1]) > 1_000_000:
+                break
         cut_at = time.time()
         sglab.weft("sg", "rule", "delete", "red/app", extra)
         sender.wait(timeout=30)
         sink.kill()
         out, _ = sink.communicate(timeout=10)
-        samples = [(float(t), int(b)) for t, b in (line.split() for line in out.split("\n") if line.strip())]
+        lines = early + out.split("\n")
+        samples = [(float(t), int(b)) for t, b in (line.split() for line in lines if line.strip())]
         before = [b for t, b in samples if t < cut_at]
         settled = [b for t, b in samples if t > cut_at + 1.0]
         assert before and before[-1] > 1_000_000, samples[:5]          # the stream was flowing

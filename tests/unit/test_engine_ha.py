@@ -52,7 +52,7 @@ def test_taking_over_unchanged_switches_is_a_role_change_and_no_flow_mod(standby
         assert [r for r, _g in sw.roles] == [ROLE_SLAVE, ROLE_MASTER]
         assert sw.roles[1][1] > sw.roles[0][1]          # generation ids increase
         assert sw.commits == 0 and sw.flow_mods == 0
-        assert sw.meter_mods == 1                       # the DHCP meter, as on every connection
+        assert sw.meter_mods == 3       # the DHCP and drop meters (the latter added, then set), on every connection
     status = standby.status()
     assert all(h["of_role"] == "master" and h["master_at"] and h["reconciled"] and h["flow_mods"] == 0
                for h in status.values())

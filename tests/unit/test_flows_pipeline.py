@@ -31,7 +31,14 @@ def test_miss_flows_are_valid_and_skip_reserved_tables():
     assert all(f.priority == 0 and f.match == () for f in misses)
     assert {f.table: f.actions for f in misses}[ARP_RESPONDER] == (("goto", L3),)
     assert {f.table: f.actions for f in misses}[L3] == (("goto", L2_LOOKUP),)
-    assert all(cookies.decode(f.cookie) == ("pipeline", 0) for f in misses)
+    # a miss that continues is structural; a miss that drops names its table's reason
+    for f in misses:
+        dropping = pipeline.TABLES[f.table].miss is None
+        assert cookies.decode(f.cookie) == ((f"drop:{pipeline.TABLES[f.table].drop}", 0) if dropping
+                                            else ("pipeline", 0))
+        assert (f.actions == pipeline.DROP_ACTIONS) == dropping
+    reasons = {cookies.drop_reason(f.cookie) for f in misses}
+    assert {"unclassified", "port-security", "security-group", "no-route"} <= reasons
 
 
 def test_valid_flows_pass():
