@@ -41,6 +41,7 @@ KEEPALIVE_S = 15                   # a connection without a complete request is 
 METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"]
 JSON = "application/json"
 INLINE_METHODS = frozenset({"POST", "PATCH", "DELETE"})   # run on the event loop (see handle)
+READ_ONLY_POSTS = ("/what-if",)    # POSTs that change nothing: worker pool, 200 (their body is a question)
 API_GROUP = "weft"
 
 
@@ -107,14 +108,16 @@ def make_app(api, token: str | None = None) -> Starlette:
                 return Response(text, 200, media_type="text/plain; version=0.0.4; charset=utf-8")
             if "wait" in query and method == "GET":
                 raise WeftError("wait=hv is for changes (POST, PATCH, DELETE)")
-            if method in INLINE_METHODS and "wait" not in query:
+            read_only = method == "POST" and path.endswith(READ_ONLY_POSTS)
+            if method in INLINE_METHODS and "wait" not in query and not read_only:
                 # a write holds the store's lock for its whole commit anyway, so running it on
                 # the event loop serialises nothing more, and it saves two thread hand-offs,
                 # each a wait for the GIL while the engine compiles the previous change
                 result = _call(api, method, path, query, body)
             else:
                 result = await run_in_threadpool(_call, api, method, path, query, body)
-            return Response(encode_result(result), 201 if method == "POST" else 200, media_type=JSON)
+            status = 201 if method == "POST" and not read_only else 200
+            return Response(encode_result(result), status, media_type=JSON)
         except WeftError as exc:
             return _json_error(exc.status, str(exc))
         except Exception as exc:  # never leave a client without an answer

@@ -237,6 +237,8 @@ def build_parser() -> Parser:
     p = rule.add_parser("delete", help="delete a rule")
     p.add_argument("ref", metavar="TENANT/SG")
     p.add_argument("rule_id", metavar="RULE_ID")
+    from controller.whatif_cli import add_parser as add_what_if
+    add_what_if(sg)
 
     host = sub.add_parser("host", help="hypervisors").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -507,6 +509,9 @@ def cmd_sg(args, client) -> int:
     if args.sub == "suggest":
         from controller.decisions_cli import cmd_sg_suggest
         return cmd_sg_suggest(args, client)
+    if args.sub == "what-if":
+        from controller.whatif_cli import run as run_what_if
+        return run_what_if(args, client)
     if args.sub == "list":
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
