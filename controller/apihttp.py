@@ -75,6 +75,7 @@ async def _body(request: Request) -> dict:
 def make_app(api, token: str | None = None) -> Starlette:
     """The ASGI app over `api` (controller.api.Api); with `token`, every request must carry
     `Authorization: Bearer TOKEN` with that (admin) token or a tenant token of the store."""
+    from controller import ui
     from controller.api import OPENAPI, encode_result
     expected = token.encode() if token else None
     tenant_token = getattr(api.store, "token_principal", None)
@@ -93,6 +94,8 @@ def make_app(api, token: str | None = None) -> Starlette:
 
     async def handle(request: Request) -> Response:
         method, path = request.method, request.url.path
+        if ui.is_ui(path):                 # the dashboard's static files: no data, no token
+            return ui.response(method, path)
         who = principal(request)
         if who is None:
             return _json_error(401, "missing or wrong API token (Authorization: Bearer TOKEN; "
@@ -285,8 +288,8 @@ def serve(api, unix_path: str | None = None, tcp: tuple[str, int] | None = None,
     try:
         if unix_path:
             socks.append((unix_listener(unix_path), None, None))
-        if tcp:
-            socks.append((tcp_listener(tcp), token, tls))
+        if tcp:                            # an address, or a listening socket handed over
+            socks.append((tcp if isinstance(tcp, socket.socket) else tcp_listener(tcp), token, tls))
     except BaseException:
         for sock, _t, _s in socks:
             sock.close()

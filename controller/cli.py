@@ -683,6 +683,7 @@ def cmd_lab(args) -> int:
             print(f"lab {status['lab']} is up: {len(status['hosts'])} hosts, "
                   f"{status['tunnel']} tunnels, underlay MTU {status['underlay_mtu']}, in {status['seconds']} s")
             print(render(status["hosts"], columns=["name", "underlay_ip", "mgmt_ip", "namespace"]))
+            _print_dashboards(status)
         return 0
     if args.lab_cmd == "down":
         removed = datacentre.down()
@@ -701,6 +702,7 @@ def cmd_lab(args) -> int:
             print(render(status["vms"], columns=["name", "host", "port", "mac", "ip"]))
         if status["services"]:
             print(render(status["services"], columns=["name", "pid", "running"]))
+            _print_dashboards(status)
         return 0
     if args.lab_cmd == "vm":
         if args.vm_cmd == "create":
@@ -775,6 +777,13 @@ def _port_for_vm(args) -> dict:
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
             "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s,
             "gateway6": gateway6 if ip6s else None}
+
+
+def _print_dashboards(status: dict) -> None:
+    for svc in status["services"]:
+        if svc.get("dashboard"):
+            print(f"dashboard ({svc['name']}): {svc['dashboard']}  (API token: "
+                  f"{os.path.join(status['run_dir'], 'api.token')})")
 
 
 def _take_wait(argv: list[str]) -> tuple[list[str], bool]:
