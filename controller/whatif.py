@@ -73,7 +73,7 @@ def what_if(api, tenant: str, name: str, body: dict) -> dict:
     since = api._since({"since": [since_text]})
     rows = api._collectors().service(source).flows(since, tenant)
     after = changed_model(model, group, deletes, adds)
-    result = replay(rows, model, after)
+    result = replay(rows, model, after, group)
     return {"security_group": group.ref, "since": since_text, "source": source,
             "window_start": since, "evaluated_at": time.time(),
             "delete_rules": deletes, "add_rules": [api._rule_view(r) for r in adds], **result}

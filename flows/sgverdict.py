@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from flows.acl import has_acl
 
@@ -49,6 +50,16 @@ class Verdict:
         return "allowed"
 
 
+@lru_cache(maxsize=4096)
+def _network(cidr: str):
+    return ipaddress.ip_network(cidr)
+
+
+@lru_cache(maxsize=65536)
+def _address(ip: str):
+    return ipaddress.ip_address(ip)
+
+
 def family(address: str) -> str:
     return "ipv6" if ":" in address else "ipv4"
 
@@ -75,8 +86,8 @@ def rule_matches(rule, peer_ip: str, proto: int, port: int | None, icmp_type: in
         return peer_ip in members(rule.remote_sg)
     if not rule.remote_cidr:
         return True
-    net = ipaddress.ip_network(rule.remote_cidr)
-    return net.prefixlen == 0 or ipaddress.ip_address(peer_ip) in net
+    net = _network(rule.remote_cidr)
+    return net.prefixlen == 0 or _address(peer_ip) in net
 
 
 class Evaluator:
@@ -85,6 +96,7 @@ class Evaluator:
     def __init__(self, model):
         self.model = model
         self._members: dict = {}
+        self._rules: dict = {}      # (tenant, groups, direction) -> ordered (rule, group) or a why-not
 
     def members(self, tenant: str, group: str, ethertype: str) -> frozenset:
         key = (tenant, group, ethertype)
@@ -106,18 +118,32 @@ class Evaluator:
         if not has_acl(port):
             return Side(True, None, f"port {port.ref} has no security group" if port.port_security
                         else f"port {port.ref} has port security off")
-        groups = [self.model.security_group(port.tenant, g) for g in port.security_groups]
-        missing = [g for g, sg in zip(port.security_groups, groups) if sg is None]
-        if missing:
-            return Side(False, None, f"port {port.ref} names missing group(s) {', '.join(missing)}")
-        candidates = sorted(((r.remote_sg is not None, r.key, r, g) for g in groups for r in g.rules
-                             if r.direction == direction), key=lambda c: c[:2])
-        for _conj, _key, rule, group in candidates:
+        candidates = self._candidates(port, direction)
+        if isinstance(candidates, str):
+            return Side(False, None, candidates)
+        for rule, group in candidates:
             if rule_matches(rule, peer_ip, proto, dport, icmp_type, ethertype,
                             lambda name: self.members(port.tenant, name, ethertype)):
                 return Side(True, (group, rule), "")
-        names = ", ".join(g.ref for g in groups)
+        names = ", ".join(f"{port.tenant}/{g}" for g in port.security_groups)
         return Side(False, None, f"no {direction} rule of {names} admits it")
+
+    def _candidates(self, port, direction: str):
+        """The rules of the port's groups in `direction`, in the switch's order of preference
+        (address rules first, then by key), or why there are none to look at."""
+        key = (port.tenant, port.security_groups, direction)
+        found = self._rules.get(key)
+        if found is None:
+            groups = [self.model.security_group(port.tenant, g) for g in port.security_groups]
+            missing = [g for g, sg in zip(port.security_groups, groups) if sg is None]
+            if missing:
+                found = f"port {port.ref} names missing group(s) {', '.join(missing)}"
+            else:
+                found = [(r, g) for _c, _k, r, g in sorted(
+                    ((r.remote_sg is not None, r.key, r, g) for g in groups for r in g.rules
+                     if r.direction == direction), key=lambda c: c[:2])]
+            self._rules[key] = found
+        return found
 
     def connection(self, client, client_ip: str, server, server_ip: str, proto: int,
                    dport: int | None = None, icmp_type: int | None = None) -> Verdict:

@@ -61,10 +61,24 @@ class _Endpoints:
 
     def __init__(self, model):
         self.model = model
+        self._found: dict = {}
 
     def port(self, label: str):
         parts = label.split("/")
         return self.model.port_by_ref(*parts) if len(parts) == 3 else None
+
+    def _families(self, label: str):
+        """(Port or None, IPv4 addresses, IPv6 addresses) of a label, or None (not an IP endpoint)."""
+        found = self._found.get(label, False)
+        if found is False:
+            port = self.port(label)
+            if port is not None:
+                found = (port, port.ipv4s, port.ipv6s)
+            else:
+                ip = self.outside(label)
+                found = None if ip is None else (None, (ip,), ()) if ":" not in ip else (None, (), (ip,))
+            self._found[label] = found
+        return found
 
     @staticmethod
     def outside(label: str) -> str | None:
@@ -77,19 +91,12 @@ class _Endpoints:
 
     def addresses(self, a: str, b: str):
         """(port a, ip a, port b, ip b) in one family, or None when the labels do not allow it."""
-        pa, pb = self.port(a), self.port(b)
-        ips = []
-        for label, port in ((a, pa), (b, pb)):
-            if port is not None:
-                ips.append((port.ipv4s, port.ipv6s))
-            else:
-                ip = self.outside(label)
-                if ip is None:
-                    return None
-                ips.append(((ip,), ()) if ":" not in ip else ((), (ip,)))
-        for fam in (0, 1):
-            if ips[0][fam] and ips[1][fam]:
-                return pa, ips[0][fam][0], pb, ips[1][fam][0]
+        fa, fb = self._families(a), self._families(b)
+        if fa is None or fb is None:
+            return None
+        for fam in (1, 2):
+            if fa[fam] and fb[fam]:
+                return fa[0], fa[fam][0], fb[0], fb[fam][0]
         return None
 
 
@@ -152,15 +159,21 @@ def _verdict_view(v: Verdict) -> dict:
             "ingress_rule": _rule_text(v.ingress)}
 
 
-def replay(rows: list[dict], before, after) -> dict:
+def replay(rows: list[dict], before, after, group=None) -> dict:
     """Judge every connection of `rows` under `before` and `after`; return the changed ones:
     {"blocked": [...], "allowed": [...], "connections": n, "skipped_rows": n}, each entry
-    {client, server, proto, port, bytes, packets, first_seen, last_seen, before, after}."""
+    {client, server, proto, port, bytes, packets, first_seen, last_seen, before, after}.
+    With `group` (the only SecurityGroup whose rules differ, memberships equal), connections
+    where neither side's port uses it are not judged again: their verdict cannot change."""
     conns, skipped = connections(rows, before)
     ev_before, ev_after = Evaluator(before), Evaluator(after)
     ends_before, ends_after = _Endpoints(before), _Endpoints(after)
     blocked, allowed = [], []
     for c in conns:
+        if group is not None and not any(
+                p is not None and p.tenant == group.tenant and group.name in p.security_groups
+                for p in (ends_before.port(c.client), ends_before.port(c.server))):
+            continue
         vb = _judge(ev_before, ends_before, c.client, c.server, c.proto, c.port)
         va = _judge(ev_after, ends_after, c.client, c.server, c.proto, c.port)
         if vb is None or va is None or vb.allowed == va.allowed:
