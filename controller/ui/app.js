@@ -10,6 +10,7 @@ const PALETTE = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2
 let timer = null;
 let dropsAvailable = null;     // unknown until the API's description has been read
 let busy = false;
+let tenantToken = false;       // learnt from a 403 on /v1/hosts: then hosts and status are not asked again
 
 // -- the token ---------------------------------------------------------------------------------
 
@@ -129,6 +130,11 @@ function renderTopology(hosts, networks, ports, routers) {
   let unbound = null;
   for (const p of ports) {
     let col = p.host ? byHost.get(p.host) : null;
+    if (!col && p.host) {        // a host the token may not list (a tenant's view): its name only
+      col = { name: p.host, sub: "", up: null, ports: [] };
+      byHost.set(p.host, col);
+      columns.push(col);
+    }
     if (!col) {
       if (!unbound) unbound = { name: "unbound", sub: "no NIC seen", up: null, ports: [] };
       col = unbound;
@@ -265,10 +271,17 @@ async function refresh() {
   const since = document.getElementById("since").value;
   try {
     if (dropsAvailable === null) await detectDrops();
-    const [hosts, networks, ports, routers, status] = await Promise.all(
-      ["/v1/hosts", "/v1/networks", "/v1/ports", "/v1/routers", "/v1/status"].map(api));
-    for (const r of [hosts, networks, ports, routers]) if (!r.ok) throw new Error((r.data && r.data.error) || `HTTP ${r.status}`);
+    const adminOnly = p => (tenantToken ? Promise.resolve({ ok: false, status: 403, data: null }) : api(p));
+    const [hosts, networks, ports, routers, status] = await Promise.all([
+      adminOnly("/v1/hosts"), api("/v1/networks"), api("/v1/ports"), api("/v1/routers"), adminOnly("/v1/status")]);
+    // a tenant token (weft token create --tenant T) reads its tenant's objects, not the hosts
+    const tenantOnly = tenantToken = hosts.status === 403;
+    if (tenantOnly) hosts.data = [];
+    for (const r of [tenantOnly ? networks : hosts, networks, ports, routers]) {
+      if (!r.ok) throw new Error((r.data && r.data.error) || `HTTP ${r.status}`);
+    }
     renderHosts(hosts.data);
+    if (tenantOnly) fillTable("hosts", [], "hosts are for admin tokens; this one is a tenant's");
     renderNetworks(networks.data);
     renderPorts(ports.data);
     renderTopology(hosts.data, networks.data, ports.data, routers.data);
@@ -288,7 +301,8 @@ async function refresh() {
     const st = status.ok ? status.data : {};
     const up = hosts.data.filter(h => h.connected).length;
     document.getElementById("state").textContent =
-      `${up}/${hosts.data.length} hosts connected · ${networks.data.length} networks · ${ports.data.length} ports` +
+      (tenantOnly ? "tenant view" : `${up}/${hosts.data.length} hosts connected`) +
+      ` · ${networks.data.length} networks · ${ports.data.length} ports` +
       (st.model_version !== undefined && st.model_version !== null ? ` · model v${st.model_version}` : "") +
       ` · updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "1";
@@ -302,6 +316,7 @@ async function refresh() {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  tenantToken = false;
   clearInterval(timer);
   timer = null;
   document.getElementById("main").hidden = true;

@@ -110,3 +110,25 @@ def test_without_the_token_the_page_asks_for_it_and_shows_no_data(uilab, tmp_pat
         assert "hv1" in page.evaluate("document.querySelector('#hosts tbody').textContent")
         # the only errors are the refused requests (401), nothing from the page itself
         assert page.errors and all("401" in e for e in page.errors), page.errors
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (scripts/setup.sh)")
+def test_a_tenant_token_sees_only_its_tenant(uilab, tmp_path):
+    url, _admin = dashboard(uilab)
+    token = uilab.json("token", "create", "--tenant", "red")
+    secret = token.get("token") or token.get("secret")
+    assert secret, token
+    with Browser(str(tmp_path / "profile")) as browser:
+        page = browser.new_page()
+        page.navigate(f"{url}#token={secret}")
+        page.wait_for("document.body.dataset.loaded === '1'", timeout=30)
+        page.wait_for("document.querySelectorAll('#matrix-vm td.cell[data-bytes]').length", timeout=20)
+        text = lambda sel: page.evaluate(f"document.querySelector({sel!r}).textContent")  # noqa: E731
+        assert "red/net" in text("#networks tbody") and "blue" not in text("#networks tbody")
+        assert "blue" not in text("#matrix-vm") and "red/net/r1" in text("#matrix-vm")
+        assert "admin tokens" in text("#hosts tbody") and "tenant view" in text("#state")
+        # the hosts stay in the picture by name (from the tenant's own ports)
+        assert page.evaluate("document.querySelectorAll('#topology svg g.host').length") == 2
+        page.wait_for(f"document.querySelector('#state').textContent !== {text('#state')!r}", timeout=15)
+        # the hosts and status were asked once (403), not at every refresh
+        assert page.errors and all("403" in e for e in page.errors) and len(page.errors) <= 2, page.errors

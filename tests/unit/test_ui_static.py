@@ -15,6 +15,8 @@ UI = Path(__file__).resolve().parents[2] / "controller" / "ui"
 
 
 class Api:
+    store = None                 # no tenant tokens: the admin token only
+
     def dispatch(self, method, path, query, body):
         return {"hosts": {}}
 
