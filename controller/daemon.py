@@ -228,8 +228,9 @@ class Controller:
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         check_bind(of_host, of_port, "OpenFlow (--of-listen)")
-        if args.api_listen and not args.api_listen.startswith("fd:"):
-            check_bind(*_split_hostport(args.api_listen, "--api-listen"), "the API (--api-listen)")
+        self.api_tcp = _api_tcp(args.api_listen) if args.api_listen else None   # checked before anything starts
+        if isinstance(self.api_tcp, tuple):
+            check_bind(*self.api_tcp, "the API (--api-listen)")
         self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
         tlsconfig.configure_ovsdb_client(self.tls)
         self.driver = OpenFlowDriver()
@@ -281,7 +282,7 @@ class Controller:
         self._on_model_queued(first)
         self._model_thread = threading.Thread(target=self._model_loop, name="hosts-config", daemon=True)
         self._model_thread.start()
-        tcp = _api_tcp(self.args.api_listen) if self.args.api_listen else None
+        tcp = self.api_tcp
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status

@@ -10,6 +10,8 @@ const PALETTE = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2
 let timer = null;
 let dropsAvailable = null;     // unknown until the API's description has been read
 let busy = false;
+let again = false;             // a refresh was asked for while one was running
+let generation = 0;            // bumped when the token changes: answers to older requests are stale
 let tenantToken = false;       // learnt from a 403 on /v1/hosts: then hosts and status are not asked again
 
 // -- the token ---------------------------------------------------------------------------------
@@ -266,14 +268,16 @@ async function detectDrops() {
 }
 
 async function refresh() {
-  if (busy) return;
+  if (busy) { again = true; return; }
   busy = true;
+  const gen = generation, used = token();
   const since = document.getElementById("since").value;
   try {
     if (dropsAvailable === null) await detectDrops();
     const adminOnly = p => (tenantToken ? Promise.resolve({ ok: false, status: 403, data: null }) : api(p));
     const [hosts, networks, ports, routers, status] = await Promise.all([
       adminOnly("/v1/hosts"), api("/v1/networks"), api("/v1/ports"), api("/v1/routers"), adminOnly("/v1/status")]);
+    if (gen !== generation) return;            // asked with a token that is no longer the one
     // a tenant token (weft token create --tenant T) reads its tenant's objects, not the hosts
     const tenantOnly = tenantToken = hosts.status === 403;
     if (tenantOnly) hosts.data = [];
@@ -288,6 +292,7 @@ async function refresh() {
     const q = `since=${encodeURIComponent(since)}`;
     const [mt, mv, top] = await Promise.all([`/v1/traffic/matrix?by=tenant&${q}`,
       `/v1/traffic/matrix?by=vm&${q}`, `/v1/traffic/top?n=10&${q}`].map(api));
+    if (gen !== generation) return;
     const traffic = r => (r.ok ? r.data : null);
     renderMatrix("matrix-tenant", traffic(mt), 20);
     renderMatrix("matrix-vm", traffic(mv), 24);
@@ -307,14 +312,20 @@ async function refresh() {
       ` · updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "1";
   } catch (e) {
-    if (e instanceof Unauthorized) { signOut("the API refused the token: enter it again"); return; }
+    if (gen !== generation) return;            // the token changed meanwhile: not about this one
+    if (e instanceof Unauthorized) {
+      signOut(used ? "the API refused the token: enter it again" : "");
+      return;
+    }
     document.getElementById("state").textContent = `error: ${e.message}`;
   } finally {
     busy = false;
+    if (again) { again = false; if (timer !== null) refresh(); }
   }
 }
 
 function signOut(message) {
+  generation++;
   sessionStorage.removeItem(TOKEN_KEY);
   tenantToken = false;
   clearInterval(timer);
@@ -327,6 +338,7 @@ function signOut(message) {
 }
 
 function start() {
+  generation++;
   document.getElementById("login").hidden = true;
   document.getElementById("main").hidden = false;
   document.getElementById("signout").hidden = !token();
