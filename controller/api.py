@@ -65,6 +65,7 @@ class Api:
             ("DELETE", rf"/v1/security-groups/{SEG}/{SEG}", self.delete_sg),
             ("POST", rf"/v1/security-groups/{SEG}/{SEG}/rules", self.add_rule),
             ("DELETE", rf"/v1/security-groups/{SEG}/{SEG}/rules/{SEG}", self.delete_rule),
+            ("POST", rf"/v1/security-groups/{SEG}/{SEG}/what-if", self.sg_what_if),
             ("GET", r"/v1/routers", self.list_routers),
             ("POST", r"/v1/routers", self.create_router),
             ("GET", rf"/v1/routers/{SEG}/{SEG}", self.show_router),
@@ -412,6 +413,11 @@ class Api:
 
     def delete_rule(self, tenant, name, rule_id, query, body):
         return self.store.delete_rule(tenant, name, rule_id)
+
+    def sg_what_if(self, tenant, name, query, body):
+        """Observed traffic replayed against the group as a change would leave it (controller/whatif.py)."""
+        from controller.whatif import what_if
+        return what_if(self, tenant, name, body)
 
     # -- hosts
     def _bound_per_host(self) -> dict[str, int]:

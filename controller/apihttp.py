@@ -41,6 +41,7 @@ KEEPALIVE_S = 15                   # a connection without a complete request is 
 METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"]
 JSON = "application/json"
 INLINE_METHODS = frozenset({"POST", "PATCH", "DELETE"})   # run on the event loop (see handle)
+READ_ONLY_POSTS = ("/what-if",)    # POSTs that change nothing: worker pool, 200 (their body is a question)
 API_GROUP = "weft"
 
 
@@ -74,6 +75,7 @@ async def _body(request: Request) -> dict:
 def make_app(api, token: str | None = None) -> Starlette:
     """The ASGI app over `api` (controller.api.Api); with `token`, every request must carry
     `Authorization: Bearer TOKEN` with that (admin) token or a tenant token of the store."""
+    from controller import ui
     from controller.api import OPENAPI, encode_result
     expected = token.encode() if token else None
     tenant_token = getattr(api.store, "token_principal", None)
@@ -92,6 +94,8 @@ def make_app(api, token: str | None = None) -> Starlette:
 
     async def handle(request: Request) -> Response:
         method, path = request.method, request.url.path
+        if ui.is_ui(path):                 # the dashboard's static files: no data, no token
+            return ui.response(method, path)
         who = principal(request)
         if who is None:
             return _json_error(401, "missing or wrong API token (Authorization: Bearer TOKEN; "
@@ -107,14 +111,16 @@ def make_app(api, token: str | None = None) -> Starlette:
                 return Response(text, 200, media_type="text/plain; version=0.0.4; charset=utf-8")
             if "wait" in query and method == "GET":
                 raise WeftError("wait=hv is for changes (POST, PATCH, DELETE)")
-            if method in INLINE_METHODS and "wait" not in query:
+            read_only = method == "POST" and path.endswith(READ_ONLY_POSTS)
+            if method in INLINE_METHODS and "wait" not in query and not read_only:
                 # a write holds the store's lock for its whole commit anyway, so running it on
                 # the event loop serialises nothing more, and it saves two thread hand-offs,
                 # each a wait for the GIL while the engine compiles the previous change
                 result = _call(api, method, path, query, body)
             else:
                 result = await run_in_threadpool(_call, api, method, path, query, body)
-            return Response(encode_result(result), 201 if method == "POST" else 200, media_type=JSON)
+            status = 201 if method == "POST" and not read_only else 200
+            return Response(encode_result(result), status, media_type=JSON)
         except WeftError as exc:
             return _json_error(exc.status, str(exc))
         except Exception as exc:  # never leave a client without an answer
@@ -282,8 +288,8 @@ def serve(api, unix_path: str | None = None, tcp: tuple[str, int] | None = None,
     try:
         if unix_path:
             socks.append((unix_listener(unix_path), None, None))
-        if tcp:
-            socks.append((tcp_listener(tcp), token, tls))
+        if tcp:                            # an address, or a listening socket handed over
+            socks.append((tcp if isinstance(tcp, socket.socket) else tcp_listener(tcp), token, tls))
     except BaseException:
         for sock, _t, _s in socks:
             sock.close()

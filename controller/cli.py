@@ -238,6 +238,8 @@ def build_parser() -> Parser:
     p = rule.add_parser("delete", help="delete a rule")
     p.add_argument("ref", metavar="TENANT/SG")
     p.add_argument("rule_id", metavar="RULE_ID")
+    from controller.whatif_cli import add_parser as add_what_if
+    add_what_if(sg)
 
     host = sub.add_parser("host", help="hypervisors").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -514,6 +516,9 @@ def cmd_sg(args, client) -> int:
     if args.sub == "suggest":
         from controller.decisions_cli import cmd_sg_suggest
         return cmd_sg_suggest(args, client)
+    if args.sub == "what-if":
+        from controller.whatif_cli import run as run_what_if
+        return run_what_if(args, client)
     if args.sub == "list":
         if args.tenant:
             _ref(args.tenant, 1, "tenant")
@@ -690,6 +695,7 @@ def cmd_lab(args) -> int:
             print(f"lab {status['lab']} is up: {len(status['hosts'])} hosts, "
                   f"{status['tunnel']} tunnels, underlay MTU {status['underlay_mtu']}, in {status['seconds']} s")
             print(render(status["hosts"], columns=["name", "underlay_ip", "mgmt_ip", "namespace"]))
+            _print_dashboards(status)
         return 0
     if args.lab_cmd == "down":
         removed = datacentre.down()
@@ -708,6 +714,7 @@ def cmd_lab(args) -> int:
             print(render(status["vms"], columns=["name", "host", "port", "mac", "ip"]))
         if status["services"]:
             print(render(status["services"], columns=["name", "pid", "running"]))
+            _print_dashboards(status)
         return 0
     if args.lab_cmd == "vm":
         if args.vm_cmd == "create":
@@ -782,6 +789,13 @@ def _port_for_vm(args) -> dict:
             "ip": args.ip or f"{port['ip']}/{port['prefixlen']}",
             "id": args.iface_id or port["id"], "gateway": gateway, "ip6s": ip6s,
             "gateway6": gateway6 if ip6s else None}
+
+
+def _print_dashboards(status: dict) -> None:
+    for svc in status["services"]:
+        if svc.get("dashboard"):
+            print(f"dashboard ({svc['name']}): {svc['dashboard']}  (API token: "
+                  f"{os.path.join(status['run_dir'], 'api.token')})")
 
 
 def _take_wait(argv: list[str]) -> tuple[list[str], bool]:

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: <run-dir>/weftd.sock unless --api-listen is given)")
     ap.add_argument("--api-listen", metavar="IP:PORT",
                     help="also serve the API on TCP: needs --api-token-file, and TLS "
-                         "(--api-tls-cert/--api-tls-key) unless --api-no-tls")
+                         "(--api-tls-cert/--api-tls-key) unless --api-no-tls; `fd:N` serves a "
+                         "listening TCP socket handed over as file descriptor N (the lab's, on the "
+                         "machine's loopback while weftd lives in the management namespace)")
     ap.add_argument("--api-token-file", metavar="FILE",
                     help="the bearer token every TCP request must carry (a file readable by its "
                          "owner only; clients: WEFT_TOKEN)")
@@ -196,6 +198,20 @@ def _split_hostport(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _api_tcp(value: str):
+    """--api-listen: (IP, PORT), or the listening socket of `fd:N`."""
+    if not value.startswith("fd:"):
+        return _split_hostport(value, "--api-listen")
+    import socket
+    try:
+        sock = socket.socket(fileno=int(value[3:]))
+    except (ValueError, OSError) as exc:
+        raise WeftError(f"invalid --api-listen {value!r}: not a socket handed to weftd ({exc})") from None
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise WeftError(f"invalid --api-listen {value!r}: not a TCP socket")
+    return sock
+
+
 class Controller:
     """Wires the store, the engine, the host watchers and the API together."""
 
@@ -212,8 +228,9 @@ class Controller:
         of_host, of_port = _split_hostport(args.of_listen, "--of-listen")
         self.of_listen = (of_host, of_port)
         check_bind(of_host, of_port, "OpenFlow (--of-listen)")
-        if args.api_listen:
-            check_bind(*_split_hostport(args.api_listen, "--api-listen"), "the API (--api-listen)")
+        self.api_tcp = _api_tcp(args.api_listen) if args.api_listen else None   # checked before anything starts
+        if isinstance(self.api_tcp, tuple):
+            check_bind(*self.api_tcp, "the API (--api-listen)")
         self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
         tlsconfig.configure_ovsdb_client(self.tls)
         self.driver = OpenFlowDriver()
@@ -269,7 +286,7 @@ class Controller:
         self._on_model_queued(first)
         self._model_thread = threading.Thread(target=self._model_loop, name="hosts-config", daemon=True)
         self._model_thread.start()
-        tcp = _split_hostport(self.args.api_listen, "--api-listen") if self.args.api_listen else None
+        tcp = self.api_tcp
         self.api = api.Api(self.store, self.engine, self.dump_flows, self.traffic)
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status

@@ -277,6 +277,9 @@ def status() -> dict:
         pid = pid_from_file(svc["pidfile"])
         services.append({"name": name, "pid": pid, "running": bool(pid and pid_alive(pid)),
                          **{k: v for k, v in svc.items() if k != "pidfile"}})
+        if svc.get("ui_port"):
+            from lab.dashboard import url
+            services[-1]["dashboard"] = url(svc)
     return {"lab": p.name, "status": state.status, "tunnel": state.tunnel, "ha": state.ha,
             "underlay_mtu": state.underlay_mtu, "run_dir": p.dir,
             "mgmt_ip": MGMT_IP, "hosts": hosts, "vms": vms, "services": services}

@@ -34,6 +34,19 @@ def reach(src: str, ip: str) -> bool:
                 quiet=True).returncode == 0
 
 
+def print_dashboard(kept: bool) -> None:
+    """The dashboard's address (weftd serves it at /ui), signed in through the URL's fragment."""
+    from lab import dashboard, datacentre
+    status = datacentre.status()
+    for svc in status["services"]:
+        if svc.get("dashboard"):
+            token = dashboard.read_token(status["run_dir"])
+            print(f"\n# dashboard: {svc['dashboard']}  (API token in {status['run_dir']}/api.token)\n"
+                  f"#   signed in: {svc['dashboard']}#token={token}\n"
+                  f"#   {'open it in a browser on this machine' if kept else 'run the demo with --keep to leave it up'}",
+                  flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
@@ -84,6 +97,7 @@ def main() -> int:
         weft("traffic", "matrix", "--by", "vm")
         weft("traffic", "matrix", "--by", "tenant")
         weft("traffic", "top", "-n", "3")
+        print_dashboard(args.keep)
         print(f"\ndemo finished: {'all as expected' if not failures else f'{failures} unexpected results'}")
     finally:
         if not args.keep:

@@ -79,14 +79,22 @@ def start_nb_cluster(p: LabPaths, state: LabState) -> None:
 def _launch_weftd(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[subprocess.Popen, dict]:
     """Journal weftd as a service, start it, and write its pid file at once (weftd writes the
     same pid once it runs): a `down` that comes while it is still starting finds it."""
+    from lab import dashboard
     argv, svc = _weftd_argv(p, state, name)
     os.makedirs(os.path.dirname(svc["pidfile"]), exist_ok=True)
+    ui = dashboard.listener(state.services.get(name, {}).get("ui_port", 0))  # the machine's loopback
+    svc["ui_port"] = ui.getsockname()[1]
+    argv += ["--api-listen", f"fd:{ui.fileno()}", "--api-no-tls",
+             "--api-token-file", dashboard.token_file(p.dir)]
     state.services[name] = svc
     state.save(p)
-    with open(svc["log"] + ".out", "ab") as out:
-        # `ip netns exec` execs weftd: the pid is weftd's
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+    try:
+        with open(svc["log"] + ".out", "ab") as out:
+            # `ip netns exec` execs weftd: the pid is weftd's
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, pass_fds=(ui.fileno(),))
+    finally:
+        ui.close()                     # weftd holds its own copy
     with open(svc["pidfile"], "w") as f:
         f.write(f"{proc.pid}\n")
     return proc, svc

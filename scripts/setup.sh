@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(openvswitch-switch openvswitch-common python3-openvswitch iproute2 iputils-ping iperf3
-          ethtool tcpdump busybox python3 python3-venv python3-dev procps)
+          ethtool tcpdump busybox python3 python3-venv python3-dev procps
+          chromium)   # chromium: the dashboard's test drives it headless
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: run as root (it installs Debian packages and the lab needs root)" >&2
