@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from controller import cli_northsouth
 from controller.client import Client, seg
 from controller.output import render
 from topology.addresses import router_ip6
@@ -113,6 +114,9 @@ def build_parser() -> Parser:
     p.add_argument("--gateway", help="gateway address (default: the first address)")
     p.add_argument("--dns", action="append", default=[], help="DNS server handed out by DHCP")
     p.add_argument("--no-dhcp", action="store_true")
+    p.add_argument("--external", action="store_true",
+                   help="a network on the hosts' provider bridges (router gateways, floating IPs)")
+    p.add_argument("--provider", help="external only: the provider it maps onto (default phys)")
     _out(p)
     p = net.add_parser("delete", help="delete TENANT/NET")
     p.add_argument("ref", metavar="TENANT/NET")
@@ -193,6 +197,8 @@ def build_parser() -> Parser:
     p = route.add_parser("delete", help="delete a static route")
     p.add_argument("ref", metavar="TENANT/ROUTER")
     p.add_argument("cidr")
+    cli_northsouth.add_router_gateway(router, Parser, _out)
+    cli_northsouth.add_fip(sub, Parser, _out)
 
     sg = sub.add_parser("sg", help="security groups").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -240,6 +246,8 @@ def build_parser() -> Parser:
                    help="allow a unix: or tcp: OVSDB remote (no TLS: whoever holds that address "
                         "is configured as the host)")
     p.add_argument("--mgmt-ip", help="the address its flow exporters send from")
+    p.add_argument("--provider", action="append", metavar="NAME:BRIDGE",
+                   help="a provider bridge of the host, e.g. phys:br-ex (repeat for more)")
     _out(p)
     p = host.add_parser("update", help="change a hypervisor's tunnel IP, OVSDB remote or management IP")
     p.add_argument("name")
@@ -248,6 +256,8 @@ def build_parser() -> Parser:
     p.add_argument("--insecure", action="store_true", help="allow a unix: or tcp: OVSDB remote")
     p.add_argument("--mgmt-ip")
     p.add_argument("--no-mgmt-ip", action="store_true", help="forget its management IP")
+    p.add_argument("--provider", action="append", metavar="NAME:BRIDGE",
+                   help="its provider bridges (replaces them all; repeat for more)")
     _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
     p.add_argument("name")
@@ -336,9 +346,11 @@ def cmd_network(args, client) -> int:
         return 0
     tenant, name = _ref(args.ref, 2, "network")
     if args.sub == "create":
-        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidrs": args.cidr,
-                                           "gateway": args.gateway, "dhcp": not args.no_dhcp,
-                                           "dns": args.dns})
+        body = {"tenant": tenant, "name": name, "cidrs": args.cidr, "gateway": args.gateway,
+                "dhcp": not args.no_dhcp, "dns": args.dns}
+        if args.external or args.provider:
+            body.update(external=args.external, provider=args.provider)
+        res = client.post("/v1/networks", body)
         print(render(res, "json") if args.output == "json" else
               f"network {tenant}/{name} created: {' '.join(res['cidrs'])} gateway {res['gateway']} "
               f"vni {res['vni']}")
@@ -423,6 +435,8 @@ def cmd_router(args, client) -> int:
         return 0
     tenant, name = _ref(args.ref, 2, "router")
     path = f"/v1/routers/{seg(tenant, name)}"
+    if args.sub == "gateway":
+        return cli_northsouth.cmd_gateway(args, client, tenant, name, seg)
     if args.sub == "create":
         res = client.post("/v1/routers", {"tenant": tenant, "name": name})
         print(render(res, "json") if args.output == "json" else
@@ -537,6 +551,8 @@ def cmd_host(args, client) -> int:
     if args.sub == "add":
         body = {"name": args.name, "tunnel_ip": args.tunnel_ip, "ovsdb": args.ovsdb,
                 "mgmt_ip": args.mgmt_ip}
+        if args.provider:
+            body["providers"] = args.provider
         if args.insecure:
             body["insecure"] = True
         res = client.post("/v1/hosts", body)
@@ -546,6 +562,8 @@ def cmd_host(args, client) -> int:
                                   ("mgmt_ip", args.mgmt_ip)) if v is not None}
         if args.no_mgmt_ip:
             body["mgmt_ip"] = None
+        if args.provider:
+            body["providers"] = args.provider
         if args.insecure:
             body["insecure"] = True
         res = client.request("PATCH", f"/v1/hosts/{seg(args.name)}", body=body)
@@ -753,7 +771,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_collector(args)
         handler = {"tenant": cmd_tenant, "network": cmd_network, "port": cmd_port,
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
-                   "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token}[args.command]
+                   "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token,
+                   "fip": lambda a, c: cli_northsouth.cmd_fip(a, c, seg)}[args.command]
         return handler(args, Client(wait_timeout=args.wait_timeout if wait else None))
     except WeftError as exc:
         sys.stderr.write(f"weft: error: {exc}\n")

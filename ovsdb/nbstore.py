@@ -641,6 +641,9 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
         def build(txn):
             rrow = self._router(tenant, router)
             net = self._network_row(tenant, network)
+            if net.external:
+                raise WeftError(f"network {tenant}/{network} is external: give it to the router as "
+                                f"its gateway (`weft router gateway set {tenant}/{router} {tenant}/{network}`)")
             current = _opt(net.router)
             if current == router:
                 raise Conflict(f"network {tenant}/{network} is already attached to {tenant}/{router}")
