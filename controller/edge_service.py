@@ -147,7 +147,9 @@ class EdgeService:
         model = self.engine.effective_model()
         now = time.monotonic()
         gateway_hosts = {r.gw_host for r in model.routers.values() if r.gw_network and r.gw_host}
-        gone = {h for h in model.hosts if self.engine.datapath(h) is None}
+        # disconnected, or no longer a host at all (deleted)
+        gone = {h for h in set(model.hosts) | gateway_hosts
+                if h not in model.hosts or self.engine.datapath(h) is None}
         for host in list(self._gone_since):
             if host not in gone or host not in gateway_hosts:
                 del self._gone_since[host]

@@ -6,7 +6,9 @@ test sees the source address the outside saw. red and blue both use 10.0.0.0/24 
 share 10.0.0.2) and share the external network admin/ext; red's SNAT runs on hv1, blue's on
 hv2, and each tenant's VM sits on the other host, so its traffic crosses the tunnel first.
 """
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -162,3 +164,21 @@ def test_bad_input_is_one_line_and_changes_nothing(nlab):
     after = (nlab.json("network", "list"), nlab.json("fip", "list"), nlab.json("router", "list"))
     assert after == before
     nlab.weft("fip", "delete", "203.0.113.60")
+
+
+def test_gateway_moves_when_its_host_disconnects(nlab):
+    """Last in the module: it stops hv1's switch (and starts it again, empty)."""
+    from lab.ovs import HostSwitch
+    assert eventually(lambda: ask(nlab, "ra", EDGE, 7000)) == GW["red"]     # SNAT on hv1 now
+    hv1 = json.load(open(os.path.join(nlab.dir, "state.json")))["hosts"]["hv1"]
+    pid = int(open(os.path.join(hv1["dir"], "vs.pid")).read())
+    os.kill(pid, signal.SIGKILL)                      # hv1's switch and its datapath die
+    try:
+        # weftd notices, waits FAILOVER_AFTER (3 s), moves red's gateway to hv2 (the only other
+        # host with the provider); ra, on hv2, leaves from there, still as the gateway address
+        assert eventually(lambda: ask(nlab, "ra", EDGE, 7000, wait=1.5), timeout=30) == GW["red"]
+        routers = {r["ref"]: r for r in nlab.json("router", "list")}
+        assert routers["red/r"]["gateway"]["host"] == "hv2"
+    finally:
+        HostSwitch(hv1["ns"], hv1["dir"]).start_vswitchd()
+    assert eventually(lambda: ask(nlab, "ra", EDGE, 7000)) == GW["red"]     # stays on hv2: no flap
