@@ -3,21 +3,23 @@
 Packets walk the tables in order:
 
     0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
-                      also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
+                      also sets reg7 = 1 and skips straight to L2_LOOKUP; a provider patch port
+                      (ARP -> 20, IPv4 -> 25) -> the external network's VNI; a router's gateway
+                      VNI from the tunnel -> reg5 = that router, to SNAT (33); anything else drops
     10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP;
                       IPv6 from its link-local or configured addresses (`::` only for DAD),
                       neighbour advertisements only for its own addresses with its own MAC,
                       never router advertisements or redirects; ND skips conntrack (to 20)
     11 EGRESS_CT      IP from a port with security groups: conntrack (zone = its ofport)
     12 EGRESS_ACL     stateful egress rules (flows/acl.py); allowed traffic on to 20
-    25 EXT_IN         IPv4 from a provider bridge (north-south, flows/northsouth.py) to a router
-                      gateway or a floating IP: reg5 = its router, conntrack NAT (zone of the router)
-    26 EXT_IN_NAT     after NAT: on into the router (31); still to the gateway address (no
-                      connection of ours) or invalid: drop
     20 ARP_RESPONDER  ARP requests for known IPs (and router gateways) are answered locally;
                       other requests drop; neighbour solicitations for a known IPv6 address
                       (link-locals included) go to the controller, which answers (flows cannot
                       build an advertisement: see controller/nd_service.py); others drop
+    25 EXT_IN         IPv4 from a provider bridge (north-south, flows/northsouth.py) to a router
+                      gateway or a floating IP: reg5 = its router, conntrack NAT (zone of the router)
+    26 EXT_IN_NAT     after NAT: on into the router (31); still to the gateway address (no
+                      connection of ours) or invalid: drop
     30 L3_INPUT       IPv4 (and IPv6, on networks with a prefix) to the router MAC of a network
                       attached to a router: reg5 = router key, on to ROUTE; anything else to
                       L2_LOOKUP
