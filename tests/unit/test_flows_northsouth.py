@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from flows import pipeline as P
-from flows.compiler import CompilerIndex, affected_hosts, compile_all
+from flows.compiler import CompilerIndex, affected_hosts, compile_all, compile_host
 from flows.northsouth import RESOLVER_MAC, router_zone
 from flows.tracer import Fabric, arp_reply, arp_request, icmp_echo, tcp
 from topology.model import (Binding, FloatingIP, Host, Model, Network, Port, Router, Rule,
@@ -163,3 +163,39 @@ def test_gateway_host_change_recompiles_old_and_new_gateway_hosts():
     ext = dataclasses.replace(old.networks["ext"], gateway_mac="02:00:00:00:0e:02")
     moved = dataclasses.replace(old, networks={**old.networks, "ext": ext})
     assert {"hv1", "hv2", "hv3"} <= affected_hosts(old, moved)
+
+
+def _changes(base: Model):
+    """North-south changes, each as the new model."""
+    def routers(**fields):
+        return {k: dataclasses.replace(r, **fields) if k == "red" else r for k, r in base.routers.items()}
+    ext = base.networks["ext"]
+    hosts = dict(base.hosts)
+    hosts["hv3"] = dataclasses.replace(hosts["hv3"], providers=())
+    moved = dict(base.bindings)
+    moved["rb"] = Binding("rb", "hv2", 7)
+    yield "fip disassociated", dataclasses.replace(base, floating_ips={
+        "f1": dataclasses.replace(base.floating_ips["f1"], port=None)})
+    yield "fip deleted", dataclasses.replace(base, floating_ips={})
+    yield "gateway moved", dataclasses.replace(base, routers=routers(gw_host="hv3"))
+    yield "gateway unset", dataclasses.replace(base, routers=routers(
+        gw_network=None, gw_ip=None, gw_mac=None, gw_vni=None, gw_host=None), floating_ips={})
+    yield "edge mac changed", dataclasses.replace(base, networks={
+        **base.networks, "ext": dataclasses.replace(ext, gateway_mac="02:00:00:00:0e:09")})
+    yield "provider gone from hv3", dataclasses.replace(base, hosts=hosts)
+    yield "fip port moved", dataclasses.replace(base, bindings=moved)
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _changes(build())])
+def test_incremental_compile_equals_full_and_unaffected_hosts_keep_their_flows(name):
+    old = build()
+    new = dict(_changes(old))[name]
+    old_index = CompilerIndex(old)
+    before = compile_all(old_index)                     # fills the fragment cache
+    new_index = old_index.updated(new)
+    full = compile_all(CompilerIndex(new))
+    assert {h: compile_host(new_index, h) for h in full} == full, name
+    affected = affected_hosts(old, new, old_index, new_index)
+    for host in full:
+        if host not in affected:
+            assert full[host] == before[host], (name, host)
