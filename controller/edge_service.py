@@ -9,7 +9,8 @@ connected host that holds its translations: every second while the MAC is unknow
 MAC is written to the store (`Network.gateway_mac`), from where every host's flows follow —
 so a replaced edge router is picked up within 30 s, and flows stay a function of the model.
 
-Failover: a gateway host whose switch has been disconnected for FAILOVER_AFTER seconds hands
+Failover: a gateway host whose switch has been disconnected for FAILOVER_AFTER seconds (not
+counted in weftd's first STARTUP_GRACE seconds, while every switch reconnects) hands
 its routers' SNAT to the connected host with the provider that does the fewest
 (`NorthboundStore.move_gateways`); connections through it are lost (conntrack is per host).
 Only the active replica probes and moves. One thread; packet-ins only queue.
@@ -28,6 +29,7 @@ from topology.errors import WeftError
 LOG = logging.getLogger(__name__)
 PROBE_UNKNOWN, PROBE_KNOWN = 1.0, 30.0      # seconds between probes
 FAILOVER_AFTER = 3.0                        # seconds a gateway host may be gone before it moves
+STARTUP_GRACE = 15.0                        # after weftd starts, switches are still reconnecting
 ETH_ARP = b"\x08\x06"
 
 
@@ -68,6 +70,7 @@ class EdgeService:
         self._probed: dict[str, float] = {}         # network uuid -> monotonic time of last probe
         self._gone_since: dict[str, float] = {}     # gateway host -> monotonic time first seen gone
         self.counters = {"probes": 0, "replies": 0, "learned": 0, "failovers": 0}
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="edge", daemon=True)
 
     def start(self) -> None:
@@ -146,6 +149,8 @@ class EdgeService:
     def _failover(self) -> None:
         model = self.engine.effective_model()
         now = time.monotonic()
+        if now - self._started < STARTUP_GRACE:
+            return              # a restarted weftd: its hosts are reconnecting, not gone
         gateway_hosts = {r.gw_host for r in model.routers.values() if r.gw_network and r.gw_host}
         # disconnected, or no longer a host at all (deleted)
         gone = {h for h in set(model.hosts) | gateway_hosts

@@ -109,9 +109,14 @@ def test_a_reply_from_the_edge_on_the_provider_port_is_recorded_once():
 
 def test_a_gateway_host_gone_for_a_while_hands_its_gateways_over(monkeypatch):
     engine, store = Engine(model(), connected=("hv2", "hv3")), Store()
-    svc = E.EdgeService(engine, store)
     now = [100.0]
     monkeypatch.setattr(E.time, "monotonic", lambda: now[0])
+    svc = E.EdgeService(engine, store)
+    svc._failover()
+    now[0] += E.FAILOVER_AFTER + 1
+    svc._failover()
+    assert store.moves == []                                          # weftd just started: no
+    now[0] += E.STARTUP_GRACE
     svc._failover()
     assert store.moves == []                                          # just noticed
     now[0] += E.FAILOVER_AFTER + 0.1
