@@ -449,7 +449,8 @@ def cmd_router(args, client) -> int:
         if args.output == "json":
             print(render(res, "json"))
         else:
-            print(render({k: v for k, v in res.items() if k not in ("networks", "routes")}))
+            print(render({k: cli_northsouth.gateway_text(v) if k == "gateway" else v
+                          for k, v in res.items() if k not in ("networks", "routes")}))
             print()
             print(render(res["networks"], columns=["network", "cidr", "gateway", "cidr6", "gateway6"]))
             if res["routes"]:

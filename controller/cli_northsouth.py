@@ -25,6 +25,13 @@ def add_router_gateway(router, parser_class, out) -> None:
     out(p)
 
 
+def gateway_text(gw: dict | None) -> str | None:
+    """A router's gateway in one line: "203.0.113.2 on admin/ext (SNAT on hv1, mac ...)"."""
+    if not gw:
+        return None
+    return f"{gw['ip']} on {gw['network']} (SNAT on {gw['host']}, mac {gw['mac']})"
+
+
 def cmd_gateway(args, client, tenant: str, name: str, seg) -> int:
     path = f"/v1/routers/{seg(tenant, name)}/gateway"
     if args.gateway_cmd == "set":
