@@ -298,6 +298,15 @@ class NorthSouthWrites:
             return {"ip": fip.ip, "id": fip.uuid, "deleted": True}
         return self._transact(build)
 
+    def _check_no_fips(self, tenant: str, network: str, doing: str) -> None:
+        """Refuse `doing` while ports of TENANT/NETWORK have floating IPs (they need its router)."""
+        users = sorted(f"{self._rec('Floating_IP', self._ix.fip_of_port[u]).ip} "
+                       f"({self._rec('Port', u).ref})"
+                       for u in self._ix.ports_of_net.get((tenant, network), ()) if u in self._ix.fip_of_port)
+        if users:
+            raise Conflict(f"cannot {doing}: floating IP(s) {', '.join(users)} of {tenant}/{network} "
+                           f"need its router; disassociate them first")
+
     def _release_fip(self, port_id: str) -> None:
         """A port being deleted gives its floating IP back (kept, unassociated)."""
         fip = self._ix.fip_of_port.get(port_id)

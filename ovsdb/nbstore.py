@@ -632,6 +632,7 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
                                f"{', '.join(sorted(n.name for n in nets))}; detach them first "
                                f"or use --cascade")
             for net in nets:
+                self._check_no_fips(tenant, net.name, f"delete router {tenant}/{name}")
                 self._row("Network", net.uuid).router = []
             row.delete()
             return {"router": f"{tenant}/{name}", "deleted": True}
@@ -671,6 +672,7 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
             net = self._network_row(tenant, network)
             if _opt(net.router) != router:
                 raise Conflict(f"network {tenant}/{network} is not attached to {tenant}/{router}")
+            self._check_no_fips(tenant, network, f"detach {tenant}/{network}")
             gone = [c for c, via in rrow.routes.items()
                     if validate.in_network(validate.next_hop(via), net.cidr, _opt(net.cidr6))]
             if gone:

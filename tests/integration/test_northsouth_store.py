@@ -70,6 +70,8 @@ def test_bad_input_changes_nothing(ns):
     blue_fip = ns.create_fip("blue", "admin/ext")
     refused(ns, lambda: ns.associate_fip(blue_fip["ip"], "blue/net/a"), Conflict, "not attached to a router with a gateway")
     refused(ns, lambda: ns.unset_gateway("red", "r"), Conflict, "disassociate them first")
+    refused(ns, lambda: ns.detach("red", "r", "net"), Conflict, "need its router")
+    refused(ns, lambda: ns.delete_router("red", "r", cascade=True), Conflict, "need its router")
     refused(ns, lambda: ns.delete_network("admin", "ext"), Conflict, "gateway of router(s) red/r")
     refused(ns, lambda: ns.create_port("admin", "ext", "vm"), WeftError, "is external")
     ns.create_router("admin", "r2")
