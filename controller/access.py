@@ -56,6 +56,9 @@ def authorize(who: Principal, method: str, path: str, query: dict, body: dict) -
             raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: it cannot read tenant {asked!r}")
         return {**query, "tenant": [tenant]}
     if method == "POST" and TENANT_CREATES.fullmatch(path):
+        if body.get("external"):
+            raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: external networks "
+                            f"(the hosts' provider bridges) need an admin token")
         asked = body.get("tenant")
         if asked is not None and asked != tenant:
             raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: it cannot create in "

@@ -15,6 +15,7 @@ from topology.errors import NotFound, WeftError
 LOG = logging.getLogger(__name__)
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.yaml")
 SEG = r"([A-Za-z0-9_.-]+)"
+from controller.api_northsouth import gateway_view as _gateway_view  # noqa: E402
 
 
 class EncodedView(dict):
@@ -96,6 +97,8 @@ class Api:
         ]
         from controller.decisions import Decisions       # sg suggest, placement (issue 17)
         self.routes += Decisions(self).routes()
+        from controller import api_northsouth
+        self.routes += api_northsouth.routes(self)
 
     def dispatch(self, method: str, path: str, query: dict, body: dict):
         for m, pattern, handler in self.routes:
@@ -161,7 +164,8 @@ class Api:
         return {"id": net.uuid, "tenant": net.tenant, "name": net.name, "ref": net.ref,
                 "cidr": net.cidr, "cidr6": net.cidr6, "cidrs": list(net.cidrs), "gateway": net.gateway, "vni": net.vni, "dhcp": net.dhcp,
                 "dns": list(net.dns), "router": f"{net.tenant}/{net.router}" if net.router else None,
-                "ports": ports}
+                "ports": ports, "external": net.external, "provider": net.provider,
+                "gateway_mac": net.gateway_mac}
 
     @staticmethod
     def _ips(body: dict):
@@ -218,7 +222,8 @@ class Api:
             raise WeftError("give either cidrs (a list) or cidr/cidr6, not both")
         return self.store.create_network(body["tenant"], body["name"], cidrs,
                                          gateway=body.get("gateway"), dhcp=body.get("dhcp", True),
-                                         dns=body.get("dns") or ())
+                                         dns=body.get("dns") or (), external=body.get("external", False),
+                                         provider=body.get("provider"))
 
     def show_network(self, tenant, name, query, body):
         model = self.model
@@ -310,7 +315,8 @@ class Api:
         return {"id": r.uuid, "tenant": r.tenant, "name": r.name, "ref": r.ref, "mac": r.mac,
                 "networks": [{"network": n.ref, "cidr": n.cidr, "gateway": n.gateway, "cidr6": n.cidr6,
                               "gateway6": router_ip6(n.cidr6) if n.cidr6 else None} for n in nets],
-                "routes": [{"cidr": c, "via": v} for c, v in r.routes]}
+                "routes": [{"cidr": c, "via": v} for c, v in r.routes],
+                "gateway": _gateway_view(r)}
 
     def list_routers(self, query, body):
         tenant = query.get("tenant", [None])[0]
@@ -450,21 +456,23 @@ class Api:
 
         self._required(body, "name", "tunnel_ip", "ovsdb")
         check_ovsdb_remote(body["ovsdb"], body.get("insecure", False))   # ssl: only, unless told
-        return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"], body.get("mgmt_ip"))
+        return self.store.add_host(body["name"], body["tunnel_ip"], body["ovsdb"], body.get("mgmt_ip"),
+                                   providers=body.get("providers"))
 
     def update_host(self, name, query, body):
         """PATCH {tunnel_ip?, ovsdb?, mgmt_ip? (null: forget it), insecure?}: only what is given changes."""
         from controller.tlsconfig import check_ovsdb_remote
 
-        unknown = sorted(set(body) - {"tunnel_ip", "ovsdb", "mgmt_ip", "insecure"})
+        unknown = sorted(set(body) - {"tunnel_ip", "ovsdb", "mgmt_ip", "insecure", "providers"})
         if unknown:
             raise WeftError(f"unknown field(s) {', '.join(unknown)} (a host update takes tunnel_ip, "
-                            f"ovsdb, mgmt_ip and insecure)")
+                            f"ovsdb, mgmt_ip, providers and insecure)")
         if "ovsdb" in body:
             check_ovsdb_remote(body["ovsdb"], body.get("insecure", False))
         return self.store.update_host(name, tunnel_ip=body.get("tunnel_ip"), ovsdb_remote=body.get("ovsdb"),
                                       mgmt_ip=body.get("mgmt_ip"),
-                                      clear_mgmt_ip="mgmt_ip" in body and body["mgmt_ip"] is None)
+                                      clear_mgmt_ip="mgmt_ip" in body and body["mgmt_ip"] is None,
+                                      providers=body.get("providers"))
 
     def delete_host(self, name, query, body):
         return self.store.delete_host(name)

@@ -8,6 +8,7 @@ import sys
 import time
 
 from controller.cli_trace import cmd_trace
+from controller import cli_northsouth
 from controller.client import Client, seg
 from controller.output import render
 from topology.addresses import router_ip6
@@ -122,6 +123,9 @@ def build_parser() -> Parser:
     p.add_argument("--gateway", help="gateway address (default: the first address)")
     p.add_argument("--dns", action="append", default=[], help="DNS server handed out by DHCP")
     p.add_argument("--no-dhcp", action="store_true")
+    p.add_argument("--external", action="store_true",
+                   help="a network on the hosts' provider bridges (router gateways, floating IPs)")
+    p.add_argument("--provider", help="external only: the provider it maps onto (default phys)")
     _out(p)
     p = net.add_parser("delete", help="delete TENANT/NET")
     p.add_argument("ref", metavar="TENANT/NET")
@@ -202,6 +206,8 @@ def build_parser() -> Parser:
     p = route.add_parser("delete", help="delete a static route")
     p.add_argument("ref", metavar="TENANT/ROUTER")
     p.add_argument("cidr")
+    cli_northsouth.add_router_gateway(router, Parser, _out)
+    cli_northsouth.add_fip(sub, Parser, _out)
 
     sg = sub.add_parser("sg", help="security groups").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", parser_class=Parser)
@@ -254,6 +260,8 @@ def build_parser() -> Parser:
                    help="allow a unix: or tcp: OVSDB remote (no TLS: whoever holds that address "
                         "is configured as the host)")
     p.add_argument("--mgmt-ip", help="the address its flow exporters send from")
+    p.add_argument("--provider", action="append", metavar="NAME:BRIDGE",
+                   help="a provider bridge of the host, e.g. phys:br-ex (repeat for more)")
     _out(p)
     p = host.add_parser("update", help="change a hypervisor's tunnel IP, OVSDB remote or management IP")
     p.add_argument("name")
@@ -262,6 +270,8 @@ def build_parser() -> Parser:
     p.add_argument("--insecure", action="store_true", help="allow a unix: or tcp: OVSDB remote")
     p.add_argument("--mgmt-ip")
     p.add_argument("--no-mgmt-ip", action="store_true", help="forget its management IP")
+    p.add_argument("--provider", action="append", metavar="NAME:BRIDGE",
+                   help="its provider bridges (replaces them all; repeat for more)")
     _out(p)
     p = host.add_parser("delete", help="forget a hypervisor")
     p.add_argument("name")
@@ -363,9 +373,11 @@ def cmd_network(args, client) -> int:
         return 0
     tenant, name = _ref(args.ref, 2, "network")
     if args.sub == "create":
-        res = client.post("/v1/networks", {"tenant": tenant, "name": name, "cidrs": args.cidr,
-                                           "gateway": args.gateway, "dhcp": not args.no_dhcp,
-                                           "dns": args.dns})
+        body = {"tenant": tenant, "name": name, "cidrs": args.cidr, "gateway": args.gateway,
+                "dhcp": not args.no_dhcp, "dns": args.dns}
+        if args.external or args.provider:
+            body.update(external=args.external, provider=args.provider)
+        res = client.post("/v1/networks", body)
         print(render(res, "json") if args.output == "json" else
               f"network {tenant}/{name} created: {' '.join(res['cidrs'])} gateway {res['gateway']} "
               f"vni {res['vni']}")
@@ -450,6 +462,8 @@ def cmd_router(args, client) -> int:
         return 0
     tenant, name = _ref(args.ref, 2, "router")
     path = f"/v1/routers/{seg(tenant, name)}"
+    if args.sub == "gateway":
+        return cli_northsouth.cmd_gateway(args, client, tenant, name, seg)
     if args.sub == "create":
         res = client.post("/v1/routers", {"tenant": tenant, "name": name})
         print(render(res, "json") if args.output == "json" else
@@ -462,7 +476,8 @@ def cmd_router(args, client) -> int:
         if args.output == "json":
             print(render(res, "json"))
         else:
-            print(render({k: v for k, v in res.items() if k not in ("networks", "routes")}))
+            print(render({k: cli_northsouth.gateway_text(v) if k == "gateway" else v
+                          for k, v in res.items() if k not in ("networks", "routes")}))
             print()
             print(render(res["networks"], columns=["network", "cidr", "gateway", "cidr6", "gateway6"]))
             if res["routes"]:
@@ -574,6 +589,8 @@ def cmd_host(args, client) -> int:
     if args.sub == "add":
         body = {"name": args.name, "tunnel_ip": args.tunnel_ip, "ovsdb": args.ovsdb,
                 "mgmt_ip": args.mgmt_ip}
+        if args.provider:
+            body["providers"] = args.provider
         if args.insecure:
             body["insecure"] = True
         res = client.post("/v1/hosts", body)
@@ -583,6 +600,8 @@ def cmd_host(args, client) -> int:
                                   ("mgmt_ip", args.mgmt_ip)) if v is not None}
         if args.no_mgmt_ip:
             body["mgmt_ip"] = None
+        if args.provider:
+            body["providers"] = args.provider
         if args.insecure:
             body["insecure"] = True
         res = client.request("PATCH", f"/v1/hosts/{seg(args.name)}", body=body)
@@ -830,7 +849,8 @@ def main(argv: list[str] | None = None) -> int:
                    "host": cmd_host, "flows": cmd_flows, "router": cmd_router, "traffic": cmd_traffic,
                    "sg": cmd_sg, "cluster": cmd_cluster, "token": cmd_token,
                    "placement": _cmd_placement,
-                   "trace": cmd_trace}[args.command]
+                   "trace": cmd_trace,
+                   "fip": lambda a, c: cli_northsouth.cmd_fip(a, c, seg)}[args.command]
         if wait:          # on a terminal: the time spent waiting for the hypervisors
             from controller.progress import Progress
             with Progress("waiting until every affected hypervisor has it", unit=None,

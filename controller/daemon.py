@@ -325,7 +325,8 @@ class Controller:
             return                  # most changes touch neither hosts nor exporter settings
         self._configured_from = (new.hosts, new.traffic)
         for name, host in new.hosts.items():
-            self.hosts.set_host(name, host.ovsdb, host.tunnel_ip, self._exporter_settings(host, new.traffic))
+            self.hosts.set_host(name, host.ovsdb, host.tunnel_ip, self._exporter_settings(host, new.traffic),
+                                host.providers)
         for name in self.host_names - new.hosts.keys():
             self.hosts.remove_host(name)
         self.host_names = set(new.hosts)
@@ -443,8 +444,11 @@ def run_openflow(controller: Controller) -> None:
     from controller.ofapp import OpenFlowSinks
 
     controller.dhcp = DhcpService(controller.engine, controller.args.tunnel, controller.args.underlay_mtu)
+    from controller.edge_service import EdgeService
+    edge = EdgeService(controller.engine, controller.store)
+    edge.start()
     sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp, NdService(controller.engine),
-                          controller.drops)
+                          drops=controller.drops, edge=edge)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")

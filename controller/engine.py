@@ -729,7 +729,8 @@ class Engine:
         if nb_changes is not None:        # what changed is known: no O(model) comparison
             get = lambda name: frozenset(nb_changes.get(name, ()))   # noqa: E731
             diff = ModelDiff(get("ports"), frozenset(bindings_changed), get("networks"),
-                             get("hosts"), get("routers"), get("security_groups"))
+                             get("hosts"), get("routers"), get("security_groups"),
+                             get("floating_ips"))
         old_index = self._index
         try:
             if old_index is not None and old_index.model is old:

@@ -34,6 +34,7 @@ class OpenFlowSinks:
     dhcp: object = None
     nd: object = None           # IPv6 neighbour solicitations (controller/nd_service.py)
     drops: object = None        # samples of dropped packets (controller/drop_service.py)
+    edge: object = None         # ARP replies from provider ports (controller/edge_service.py)
 
 
 def peer_names(datapath) -> tuple[str, ...] | None:
@@ -57,6 +58,7 @@ class WeftOFApp(app_manager.OSKenApp):
             raise RuntimeError("WeftOFApp needs weft=OpenFlowSinks(engine, driver, dhcp)")
         self.engine, self.driver, self.dhcp, self.nd = weft.engine, weft.driver, weft.dhcp, weft.nd
         self.drops = weft.drops
+        self.edge = weft.edge
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
@@ -108,6 +110,10 @@ class WeftOFApp(app_manager.OSKenApp):
                     self.nd.packet_in(msg.datapath, msg.match["in_port"], data)
                 except Exception:
                     LOG.exception("neighbour discovery packet-in failed")
+            return
+        if data[12:14] == b"\x08\x06":         # ARP: a reply from the edge (north-south)
+            if self.edge is not None:
+                self.edge.packet_in(msg.datapath, msg.match["in_port"], data)
             return
         if self.dhcp is not None:
             try:

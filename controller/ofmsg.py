@@ -4,6 +4,7 @@ from __future__ import annotations
 from flows import cookies
 from flows.flow import Flow
 
+NAT_FLAGS = {"src": 1, "dst": 2}       # NX_NAT_F_SRC, NX_NAT_F_DST
 FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48,
               "arp_spa": 32, "arp_tpa": 32, "ipv4_src": 32, "ipv4_dst": 32}
 
@@ -27,6 +28,16 @@ def action_object(parser, ofproto, act: tuple):
         return parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
                                  recirc_table=255 if table is None else table, alg=0,
                                  actions=inner)
+    if kind == "ct_nat":
+        _kind, commit, zone, table, nat = act
+        if nat is None:         # apply the connection's translation, if it has one
+            inner = parser.NXActionNAT(flags=0)
+        else:
+            inner = parser.NXActionNAT(flags=NAT_FLAGS[nat[0]], range_ipv4_min=nat[1],
+                                       range_ipv4_max=nat[1])
+        return parser.NXActionCT(flags=1 if commit else 0, zone_src="", zone_ofs_nbits=zone,
+                                 recirc_table=255 if table is None else table, alg=0,
+                                 actions=[inner])
     if kind == "sample":
         return parser.NXActionSample(probability=act[1], collector_set_id=act[2],
                                      obs_domain_id=act[3], obs_point_id=act[4])
@@ -122,6 +133,12 @@ def render_actions(flow: Flow) -> str:
             parts = (["commit"] if commit else []) + [f"zone={zone}"]
             parts += [f"table={table}"] if table is not None else []
             parts += [f"exec(set_field:{mark}->ct_mark)"] if mark is not None else []
+            out.append(f"ct({','.join(parts)})")
+        elif kind == "ct_nat":
+            _kind, commit, zone, table, nat = act
+            parts = (["commit"] if commit else []) + [f"zone={zone}"]
+            parts += [f"table={table}"] if table is not None else []
+            parts.append("nat" if nat is None else f"nat({nat[0]}={nat[1]})")
             out.append(f"ct({','.join(parts)})")
         elif kind == "sample":
             out.append(f"sample(probability={act[1]},collector_set_id={act[2]},obs_point_id={act[4]})")

@@ -17,6 +17,7 @@ from operator import attrgetter
 
 from flows import acl as A
 from flows import migration as M
+from flows import northsouth as NS
 from flows import pipeline as P
 from flows.cookies import make
 from flows.drops import drop
@@ -98,6 +99,10 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
         if frag.router is not None:
             routers.add((frag.router.tenant, frag.router.name))
             routed |= index.router_group(key)
+    # the routers whose SNAT this host does route back to every network of theirs
+    for router in NS.gateway_routers(index, host):
+        routers.add((router.tenant, router.name))
+        routed |= index.nets_by_router.get((router.tenant, router.name), set())
     # networks this host routes to without having a port of them: resolution and delivery
     for key in sorted(routed.difference(present)):
         frag = _fragment(index, key)
@@ -109,6 +114,7 @@ def compile_host(index: CompilerIndex, host: str) -> list[Flow]:
         flows.extend(chunk)
     for tenant, name in sorted(routers):
         flows.extend(_router_flows(index, tenant, name))
+    flows.extend(NS.host_flows(index, host, routers, local))
     flows.extend(_acl_flows(index, local))
     flows.sort(key=_by_table)
     return flows
@@ -163,6 +169,7 @@ def affected_hosts(old_model: Model, new_model: Model, old_index: CompilerIndex 
             continue            # no such network before or after: its ports make no flows
         hosts |= old_index.hosts_on(key)
         hosts |= new_index.hosts_on(key)
+    hosts |= NS.gateway_hosts(touched, old_index, new_index)
     return hosts
 
 
@@ -374,6 +381,7 @@ def _router_flows(index: CompilerIndex, tenant: str, name: str) -> tuple[Flow, .
             (("dec_ttl",), ("set_field", "eth_src", mac), ("set_field", P.REG_NET, net.vni),
              ("goto", P.RESOLVE))))
     flows.extend(_router6_flows(router, [n for n in nets if n.cidr6]))
+    flows.extend(NS.gateway_route(router, PRIO_ROUTE_BASE))
     for cidr, via in router.routes:
         hop = _next_hop(index, nets, via)
         if hop is None:

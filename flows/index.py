@@ -33,11 +33,12 @@ class ModelDiff:
     hosts: frozenset[str]
     routers: frozenset[str] = frozenset()
     security_groups: frozenset[str] = frozenset()
+    floating_ips: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
         return not (self.ports or self.bindings or self.networks or self.hosts or self.routers
-                    or self.security_groups)
+                    or self.security_groups or self.floating_ips)
 
 
 def diff_models(old: Model, new: Model) -> ModelDiff:
@@ -46,7 +47,8 @@ def diff_models(old: Model, new: Model) -> ModelDiff:
                      _changed(old.bindings, new.bindings) | _changed(old.standby, new.standby),
                      _changed(old.networks, new.networks), _changed(old.hosts, new.hosts),
                      _changed(old.routers, new.routers),
-                     _changed(old.security_groups, new.security_groups))
+                     _changed(old.security_groups, new.security_groups),
+                     _changed(old.floating_ips, new.floating_ips))
 
 
 def _changed(old: dict, new: dict) -> frozenset:
@@ -287,6 +289,8 @@ def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set
             if router is not None:
                 for idx in (old, new):
                     keys |= idx.nets_by_router.get((router.tenant, router.name), set())
+    from flows import northsouth
+    keys |= northsouth.touched(diff, old, new)
     # a routed network's flows reach every host where a network of its router is present
     for key in list(keys):
         keys |= old.router_group(key)

@@ -3,7 +3,9 @@
 Packets walk the tables in order:
 
     0  CLASSIFY       in_port (a VM NIC) or the tunnel key -> network (reg6 = VNI); the tunnel
-                      also sets reg7 = 1 and skips straight to L2_LOOKUP; anything else drops
+                      also sets reg7 = 1 and skips straight to L2_LOOKUP; a provider patch port
+                      (ARP -> 20, IPv4 -> 25) -> the external network's VNI; a router's gateway
+                      VNI from the tunnel -> reg5 = that router, to SNAT (33); anything else drops
     10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP;
                       IPv6 from its link-local or configured addresses (`::` only for DAD),
                       neighbour advertisements only for its own addresses with its own MAC,
@@ -14,6 +16,10 @@ Packets walk the tables in order:
                       other requests drop; neighbour solicitations for a known IPv6 address
                       (link-locals included) go to the controller, which answers (flows cannot
                       build an advertisement: see controller/nd_service.py); others drop
+    25 EXT_IN         IPv4 from a provider bridge (north-south, flows/northsouth.py) to a router
+                      gateway or a floating IP: reg5 = its router, conntrack NAT (zone of the router)
+    26 EXT_IN_NAT     after NAT: on into the router (31); still to the gateway address (no
+                      connection of ours) or invalid: drop
     30 L3_INPUT       IPv4 (and IPv6, on networks with a prefix) to the router MAC of a network
                       attached to a router: reg5 = router key, on to ROUTE; anything else to
                       L2_LOOKUP
@@ -23,6 +29,9 @@ Packets walk the tables in order:
                       link-local sources and destinations (never routed)
     32 RESOLVE        destination IP (IPv4 or IPv6) -> its port's MAC (every IP is known: no ARP
                       or neighbour discovery needed)
+    33 SNAT           a router's default route leads here: a port's floating IP (its own host) or
+                      the router's gateway address (the gateway host; other hosts tunnel there)
+    34 EXT_OUT        translated packets out of the provider bridge to the edge router's MAC
     40 L2_LOOKUP      destination MAC -> local port or tunnel to the host holding it; broadcast
                       and multicast flooded (a local port with security groups: reg4 = its
                       ofport, on to 45); unicast to a MAC the network does not have: on to 41
@@ -73,15 +82,21 @@ REG_ROUTER = "reg5"             # router key while a packet is being routed
 REG_NET = "reg6"                # network key: the network's VNI
 REG_FLAGS = "reg7"              # 1 = the packet arrived from the tunnel
 FROM_TUNNEL = 1
+PROVIDER_OFPORT = 60001         # + the provider's index among its host's providers (sorted by name)
+MAX_PROVIDERS = 16
 
 CLASSIFY = 0
 PORT_SECURITY = 10
 EGRESS_CT = 11
 EGRESS_ACL = 12
 ARP_RESPONDER = 20
+EXT_IN = 25
+EXT_IN_NAT = 26
 L3 = L3_INPUT = 30
 ROUTE = 31
 RESOLVE = 32
+SNAT = 33
+EXT_OUT = 34
 L2_LOOKUP = 40
 L2_UNKNOWN = 41
 INGRESS_CT = 45
@@ -115,7 +130,7 @@ class Table:
 
 TABLES: dict[int, Table] = {t.id: t for t in (
     Table(CLASSIFY, "classify", "in_port or tunnel key -> network (reg6), tunnel flag (reg7)",
-          frozenset({"in_port", "tunnel_id"}), drop="unclassified"),
+          frozenset({"in_port", "tunnel_id", "eth_type"}), drop="unclassified"),
     Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
           frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
                      "ip_proto", "udp_src", "udp_dst", "ipv6_src", "icmpv6_type", "ipv6_nd_target",
@@ -130,6 +145,10 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           "known IPs, never flood them",
           frozenset({REG_NET, "eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type", "ipv6_src",
                      "ipv6_nd_target"}), miss=L3_INPUT),
+    Table(EXT_IN, "ext-in", "from a provider: to a gateway or floating IP -> router, conntrack NAT",
+          frozenset({REG_NET, "eth_type", "ipv4_dst"})),
+    Table(EXT_IN_NAT, "ext-in-nat", "translated: into the router; untranslated gateway traffic drops",
+          frozenset({REG_ROUTER, "ct_state", "eth_type", "ipv4_dst"})),
     Table(L3_INPUT, "l3-input", "IPv4 or IPv6 to a router MAC enters its router (reg5)",
           frozenset({REG_NET, "eth_type", "eth_dst"}), miss=L2_LOOKUP),
     Table(ROUTE, "route", "router echo; longest prefix match; TTL-1, MAC rewrite",
@@ -137,6 +156,10 @@ TABLES: dict[int, Table] = {t.id: t for t in (
                      "ipv6_dst", "icmpv6_type"}), drop="no-route"),
     Table(RESOLVE, "resolve", "destination IP -> the port's MAC",
           frozenset({REG_NET, "eth_type", "ipv4_dst", "ipv6_dst"}), drop="unknown-destination"),
+    Table(SNAT, "snat", "leaving for an external network: floating IP or gateway SNAT (or tunnel "
+          "to the gateway host)", frozenset({REG_ROUTER, "eth_type", "ipv4_src"}), drop="no-route"),
+    Table(EXT_OUT, "ext-out", "translated packets out to the edge router",
+          frozenset({REG_ROUTER, "eth_type", "ipv4_src"}), drop="no-route"),
     Table(L2_LOOKUP, "l2-lookup", "destination MAC -> local port or tunnel; flooding",
           frozenset({REG_NET, REG_FLAGS, "eth_dst", "eth_type"}), drop="unknown-destination"),
     Table(L2_UNKNOWN, "l2-unknown", "unknown unicast: by destination IP to the port holding it now",
@@ -170,7 +193,7 @@ PREREQUISITES: dict[str, tuple[tuple[str, tuple[int, ...]], ...]] = {
     "ipv6_nd_tll": _ICMPV6 + (("icmpv6_type", (ND_NA,)),),
 }
 _ARITY = {"output": 2, "set_field": 3, "move": 4, "dec_ttl": 1, "controller": 2, "goto": 2,
-          "meter": 2, "ct": 5, "conjunction": 4, "sample": 5}
+          "meter": 2, "ct": 5, "conjunction": 4, "sample": 5, "ct_nat": 5}
 
 
 def table(table_id: int) -> Table:
@@ -247,6 +270,11 @@ def _problem(flow: Flow) -> str | None:
                 return f"action {action!r} needs a non-negative integer"
         elif kind == "ct" and match.get("eth_type") not in (ETH_TYPE_IP, ETH_TYPE_IPV6):
             return "ct needs eth_type=0x0800 or 0x86dd in the match"
+        elif kind == "ct_nat":
+            if match.get("eth_type") != ETH_TYPE_IP:
+                return "ct_nat needs eth_type=0x0800 in the match"
+            if action[4] is not None and action[4][0] not in ("src", "dst"):
+                return f"ct_nat translates src or dst, not {action[4][0]!r}"
         elif kind in ("set_field", "move"):
             for field in action[1:-1] if kind == "move" else action[1:2]:
                 missing = _unmet(field, match)

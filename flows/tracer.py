@@ -121,6 +121,7 @@ class Switch:
             entries.sort(key=lambda e: -e[0])
         self.tables = tables
         self.conntrack: dict[int, dict[tuple, int]] = {}   # zone -> {connection tuple: ct_mark}
+        self.nat: dict[int, dict[tuple, tuple]] = {}        # zone -> {original tuple: translated}
 
     def lookup(self, table: int, pkt: dict) -> Flow | None:
         """The flow of `table` that takes this (integer-valued) packet, or None (a miss).
@@ -176,6 +177,30 @@ class Switch:
             table[key] = mark or 0
             pkt["ct_mark"] = table[key]
 
+    def _ct_nat(self, pkt: dict, commit: bool, zone: int, nat) -> None:
+        """Conntrack with NAT, as OVS does it: a committed connection keeps its translation for
+        both directions; `nat` (("src"|"dst", ip)) applies only when a new one is committed."""
+        table = self.nat.setdefault(zone, {})
+        conn = self._conn(pkt)
+
+        def rev(c):
+            return (c[1], c[0], c[2], c[4], c[3])
+        replies = {rev(tr): orig for orig, tr in table.items()}
+        if conn in table:
+            pkt["ct_state"], new = 0x22, table[conn]
+        elif conn in replies:
+            pkt["ct_state"], new = 0x2A, rev(replies[conn])
+        else:
+            pkt["ct_state"], new = 0x21, conn
+            if commit:
+                if nat is not None:
+                    kind, ip = nat
+                    value = to_int("ipv4_src", ip)
+                    new = (value, conn[1], *conn[2:]) if kind == "src" else (conn[0], value, *conn[2:])
+                table[conn] = new
+        pkt["ct_mark"] = 0
+        pkt["ipv4_src"], pkt["ipv4_dst"] = new[0], new[1]
+
     def trace(self, packet: Mapping, in_port: int, steps: list | None = None) -> list[Output]:
         """Where the packet goes. With `steps`, each table visited is appended to it as a
         Step (the table, the flow that took the packet or None for a miss without a flow,
@@ -226,6 +251,12 @@ class Switch:
                 elif kind == "ct":
                     _k, commit, zone, ct_table, mark = action
                     self._ct(pkt, commit, zone, mark)
+                    if ct_table is not None:
+                        table = ct_table
+                        break
+                elif kind == "ct_nat":
+                    _k, commit, zone, ct_table, nat = action
+                    self._ct_nat(pkt, commit, zone, nat)
                     if ct_table is not None:
                         table = ct_table
                         break

@@ -7,7 +7,11 @@ Layout (all inside namespaces the lab makes; nothing touches the machine's own n
     <lab>-mgmt     Linux bridge br-mgmt at 198.19.0.1/24: the management network where the
                    controller (OpenFlow) and the collectors (sFlow/NetFlow/IPFIX) listen;
                    hvK's mgmt0 = 198.19.0.(10+K)/24.
-    <lab>-hvK      one hypervisor: its own ovsdb-server + ovs-vswitchd, bridges br-phy and br-int.
+    <lab>-hvK      one hypervisor: its own ovsdb-server + ovs-vswitchd, bridges br-phy and br-int,
+                   and the provider bridge br-ex (provider `phys`) owning eth1, its leg outside.
+    <lab>-outside  the world beyond the edge: Linux bridge br-out holding 203.0.113.1/24 (the
+                   edge router's stand-in) with every hypervisor's eth1 on it (`weft lab exec
+                   outside -- CMD`); weft patches br-ex to br-int (ovsdb/hostconfig.py).
 
 TLS everywhere (`lab.pki`): the lab's own CA in <run-dir>/pki, a certificate per hypervisor
 (CN = its name) and one for weftd. Each ovs-vswitchd talks OpenFlow to weftd over ssl: with its
@@ -41,6 +45,8 @@ MAX_HOSTS = 200                  # addresses 198.18.0.(10+K) and 198.19.0.(10+K)
 UNDERLAY_PREFIX = "198.18.0."
 MGMT_PREFIX = "198.19.0."
 MGMT_IP = MGMT_PREFIX + "1"
+OUTSIDE_IP, OUTSIDE_PREFIXLEN = "203.0.113.1", 24      # documentation range, never leaves the lab
+PROVIDERS = {"phys": "br-ex"}                          # what every lab hypervisor offers
 
 
 def host_names(n: int) -> list[str]:
@@ -122,9 +128,14 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
             state.save(p)
         netns.create(name)
 
-    fabric, mgmt = p.ns("fabric"), p.ns("mgmt")
+    fabric, mgmt, outside = p.ns("fabric"), p.ns("mgmt"), p.ns("outside")
     make_ns(fabric)
     netns.bridge(fabric, "br-ul")
+    make_ns(outside)
+    netns.bridge(outside, "br-out")
+    netns.add_address(outside, "br-out", OUTSIDE_IP, OUTSIDE_PREFIXLEN)
+    # the userspace datapath (and its NAT) needs full checksums from the kernel's side
+    netns.run(["ip", "netns", "exec", outside, "ethtool", "-K", "br-out", "tx", "off"], check=False)
     make_ns(mgmt)
     netns.bridge(mgmt, "br-mgmt")
     netns.add_address(mgmt, "br-mgmt", MGMT_IP, 24)
@@ -157,6 +168,8 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
                      f"other-config:hwaddr={eth0_mac}", "fail_mode=standalone", "--",
                      "set", "interface", "br-phy", f"mtu_request={state.underlay_mtu}", "--",
                      "add-port", "br-phy", "eth0", "--",
+                     "add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev",
+                     "fail_mode=standalone", "--", "add-port", "br-ex", "eth1", "--",
                      "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
                      "set-ssl", key, cert, pki.ca_cert, "--",
@@ -183,11 +196,16 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
 
 
 def wire_host(p: LabPaths, state: LabState, name: str, info: dict, eth0_mac: str) -> None:
-    """A hypervisor's cabling: eth0 on the underlay, mgmt0 on the management network (with its
-    address), and the sysctls userspace tunnelling needs (see LAB-NOTES)."""
-    ns, fabric, mgmt = info["ns"], p.ns("fabric"), p.ns("mgmt")
+    """A hypervisor's cabling: eth0 on the underlay, eth1 on the provider network (the outside),
+    mgmt0 on the management network (with its address), and the sysctls userspace tunnelling needs (see LAB-NOTES)."""
+    ns, fabric, mgmt, outside = info["ns"], p.ns("fabric"), p.ns("mgmt"), p.ns("outside")
     netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=eth0_mac, mtu=state.underlay_mtu)
     netns.enslave(fabric, f"ul-{name}", "br-ul")
+    # eth1: the provider network, to the "outside" namespace (the data centre's edge)
+    netns.veth(ns, "eth1", outside, f"ex-{name}")
+    netns.enslave(outside, f"ex-{name}", "br-out")
+    for where, ifname in ((ns, "eth1"), (outside, f"ex-{name}")):
+        netns.run(["ip", "netns", "exec", where, "ethtool", "-K", ifname, "tx", "off"], check=False)
     netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
     netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
     netns.add_address(ns, "mgmt0", info["mgmt_ip"], 24)

@@ -125,7 +125,9 @@ def _register(client, name: str, info: dict) -> None:
     """Register the host; one the store already has (a restarted weftd) is updated to the lab's
     settings instead (adding an existing host is refused with 409)."""
     from topology.errors import WeftError
-    body = {"tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"], "mgmt_ip": info["mgmt_ip"]}
+    from lab.datacentre import PROVIDERS
+    body = {"tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"], "mgmt_ip": info["mgmt_ip"],
+            "providers": PROVIDERS}
     try:
         client.post("/v1/hosts", {"name": name, **body})
     except WeftError as exc:

@@ -247,6 +247,8 @@ def exec_argv(name: str, argv: list[str]) -> list[str]:
         ns = state.vms[name]["ns"]
     elif name in state.hosts:
         ns = state.hosts[name]["ns"]
+    elif name == "outside" and p.ns("outside") in state.namespaces:
+        ns = p.ns("outside")        # the world beyond the edge (203.0.113.1)
     else:
         raise NotFound(f"no VM or host named {name!r} in lab {p.name!r}")
     return ["ip", "netns", "exec", ns, *argv]

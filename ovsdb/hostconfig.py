@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from flows.pipeline import TUNNEL_OFPORT
+from flows.pipeline import PROVIDER_OFPORT, TUNNEL_OFPORT
 
 BRIDGE = "br-int"
 TUNNEL_PORT = "weft-tun"
@@ -22,6 +22,12 @@ class Desired:
     tunnel_ip: str
     datapath_type: str | None = None
     exporters: dict | None = None          # {"sflow"|"netflow"|"ipfix": settings or None}
+    providers: tuple = ()                  # ((provider name, its bridge), ...) sorted by name
+
+    def provider_patches(self) -> dict:
+        """{br-int patch port name: (bridge, its peer's name, ofport_request)} per provider."""
+        return {provider_port(name): (bridge, provider_peer(name), PROVIDER_OFPORT + i)
+                for i, (name, bridge) in enumerate(self.providers)}
 
     def bridge_columns(self) -> dict:
         cols = {"fail_mode": "secure", "protocols": frozenset(PROTOCOLS)}
@@ -37,6 +43,16 @@ class Desired:
                 "options": {"remote_ip": "flow", "key": "flow", "local_ip": self.tunnel_ip}}
 
 
+def provider_port(name: str) -> str:
+    """br-int's end of the patch to provider `name`'s bridge."""
+    return f"weft-p-{name}"
+
+
+def provider_peer(name: str) -> str:
+    """The provider bridge's end of that patch."""
+    return f"weft-i-{name}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Change:
     """One edit of a transaction.
@@ -45,6 +61,8 @@ class Change:
          | controllers (value = {"keep": [targets], "add": [targets]}) | add-tunnel (value = columns)
          | tunnel (Interface column `key` = value) | exporter (`key` = sflow|netflow|ipfix,
          value = the exporter's columns, or None to remove it)
+         | provider (`key` = br-int's patch port, value = (bridge, peer, ofport_request): make
+         or fix the patch pair between br-int and the provider bridge)
     """
     op: str
     key: str = ""
@@ -117,6 +135,10 @@ def plan(desired: Desired, current: dict) -> list[Change]:
         for column, value in tunnel.items():
             if _norm(bridge["tunnel"].get(column)) != _norm(value):
                 changes.append(Change("tunnel", column, value))
+    patches = bridge.get("patches") or {}
+    for port, (br, peer, ofport) in desired.provider_patches().items():
+        if patches.get(port) != (br, peer, ofport):
+            changes.append(Change("provider", port, (br, peer, ofport)))
     if desired.exporters is not None:
         for kind in EXPORTER_KINDS:
             cfg = desired.exporters.get(kind)

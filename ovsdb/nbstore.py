@@ -32,6 +32,8 @@ with warnings.catch_warnings():
 from ovsdb import pollfix  # noqa: F401  (poll(2) for the IDL: no fd limit of 1,023)
 from ovsdb.nblink import NbLink
 from ovsdb.nbserver import SCHEMA
+from ovsdb.nbnorthsouth import NorthSouthWrites
+from ovsdb.nbnorthsouth import providers as _providers
 from ovsdb.nbtokens import TokenStoreMixin
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
 from topology import addresses, validate
@@ -45,7 +47,8 @@ RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 250
 _opt = opt
 # model field of each table whose records the model holds directly, and what keys them
 _DIRECT = {"Tenant": ("tenants", "name"), "Network": ("networks", None), "Port": ("ports", None),
-           "Host": ("hosts", "name"), "Binding": ("bindings", "port"), "Router": ("routers", None)}
+           "Host": ("hosts", "name"), "Binding": ("bindings", "port"), "Router": ("routers", None),
+           "Floating_IP": ("floating_ips", None)}
 _PAIRS = {"Network": "networks", "Port": "ports", "Router": "routers"}
 
 
@@ -59,7 +62,7 @@ class _Taken:
         return any(value in part for part in self.parts)
 
 
-class NorthboundStore(TokenStoreMixin):
+class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
     def __init__(self, remote: str):
         helper = ovs.db.idl.SchemaHelper(location=SCHEMA)
         helper.register_all()
@@ -280,7 +283,7 @@ class NorthboundStore(TokenStoreMixin):
             return None
         fields = {name: out.get(name, getattr(old, name))
                   for name in ("tenants", "networks", "ports", "hosts", "bindings", "routers",
-                               "security_groups")}
+                               "security_groups", "floating_ips")}
         new_model = Model(**fields, traffic=new_traffic)
         share_index(new_model, old.index.updated(**pairs))
         touched["security_groups"] = {(p[1] or p[0]).uuid for p in pairs["security_groups"]}
@@ -385,6 +388,9 @@ class NorthboundStore(TokenStoreMixin):
             if tenant is None:
                 raise NotFound(f"no tenant named {name!r}")
             nets = [self._rec("Network", u) for u in ix.nets_of_tenant.get(name, ())]
+            for net in nets:
+                if net.external:
+                    self._check_external_unused(name, net.name)
             if nets and not cascade:
                 raise Conflict(f"tenant {name!r} still has {len(nets)} network(s) "
                                f"({', '.join(sorted(n.name for n in nets))}); delete them first "
@@ -397,6 +403,8 @@ class NorthboundStore(TokenStoreMixin):
                     self._row(table, u).delete()
             for u in list(ix.groups_of_tenant.get(name, {}).values()):
                 self._row("Security_Group", u).delete()
+            for u in list(ix.fips_of_tenant.get(name, ())):
+                self._row("Floating_IP", u).delete()
             self._row("Tenant", tenant).delete()
             self._delete_tokens_of(name)
             return {"name": name, "deleted": True}
@@ -404,19 +412,31 @@ class NorthboundStore(TokenStoreMixin):
 
     # networks
     def create_network(self, tenant: str, name: str, cidr, gateway: str | None = None,
-                       dhcp: bool = True, dns=()) -> dict:
-        """`cidr`: the IPv4 prefix, or a list of prefixes (one IPv4, at most one IPv6)."""
+                       dhcp: bool = True, dns=(), external: bool = False,
+                       provider: str | None = None) -> dict:
+        """`cidr`: the IPv4 prefix, or a list of prefixes (one IPv4, at most one IPv6).
+        external: a network on the hosts' provider bridges (ovsdb/nbnorthsouth.py)."""
         validate.name("network", name)
         net, net6 = validate.network_cidrs(cidr)
         dhcp = self._bool(dhcp, "dhcp")                 # "no" is not false: it is refused
         gw = validate.gateway(gateway, net)
         dns = validate.dns_servers(dns)
+        external = self._bool(external, "external")
+        if provider is not None and not external:
+            raise WeftError("--provider applies to external networks only (add --external)")
+        if external:
+            provider = validate.name("provider", provider or "phys")
+            if net6 is not None:
+                raise WeftError("an external network is IPv4 only (no IPv6 prefix)")
+            dhcp = False
 
         def build(txn):
             if tenant not in self._ix.tenant:
                 raise NotFound(f"no tenant named {tenant!r} (create it with `weft tenant create {tenant}`)")
             if (tenant, name) in self._ix.net:
                 raise Conflict(f"network {tenant}/{name} already exists")
+            if external:
+                self._check_external(tenant, name, net, provider)
             vni = self._alloc_vni(self._ix.vnis, "vnis")
             row = txn.insert(self.idl.tables["Network"])
             row.tenant, row.name, row.cidr, row.vni = tenant, name, str(net.cidr), vni
@@ -424,10 +444,12 @@ class NorthboundStore(TokenStoreMixin):
             row.gateway = [gw]
             row.dhcp = dhcp
             row.dns = list(dns)
+            row.external, row.provider = external, [provider] if external else []
             cidrs = [str(net.cidr)] + ([str(net6.cidr)] if net6 is not None else [])
             return {"tenant": tenant, "name": name, "cidr": str(net.cidr),
                     "cidr6": str(net6.cidr) if net6 is not None else None, "cidrs": cidrs,
                     "gateway": gw, "vni": vni, "dhcp": bool(dhcp), "dns": list(dns),
+                    "external": external, "provider": provider if external else None,
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
@@ -436,6 +458,7 @@ class NorthboundStore(TokenStoreMixin):
             net = self._ix.net.get((tenant, name))
             if net is None:
                 raise NotFound(f"no network {tenant}/{name}")
+            self._check_external_unused(tenant, name)
             ports = list(self._ix.ports_of_net.get((tenant, name), ()))
             if ports and not cascade:
                 raise Conflict(f"network {tenant}/{name} still has {len(ports)} port(s); delete "
@@ -476,6 +499,9 @@ class NorthboundStore(TokenStoreMixin):
                 raise Conflict(f"port {tenant}/{network}/{name} already exists")
             self._check_groups(tenant, groups)
             net = self._rec("Network", net_id)
+            if net.external:
+                raise WeftError(f"network {tenant}/{network} is external: VMs do not plug into it "
+                                f"(use a floating IP: `weft fip create`)")
             cidr = validate.cidr(net.cidr)
             cidr6 = validate.cidr6(net.cidr6) if net.cidr6 else None
             gw = net.gateway
@@ -555,6 +581,7 @@ class NorthboundStore(TokenStoreMixin):
         return value
 
     def _delete_port_rows(self, port_id: str) -> None:
+        self._release_fip(port_id)
         binding = self._ix.binding.get(port_id)
         if binding is not None:
             self._row("Binding", binding).delete()
@@ -605,6 +632,7 @@ class NorthboundStore(TokenStoreMixin):
                                f"{', '.join(sorted(n.name for n in nets))}; detach them first "
                                f"or use --cascade")
             for net in nets:
+                self._check_no_fips(tenant, net.name, f"delete router {tenant}/{name}")
                 self._row("Network", net.uuid).router = []
             row.delete()
             return {"router": f"{tenant}/{name}", "deleted": True}
@@ -614,6 +642,9 @@ class NorthboundStore(TokenStoreMixin):
         def build(txn):
             rrow = self._router(tenant, router)
             net = self._network_row(tenant, network)
+            if net.external:
+                raise WeftError(f"network {tenant}/{network} is external: give it to the router as "
+                                f"its gateway (`weft router gateway set {tenant}/{router} {tenant}/{network}`)")
             current = _opt(net.router)
             if current == router:
                 raise Conflict(f"network {tenant}/{network} is already attached to {tenant}/{router}")
@@ -641,6 +672,7 @@ class NorthboundStore(TokenStoreMixin):
             net = self._network_row(tenant, network)
             if _opt(net.router) != router:
                 raise Conflict(f"network {tenant}/{network} is not attached to {tenant}/{router}")
+            self._check_no_fips(tenant, network, f"detach {tenant}/{network}")
             gone = [c for c, via in rrow.routes.items()
                     if validate.in_network(validate.next_hop(via), net.cidr, _opt(net.cidr6))]
             if gone:
@@ -887,8 +919,10 @@ class NorthboundStore(TokenStoreMixin):
         return self._transact(build)
 
     # hosts
-    def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str, mgmt_ip: str | None = None) -> dict:
+    def add_host(self, name: str, tunnel_ip: str, ovsdb_remote: str, mgmt_ip: str | None = None,
+                 providers=None) -> dict:
         validate.name("host", name)
+        provs = _providers(providers)
         ip = str(validate.address(tunnel_ip, "tunnel IP"))
         mgmt = str(validate.address(mgmt_ip, "management IP")) if mgmt_ip else None
         if not ovsdb_remote or not ovsdb_remote.startswith(("unix:", "tcp:", "ssl:")):
@@ -908,13 +942,16 @@ class NorthboundStore(TokenStoreMixin):
             row.name = name
             row.tunnel_ip, row.ovsdb = ip, ovsdb_remote
             row.mgmt_ip = [mgmt] if mgmt else []
-            return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote, "mgmt_ip": mgmt}
+            row.providers = provs
+            return {"name": name, "tunnel_ip": ip, "ovsdb": ovsdb_remote, "mgmt_ip": mgmt,
+                    "providers": provs}
         return self._transact(build)
 
     def update_host(self, name: str, tunnel_ip: str | None = None, ovsdb_remote: str | None = None,
-                    mgmt_ip: str | None = None, clear_mgmt_ip: bool = False) -> dict:
+                    mgmt_ip: str | None = None, clear_mgmt_ip: bool = False, providers=None) -> dict:
         """Change what is given of an existing host (what is not given stays as it is)."""
         validate.name("host", name)
+        provs = None if providers is None else _providers(providers)
         ip = str(validate.address(tunnel_ip, "tunnel IP")) if tunnel_ip is not None else None
         mgmt = str(validate.address(mgmt_ip, "management IP")) if mgmt_ip is not None else None
         if ovsdb_remote is not None and not ovsdb_remote.startswith(("unix:", "tcp:", "ssl:")):
@@ -922,8 +959,8 @@ class NorthboundStore(TokenStoreMixin):
                             f"tcp:IP:PORT or ssl:IP:PORT")
         if mgmt is not None and clear_mgmt_ip:
             raise WeftError("give a management IP or clear it, not both")
-        if ip is None and ovsdb_remote is None and mgmt is None and not clear_mgmt_ip:
-            raise WeftError("nothing to update: give tunnel_ip, ovsdb and/or mgmt_ip")
+        if ip is None and ovsdb_remote is None and mgmt is None and not clear_mgmt_ip and provs is None:
+            raise WeftError("nothing to update: give tunnel_ip, ovsdb, mgmt_ip and/or providers")
 
         def build(txn):
             host = self._ix.host.get(name)
@@ -940,6 +977,8 @@ class NorthboundStore(TokenStoreMixin):
                 row.ovsdb = ovsdb_remote
             if mgmt is not None or clear_mgmt_ip:
                 row.mgmt_ip = [mgmt] if mgmt else []
+            if provs is not None:
+                row.providers = provs
             old = self._rec("Host", host)
             return {"name": name, "tunnel_ip": ip or old.tunnel_ip, "ovsdb": ovsdb_remote or old.ovsdb,
                     "mgmt_ip": mgmt if (mgmt is not None or clear_mgmt_ip) else old.mgmt_ip}

@@ -17,10 +17,10 @@ with warnings.catch_warnings():
     import ovs.db.idl
 
 from topology import addresses
-from topology.model import Binding, Host, Network, Port, Router, Rule, Tenant, TrafficConfig
+from topology.model import Binding, FloatingIP, Host, Network, Port, Router, Rule, Tenant, TrafficConfig
 
 TABLES = ("Tenant", "Network", "Port", "Host", "Binding", "Router", "Security_Group", "SG_Rule",
-          "Traffic_Config")
+          "Traffic_Config", "Floating_IP")
 
 
 def opt(value):
@@ -86,12 +86,15 @@ def _rule(r):
 _BUILDERS = {
     "Tenant": lambda r: Tenant(str(r.uuid), r.name),
     "Network": lambda r: Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni, opt(r.gateway), r.dhcp,
-                                 tuple(sorted(r.dns)), opt(r.router), opt(r.cidr6)),
+                                 tuple(sorted(r.dns)), opt(r.router), opt(r.cidr6), bool(r.external),
+                                 opt(r.provider), opt(r.gateway_mac)),
     "Port": lambda r: Port(str(r.uuid), r.tenant, r.network, r.name, r.mac, addresses.ordered(r.ips),
                            r.port_security, tuple(sorted(r.security_groups))),
-    "Host": lambda r: Host(r.name, r.tunnel_ip, r.ovsdb, opt(r.mgmt_ip)),
+    "Host": lambda r: Host(r.name, r.tunnel_ip, r.ovsdb, opt(r.mgmt_ip), tuple(sorted(r.providers.items()))),
     "Binding": lambda r: Binding(r.port, r.host, r.ofport),
-    "Router": lambda r: Router(str(r.uuid), r.tenant, r.name, r.mac, r.key, tuple(sorted(r.routes.items()))),
+    "Router": lambda r: Router(str(r.uuid), r.tenant, r.name, r.mac, r.key, tuple(sorted(r.routes.items())),
+                               opt(r.gw_network), opt(r.gw_ip), opt(r.gw_mac), opt(r.gw_vni), opt(r.gw_host)),
+    "Floating_IP": lambda r: FloatingIP(str(r.uuid), r.tenant, r.network, r.ip, r.mac, opt(r.port)),
     "Security_Group": _group,
     "SG_Rule": _rule,
     "Traffic_Config": lambda r: TrafficConfig(r.sflow, r.sflow_sampling, r.sflow_polling, r.netflow,
@@ -175,6 +178,14 @@ class WriteIndex:
         self.host_by_ip: dict[str, str] = {}               # tunnel ip -> uuid
         self.binding: dict[str, str] = {}                  # port uuid -> binding row uuid
         self.bindings_of_host: dict[str, set] = {}
+        self.externals: set = set()                        # external network uuids
+        self.ext_ips: dict[str, Counter] = {}              # external "T/NET" -> IPs of gateways, FIPs
+        self.gateways_on: dict[str, set] = {}              # external "T/NET" -> router uuids
+        self.gateways_of_host: dict[str, set] = {}         # host -> routers it does SNAT for
+        self.fips_of_net: dict[str, set] = {}              # external "T/NET" -> floating IP uuids
+        self.fips_of_tenant: dict[str, set] = {}
+        self.fip_by_ip: dict[str, str] = {}
+        self.fip_of_port: dict[str, str] = {}              # port uuid -> floating IP uuid
 
     def set(self, table: str, uuid: str, new) -> object:
         """Replace the record of row `uuid` (None: deleted); returns the old record."""
@@ -201,6 +212,8 @@ class WriteIndex:
             _many(self.nets_of_router, (rec.tenant, rec.router), uuid, add)
         (self.vnis.add if add else self.vnis.discard)(rec.vni)
         self.ip_floor.pop(key, None)
+        if rec.external:
+            (self.externals.add if add else self.externals.discard)(uuid)
 
     def _port(self, uuid, rec, add):
         key = (rec.tenant, rec.network)
@@ -242,6 +255,22 @@ class WriteIndex:
         _many(self.routers_of_tenant, rec.tenant, uuid, add)
         (self.router_keys.add if add else self.router_keys.discard)(rec.key)
         _count(self.macs, rec.mac, add)
+        if rec.gw_network:
+            _many(self.gateways_on, rec.gw_network, uuid, add)
+            _count(self.ext_ips.setdefault(rec.gw_network, Counter()), rec.gw_ip, add)
+            _count(self.macs, rec.gw_mac, add)
+            (self.vnis.add if add else self.vnis.discard)(rec.gw_vni)
+            if rec.gw_host:
+                _many(self.gateways_of_host, rec.gw_host, uuid, add)
+
+    def _floating_ip(self, uuid, rec, add):
+        _many(self.fips_of_net, rec.network, uuid, add)
+        _many(self.fips_of_tenant, rec.tenant, uuid, add)
+        _one(self.fip_by_ip, rec.ip, uuid, add)
+        _count(self.ext_ips.setdefault(rec.network, Counter()), rec.ip, add)
+        _count(self.macs, rec.mac, add)
+        if rec.port:
+            _one(self.fip_of_port, rec.port, uuid, add)
 
     def _security_group(self, uuid, rec, add):
         tenant, name = rec

@@ -128,7 +128,43 @@ def snapshot(idl) -> dict:
         "sflow": _columns(bridge.sflow[0], COLUMNS["sFlow"]) if bridge.sflow else None,
         "netflow": _columns(bridge.netflow[0], COLUMNS["NetFlow"]) if bridge.netflow else None,
         "ipfix": _columns(fscs.ipfix[0], COLUMNS["IPFIX"]) if fscs is not None and fscs.ipfix else None,
+        "patches": _patches(idl, bridge),
     }}
+
+
+def _patches(idl, bridge) -> dict:
+    """{br-int patch port weft made for a provider: (its peer's bridge, peer name, ofport_request)}."""
+    where = {}
+    for br in idl.tables["Bridge"].rows.values():
+        for port in br.ports:
+            where[port.name] = br.name
+    found = {}
+    for port in bridge.ports:
+        if port.name.startswith("weft-p-"):
+            for iface in port.interfaces:
+                if iface.name == port.name and iface.type == "patch":
+                    peer = iface.options.get("peer")
+                    found[port.name] = (where.get(peer), peer, _opt(iface.ofport_request))
+    return found
+
+
+def _provider(txn, idl, bridge, port_name: str, spec: tuple) -> None:
+    """Make (or fix) the patch pair br-int:port_name <-> spec's bridge:peer."""
+    br_name, peer, ofport = spec
+    target = next((b for b in idl.tables["Bridge"].rows.values() if b.name == br_name), None)
+    if target is None:
+        raise ConfigError(f"provider bridge {br_name} does not exist on this host (create it with "
+                          f"its uplink, e.g. `ovs-vsctl add-br {br_name} -- add-port {br_name} eth1`)")
+    for br, name in ((bridge, port_name), (target, peer)):
+        for port in list(br.ports):
+            if port.name == name:
+                br.delvalue("ports", port)
+    ours = _insert(txn, idl, "Interface", {"name": port_name, "type": "patch",
+                                           "options": {"peer": peer}, "ofport_request": ofport})
+    theirs = _insert(txn, idl, "Interface", {"name": peer, "type": "patch",
+                                             "options": {"peer": port_name}})
+    bridge.addvalue("ports", _insert(txn, idl, "Port", {"name": port_name, "interfaces": [ours]}))
+    target.addvalue("ports", _insert(txn, idl, "Port", {"name": peer, "interfaces": [theirs]}))
 
 
 def _write(row, column: str, value) -> None:
@@ -200,6 +236,10 @@ def build_transaction(idl, host: str, changes: list[Change]):
                 _write(iface, change.key, change.value)
             elif change.op == "exporter":
                 _exporter(txn, idl, bridge, change.key, change.value)
+            elif change.op == "provider":
+                if new_bridge:
+                    continue            # br-int is being made: its patches follow in the next plan
+                _provider(txn, idl, bridge, change.key, change.value)
             else:
                 raise ValueError(f"unknown change {change.op!r}")
         if new_bridge:
@@ -258,7 +298,7 @@ class _Host:
 
     def __init__(self, name: str, spec: tuple):
         self.name = name
-        self.remote, self.tunnel_ip, self.exporters = spec
+        self.remote, self.tunnel_ip, self.exporters, self.providers = spec
         self.idl = None
         self.session_seqno = None
         self.planned_seqno = None       # the IDL change_seqno the last plan looked at
@@ -308,13 +348,14 @@ class HostManager:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def set_host(self, name: str, remote: str, tunnel_ip: str, exporters: dict | None) -> None:
+    def set_host(self, name: str, remote: str, tunnel_ip: str, exporters: dict | None,
+                 providers: tuple = ()) -> None:
         """Configure host `name` through OVSDB `remote`; cheap (no wake-up) when nothing changed."""
-        spec = (remote, tunnel_ip, exporters)
+        spec = (remote, tunnel_ip, exporters, tuple(providers))
         with self._lock:
             if self._specs.get(name) == spec:
                 return
-            spec = (remote, tunnel_ip, copy.deepcopy(exporters))
+            spec = (remote, tunnel_ip, copy.deepcopy(exporters), tuple(providers))
             self._specs[name] = spec
             self._requests[name] = spec
             self._status.setdefault(name, {"state": "connecting", "configured_at": None,
@@ -413,7 +454,7 @@ class HostManager:
                 host.idl._session.reconnect.set_backoff(int(MIN_BACKOFF * 1000), int(MAX_BACKOFF * 1000))
                 self._set_status(host, state="connecting", error=None, attempts=0)
             else:
-                host.remote, host.tunnel_ip, host.exporters = spec
+                host.remote, host.tunnel_ip, host.exporters, host.providers = spec
                 host.dirty, host.retry_at, host.backoff = True, 0.0, MIN_BACKOFF
                 self._set_status(host, attempts=0)
 
@@ -436,7 +477,7 @@ class HostManager:
 
     def _desired(self, host: _Host) -> Desired:
         return Desired(datapath_id=f"{datapath_id(host.name):016x}", controllers=self.controllers,
-                       tunnel_type=self.tunnel, tunnel_ip=host.tunnel_ip,
+                       tunnel_type=self.tunnel, tunnel_ip=host.tunnel_ip, providers=host.providers,
                        datapath_type=self.datapath_type, exporters=host.exporters)
 
     def _run_host(self, host: _Host) -> None:

@@ -8,7 +8,8 @@ them (a full rebuild, a hand-built model) means "compare yourself".
 """
 from __future__ import annotations
 
-COLLECTIONS = ("tenants", "networks", "ports", "hosts", "bindings", "routers", "security_groups")
+COLLECTIONS = ("tenants", "networks", "ports", "hosts", "bindings", "routers", "security_groups",
+               "floating_ips")
 
 
 def record_changes(model, changes: dict[str, set]) -> None:

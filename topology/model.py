@@ -38,6 +38,9 @@ class Network:
     dns: tuple[str, ...] = ()
     router: str | None = None      # name of the tenant's router this network is attached to
     cidr6: str | None = None       # the network's IPv6 prefix besides its IPv4 one, e.g. "fd00:1::/64"
+    external: bool = False         # maps onto the hosts' provider bridges (north-south, flows/northsouth.py)
+    provider: str | None = None    # external only: the provider (physical network) name
+    gateway_mac: str | None = None   # external only: the edge router's MAC, as weftd resolved it
 
     @property
     def ref(self) -> str:
@@ -58,6 +61,12 @@ class Router:
     mac: str             # the router's MAC on every attached network
     key: int             # 32-bit id, unique across tenants (the router register value)
     routes: tuple[tuple[str, str], ...] = ()   # static routes: (cidr, next hop)
+    # its gateway on an external network (None: none): SNAT to gw_ip on host gw_host
+    gw_network: str | None = None  # the external network, "TENANT/NET"
+    gw_ip: str | None = None
+    gw_mac: str | None = None      # the gateway's MAC on the external network
+    gw_vni: int | None = None      # tunnel key carrying its outbound traffic to gw_host
+    gw_host: str | None = None     # the host that does its SNAT
 
     @property
     def ref(self) -> str:
@@ -127,6 +136,18 @@ class Host:
     tunnel_ip: str
     ovsdb: str           # how to reach the host's Open vSwitch database, e.g. unix:/path/db.sock
     mgmt_ip: str | None = None   # the address its flow exporters send from, if not tunnel_ip
+    providers: tuple[tuple[str, str], ...] = ()   # (provider name, its bridge), sorted by name
+
+
+@dataclass(frozen=True)
+class FloatingIP:
+    """An address of an external network, 1:1 NATed to a port's IPv4 on the port's own host."""
+    uuid: str
+    tenant: str          # the tenant that owns it
+    network: str         # the external network, "TENANT/NET"
+    ip: str
+    mac: str             # its MAC on the external network
+    port: str | None = None    # the associated port's uuid
 
 
 @dataclass(frozen=True)
@@ -377,6 +398,7 @@ class Model:
     routers: dict[str, Router] = field(default_factory=dict)      # by uuid
     security_groups: dict[str, SecurityGroup] = field(default_factory=dict)   # by uuid
     traffic: TrafficConfig = TrafficConfig()
+    floating_ips: dict[str, FloatingIP] = field(default_factory=dict)   # by uuid
 
     @cached_property
     def index(self) -> ModelIndex:

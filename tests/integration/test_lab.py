@@ -131,7 +131,7 @@ def test_down_leaves_no_namespace_process_or_file():
         lab.weft("lab", "up", "--hosts", "2")
         lab.weft("lab", "vm", "create", "v1", "--host", "hv2", "--port", "a/b/c",
                  "--mac", "fa:16:3e:00:00:11", "--ip", "10.1.0.2/24", "--iface-id", "v1")
-        assert len(lab.namespaces()) == 5          # fabric, mgmt, hv1, hv2, vm-v1
+        assert len(lab.namespaces()) == 6          # fabric, mgmt, outside, hv1, hv2, vm-v1
         # ovsdb-server and ovs-vswitchd on each host, weftd and its northbound ovsdb-server
         assert len(lab.processes()) == 6
         lab.weft("lab", "down")
