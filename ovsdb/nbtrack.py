@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import ovs.db.idl
 
-from topology import addresses
+from topology import addresses, qos
 from topology.model import Binding, Host, Network, Port, Router, Rule, Tenant, TrafficConfig
 
 TABLES = ("Tenant", "Network", "Port", "Host", "Binding", "Router", "Security_Group", "SG_Rule",
@@ -88,7 +88,8 @@ _BUILDERS = {
     "Network": lambda r: Network(str(r.uuid), r.tenant, r.name, r.cidr, r.vni, opt(r.gateway), r.dhcp,
                                  tuple(sorted(r.dns)), opt(r.router), opt(r.cidr6)),
     "Port": lambda r: Port(str(r.uuid), r.tenant, r.network, r.name, r.mac, addresses.ordered(r.ips),
-                           r.port_security, tuple(sorted(r.security_groups))),
+                           r.port_security, tuple(sorted(r.security_groups)),
+                           qos.from_map(getattr(r, "qos", None))),
     "Host": lambda r: Host(r.name, r.tunnel_ip, r.ovsdb, opt(r.mgmt_ip)),
     "Binding": lambda r: Binding(r.port, r.host, r.ofport),
     "Router": lambda r: Router(str(r.uuid), r.tenant, r.name, r.mac, r.key, tuple(sorted(r.routes.items()))),
