@@ -140,3 +140,18 @@ def test_meter_plan_adds_and_changes_before_and_deletes_after():
     assert before == [("modify", Q.Meter(300, False, 2000, 800)), ("add", m2)]
     assert after == [("delete", m3)]
     assert Q.plan_meters({300: m1}, {300: m1}) == ([], [])
+
+
+# ---- who may set it --------------------------------------------------------------------------------
+def test_a_tenant_token_cannot_set_or_lift_its_ports_qos():
+    from controller.access import ADMIN, Forbidden, Principal, authorize
+    red = Principal("red-token", "red")
+    assert authorize(red, "POST", "/v1/ports", {}, {"tenant": "red", "network": "n", "name": "a",
+                                                     "qos": None}) == {}
+    assert authorize(red, "PATCH", "/v1/ports/red/n/a", {}, {"security_groups": []}) == {}
+    for method, path, body in (("POST", "/v1/ports", {"tenant": "red", "qos": {"dscp": 46}}),
+                               ("PATCH", "/v1/ports/red/n/a", {"qos": None}),
+                               ("POST", "/v1/ports/red/n/a/update", {"qos": {"egress_rate": "1gbit"}})):
+        with pytest.raises(Forbidden, match="QoS"):
+            authorize(red, method, path, {}, body)
+        assert authorize(ADMIN, method, path, {}, body) == {}
