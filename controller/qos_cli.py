@@ -21,8 +21,8 @@ def add_flags(parser, removable: bool) -> None:
 
 
 def body(args) -> dict | None:
-    """The API's `qos` object from the flags; None when no QoS flag was given. On update,
-    --no-qos gives {"qos": None} semantics through `removal`."""
+    """The API's `qos` object from the flags; None when no QoS flag was given; {} for --no-qos
+    (port update sends it as null: remove the port's QoS)."""
     given = {name: getattr(args, "qos_" + name) for name, _m, _t in FLAGS
              if getattr(args, "qos_" + name, None) is not None}
     if getattr(args, "no_qos", False):
