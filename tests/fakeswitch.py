@@ -43,6 +43,7 @@ class FakeSwitch:
         self.meter_mods = 0
         self.meters: dict = {}                             # id -> flows/qos.Meter (QoS meters only)
         self.meters_answer = True                          # False: refuse meter-config requests
+        self.qos_meter_mods = 0                            # meter-mods of QoS meters (flows/qos.py ids)
         self.datapath: FakeDatapath | None = None
 
     def connect(self, names: tuple[str, ...] | None = None) -> "FakeDatapath":
@@ -140,7 +141,8 @@ class FakeDatapath:
         from flows.qos import METER_BASE, Meter
         command, flags, meter_id = struct.unpack_from("!HHI", msg, 8)
         if meter_id < METER_BASE:
-            return                           # the DHCP meter: not a QoS meter
+            return                           # the DHCP and drop meters: not QoS meters
+        self.switch.qos_meter_mods += 1
         if command == OFPMC_DELETE:
             self.switch.meters.pop(meter_id, None)
             return
