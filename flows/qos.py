@@ -18,7 +18,7 @@ meter instruction per flow; a flood outputs to several ports in one flow).
 
 Meter ids are per switch and derived from the port's ofport (unique on its br-int), so they are
 stable while a port stays plugged and need no allocator: METER_BASE + 4 * ofport + kind. Ids
-below METER_BASE are weft's own (the DHCP meter, 1).
+below METER_BASE are weft's own (the DHCP meter 1, the drop-sample meter 2).
 """
 from __future__ import annotations
 
