@@ -7,7 +7,8 @@ The unix socket (its file mode and group guard it) and the TCP API's admin token
   `GET /v1/suggestions/security-groups`;
 - create networks, ports, routers and security groups in its tenant (the body's tenant), and
   ask for and apply least-privilege group suggestions for it (placement stays an admin's);
-- read, change and delete objects under /v1/{networks,ports,routers,security-groups}/ITS_TENANT/.
+- read, change and delete objects under /v1/{networks,ports,routers,security-groups}/ITS_TENANT/,
+  except a port's QoS (`qos` in a port's create or update body): its limits are the operator's.
 Everything else (hosts, flows, status, cluster, metrics, traffic config, tokens, creating or
 deleting tenants, migrating ports, and any route added later) needs an admin: new routes are
 closed to tenants until listed here.
@@ -55,6 +56,9 @@ def authorize(who: Principal, method: str, path: str, query: dict, body: dict) -
         if asked not in (None, "", tenant):
             raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: it cannot read tenant {asked!r}")
         return {**query, "tenant": [tenant]}
+    if _sets_qos(method, path, body):
+        raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: a port's QoS (rate limits, "
+                        f"DSCP) is set by an admin")
     if method == "POST" and TENANT_CREATES.fullmatch(path):
         if body.get("external"):
             raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: external networks "
@@ -71,3 +75,12 @@ def authorize(who: Principal, method: str, path: str, query: dict, body: dict) -
                             f"tenant {found.group(1)!r}")
         return query
     raise Forbidden(f"token {who.name!r} is for tenant {tenant!r}: {method} {path} needs an admin token")
+
+
+def _sets_qos(method: str, path: str, body) -> bool:
+    """A port create with a qos, or a port update naming qos at all (null removes the limits)."""
+    if not isinstance(body, dict) or method not in ("POST", "PATCH") or not path.startswith("/v1/ports"):
+        return False
+    if path == "/v1/ports":
+        return body.get("qos") is not None
+    return "qos" in body

@@ -156,6 +156,7 @@ class Api:
                 "link_local": port.link_local,
                 "gateway": net.gateway if net else None, "port_security": port.port_security,
                 "security_groups": list(port.security_groups),
+                "qos": port.qos.view() if port.qos else None,
                 "host": binding.host if binding else None, "ofport": binding.ofport if binding else None,
                 "up_latency_ms": up_latency_ms}
 
@@ -263,20 +264,24 @@ class Api:
         created = self.store.create_port(body["tenant"], body["network"], body["name"],
                                          ip=self._ips(body), mac=body.get("mac"),
                                          port_security=True if ps is None else ps,
-                                         security_groups=body.get("security_groups") or ())
+                                         security_groups=body.get("security_groups") or (),
+                                         qos=body.get("qos"))
         created["ref"] = f"{body['tenant']}/{body['network']}/{body['name']}"
         return created
 
     def update_port(self, tenant, network, name, query, body):
-        """PATCH (or POST …/update) {security_groups: [SG or TENANT/SG…] | [], port_security: bool}."""
-        unknown = sorted(set(body) - {"security_groups", "port_security"})
+        """PATCH (or POST …/update) {security_groups: [SG or TENANT/SG…] | [], port_security: bool,
+        qos: {egress_rate, egress_burst, ingress_rate, ingress_burst, pps, dscp} | null}."""
+        from topology.qos import KEEP
+        unknown = sorted(set(body) - {"security_groups", "port_security", "qos"})
         if unknown:
             raise WeftError(f"unknown field(s): {', '.join(unknown)} (a port update takes "
-                            f"security_groups and port_security)")
-        if "security_groups" not in body and "port_security" not in body:
-            raise WeftError("nothing to update: give security_groups and/or port_security")
+                            f"security_groups, port_security and qos)")
+        if not body:
+            raise WeftError("nothing to update: give security_groups, port_security and/or qos")
         self.store.update_port(tenant, network, name, security_groups=body.get("security_groups"),
-                               port_security=body.get("port_security"))
+                               port_security=body.get("port_security"),
+                               qos=body["qos"] if "qos" in body else KEEP)
         return self.show_port(tenant, network, name, query, {})
 
     def show_port(self, tenant, network, name, query, body):

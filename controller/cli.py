@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from controller import qos_cli
 from controller.cli_trace import cmd_trace
 from controller import cli_northsouth
 from controller.client import Client, seg
@@ -147,9 +148,10 @@ def build_parser() -> Parser:
     p.add_argument("--mac")
     p.add_argument("--sg", action="append", default=[], metavar="TENANT/SG")
     p.add_argument("--no-port-security", action="store_true")
+    qos_cli.add_flags(p, removable=False)
     _out(p)
-    p = port.add_parser("update", help="replace the security groups of TENANT/NET/PORT and/or turn "
-                                       "its port security on or off")
+    p = port.add_parser("update", help="replace the security groups of TENANT/NET/PORT, turn "
+                                       "its port security on or off, set or remove its QoS")
     p.add_argument("ref", metavar="TENANT/NET/PORT")
     groups = p.add_mutually_exclusive_group()
     groups.add_argument("--sg", action="append", metavar="TENANT/SG",
@@ -160,6 +162,7 @@ def build_parser() -> Parser:
                           help="turn anti-spoofing and security groups on")
     security.add_argument("--no-port-security", dest="port_security", action="store_const",
                           const=False, help="turn them off (the port must have no security group)")
+    qos_cli.add_flags(p, removable=True)
     _out(p)
     p = port.add_parser("migrate", help="live migration: program hvK ahead; traffic moves when the VM "
                                         "announces itself there (RARP/GARP/first frame)")
@@ -412,7 +415,8 @@ def cmd_port(args, client) -> int:
         res = client.post("/v1/ports", {"tenant": tenant, "network": net, "name": name,
                                         "ips": args.ip, "mac": args.mac,
                                         "security_groups": groups,
-                                        "port_security": not args.no_port_security})
+                                        "port_security": not args.no_port_security,
+                                        "qos": qos_cli.body(args)})
         if args.output == "json":
             print(render(res, "json"))
         else:
@@ -425,16 +429,20 @@ def cmd_port(args, client) -> int:
             body["security_groups"] = [_group_of(tenant, g, f"port {args.ref}") for g in args.sg or []]
         if args.port_security is not None:
             body["port_security"] = args.port_security
+        qos = qos_cli.body(args)
+        if qos is not None:
+            body["qos"] = qos or None
         if not body:
             raise WeftError("nothing to update: give --sg TENANT/SG (repeatable), --no-sg, "
-                            "--port-security or --no-port-security")
+                            "--port-security, --no-port-security, QoS flags (--egress-rate ...) "
+                            "or --no-qos")
         res = client.request("PATCH", f"/v1/ports/{seg(tenant, net, name)}", body)
         if args.output == "json":
             print(render(res, "json"))
         else:
             groups = ", ".join(f"{tenant}/{g}" for g in res["security_groups"]) or "none"
             print(f"port {tenant}/{net}/{name}: security groups {groups}; port security "
-                  f"{'on' if res['port_security'] else 'off'}")
+                  f"{'on' if res['port_security'] else 'off'}; qos {qos_cli.text(res.get('qos'))}")
     elif args.sub == "migrate":
         res = client.post(f"/v1/ports/{seg(tenant, net, name)}/migrate", {"to": args.to})
         if args.output == "json":
@@ -446,7 +454,10 @@ def cmd_port(args, client) -> int:
         client.delete(f"/v1/ports/{seg(tenant, net, name)}")
         print(f"port {tenant}/{net}/{name} deleted")
     else:
-        print(render(client.get(f"/v1/ports/{seg(tenant, net, name)}"), args.output))
+        view = client.get(f"/v1/ports/{seg(tenant, net, name)}")
+        if args.output != "json":
+            view = {**view, "qos": qos_cli.text(view.get("qos"))}
+        print(render(view, args.output))
     return 0
 
 

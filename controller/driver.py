@@ -105,21 +105,33 @@ class OpenFlowDriver:
                     time.sleep(0.001)
 
     # ---- what the engine sends -------------------------------------------------------------
-    def send_bundle(self, datapath, bundle_id: int, deletes, adds) -> tuple[int, list]:
-        """One atomic, ordered bundle (open, every flow-mod, commit) in a single write.
+    def send_bundle(self, datapath, bundle_id: int, deletes, adds, meters_before=(),
+                    meters_after=()) -> tuple[int, list]:
+        """One atomic, ordered bundle (open, every flow-mod, commit) in a single write, with the
+        QoS meter-mods that must precede it (adds, changes) and follow it (deletes): Open vSwitch
+        takes no meter-mod inside a bundle, and handles a connection's messages in order.
 
         Returns (first xid, items) where items[i] is the flow-mod sent with xid first+1+i
-        (a ("delete", table, cookie) tuple or a Flow)."""
+        (a ("delete", table, cookie) tuple or a Flow); the meter-mods take the xids after the
+        commit's, in the order given (before, then after)."""
         ofp = datapath.ofproto
         items = [("delete", t, c) for t, c in deletes] + list(adds)
-        first = self.next_xids(datapath, len(items) + 2)
+        meters = list(meters_before) + list(meters_after)
+        first = self.next_xids(datapath, len(items) + 2 + len(meters))
         xid = first
-        buf = bytearray(self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, xid))
+        head = bytearray()
+        tail = bytearray()
+        for i, (command, meter) in enumerate(meters):
+            msg = ofmsg.meter_mod(datapath, command, meter)
+            msg.xid = first + len(items) + 2 + i
+            msg.serialize()
+            (head if i < len(meters_before) else tail).extend(msg.buf)
+        buf = head + self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, xid)
         for item in items:
             xid += 1
             buf += self._wire.bundle_add(datapath, bundle_id, item, xid)
         buf += self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, xid + 1)
-        self.write(datapath, bytes(buf))
+        self.write(datapath, bytes(buf + tail))
         return first, items
 
     def request_dump(self, datapath) -> int:
@@ -128,6 +140,11 @@ class OpenFlowDriver:
         req = parser.OFPFlowStatsRequest(datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                          0, 0, parser.OFPMatch())
         return self._send_msg(datapath, req)
+
+    def request_meter_dump(self, datapath) -> int:
+        """Ask for the configuration of every meter; the replies carry the returned xid."""
+        parser, ofp = datapath.ofproto_parser, datapath.ofproto
+        return self._send_msg(datapath, parser.OFPMeterConfigStatsRequest(datapath, 0, ofp.OFPM_ALL))
 
     def hello(self, datapath, meter_id: int, pps: int, burst: int, more=()) -> None:
         """On every connection: the DHCP meter and `more` meters (meter id, pps, burst), before
@@ -211,9 +228,9 @@ class InstantDriver:
     def close(self, datapath) -> None:
         close_connection(datapath)
 
-    def send_bundle(self, datapath, bundle_id, deletes, adds):
+    def send_bundle(self, datapath, bundle_id, deletes, adds, meters_before=(), meters_after=()):
         items = [("delete", t, c) for t, c in deletes] + list(adds)
-        first = self.next_xids(datapath, len(items) + 2)
+        first = self.next_xids(datapath, len(items) + 2 + len(meters_before) + len(meters_after))
         self.bundles += 1
         self.flow_mods += len(items)
         if self.engine is not None:
@@ -224,6 +241,12 @@ class InstantDriver:
         xid = self.next_xids(datapath, 1)
         if self.engine is not None:
             self.engine.flow_stats(datapath, xid, [], False)
+        return xid
+
+    def request_meter_dump(self, datapath) -> int:
+        xid = self.next_xids(datapath, 1)
+        if self.engine is not None:
+            self.engine.meter_stats(datapath, xid, [], False)
         return xid
 
     def hello(self, datapath, meter_id, pps, burst, more=()) -> None:

@@ -38,6 +38,7 @@ from controller import identity
 from controller.journal import fields as log_fields
 from controller.refusals import Refusals, addr_text
 from flows import compiler, planner
+from flows import qos as Q
 from flows.index import ModelDiff, _changed
 from topology.changes import changes_of
 from flows.flow import Flow
@@ -65,9 +66,14 @@ class Bundle:
     version: int                  # the model version it brings the host to
     sent_at: float
     ports: list = dataclasses.field(default_factory=list)   # ports whose port-up it completes
+    meters: list = dataclasses.field(default_factory=list)  # (command, Meter) sent with it, xids after the commit's
 
     def owns(self, xid: int) -> bool:
-        return self.first_xid <= xid <= self.first_xid + len(self.items) + 1
+        return self.first_xid <= xid <= self.first_xid + len(self.items) + 1 + len(self.meters)
+
+    def meter_at(self, xid: int):
+        i = xid - self.first_xid - len(self.items) - 2
+        return self.meters[i] if 0 <= i < len(self.meters) else None
 
     def item_at(self, xid: int):
         i = xid - self.first_xid - 1
@@ -85,6 +91,11 @@ class HostState:
     backoff: float = 0.0                      # after a refused bundle: wait before trying again
     dump_xid: int | None = None
     dumping: list | None = None
+    meters: dict = dataclasses.field(default_factory=dict)           # confirmed QoS meters {id: Meter}
+    meters_expected: dict = dataclasses.field(default_factory=dict)  # ... plus those in flight
+    meter_dump_xid: int | None = None
+    meter_dumping: dict | None = None
+    meter_xids: dict = dataclasses.field(default_factory=dict)       # recent meter-mod xid -> bundle id
     planned_version: int = 0
     applied_version: int = 0
     flow_mods: int = 0
@@ -265,6 +276,10 @@ class Engine:
         """Part of a flow dump: entries are (table, priority, cookie)."""
         self._inbox.put(("stats", datapath, xid, entries, more))
 
+    def meter_stats(self, datapath, xid: int, meters, more: bool) -> None:
+        """Part of a meter-config dump: flows/qos.Meter entries."""
+        self._inbox.put(("meters", datapath, xid, list(meters), more))
+
     def bundle_reply(self, datapath, bundle_id: int, kind: int) -> None:
         self._inbox.put(("bundle", datapath, bundle_id, kind, time.monotonic()))
 
@@ -434,6 +449,8 @@ class Engine:
                 self._on_port(dp, name, ofport, time.monotonic())
         elif kind == "stats":
             self._on_stats(*item[1:])
+        elif kind == "meters":
+            self._on_meter_stats(*item[1:])
         elif kind == "bundle":
             self._on_bundle_reply(*item[1:])
         elif kind == "error":
@@ -863,6 +880,8 @@ class Engine:
         state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
         state.in_flight.clear()
         state.expected = set(state.installed)
+        state.meters_expected = dict(state.meters)
+        state.meter_dumping, state.meter_dump_xid = None, None
         if self._activating:
             self._activation_committed(host, None, time.monotonic())
         self.of_ports.pop(host, None)
@@ -887,8 +906,24 @@ class Engine:
                     self._numbered(host, port, at)
 
     def _request_dump(self, host: str, state: HostState) -> None:
+        """Dump the switch's flows and its meters; reconciled once both have arrived."""
         state.dumping = []
+        state.meter_dumping = {}
+        state.meter_xids.clear()
         state.dump_xid = self.driver.request_dump(state.datapath)
+        state.meter_dump_xid = self.driver.request_meter_dump(state.datapath)
+
+    def _on_meter_stats(self, datapath, xid: int, meters, more: bool) -> None:
+        host, state = self._host(datapath)
+        if state is None or state.meter_dumping is None or xid != state.meter_dump_xid:
+            return
+        for m in meters:
+            if m is not None and m.id >= Q.METER_BASE:      # the DHCP meter is the hello's
+                state.meter_dumping[m.id] = m
+        if not more:
+            state.meters = state.meter_dumping
+            state.meter_dumping, state.meter_dump_xid = None, None
+            self._dumped(host, state)
 
     def _on_stats(self, datapath, xid: int, entries, more: bool) -> None:
         host, state = self._host(datapath)
@@ -898,8 +933,15 @@ class Engine:
         if more:
             return
         state.installed = set(state.dumping)
-        state.expected = set(state.installed)
         state.dumping, state.dump_xid = None, None
+        self._dumped(host, state)
+
+    def _dumped(self, host: str, state: HostState) -> None:
+        """Flows or meters dumped: with both in, the books restart from them; reconcile."""
+        if state.dumping is not None or state.meter_dumping is not None:
+            return
+        state.expected = set(state.installed)
+        state.meters_expected = dict(state.meters)
         state.in_flight.clear()
         state.reconciled = True
         state.reconciled_at = time.time()
@@ -914,10 +956,12 @@ class Engine:
         if desired is None:
             return
         plan = planner.plan(state.expected, desired)
+        want_meters = compiler.compile_meters(self._index, host)
+        meters_before, meters_after = Q.plan_meters(state.meters_expected, want_meters)
         version = self.nb_version
         state.planned_version = version
         ports = sorted(self._pending_up.pop(host, ()))
-        if plan.empty:
+        if plan.empty and not meters_before and not meters_after:
             if not state.in_flight:
                 state.applied_version = version
             now = time.monotonic()
@@ -926,9 +970,17 @@ class Engine:
             return
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
         bid = self._bundle_id
-        first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add)
+        first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add,
+                                               meters_before, meters_after)
         now = time.monotonic()                  # encoded and written to the connection
-        state.in_flight[bid] = Bundle(bid, first, items, version, now, ports)
+        meters = meters_before + meters_after
+        state.in_flight[bid] = bundle = Bundle(bid, first, items, version, now, ports, meters)
+        if meters:
+            for i in range(len(meters)):
+                state.meter_xids[first + len(items) + 2 + i] = bid
+            while len(state.meter_xids) > 4096:
+                state.meter_xids.pop(next(iter(state.meter_xids)))
+            _apply_meters(state.meters_expected, bundle.meters)
         if self._sent is not None:
             self._sent[host] = bid
         for port in ports:
@@ -939,7 +991,8 @@ class Engine:
         state.flow_mods += len(items)
         state.bundles += 1
         self.metrics.flow_mods.inc(len(items))
-        LOG.info("%s: bundle %d with %d deletes, %d adds", host, bid, len(plan.delete), len(plan.add))
+        LOG.info("%s: bundle %d with %d deletes, %d adds%s", host, bid, len(plan.delete), len(plan.add),
+                 f", {len(meters)} meter-mods" if meters else "")
 
     def _port_done(self, host: str, port: str, sent: float, committed: float) -> None:
         up = self._port_up.get((host, port))
@@ -969,6 +1022,10 @@ class Engine:
                 _d, table, cookie = item
                 state.installed = {k for k in state.installed if (k[0], k[2]) != (table, cookie)}
         state.installed |= {f.key for f in bundle.items if isinstance(f, Flow)}
+        # the meter-mods went before the bundle (adds, changes) and right after it (deletes) on
+        # the same connection: the switch handled them in order, and a refusal of one of them
+        # (an error with its xid) sends the host back to a dump
+        _apply_meters(state.meters, bundle.meters)
         state.applied_version = max(state.applied_version, bundle.version)
         if not state.in_flight:
             state.applied_version = max(state.applied_version, state.planned_version)
@@ -984,12 +1041,26 @@ class Engine:
         heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._timer_seq), fn))
 
     def _on_error(self, datapath, xid: int, err_type: int, code: int, data: bytes) -> None:
-        if err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS:
-            return          # weft re-adds its meter on every connection
         host, state = self._host(datapath)
+        if err_type == OFPET_METER_MOD_FAILED and code == OFPMMFC_METER_EXISTS and (
+                state is None or xid not in state.meter_xids):
+            return          # weft re-adds its DHCP meter on every connection
         if state is None:
             return          # not an admitted connection (refused, or replaced): nothing of ours
+        if xid == state.meter_dump_xid and state.meter_dumping is not None:
+            LOG.warning("%s: no meter dump (error type=%s code=%s): counting no QoS meters there",
+                        host, err_type, code)
+            state.meter_dumping = {}
+            self._on_meter_stats(datapath, xid, [], False)
+            return
         bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
+        if bundle is None and xid in state.meter_xids:
+            # a meter delete sent after a committed bundle was refused: the books may be wrong
+            LOG.error("%s: meter-mod refused after bundle %d (type=%s code=%s); dumping and "
+                      "reconciling", host, state.meter_xids[xid], err_type, code)
+            state.last_error = f"meter-mod refused (type={err_type} code={code})"
+            self._redump_later(host, state)
+            return
         if bundle is None and state.refused is not None and state.refused.owns(xid):
             return          # the failed commit of a bundle already reported by its flow-mod
         if bundle is None:
@@ -997,7 +1068,9 @@ class Engine:
                       err_type, code, xid, bytes(data[:64]).hex() if data else "")
             return
         item = bundle.item_at(xid)
-        what = ("the bundle" if item is None else
+        meter = bundle.meter_at(xid)
+        what = (f"meter {meter[0]} {meter[1]}" if meter is not None else
+                "the bundle" if item is None else
                 f"delete table={item[1]} cookie={item[2]:#x}" if isinstance(item, tuple) else
                 _describe(item))
         state.last_error = f"bundle {bundle.bundle_id} refused (type={err_type} code={code}): {what}"
@@ -1010,6 +1083,9 @@ class Engine:
             self.metrics.bundles.labels("failed").inc()
         # nothing of the atomic bundle was applied: find out what the switch holds, start over,
         # after a backoff so that a switch that keeps refusing is not hammered
+        self._redump_later(host, state)
+
+    def _redump_later(self, host: str, state: HostState) -> None:
         state.reconciled = False
         state.backoff = min(MAX_BACKOFF, state.backoff * 2 or MIN_BACKOFF)
         dp = state.datapath
@@ -1058,12 +1134,20 @@ class Engine:
     def _status(self) -> dict:
         return {host: {"connected": s.datapath is not None, "reconciled": s.reconciled,
                        "reconciled_at": s.reconciled_at,
-                       "flows": len(s.installed), "flow_mods": s.flow_mods,
+                       "flows": len(s.installed), "flow_mods": s.flow_mods, "meters": len(s.meters),
                        "bundles": s.bundles, "bundle_errors": s.bundle_errors,
                        "in_flight": len(s.in_flight), "connects": s.connects,
                        "applied_version": s.applied_version, "last_error": s.last_error,
                        **({"of_role": s.of_role, "master_at": s.master_at} if self.ha else {})}
                 for host, s in sorted(self.hosts.items())}
+
+
+def _apply_meters(books: dict, changes) -> None:
+    for command, meter in changes:
+        if command == "delete":
+            books.pop(meter.id, None)
+        else:
+            books[meter.id] = meter
 
 
 def _describe(flow: Flow) -> str:

@@ -21,6 +21,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_D
 from os_ken.ofproto import ofproto_v1_4
 
 from controller.identity import cert_names
+from controller.ofmsg import meter_of_config
 from flows.cookies import DROP_FLAG
 from flows.migration import is_announcement
 
@@ -81,6 +82,13 @@ class WeftOFApp(app_manager.OSKenApp):
             return
         self.engine.flow_stats(msg.datapath, msg.xid,
                                [(s.table_id, s.priority, s.cookie) for s in msg.body], more)
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def meter_config_reply(self, ev):
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        self.engine.meter_stats(msg.datapath, msg.xid, [meter_of_config(ofp, m) for m in msg.body],
+                                bool(msg.flags & ofp.OFPMPF_REPLY_MORE))
 
     @set_ev_cls(ofp_event.EventOFPBundleCtrlMsg, MAIN_DISPATCHER)
     def bundle_ctrl(self, ev):

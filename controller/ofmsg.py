@@ -160,3 +160,24 @@ def meter_add(datapath, meter_id: int, pps: int, burst: int, modify: bool = Fals
     return parser.OFPMeterMod(datapath, command=ofproto.OFPMC_MODIFY if modify else ofproto.OFPMC_ADD,
                               flags=ofproto.OFPMF_PKTPS | ofproto.OFPMF_BURST, meter_id=meter_id,
                               bands=[parser.OFPMeterBandDrop(rate=pps, burst_size=burst)])
+
+
+def meter_mod(datapath, command: str, meter):
+    """OFPMC_ADD/MODIFY/DELETE of a QoS meter (flows/qos.Meter): one drop band, kbit/s or pps."""
+    parser, ofproto = datapath.ofproto_parser, datapath.ofproto
+    cmd = {"add": ofproto.OFPMC_ADD, "modify": ofproto.OFPMC_MODIFY, "delete": ofproto.OFPMC_DELETE}[command]
+    if command == "delete":
+        return parser.OFPMeterMod(datapath, command=cmd, flags=0, meter_id=meter.id, bands=[])
+    unit = ofproto.OFPMF_PKTPS if meter.pktps else ofproto.OFPMF_KBPS
+    return parser.OFPMeterMod(datapath, command=cmd, flags=unit | ofproto.OFPMF_BURST,
+                              meter_id=meter.id,
+                              bands=[parser.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)])
+
+
+def meter_of_config(ofproto, entry):
+    """A flows/qos.Meter from a meter-config stats entry (its first drop band), or None."""
+    from flows.qos import Meter
+    bands = [b for b in entry.bands if getattr(b, "type", None) == ofproto.OFPMBT_DROP]
+    if not bands:
+        return None
+    return Meter(entry.meter_id, bool(entry.flags & ofproto.OFPMF_PKTPS), bands[0].rate, bands[0].burst_size)

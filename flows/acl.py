@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from flows import pipeline as P
+from flows import qos as Q
 from flows.cookies import make
 from flows.drops import drop
 from flows.flow import ETH_TYPE_IP, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, Flow, make_match
@@ -167,10 +168,10 @@ def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
                           (("ct", False, ofport, P.INGRESS_ACL, None),)))
     flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_ND,
                       make_match(**{P.REG_OUT: ofport}, eth_type=ETH_TYPE_IPV6, ip_proto=IP_PROTO_ICMPV6,
-                                 icmpv6_type=ND_NA), (("output", ofport),)))
+                                 icmpv6_type=ND_NA), (Q.out_action(port, ofport),)))
     flows.append(make("acl", port.uuid, P.INGRESS_CT, PRIO_NON_IP,
-                      make_match(**{P.REG_OUT: ofport}), (("output", ofport),)))
-    for direction, table, who, on in _DIRECTIONS(ofport):
+                      make_match(**{P.REG_OUT: ofport}), (Q.out_action(port, ofport),)))
+    for direction, table, who, on in _DIRECTIONS(port, ofport):
         # established and related traffic passes while a rule of the port that admitted it
         # exists: (this port, ongoing) AND (mark = one of its rules' keys), as a conjunction
         if owner_of:
@@ -203,9 +204,9 @@ def _build_own_flows(port, ofport: int, rules: list) -> list[Flow]:
     return flows
 
 
-def _DIRECTIONS(ofport: int):
+def _DIRECTIONS(port, ofport: int):
     return (("egress", P.EGRESS_ACL, {"in_port": ofport}, ("goto", P.ARP_RESPONDER)),
-            ("ingress", P.INGRESS_ACL, {P.REG_OUT: ofport}, ("output", ofport)))
+            ("ingress", P.INGRESS_ACL, {P.REG_OUT: ofport}, Q.out_action(port, ofport)))
 
 
 _MEMBER_MATCH: dict = {}

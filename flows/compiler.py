@@ -18,6 +18,7 @@ from operator import attrgetter
 from flows import acl as A
 from flows import migration as M
 from flows import northsouth as NS
+from flows import qos as Q
 from flows import pipeline as P
 from flows.cookies import make
 from flows.drops import drop
@@ -138,6 +139,14 @@ def _acl_flows(index: CompilerIndex, local: dict) -> list[Flow]:
     return flows
 
 
+def compile_meters(index: CompilerIndex, host: str) -> dict[int, Q.Meter]:
+    """{meter id: Meter} of the QoS of `host`'s numbered ports (those its flows name)."""
+    local = index.local.get(host, {})
+    return Q.host_meters((b.ofport, p) for p, b in local.values()
+                         if p.qos is not None and b.ofport != PENDING
+                         and (p.tenant, p.network) in index.net_by_key)
+
+
 def compile_all(index: CompilerIndex) -> dict[str, list[Flow]]:
     """compile_host for every host of the model (declared or holding a bound port)."""
     return {host: compile_host(index, host) for host in index.host_names()}
@@ -226,7 +235,7 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
         if binding.ofport != PENDING:
             ports_here.append((binding.ofport, port))
             deliver = ((("set_field", P.REG_OUT, binding.ofport), ("goto", P.INGRESS_CT))
-                       if A.has_acl(port) else (("output", binding.ofport),))
+                       if A.has_acl(port) else Q.deliver(port, binding.ofport))
             local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
                          make_match(**{P.REG_NET: vni}, eth_dst=port.mac), deliver)
         remote, tunnel = None, None
@@ -488,8 +497,11 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
     for ofport, port in local_ports:
         sample = (("sample", sampling, IPFIX_COLLECTOR_SET, 1, ofport),) if sampling else ()
         flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
-                          sample + (("set_field", P.REG_NET, vni), ("goto", P.PORT_SECURITY))))
+                          Q.classify_actions(port, ofport, sample, vni)))
         flows.extend(_port_security(port, ofport, dhcp=net.dhcp))
+        if port.qos is not None:
+            flows.extend(Q.egress_flows(port, ofport))
+            flows.extend(Q.ingress_flows(port, ofport))
     flows.extend(frag.standby.get(host, ()))
     flows.extend(frag.arp)
     flows.extend(frag.l3_input)

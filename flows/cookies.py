@@ -22,6 +22,7 @@ FEATURES = {
     "acl": 9,             # security groups
     "migrate": 10,        # a migrating port's destination NIC before activation
     "nd": 11,             # IPv6 neighbour discovery: solicitations to the controller
+    "qos": 16,            # a port's meters and DSCP marking (flows/qos.py)
 }
 # A flow that drops a packet says why: its feature byte is DROP_FLAG | the reason's code
 # (flows/drops.py), so a sampled drop's packet-in (which carries the cookie) names its reason.

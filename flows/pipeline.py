@@ -6,6 +6,8 @@ Packets walk the tables in order:
                       also sets reg7 = 1 and skips straight to L2_LOOKUP; a provider patch port
                       (ARP -> 20, IPv4 -> 25) -> the external network's VNI; a router's gateway
                       VNI from the tunnel -> reg5 = that router, to SNAT (33); anything else drops
+    1  QOS_EGRESS     a port with QoS (flows/qos.py): its second egress meter (packets per
+                      second when it has a rate too) and DSCP marking, on to PORT_SECURITY
     10 PORT_SECURITY  a VM may send only from its own MAC and IPs and ARP only for its own IP;
                       IPv6 from its link-local or configured addresses (`::` only for DAD),
                       neighbour advertisements only for its own addresses with its own MAC,
@@ -43,6 +45,9 @@ Packets walk the tables in order:
     45 INGRESS_CT     IP to such a port: conntrack in its zone; ARP and neighbour
                       advertisements straight out
     46 INGRESS_ACL    stateful ingress rules; allowed traffic out of the port
+    47 QOS_INGRESS    unicast to a local port with an ingress limit (reg4 = its ofport): its first
+                      meter, then out (or on to 48)
+    48 QOS_INGRESS2   its second ingress meter (packets per second), then out
 
 DHCP requests from a port are metered and sent to the controller from PORT_SECURITY.
 
@@ -86,6 +91,7 @@ PROVIDER_OFPORT = 60001         # + the provider's index among its host's provid
 MAX_PROVIDERS = 16
 
 CLASSIFY = 0
+QOS_EGRESS = 1
 PORT_SECURITY = 10
 EGRESS_CT = 11
 EGRESS_ACL = 12
@@ -101,6 +107,8 @@ L2_LOOKUP = 40
 L2_UNKNOWN = 41
 INGRESS_CT = 45
 INGRESS_ACL = 46
+QOS_INGRESS = 47
+QOS_INGRESS2 = 48
 DHCP_METER = 1                  # OpenFlow meter limiting DHCP packet-ins per host
 DROP_METER = 2                  # OpenFlow meter limiting drop samples (packet-ins) per host
 DROP_SAMPLE_BYTES = 128         # of a dropped packet sent to weftd: its headers
@@ -131,6 +139,8 @@ class Table:
 TABLES: dict[int, Table] = {t.id: t for t in (
     Table(CLASSIFY, "classify", "in_port or tunnel key -> network (reg6), tunnel flag (reg7)",
           frozenset({"in_port", "tunnel_id", "eth_type"}), drop="unclassified"),
+    Table(QOS_EGRESS, "qos-egress", "a QoS port's second egress meter and DSCP marking",
+          frozenset({"in_port", "eth_type"})),
     Table(PORT_SECURITY, "port-security", "anti-spoofing: only the port's own MAC and IPs; DHCP",
           frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "arp_sha", "arp_spa",
                      "ip_proto", "udp_src", "udp_dst", "ipv6_src", "icmpv6_type", "ipv6_nd_target",
@@ -170,6 +180,10 @@ TABLES: dict[int, Table] = {t.id: t for t in (
           frozenset({REG_OUT, "ct_state", "ct_mark", "conj_id", "eth_type", "ip_proto",
                      "ipv4_src", "tcp_dst", "udp_dst", "icmpv4_type", "ipv6_src", "icmpv6_type"}),
           drop="security-group"),
+    Table(QOS_INGRESS, "qos-ingress", "to a port with an ingress limit: its first meter",
+          frozenset({REG_OUT})),
+    Table(QOS_INGRESS2, "qos-ingress2", "to a port with two ingress limits: the second meter",
+          frozenset({REG_OUT})),
 )}
 
 # OpenFlow prerequisites: a field may be matched, set or moved only when the match pins these

@@ -46,6 +46,7 @@ class Output:
     """A packet leaving the switch: the port (IN_PORT resolved to the real one) and its fields."""
     port: int
     packet: dict
+    meters: tuple = ()      # the meters it went through, in order (rates are not modelled)
 
 
 # -- field values -------------------------------------------------------------------------------
@@ -211,6 +212,7 @@ class Switch:
         pkt = {field: to_int(field, value) for field, value in packet.items()}
         pkt.update({f"reg{i}": 0 for i in range(8)}, metadata=0, in_port=in_port)
         outputs: list[Output] = []
+        meters: list[int] = []
         table, visits = 0, 0
         while table is not None:
             visits += 1
@@ -227,9 +229,9 @@ class Switch:
                 if kind == "output":
                     port = action[1]
                     if port == IN_PORT:
-                        outputs.append(_output(pkt["in_port"], pkt))
+                        outputs.append(_output(pkt["in_port"], pkt, meters))
                     elif port != pkt["in_port"]:
-                        outputs.append(_output(port, pkt))
+                        outputs.append(_output(port, pkt, meters))
                 elif kind == "set_field":
                     pkt[action[1]] = to_int(action[1], action[2])
                 elif kind == "move":
@@ -246,8 +248,10 @@ class Switch:
                         if steps is not None:
                             steps[-1] = Step(steps[-1].table, flow, steps[-1].packet, "ttl-expired")
                         return outputs
-                elif kind in ("meter", "sample"):
-                    pass                    # rate limiting and sampling are not modelled
+                elif kind == "meter":
+                    meters.append(action[1])     # which meter, not its rate
+                elif kind == "sample":
+                    pass                    # sampling is not modelled
                 elif kind == "ct":
                     _k, commit, zone, ct_table, mark = action
                     self._ct(pkt, commit, zone, mark)
@@ -261,7 +265,7 @@ class Switch:
                         table = ct_table
                         break
                 elif kind == "controller":
-                    outputs.append(_output(CONTROLLER, pkt))
+                    outputs.append(_output(CONTROLLER, pkt, meters))
                 elif kind == "goto":
                     table = action[1]
                 else:
@@ -269,8 +273,8 @@ class Switch:
         return outputs
 
 
-def _output(port: int, pkt: dict) -> Output:
-    return Output(port, {field: to_text(field, value) for field, value in pkt.items()})
+def _output(port: int, pkt: dict, meters=()) -> Output:
+    return Output(port, {field: to_text(field, value) for field, value in pkt.items()}, tuple(meters))
 
 
 def trace(flows: Iterable[Flow], packet: Mapping, in_port: int) -> list[Output]:
@@ -287,6 +291,7 @@ class Delivery:
     host: str
     port: int
     packet: dict
+    meters: tuple = ()      # (host, meter id) of every meter it went through, in order
 
 
 class Fabric:
@@ -306,7 +311,7 @@ class Fabric:
 
     def send(self, host: str, packet: Mapping, in_port: int) -> list[Delivery]:
         """Every delivery caused by `packet` entering `host`'s bridge on `in_port`."""
-        return self._run([(host, dict(packet), in_port, 0)])
+        return self._run([(host, dict(packet), in_port, 0, ())])
 
     def from_tunnel(self, host: str, packet: Mapping, tunnel_id: int,
                     tun_ipv4_src: str | None = None) -> list[Delivery]:
@@ -315,22 +320,23 @@ class Fabric:
         wire.update(tunnel_id=tunnel_id, tun_ipv4_dst=self.tunnel_ips[host])
         if tun_ipv4_src is not None:
             wire["tun_ipv4_src"] = tun_ipv4_src
-        return self._run([(host, wire, self.tunnel_port, 1)])
+        return self._run([(host, wire, self.tunnel_port, 1, ())])
 
     def _run(self, queue: list) -> list[Delivery]:
         deliveries = []
         while queue:
-            host, packet, in_port, hops = queue.pop(0)
+            host, packet, in_port, hops, metered = queue.pop(0)
             if host not in self.switches:
                 raise ValueError(f"no switch for host {host}")
             for out in self.switches[host].trace(packet, in_port):
+                meters = metered + tuple((host, m) for m in out.meters)
                 if out.port != self.tunnel_port:
                     seen = out.packet if out.port == CONTROLLER else _on_the_wire(out.packet)
-                    deliveries.append(Delivery(host, out.port, seen))
+                    deliveries.append(Delivery(host, out.port, seen, meters))
                     continue
                 target = self.host_by_ip.get(out.packet.get("tun_ipv4_dst"))
                 if target is None or "tunnel_id" not in out.packet:
-                    deliveries.append(Delivery(host, out.port, out.packet))
+                    deliveries.append(Delivery(host, out.port, out.packet, meters))
                     continue
                 if hops + 1 > self.max_hops:
                     raise ValueError(f"{host} sent a packet that came from the tunnel back into it "
@@ -340,7 +346,7 @@ class Fabric:
                             tun_ipv4_dst=out.packet["tun_ipv4_dst"])
                 if host in self.tunnel_ips:
                     wire["tun_ipv4_src"] = self.tunnel_ips[host]
-                queue.append((target, wire, self.tunnel_port, hops + 1))
+                queue.append((target, wire, self.tunnel_port, hops + 1, meters))
         return deliveries
 
 

@@ -66,11 +66,11 @@ class _Table:
 
     def __init__(self, flows=None, meters=None, digest=0):
         self.flows: dict[tuple, FlowEntry] = flows if flows is not None else {}
-        self.meters: set[int] = meters if meters is not None else set()
+        self.meters: dict[int, bytes] = meters if meters is not None else {}   # id -> its config entry
         self.digest = digest
 
     def copy(self) -> "_Table":
-        return _Table(dict(self.flows), set(self.meters), self.digest)
+        return _Table(dict(self.flows), dict(self.meters), self.digest)
 
 
 # what a flow-mod body's instructions allow, checked once per distinct body (many repeat)
@@ -197,6 +197,8 @@ class EmulatedSwitch:
                                     e.flags, e.importance)
                        for k, e in self.t.flows.items()
                        if (table == OFP.OFPTT_ALL or k[0] == table) and (e.cookie & mask) == (cookie & mask)]
+        elif mp_type == OFP.OFPMP_METER_CONFIG:
+            entries = [cfg for _id, cfg in sorted(self.t.meters.items())]
         else:
             raise Refused(OFP.OFPET_BAD_REQUEST, OFP.OFPBRC_BAD_MULTIPART)
         for reply in W.multipart_replies(xid, mp_type, entries):
@@ -210,11 +212,13 @@ class EmulatedSwitch:
         if msg.command == OFP.OFPMC_ADD:
             if msg.meter_id in t.meters:
                 raise Refused(OFP.OFPET_METER_MOD_FAILED, OFP.OFPMMFC_METER_EXISTS)
-            t.meters.add(msg.meter_id)
+            t.meters[msg.meter_id] = _meter_config(msg)
         elif msg.command == OFP.OFPMC_DELETE:
-            t.meters.discard(msg.meter_id)
+            t.meters.pop(msg.meter_id, None)
         elif msg.meter_id not in t.meters:
             raise Refused(OFP.OFPET_METER_MOD_FAILED, OFP.OFPMMFC_UNKNOWN_METER)
+        else:
+            t.meters[msg.meter_id] = _meter_config(msg)
 
     def _flow_mod(self, xid: int, raw: bytes, t: _Table) -> None:
         (cookie, mask, table, command, idle, hard, priority, _buffer, _out_port, _out_group,
@@ -323,3 +327,10 @@ class EmulatedSwitch:
         self._out(W.bundle_ctrl(xid, bid, OFP.OFPBCT_COMMIT_REPLY, flags))
         if self.on_change is not None:
             self.on_change(self)
+
+
+def _meter_config(msg) -> bytes:
+    """The meter-config stats entry (ofp_meter_config with its drop bands) of a meter-mod."""
+    bands = b"".join(struct.pack("!HHII4x", OFP.OFPMBT_DROP, 16, b.rate, b.burst_size)
+                     for b in msg.bands if b.type == OFP.OFPMBT_DROP)
+    return struct.pack("!HHI", 8 + len(bands), msg.flags, msg.meter_id) + bands

@@ -40,7 +40,10 @@ class Desired:
 
     def tunnel(self) -> dict:
         return {"type": self.tunnel_type, "ofport_request": TUNNEL_OFPORT,
-                "options": {"remote_ip": "flow", "key": "flow", "local_ip": self.tunnel_ip}}
+                # tos=inherit: the outer IP header carries the inner packet's DSCP (and ECN), so
+                # a port's DSCP marking (flows/qos.py) is seen by the underlay
+                "options": {"remote_ip": "flow", "key": "flow", "local_ip": self.tunnel_ip,
+                            "tos": "inherit"}}
 
 
 def provider_port(name: str) -> str:

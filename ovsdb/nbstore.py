@@ -36,6 +36,7 @@ from ovsdb.nbnorthsouth import NorthSouthWrites
 from ovsdb.nbnorthsouth import providers as _providers
 from ovsdb.nbtokens import TokenStoreMixin
 from ovsdb.nbtrack import TABLES, TrackedIdl, WriteIndex, opt, record
+from topology import qos as port_qos
 from topology import addresses, validate
 from topology.changes import record_changes
 from topology.errors import Conflict, NotFound, WeftError
@@ -471,12 +472,15 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
 
     # ports
     def create_port(self, tenant: str, network: str, name: str, ip=None,
-                    mac: str | None = None, port_security: bool = True, security_groups=()) -> dict:
+                    mac: str | None = None, port_security: bool = True, security_groups=(),
+                    qos=None) -> dict:
         """`ip`: an address or a list of them (at most one IPv4, IPv6 from the network's IPv6
         prefix); a family with none given gets one allocated from its prefix.
         security_groups: names (or TENANT/NAME) of groups of the port's tenant; none given
-        with port security on means the tenant's `default` group; port security off, no groups."""
+        with port security on means the tenant's `default` group; port security off, no groups.
+        qos: the API's qos object (topology/qos.py) or None."""
         validate.name("port", name)
+        limits = port_qos.parse(qos)
         mac = validate.mac(mac) if mac else None
         port_security = self._bool(port_security, "port_security")
         ref = f"{tenant}/{network}/{name}"
@@ -521,12 +525,15 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
             row.mac, row.ips = the_mac, [the_ip, *ips6]
             row.port_security = port_security
             row.security_groups = groups
+            if limits is not None:
+                row.qos = limits.as_map()
             return {"tenant": tenant, "network": network, "name": name, "mac": the_mac,
                     "ip": the_ip, "prefixlen": cidr.prefixlen, "gateway": gw,
                     "ips": [the_ip, *ips6], "ip6": ips6[0] if ips6 else None,
                     "prefixlen6": cidr6.prefixlen if cidr6 is not None else None,
                     "link_local": addresses.link_local(the_mac),
                     "port_security": port_security, "security_groups": groups,
+                    "qos": limits.view() if limits else None,
                     "_inserted": {"id": row.uuid}}
         return self._transact(build)
 
@@ -540,8 +547,9 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
         return self._transact(build)
 
     def update_port(self, tenant: str, network: str, name: str, security_groups=None,
-                    port_security: bool | None = None) -> dict:
-        """Replace the port's security groups (None keeps them, [] removes them all) and/or turn
+                    port_security: bool | None = None, qos=port_qos.KEEP) -> dict:
+        """`qos`: the port's new QoS as a whole (the API's object; None removes it; KEEP leaves it).
+        Replace the port's security groups (None keeps them, [] removes them all) and/or turn
         its port security on or off. Port security off needs no groups; turning it on with no
         groups given and none on the port gives it the tenant's `default` group."""
         ref = f"{tenant}/{network}/{name}"
@@ -549,12 +557,17 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
             port_security = self._bool(port_security, "port_security")
         groups = (None if security_groups is None
                   else validate.group_names(security_groups, tenant, f"port {ref}"))
+        limits = qos if qos is port_qos.KEEP else port_qos.parse(qos)
 
         def build(txn):
             port_id = self._ix.port.get((tenant, network, name))
             if port_id is None:
                 raise NotFound(f"no port {ref}")
             row = self._row("Port", port_id)
+            if limits is not port_qos.KEEP:
+                new_qos = limits.as_map() if limits is not None else {}
+                if new_qos != dict(row.qos):
+                    row.qos = new_qos
             was_on = row.port_security
             on = was_on if port_security is None else port_security
             new = sorted(row.security_groups) if groups is None else groups

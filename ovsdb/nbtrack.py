@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import ovs.db.idl
 
-from topology import addresses
+from topology import addresses, qos
 from topology.model import Binding, FloatingIP, Host, Network, Port, Router, Rule, Tenant, TrafficConfig
 
 TABLES = ("Tenant", "Network", "Port", "Host", "Binding", "Router", "Security_Group", "SG_Rule",
@@ -89,7 +89,8 @@ _BUILDERS = {
                                  tuple(sorted(r.dns)), opt(r.router), opt(r.cidr6), bool(r.external),
                                  opt(r.provider), opt(r.gateway_mac)),
     "Port": lambda r: Port(str(r.uuid), r.tenant, r.network, r.name, r.mac, addresses.ordered(r.ips),
-                           r.port_security, tuple(sorted(r.security_groups))),
+                           r.port_security, tuple(sorted(r.security_groups)),
+                           qos.from_map(getattr(r, "qos", None))),
     "Host": lambda r: Host(r.name, r.tunnel_ip, r.ovsdb, opt(r.mgmt_ip), tuple(sorted(r.providers.items()))),
     "Binding": lambda r: Binding(r.port, r.host, r.ofport),
     "Router": lambda r: Router(str(r.uuid), r.tenant, r.name, r.mac, r.key, tuple(sorted(r.routes.items())),

@@ -18,7 +18,9 @@ FLOW_MOD = struct.Struct("!QQBBHHHIIIHH")     # cookie, mask, table, command, id
 OFPT_FLOW_MOD, OFPT_MULTIPART_REQUEST, OFPT_METER_MOD = 14, 18, 29
 OFPT_BUNDLE_CONTROL, OFPT_BUNDLE_ADD = 33, 34
 OFPT_ROLE_REQUEST, OFPCR_ROLE_SLAVE = 24, 3
-OFPMP_FLOW, OFPMP_PORT_DESC = 1, 13
+OFPMP_FLOW, OFPMP_METER_CONFIG, OFPMP_PORT_DESC = 1, 10, 13
+OFPMC_ADD, OFPMC_MODIFY, OFPMC_DELETE = 0, 1, 2
+OFPMF_PKTPS = 2
 OFPFC_ADD, OFPFC_DELETE = 0, 3
 OFPBCT_OPEN_REQUEST, OFPBCT_COMMIT_REQUEST, OFPBCT_COMMIT_REPLY = 0, 4, 5
 OFPET_BAD_INSTRUCTION, OFPET_BUNDLE_FAILED, OFPBFC_MSG_FAILED = 3, 17, 13
@@ -39,6 +41,9 @@ class FakeSwitch:
         self.roles: list[tuple[int, int]] = []             # role requests: (role, generation id)
         self.slave_writes = 0                              # bundles/meters sent by a slave
         self.meter_mods = 0
+        self.meters: dict = {}                             # id -> flows/qos.Meter (QoS meters only)
+        self.meters_answer = True                          # False: refuse meter-config requests
+        self.qos_meter_mods = 0                            # meter-mods of QoS meters (flows/qos.py ids)
         self.datapath: FakeDatapath | None = None
 
     def connect(self, names: tuple[str, ...] | None = None) -> "FakeDatapath":
@@ -99,6 +104,7 @@ class FakeDatapath:
             sw.slave_writes += 1            # Open vSwitch refuses these (is_slave); weft must not send them
         if mtype == OFPT_METER_MOD:
             sw.meter_mods += 1
+            self._meter_mod(msg)
         if mtype == OFPT_ROLE_REQUEST:
             role, generation = struct.unpack_from("!I4xQ", msg, 8)
             sw.roles.append((role, generation))
@@ -121,9 +127,27 @@ class FakeDatapath:
             if kind == OFPMP_FLOW:
                 entries = sorted(sw.table)
                 self._reply(lambda: engine.flow_stats(self, xid, entries, False))
+            elif kind == OFPMP_METER_CONFIG:
+                if not sw.meters_answer:
+                    self._reply(lambda: engine.switch_error(self, xid, 1, 2, b""))   # bad multipart
+                else:
+                    meters = sorted(sw.meters.values(), key=lambda m: m.id)
+                    self._reply(lambda: engine.meter_stats(self, xid, meters, False))
             elif kind == OFPMP_PORT_DESC:
                 self._reply(lambda: engine.port_desc(self, []))
         # meter-mods and anything else: accepted silently
+
+    def _meter_mod(self, msg: bytes) -> None:
+        from flows.qos import METER_BASE, Meter
+        command, flags, meter_id = struct.unpack_from("!HHI", msg, 8)
+        if meter_id < METER_BASE:
+            return                           # the DHCP and drop meters: not QoS meters
+        self.switch.qos_meter_mods += 1
+        if command == OFPMC_DELETE:
+            self.switch.meters.pop(meter_id, None)
+            return
+        _type, _len, rate, burst = struct.unpack_from("!HHII", msg, 16)
+        self.switch.meters[meter_id] = Meter(meter_id, bool(flags & OFPMF_PKTPS), rate, burst)
 
     def _commit(self, bundle_id: int, commit_xid: int) -> None:
         sw, engine = self.switch, self.switch.engine

@@ -18,6 +18,7 @@ from functools import cached_property
 from types import MappingProxyType
 
 from topology import addresses
+from topology.qos import QoS
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Port:
     ips: tuple[str, ...]  # IPv4 (dotted) and IPv6 (RFC 5952) addresses, IPv4 first
     port_security: bool = True
     security_groups: tuple[str, ...] = ()   # security group names of the same tenant
+    qos: QoS | None = None                  # rate limits and DSCP marking (flows/qos.py)
 
     @property
     def ref(self) -> str:

@@ -167,7 +167,7 @@ def test_fresh_host_gets_everything_in_one_transaction(ovs_factory, managers):
     assert ctl["data"] == [[CTL, 1000, 5000]]
     assert o.get("Interface", "weft-tun", "type") == "vxlan"
     assert dict(o.get("Interface", "weft-tun", "options")[1]) == {
-        "remote_ip": "flow", "key": "flow", "local_ip": "198.18.0.11"}
+        "remote_ip": "flow", "key": "flow", "local_ip": "198.18.0.11", "tos": "inherit"}
     # ovs-vswitchd took it: the tunnel got the ofport weft's flows use
     wait_for(lambda: o.get("Interface", "weft-tun", "ofport") == 60000, what="weft-tun ofport 60000")
     assert sorted(o.vsctl("list-ports", "br-int").split()) == ["weft-tun"]

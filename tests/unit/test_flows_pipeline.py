@@ -15,7 +15,7 @@ def test_constants_and_tables():
     assert (TUNNEL_OFPORT, pipeline.REG_NET, pipeline.REG_FLAGS) == (60000, "reg6", "reg7")
     assert (CLASSIFY, PORT_SECURITY, ARP_RESPONDER, L3, L2_LOOKUP) == (0, 10, 20, 30, 40)
     assert (pipeline.ROUTE, pipeline.RESOLVE, pipeline.REG_ROUTER) == (31, 32, "reg5")
-    assert list(TABLES) == sorted(TABLES) == [0, 10, 11, 12, 20, 25, 26, 30, 31, 32, 33, 34, 40, 41, 45, 46]
+    assert list(TABLES) == sorted(TABLES) == [0, 1, 10, 11, 12, 20, 25, 26, 30, 31, 32, 33, 34, 40, 41, 45, 46, 47, 48]
     for table_id, table in TABLES.items():
         assert table.id == table_id and table.name and table.purpose
         assert table.miss is None or table.miss > table_id
@@ -27,7 +27,7 @@ def test_constants_and_tables():
 def test_miss_flows_are_valid_and_skip_reserved_tables():
     misses = pipeline.miss_flows()
     validate(misses)
-    assert {f.table for f in misses} == {0, 10, 11, 12, 20, 25, 26, 30, 31, 32, 33, 34, 40, 41, 45, 46}
+    assert {f.table for f in misses} == {0, 1, 10, 11, 12, 20, 25, 26, 30, 31, 32, 33, 34, 40, 41, 45, 46, 47, 48}
     assert all(f.priority == 0 and f.match == () for f in misses)
     assert {f.table: f.actions for f in misses}[ARP_RESPONDER] == (("goto", L3),)
     assert {f.table: f.actions for f in misses}[L3] == (("goto", L2_LOOKUP),)

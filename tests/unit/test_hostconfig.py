@@ -28,7 +28,8 @@ def in_sync(d: Desired) -> dict:
         "other_config": {"datapath-id": d.datapath_id, "disable-in-band": "true", "hwaddr": "x"},
         "controllers": {t: {"max_backoff": 1000, "inactivity_probe": 5000} for t in d.controllers},
         "tunnel": {"type": d.tunnel_type, "ofport_request": TUNNEL_OFPORT,
-                   "options": {"local_ip": d.tunnel_ip, "remote_ip": "flow", "key": "flow"}},
+                   "options": {"local_ip": d.tunnel_ip, "remote_ip": "flow", "key": "flow",
+                               "tos": "inherit"}},
         **{k: ({**exporter_columns(k, cfg), "targets": list(exporter_columns(k, cfg)["targets"])}
                if cfg else None) for k, cfg in (d.exporters or {}).items()},
     }}
@@ -62,7 +63,8 @@ def test_datapath_type_only_when_given():
      [Change("bridge", "protocols", frozenset({"OpenFlow13", "OpenFlow14"}))]),
     (lambda b: b["other_config"].pop("disable-in-band"), [Change("bridge-config", "disable-in-band", "true")]),
     (lambda b: b["tunnel"]["options"].update(local_ip="198.18.0.99"),
-     [Change("tunnel", "options", {"remote_ip": "flow", "key": "flow", "local_ip": "198.18.0.11"})]),
+     [Change("tunnel", "options", {"remote_ip": "flow", "key": "flow", "local_ip": "198.18.0.11",
+                                   "tos": "inherit"})]),
     (lambda b: b["tunnel"].update(ofport_request=None), [Change("tunnel", "ofport_request", TUNNEL_OFPORT)]),
     (lambda b: b["tunnel"].update(type="geneve"), [Change("tunnel", "type", "vxlan")]),
     (lambda b: b.update(tunnel=None), [Change("add-tunnel", value=desired().tunnel())]),
