@@ -25,6 +25,7 @@ import time
 
 from . import netflow_v5, normalise, sflow
 from .aggregate import Aggregator
+from .columnar import Netflow5Columns, Pending, SflowColumns
 from .attribution import Attributor
 from .errors import MalformedDatagram
 from .ipfix import IpfixDecoder
@@ -154,6 +155,13 @@ class _Receiver:
             self.ipfix = IpfixDecoder(self.caches["ipfix"])
         self.handle = {"sflow": self._sflow, "netflow": self._netflow,
                        "ipfix": self._ipfix}[kind]
+        # the columnar path (collectors.columnar) for bursts, when the service asks for it
+        self.columns = None
+        if service.columnar and kind == "netflow":
+            self.columns = Netflow5Columns(self)
+        elif service.columnar and kind == "sflow":
+            self.columns = SflowColumns(self)
+        self.pending = Pending()
         self._batch: dict = {}
         self._cur: dict | None = None
         self._cur_start = None
@@ -167,7 +175,6 @@ class _Receiver:
     def _run(self) -> None:
         sock = self.sock
         recv = sock.recvfrom
-        handle = self.handle
         clock = self.service.clock
         stop = self._stop
         interval = self.service.flush_interval
@@ -185,6 +192,9 @@ class _Receiver:
                 continue
             with self.lock:
                 if ready:
+                    batch = []
+                    append = batch.append
+                    nbytes = got = 0
                     for _ in range(BURST):
                         try:
                             data, src = recv(65535)
@@ -193,22 +203,46 @@ class _Receiver:
                         except OSError as exc:
                             self._error(exc)
                             break
-                        self.datagrams += 1
-                        self.bytes += len(data)
+                        got += 1
+                        nbytes += len(data)
                         if known_only and host_of(src[0]) is None:
                             self._reject(src[0])
                             continue
-                        try:
-                            handle(data, src[0], clock())
-                        except MalformedDatagram:
-                            self._malformed(data, src[0])
-                        except Exception as exc:  # a decoder bug must not kill the thread
-                            self._malformed(data, src[0])
-                            self._error(exc)
+                        append((data, src[0]))
+                    self.datagrams += got
+                    self.bytes += nbytes
+                    if batch:
+                        self.handle_batch(batch, clock())
                     mono = time.monotonic()
                     if mono - self._last_flush < interval:
                         continue
                 self._housekeep()
+
+    def handle_one(self, data: bytes, src: str, now: float) -> None:
+        """The per-record path for one datagram, counting what it rejects."""
+        try:
+            self.handle(data, src, now)
+        except MalformedDatagram:
+            self._malformed(data, src)
+        except Exception as exc:  # a decoder bug must not kill the thread
+            self._malformed(data, src)
+            self._error(exc)
+
+    def handle_batch(self, batch: list, now: float) -> None:
+        """A burst [(data, source address)]: the columnar path where it applies (it hands
+        the rest to the per-record path in order), else one datagram at a time."""
+        if self.columns is None:
+            for data, src in batch:
+                self.handle_one(data, src, now)
+            return
+        try:
+            self.columns.run(batch, now, lambda data, src: self.handle_one(data, src, now))
+        except Exception as exc:
+            # the columnar path raises before it changes any count (an attribution that
+            # failed, a bug): counted, and the burst goes the per-record path instead
+            self._error(exc)
+            for data, src in batch:
+                self.handle_one(data, src, now)
 
     def _housekeep(self) -> None:
         """Flush the batch, expire templates; caller holds the lock."""
@@ -359,9 +393,9 @@ class _Receiver:
         f[2] += len(items) - counted
 
     def _flush(self) -> None:
-        if not self._batch:
+        if not self._batch and not self.pending:
             return
-        out = {}
+        out = self.pending.drain() if self.pending else {}
         for start, entries in self._batch.items():
             merged = out.setdefault(start, {})
             for a, svc, nb, np, first, last in entries.values():
@@ -426,8 +460,11 @@ class CollectorService:
                  sflow_ifindexes: dict | None = None,
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
                  rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
-                 known_exporters_only: bool = False) -> None:
+                 known_exporters_only: bool = False, columnar: bool = True) -> None:
         self.model_provider = model_provider
+        # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
+        # False: every datagram through the per-record path
+        self.columnar = columnar
         # True: only datagrams from a known host's address (the model's hosts' management or
         # tunnel address, or `exporter_hosts`) are read; others are counted and dropped
         self.known_exporters_only = known_exporters_only

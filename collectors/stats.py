@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .sflow import CounterSample, FlowSample
 
 _MOD = 1 << 32
@@ -153,11 +155,49 @@ class CollectorStats:
         return self._rates.get((agent, source_id_type, source_id_index))
 
     def observe_netflow5(self, pkt, exporter) -> None:
+        self.observe_netflow5_header(exporter, pkt.engine_type, pkt.engine_id,
+                                     pkt.flow_sequence, len(pkt.records))
+
+    def observe_netflow5_header(self, exporter, engine_type: int, engine_id: int,
+                                flow_sequence: int, count: int) -> None:
+        """One NetFlow v5 datagram from its header fields (the columnar path's form)."""
         st = self.exporter(exporter)
         st.datagrams += 1
-        st.records += len(pkt.records)
-        self._seq(st, ("nf5", exporter, pkt.engine_type, pkt.engine_id),
-                  pkt.flow_sequence, len(pkt.records), True)
+        st.records += count
+        self._seq(st, ("nf5", exporter, engine_type, engine_id), flow_sequence, count, True)
+
+    def observe_sflow_header(self, agent, sub_agent_id: int, sequence: int,
+                             samples: int) -> ExporterStats:
+        """One sFlow datagram of flow samples only, from its header (the columnar path's
+        form; its samples follow through `observe_sflow_samples`)."""
+        st = self.exporter(agent)
+        st.datagrams += 1
+        st.records += samples
+        self._seq(st, ("sflow", agent, sub_agent_id), sequence, 1, False)
+        return st
+
+    def observe_sflow_samples(self, st: ExporterStats, agent, stype: int, sindex: int,
+                              seqs, pools) -> None:
+        """The flow samples of one source, in arrival order (numpy arrays or lists), as
+        observe_sflow counts them. A run of consecutive sequence numbers is one tracker
+        step (the same outcome as one step per sample)."""
+        src = (agent, stype, sindex)
+        key = ("sflow-flow",) + src
+        n = len(seqs)
+        s0 = int(seqs[0])
+        consecutive = n > 1 and bool(
+            ((np.diff(np.asarray(seqs, dtype=np.int64)) & _MASK) == 1).all())
+        expected = self.sequences._expected.get(key)
+        late = (expected is not None and expected != -1
+                and ((s0 - expected) & _MASK) > self.sequences.max_gap)
+        if not consecutive or late:
+            for s, p in zip(seqs, pools):
+                self._seq(st, key, int(s), 1, True)
+                self._pool(src, int(s), int(p))
+            return
+        self._seq(st, key, s0, n, True)
+        self._pool(src, int(seqs[-2]), int(pools[-2]))
+        self._pool(src, int(seqs[-1]), int(pools[-1]))
 
     def observe_netflow9(self, pkt, exporter, cache=None) -> None:
         st = self.exporter(exporter)
