@@ -35,6 +35,7 @@ from .services import classify, classify_ipv4
 from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
 from .stats import CollectorStats
 from .templates import TemplateCache
+from .workers import Worker, default_workers, merge_status
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,18 @@ def parse_addr(value, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return str(host), port
 
 
-def udp_socket(addr: tuple[str, int], rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
-    """A bound, non-blocking UDP socket with the largest receive buffer we can get."""
+def udp_socket(addr: tuple[str, int], rcvbuf: int = DEFAULT_RCVBUF,
+               reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket with the largest receive buffer we can get;
+    `reuse_port`: SO_REUSEPORT, so the workers of one collector share the port (only
+    sockets of the same user can join)."""
     host, port = addr
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _t, _p, _c, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if rcvbuf:
             for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
                 try:
@@ -136,7 +142,7 @@ class _Receiver:
     def __init__(self, service: CollectorService, kind: str, addr: tuple[str, int]) -> None:
         self.service = service
         self.kind = kind
-        self.sock = udp_socket(addr, service.rcvbuf)
+        self.sock = udp_socket(addr, service.rcvbuf, service.reuse_port)
         self.address = self.sock.getsockname()[:2]
         self.lock = threading.Lock()
         self.stats = {p: CollectorStats() for p in PROTOCOLS_OF[kind]}
@@ -451,7 +457,9 @@ class CollectorService:
     `exporter_hosts` maps exporter addresses to host names; `sflow_ifindexes` maps
     (host, kernel ifindex) to port uuid for sFlow (see collectors.attribution).
     Addresses are (host, port) or "HOST:PORT"; port 0 binds an ephemeral port (see
-    `addresses` after `start()`).
+    `addresses` after `start()`). `columnar`: bursts of NetFlow v5 and sFlow go through
+    collectors.columnar; `workers`: processes sharing each port (collectors.workers; None:
+    the cores minus one).
     """
 
     def __init__(self, model_provider=None, sflow=("127.0.0.1", 6343), netflow=None,
@@ -460,8 +468,15 @@ class CollectorService:
                  sflow_ifindexes: dict | None = None,
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
                  rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
-                 known_exporters_only: bool = False, columnar: bool = True) -> None:
+                 known_exporters_only: bool = False, columnar: bool = True,
+                 workers: int | None = 1, reuse_port: bool = False) -> None:
         self.model_provider = model_provider
+        # more processes on the same ports (collectors.workers); None: cores - 1
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.reuse_port = reuse_port or self.workers > 1
+        self._workers: list = []
         # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
         # False: every datagram through the per-record path
         self.columnar = columnar
@@ -505,6 +520,8 @@ class CollectorService:
             return False
         self._model = model
         self.attributor.update(model)
+        for w in self._workers:
+            w.send("model", model)
         return True
 
     def start(self) -> CollectorService:
@@ -520,6 +537,17 @@ class CollectorService:
                 r.sock.close()
             self._receivers = {}
             raise
+        if self.workers > 1:
+            try:
+                self._start_workers()
+            except BaseException:
+                for w in self._workers:
+                    w.stop()
+                self._workers = []
+                for r in self._receivers.values():
+                    r.sock.close()
+                self._receivers = {}
+                raise
         for r in self._receivers.values():
             r.start()
         self.started = self.clock()
@@ -529,6 +557,19 @@ class CollectorService:
                                                name="collect-model", daemon=True)
             self._refresher.start()
         return self
+
+    def _start_workers(self) -> None:
+        addrs = {k: None for k in self.endpoints}
+        for kind, r in self._receivers.items():
+            addrs[kind] = r.address
+        config = dict(model=self._model, exporter_hosts=self.attributor.exporter_hosts,
+                      sflow_ifindexes=self.attributor.ifindexes,
+                      bucket_seconds=self.bucket_seconds, flush_interval=self.flush_interval,
+                      model_refresh=0, rcvbuf=self.rcvbuf,
+                      known_exporters_only=self.known_exporters_only, columnar=self.columnar,
+                      **addrs)
+        for _ in range(self.workers - 1):
+            self._workers.append(Worker(self.aggregator, dict(config)))
 
     def model_changed(self) -> None:
         """The provider has a new model: rebuild attribution on the refresher thread, soon.
@@ -548,6 +589,9 @@ class CollectorService:
         self._changed.set()
         for r in self._receivers.values():
             r.stop()
+        for w in self._workers:
+            w.stop()
+        self._workers = []
         if self._refresher is not None:
             self._refresher.join(5.0)
             self._refresher = None
@@ -564,9 +608,11 @@ class CollectorService:
         return {k: r.address for k, r in self._receivers.items()}
 
     def flush(self) -> None:
-        """Merge every receiver's pending batch into the aggregator now."""
+        """Merge every receiver's (and worker's) pending batch into the aggregator now."""
         for r in self._receivers.values():
             r.flush()
+        for w in self._workers:
+            w.ask("flush", "flushed")
 
     # ---------------------------------------------------------------- status
 
@@ -602,11 +648,19 @@ class CollectorService:
             for k in totals:
                 totals[k] += p[k]
         totals["rejected"] = sum(r["datagrams"] for r in rejected)
-        return {"uptime": (self.clock() - self.started) if self.started else 0.0,
-                "totals": totals, "protocols": protocols, "exporters": exporters,
-                "rejected": rejected,
-                "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
-                "aggregate": self.aggregator.stats()}
+        own = {"uptime": (self.clock() - self.started) if self.started else 0.0,
+               "totals": totals, "protocols": protocols, "exporters": exporters,
+               "rejected": rejected,
+               "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
+               "aggregate": self.aggregator.stats()}
+        if not self._workers:
+            return own
+        parts = [own]
+        for w in self._workers:
+            st = w.ask("status", "status")
+            if st is not None:
+                parts.append(st)
+        return merge_status(parts)
 
     # ---------------------------------------------------------------- queries
     # Each query first merges the receivers' pending batches, so it sees every record

@@ -38,8 +38,10 @@ class TrafficCollectors:
         for source, port in PORTS.items():
             kwargs = {k: None for k in PORTS}
             kwargs[source] = (listen_ip, port)
+            # workers=None: the cores minus one share each port (collectors.workers)
             self.services[source] = CollectorService(engine.effective_model, bucket_seconds=bucket_seconds,
-                                                     model_refresh=1.0, known_exporters_only=True, **kwargs)
+                                                     model_refresh=1.0, known_exporters_only=True,
+                                                     workers=None, **kwargs)
         self.export_dir = export_dir
         self._exporters = []
 
