@@ -46,10 +46,17 @@ _NF5_HEADER = struct.Struct("!HHIIIIBBH")
 
 
 class Pending:
-    """Per-bucket sums of (attribution index, service code) -> bytes, packets, first, last."""
+    """Per-bucket sums of (attribution index, service code) -> bytes, packets, first, last.
+
+    Kept in numpy between flushes: `add` reduces each burst, `compact` merges the bursts of
+    a bucket (when they hold several times the rows of the last merge), `drain` hands
+    buckets over as Python dicts - so the per-key Python work (and the Aggregator's) is
+    done once per bucket and key, not once per burst."""
 
     def __init__(self) -> None:
         self.parts: dict[float, list] = {}
+        self.rows = 0
+        self.compacted_rows = 0
 
     def __bool__(self) -> bool:
         return bool(self.parts)
@@ -62,38 +69,63 @@ class Pending:
         order = np.argsort(comb, kind="stable")
         c = comb[order]
         heads = np.flatnonzero(np.concatenate(([True], c[1:] != c[:-1])))
+        n = len(heads)
         self.parts.setdefault(start, []).append(
             (attrs, c[heads], np.add.reduceat(nbytes[order], heads),
-             np.add.reduceat(npkts[order], heads), now))
+             np.add.reduceat(npkts[order], heads), np.full(n, now), np.full(n, now)))
+        self.rows += n
 
-    def drain(self) -> dict:
-        """{bucket start: {(src, dst, Service): [bytes, packets, first, last]}}; empties."""
+    @staticmethod
+    def _merge(group: list) -> tuple:
+        """One part from parts of the same attrs list: keys sorted and unique."""
+        keys = np.concatenate([p[1] for p in group])
+        nb = np.concatenate([p[2] for p in group])
+        npk = np.concatenate([p[3] for p in group])
+        first = np.concatenate([p[4] for p in group])
+        last = np.concatenate([p[5] for p in group])
+        order = np.argsort(keys, kind="stable")
+        k = keys[order]
+        heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        if float(nb.sum(dtype=np.float64)) < 2.0 ** 62 and \
+                float(npk.sum(dtype=np.float64)) < 2.0 ** 62:
+            sb = np.add.reduceat(nb[order], heads)
+            sp = np.add.reduceat(npk[order], heads)
+        else:  # int64 could overflow: Python integers (only hostile counts get here)
+            sb, sp = _exact_sums(nb[order].tolist(), npk[order].tolist(), heads.tolist(), len(k))
+            sb, sp = np.array(sb, dtype=object), np.array(sp, dtype=object)
+        return (group[0][0], k[heads], sb, sp, np.minimum.reduceat(first[order], heads),
+                np.maximum.reduceat(last[order], heads))
+
+    @staticmethod
+    def _groups(parts: list) -> list:
+        by_list: dict[int, list] = {}
+        for p in parts:
+            by_list.setdefault(id(p[0]), []).append(p)
+        return list(by_list.values())
+
+    def compact(self, force: bool = False) -> None:
+        """Merge each bucket's bursts, when they have grown (or `force`)."""
+        if not force and self.rows < max(100_000, 4 * self.compacted_rows):
+            return
+        rows = 0
+        for start, parts in self.parts.items():
+            merged = [self._merge(g) if len(g) > 1 else g[0] for g in self._groups(parts)]
+            self.parts[start] = merged
+            rows += sum(len(p[1]) for p in merged)
+        self.rows = self.compacted_rows = rows
+
+    def drain(self, before: float | None = None) -> dict:
+        """{bucket start: {(src, dst, Service): [bytes, packets, first, last]}} of the
+        buckets starting before `before` (all when None); those are emptied."""
         out: dict = {}
         service_of = vecservice.service_of
-        for start, parts in self.parts.items():
+        for start in [s for s in self.parts if before is None or s < before]:
+            parts = self.parts.pop(start)
             merged = out.setdefault(start, {})
-            by_list: dict[int, list] = {}
-            for p in parts:
-                by_list.setdefault(id(p[0]), []).append(p)
-            for group in by_list.values():
-                attrs = group[0][0]
-                keys = np.concatenate([p[1] for p in group])
-                nb = np.concatenate([p[2] for p in group])
-                npk = np.concatenate([p[3] for p in group])
-                at = np.concatenate([np.full(len(p[1]), p[4]) for p in group])
-                order = np.argsort(keys, kind="stable")
-                k = keys[order]
-                heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-                if float(nb.sum(dtype=np.float64)) < 2.0 ** 62 and \
-                        float(npk.sum(dtype=np.float64)) < 2.0 ** 62:
-                    sb = np.add.reduceat(nb[order], heads).tolist()
-                    sp = np.add.reduceat(npk[order], heads).tolist()
-                else:  # int64 could overflow: Python integers (only hostile counts get here)
-                    sb, sp = _exact_sums(nb[order].tolist(), npk[order].tolist(),
-                                         heads.tolist(), len(k))
-                first = np.minimum.reduceat(at[order], heads).tolist()
-                last = np.maximum.reduceat(at[order], heads).tolist()
-                for key, b, p, f, la in zip(k[heads].tolist(), sb, sp, first, last):
+            for group in self._groups(parts):
+                attrs, k, sb, sp, first, last = self._merge(group)
+                for key, b, p, f, la in zip(k.tolist(), sb.tolist(), sp.tolist(),
+                                            first.tolist(), last.tolist()):
                     a = attrs[key >> 27]
                     mk = (a.src, a.dst, service_of((key & ((1 << 27) - 1)) - 1))
                     m = merged.get(mk)
@@ -104,7 +136,8 @@ class Pending:
                         m[1] += p
                         m[2] = min(m[2], f)
                         m[3] = max(m[3], la)
-        self.parts = {}
+        self.rows = sum(len(p[1]) for parts in self.parts.values() for p in parts)
+        self.compacted_rows = min(self.compacted_rows, self.rows)
         return out
 
 
@@ -253,6 +286,13 @@ _KEY_COLS = np.array(list(range(76, 84)) + list(range(50, 58)) + list(range(58, 
 _CHK = {c: i for i, c in enumerate((12, 13, 14, 20, 21, 23, 36, 37, 42, 62, 63, 64, 70, 71,
                                     73, 84, 85, 86, 87))}
 _CHK_COLS = np.array(list(_CHK), dtype=np.int64)
+# the layout of service.vxlan_key: Ethernet IPv4 (IHL 5), not a later fragment, UDP to 4789,
+# VXLAN with the I flag, inner Ethernet IPv4 (IHL 5); (mask, wanted) per checked byte
+_LAYOUT = {12: (0xFF, 8), 13: (0xFF, 0), 14: (0xFF, 0x45), 20: (0x1F, 0), 21: (0xFF, 0),
+           23: (0xFF, 17), 36: (0xFF, 0x12), 37: (0xFF, 0xB5), 42: (0x08, 0x08),
+           62: (0xFF, 8), 63: (0xFF, 0), 64: (0xFF, 0x45)}
+_CHK_MASK = np.array([_LAYOUT.get(col, (0, 0))[0] for col in _CHK], dtype=np.uint8)
+_CHK_WANT = np.array([_LAYOUT.get(col, (0, 0))[1] for col in _CHK], dtype=np.uint8)
 _PAD = 96   # zero bytes after the batch, so fixed-offset reads never leave the buffer
 
 
@@ -268,60 +308,64 @@ class SflowColumns:
         self.rcv = rcv
 
     @staticmethod
-    def _sample_stats(stats, st_of, dg_agent, s_dg, stype, sindex, seq, pool, lo, hi) -> None:
-        """Flow-sample sequence stats of samples [lo, hi), per (agent, source) in order."""
+    def _run_stats(stats, names, dg_agent, sub_agent, dseq, nsamp, s_dg, stype, sindex, seq,
+                   pool, a, b, first_sample) -> None:
+        """Stats of the columnar datagrams [a, b) and their samples, per (agent, sub-agent)
+        and per (agent, source), each in arrival order."""
+        def name(u):
+            t = names.get(u)
+            if t is None:
+                t = names[u] = inet_ntoa(int(u).to_bytes(4, "big"))
+            return t
+        st_of = {}
+        ag, sub = dg_agent[a:b], sub_agent[a:b]
+        order = np.lexsort((sub, ag))           # stable: arrival order within a group
+        ga, gs = ag[order], sub[order]
+        heads = np.flatnonzero(np.concatenate(([True], (ga[1:] != ga[:-1]) | (gs[1:] != gs[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        seqs, counts = dseq[a:b][order], nsamp[a:b][order]
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            agent = name(ga[h])
+            st_of[agent] = stats.observe_sflow_headers(agent, int(gs[h]), seqs[h:e],
+                                                       int(counts[h:e].sum()))
+        lo, hi = first_sample[a], first_sample[b]
         if hi <= lo:
             return
         ag = dg_agent[s_dg[lo:hi]]
         ty, ix, sq, pl = stype[lo:hi], sindex[lo:hi], seq[lo:hi], pool[lo:hi]
-        order = np.lexsort((ix, ty, ag))  # stable: arrival order within a source
+        order = np.lexsort((ix, ty, ag))
         ga, gt, gi = ag[order], ty[order], ix[order]
         heads = np.flatnonzero(np.concatenate(
             ([True], (ga[1:] != ga[:-1]) | (gt[1:] != gt[:-1]) | (gi[1:] != gi[:-1]))))
         ends = np.append(heads[1:], len(order))
         gseq, gpool = sq[order], pl[order]
-        for a, b in zip(heads.tolist(), ends.tolist()):
-            agent = inet_ntoa(int(ga[a]).to_bytes(4, "big"))
-            stats.observe_sflow_samples(st_of[agent], agent, int(gt[a]), int(gi[a]),
-                                        gseq[a:b], gpool[a:b])
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            agent = name(ga[h])
+            stats.observe_sflow_samples(st_of[agent], agent, int(gt[h]), int(gi[h]),
+                                        gseq[h:e], gpool[h:e])
 
     def run(self, batch: list, now: float, fallback) -> None:
         """Takes what it can of `batch` [(data, source address)]; `fallback(data, source)`
         (the per-record path) gets the others, in arrival order with the columnar ones'
         stats."""
         n = len(batch)
-        taken = [False] * n
-        heads = []
-        parts = []
-        starts = []
-        pos = 0
-        for i, (data, _src) in enumerate(batch):
-            ln = len(data)
-            if ln < 28 or data[3] != 5 or data[7] != 1 or data[:3] != b"\0\0\0" \
-                    or data[4:7] != b"\0\0\0":
-                continue
-            h = _DG_HEAD.unpack_from(data, 0)
-            if h[6] > MAX_SAMPLES or h[6] > (ln - 28) >> 3:
-                continue
-            heads.append((i, h))
-            parts.append(data)
-            pad = -ln & 3
-            if pad:
-                parts.append(b"\0" * pad)
-            starts.append(pos)
-            pos += ln + pad
-        if not heads:
-            for item in batch:
-                fallback(*item)
-            return
+        lens = np.fromiter((len(d) for d, _s in batch), dtype=np.int64, count=n)
+        pads = -lens & 3
+        if pads.any():   # (sFlow is XDR: whole 4-byte words; a datagram that is not goes
+            parts = [d + b"\0" * (-len(d) & 3) for d, _s in batch]   # per record anyway)
+        else:
+            parts = [d for d, _s in batch]
         parts.append(b"\0" * _PAD)
         buf = np.frombuffer(b"".join(parts), dtype=np.uint8)
         b32 = buf[:len(buf) & ~3].view(">u4")
-        nd = len(heads)
-        dstart = np.array(starts, dtype=np.int64)
-        dend = dstart + np.array([len(batch[i][0]) for i, _h in heads], dtype=np.int64)
-        nsamp = np.array([h[6] for _i, h in heads], dtype=np.int64)
-        ok = np.ones(nd, dtype=bool)
+        nd = n
+        dstart = np.concatenate(([0], np.cumsum(lens + pads)[:-1]))
+        dend = dstart + lens
+        hw = [b32[(dstart >> 2) + k].astype(np.int64) for k in range(7)]
+        dg_agent_all, sub_agent, dseq, nsamp = hw[2], hw[3], hw[4], hw[6]
+        ok = ((lens >= 28) & (hw[0] == 5) & (hw[1] == 1) & (nsamp <= MAX_SAMPLES)
+              & (nsamp <= (lens - 28) >> 3) & (pads == 0))
+        nsamp = np.where(ok, nsamp, 0)
         # ---- samples: one step per sample position, across datagrams
         off = dstart + 28
         s_dg, s_fmt, s_body, s_end = [], [], [], []
@@ -421,13 +465,10 @@ class SflowColumns:
         flen = _u32(b32, ro + 4)
         hoff = ro + 16
         hl = raw_len
-        chk = buf[hoff[:, None] + _CHK_COLS[None, :]].astype(np.int64)
+        chk = buf[hoff[:, None] + _CHK_COLS[None, :]]
+        vx = has_raw & (hproto == 1) & (hl >= 84) & ((chk & _CHK_MASK) == _CHK_WANT).all(axis=1)
+        chk = chk.astype(np.int64)
         c = _CHK
-        vx = (has_raw & (hproto == 1) & (hl >= 84)
-              & (chk[:, c[12]] == 8) & (chk[:, c[13]] == 0) & (chk[:, c[14]] == 0x45)
-              & (chk[:, c[23]] == 17) & ((chk[:, c[20]] & 0x1F) == 0) & (chk[:, c[21]] == 0)
-              & (chk[:, c[36]] == 0x12) & (chk[:, c[37]] == 0xB5) & ((chk[:, c[42]] & 8) != 0)
-              & (chk[:, c[62]] == 8) & (chk[:, c[63]] == 0) & (chk[:, c[64]] == 0x45))
         rate1 = np.where(rate == 0, 1, rate)
         nbytes = flen * rate1
         vx &= ~bad & (flen < (1 << 20)) & (rate1 < (1 << 20))   # exact int64 sums
@@ -441,7 +482,7 @@ class SflowColumns:
         s_dg, seq, stype, sindex, pool = s_dg[sel], seq[sel], stype[sel], sindex[sel], pool[sel]
         hoff, hl, chk = hoff[sel], hl[sel], chk[sel]
         in_if, out_if, rate1, nbytes = in_if[sel], out_if[sel], rate1[sel], nbytes[sel]
-        dg_agent = np.array([int.from_bytes(h[2], "big") for _i, h in heads], dtype=np.uint64)
+        dg_agent = dg_agent_all.astype(np.uint64)
         s_agent = dg_agent[s_dg]
         rcv = self.rcv
         # ---- attribution keys: agent, VNI, MACs, IPs, interfaces
@@ -478,32 +519,20 @@ class SflowColumns:
         sport = (chk[:, c[84]] << 8) | chk[:, c[85]]
         dport = (chk[:, c[86]] << 8) | chk[:, c[87]]
         codes = vecservice.codes(proto, sport, dport, has_ports=~frag & (hl >= 88))
-        # ---- nothing above changed any state but the table. Stats in arrival order: the
-        # columnar datagrams' headers one by one, their samples per source and segment;
-        # between segments, the per-record datagrams
+        # ---- nothing above changed any state but the table. Stats in arrival order: runs
+        # of columnar datagrams (headers per agent, samples per source), and between them
+        # the per-record datagrams
         stats = rcv.stats["sflow"]
-        agents: dict = {}
-        st_of: dict = {}
-        j_of = {i: j for j, (i, _h) in enumerate(heads)}
         first_sample = np.searchsorted(s_dg, np.arange(nd + 1))
-        seg = None                      # [first head index, last head index] taken in a row
-        for i in range(n):
-            j = j_of.get(i)
-            if j is not None and dg_ok[j]:
-                taken[i] = True
-                h = heads[j][1]
-                agent = agents.get(h[2])
-                if agent is None:
-                    agent = agents[h[2]] = inet_ntoa(h[2])
-                st_of[agent] = stats.observe_sflow_header(agent, h[3], h[4], h[6])
-                seg = [j, j] if seg is None else [seg[0], j]
-                continue
-            if seg is not None:
-                self._sample_stats(stats, st_of, dg_agent, s_dg, stype, sindex, seq, pool,
-                                   first_sample[seg[0]], first_sample[seg[1] + 1])
-                seg = None
-            fallback(*batch[i])
-        if seg is not None:
-            self._sample_stats(stats, st_of, dg_agent, s_dg, stype, sindex, seq, pool,
-                               first_sample[seg[0]], first_sample[seg[1] + 1])
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], dg_ok, [False])).astype(np.int8)))
+        runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist()))   # [start, end) taken
+        names: dict = {}
+        i = 0
+        for a, b in runs + [(n, n)]:
+            for k in range(i, a):
+                fallback(*batch[k])
+            if a < b:
+                self._run_stats(stats, names, dg_agent, sub_agent, dseq, nsamp, s_dg, stype,
+                                sindex, seq, pool, a, b, first_sample)
+            i = b
         _account(rcv, "sflow", attrs, counted, idx, codes, nbytes, rate1, now)

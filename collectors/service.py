@@ -251,9 +251,10 @@ class _Receiver:
                 self.handle_one(data, src, now)
 
     def _housekeep(self) -> None:
-        """Flush the batch, expire templates; caller holds the lock."""
+        """Flush the batch (the columnar sums of closed buckets only), expire templates;
+        caller holds the lock."""
         mono = time.monotonic()
-        self._flush()
+        self._flush(final=False)
         self._last_flush = mono
         if mono - self._last_expire >= 10.0:
             self._last_expire = mono
@@ -398,10 +399,21 @@ class _Receiver:
         f[1] += counted
         f[2] += len(items) - counted
 
-    def _flush(self) -> None:
-        if not self._batch and not self.pending:
+    def _flush(self, final: bool = True) -> None:
+        """Hand the pre-aggregated batch to the aggregator; columnar sums stay in numpy
+        until their bucket closes, unless `final` (a query, stop)."""
+        out = {}
+        if self.pending:
+            if final:
+                out = self.pending.drain()
+            else:
+                self.pending.compact()
+                bs = self.service.bucket_seconds
+                out = self.pending.drain(before=self.service.clock() - bs)
+        if not self._batch:
+            if out:
+                self.service.aggregator.add_batch(out)
             return
-        out = self.pending.drain() if self.pending else {}
         for start, entries in self._batch.items():
             merged = out.setdefault(start, {})
             for a, svc, nb, np, first, last in entries.values():

@@ -166,38 +166,42 @@ class CollectorStats:
         st.records += count
         self._seq(st, ("nf5", exporter, engine_type, engine_id), flow_sequence, count, True)
 
-    def observe_sflow_header(self, agent, sub_agent_id: int, sequence: int,
-                             samples: int) -> ExporterStats:
-        """One sFlow datagram of flow samples only, from its header (the columnar path's
-        form; its samples follow through `observe_sflow_samples`)."""
+    def observe_sflow_headers(self, agent, sub_agent_id: int, seqs, samples: int) -> ExporterStats:
+        """Datagrams of flow samples only, of one (agent, sub-agent), in arrival order, from
+        their headers (the columnar path's form; their samples follow through
+        `observe_sflow_samples`)."""
         st = self.exporter(agent)
-        st.datagrams += 1
+        st.datagrams += len(seqs)
         st.records += samples
-        self._seq(st, ("sflow", agent, sub_agent_id), sequence, 1, False)
+        self._seq_run(st, ("sflow", agent, sub_agent_id), seqs, False)
         return st
 
     def observe_sflow_samples(self, st: ExporterStats, agent, stype: int, sindex: int,
                               seqs, pools) -> None:
         """The flow samples of one source, in arrival order (numpy arrays or lists), as
-        observe_sflow counts them. A run of consecutive sequence numbers is one tracker
-        step (the same outcome as one step per sample)."""
+        observe_sflow counts them."""
         src = (agent, stype, sindex)
-        key = ("sflow-flow",) + src
+        self._seq_run(st, ("sflow-flow",) + src, seqs, True)
+        n = len(seqs)
+        if n > 1:
+            self._pool(src, int(seqs[-2]), int(pools[-2]))
+        self._pool(src, int(seqs[-1]), int(pools[-1]))
+
+    def _seq_run(self, st: ExporterStats, key, seqs, records: bool) -> None:
+        """Sequence values seen in order, one unit each: a run of consecutive values is one
+        tracker step (the same outcome as one step per value), anything else one by one."""
         n = len(seqs)
         s0 = int(seqs[0])
-        consecutive = n > 1 and bool(
+        consecutive = n == 1 or bool(
             ((np.diff(np.asarray(seqs, dtype=np.int64)) & _MASK) == 1).all())
         expected = self.sequences._expected.get(key)
         late = (expected is not None and expected != -1
                 and ((s0 - expected) & _MASK) > self.sequences.max_gap)
-        if not consecutive or late:
-            for s, p in zip(seqs, pools):
-                self._seq(st, key, int(s), 1, True)
-                self._pool(src, int(s), int(p))
+        if consecutive and not late:
+            self._seq(st, key, s0, n, records)
             return
-        self._seq(st, key, s0, n, True)
-        self._pool(src, int(seqs[-2]), int(pools[-2]))
-        self._pool(src, int(seqs[-1]), int(pools[-1]))
+        for s in seqs:
+            self._seq(st, key, int(s), 1, records)
 
     def observe_netflow9(self, pkt, exporter, cache=None) -> None:
         st = self.exporter(exporter)
