@@ -564,9 +564,9 @@ def main() -> int:
     peer_error = None if args.no_nfdump else ensure_nfdump()
     model = synthetic_model()
     t0 = time.perf_counter()
-    nf = Stream(netflow5_stream(model, 120_000))          # 3.6 M distinct records
-    sf = Stream(sflow_stream(model, 60_000))              # 480 k distinct samples
-    sf_peer = Stream(sflow_stream(model, 60_000, vni_record=False))
+    nf = Stream(netflow5_stream(model, 150_000))          # 4.5 M distinct records
+    sf = Stream(sflow_stream(model, 200_000))             # 1.6 M distinct samples
+    sf_peer = Stream(sflow_stream(model, 40_000, vni_record=False, seed=8))
     print(f"generated {len(nf.items) * NF5_PER_DGRAM:,} NetFlow v5 records and "
           f"{len(sf.items) * SFLOW_PER_DGRAM:,} sFlow samples in "
           f"{time.perf_counter() - t0:.1f}s", flush=True)

@@ -55,11 +55,12 @@ class Pending:
 
     def __init__(self) -> None:
         self.parts: dict[float, list] = {}
+        self.ready: list = []       # merged closed buckets being handed over, with a cursor
         self.rows = 0
         self.compacted_rows = 0
 
     def __bool__(self) -> bool:
-        return bool(self.parts)
+        return bool(self.parts) or bool(self.ready)
 
     def add(self, start: float, attrs: list, idx: np.ndarray, codes: np.ndarray,
             nbytes: np.ndarray, npkts: np.ndarray, now: float) -> None:
@@ -114,28 +115,40 @@ class Pending:
             rows += sum(len(p[1]) for p in merged)
         self.rows = self.compacted_rows = rows
 
-    def drain(self, before: float | None = None) -> dict:
+    def drain(self, before: float | None = None, max_rows: int | None = None) -> dict:
         """{bucket start: {(src, dst, Service): [bytes, packets, first, last]}} of the
-        buckets starting before `before` (all when None); those are emptied."""
-        out: dict = {}
-        service_of = vecservice.service_of
+        buckets starting before `before` (all when None), at most `max_rows` keys a call
+        (the rest on the next calls: a closed bucket of many keys is handed over in slices,
+        so the receiver never stalls long)."""
         for start in [s for s in self.parts if before is None or s < before]:
-            parts = self.parts.pop(start)
+            for group in self._groups(self.parts.pop(start)):
+                self.ready.append([start, *self._merge(group), 0])
+        out: dict = {}
+        budget = max_rows if max_rows is not None else float("inf")
+        service_of = vecservice.service_of
+        while self.ready and budget > 0:
+            item = self.ready[0]
+            start, attrs, k, sb, sp, first, last, at = item
+            end = len(k) if budget == float("inf") else min(len(k), at + int(budget))
             merged = out.setdefault(start, {})
-            for group in self._groups(parts):
-                attrs, k, sb, sp, first, last = self._merge(group)
-                for key, b, p, f, la in zip(k.tolist(), sb.tolist(), sp.tolist(),
-                                            first.tolist(), last.tolist()):
-                    a = attrs[key >> 27]
-                    mk = (a.src, a.dst, service_of((key & ((1 << 27) - 1)) - 1))
-                    m = merged.get(mk)
-                    if m is None:
-                        merged[mk] = [b, p, f, la]
-                    else:
-                        m[0] += b
-                        m[1] += p
-                        m[2] = min(m[2], f)
-                        m[3] = max(m[3], la)
+            for key, b, p, f, la in zip(k[at:end].tolist(), sb[at:end].tolist(),
+                                        sp[at:end].tolist(), first[at:end].tolist(),
+                                        last[at:end].tolist()):
+                a = attrs[key >> 27]
+                mk = (a.src, a.dst, service_of((key & ((1 << 27) - 1)) - 1))
+                m = merged.get(mk)
+                if m is None:
+                    merged[mk] = [b, p, f, la]
+                else:
+                    m[0] += b
+                    m[1] += p
+                    m[2] = min(m[2], f)
+                    m[3] = max(m[3], la)
+            budget -= end - at
+            if end == len(k):
+                self.ready.pop(0)
+            else:
+                item[-1] = end
         self.rows = sum(len(p[1]) for parts in self.parts.values() for p in parts)
         self.compacted_rows = min(self.compacted_rows, self.rows)
         return out

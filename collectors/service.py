@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF = 32 << 20
 BURST = 512
+DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
 _COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
              "lost_records", "out_of_order", "sequence_resets", "pending_sets")
@@ -409,7 +410,8 @@ class _Receiver:
             else:
                 self.pending.compact()
                 bs = self.service.bucket_seconds
-                out = self.pending.drain(before=self.service.clock() - bs)
+                out = self.pending.drain(before=self.service.clock() - bs,
+                                         max_rows=DRAIN_SLICE)
         if not self._batch:
             if out:
                 self.service.aggregator.add_batch(out)
@@ -489,6 +491,7 @@ class CollectorService:
             raise ValueError("workers must be >= 1")
         self.reuse_port = reuse_port or self.workers > 1
         self._workers: list = []
+        self._update_lock = threading.Lock()   # attribution index rebuilds, one at a time
         # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
         # False: every datagram through the per-record path
         self.columnar = columnar
@@ -520,6 +523,17 @@ class CollectorService:
         p = self.model_provider
         return p() if callable(p) else p
 
+    def set_ifindexes(self, ifindexes: dict) -> None:
+        """{(host, kernel ifindex): port uuid}: sFlow's interfaces name these ports (the
+        attribution index is rebuilt when the map changed; workers get it too)."""
+        ifindexes = dict(ifindexes)
+        with self._update_lock:
+            if ifindexes == self.attributor.ifindexes:
+                return
+            self.attributor.update(self._model, ifindexes=ifindexes)
+        for w in self._workers:
+            w.send("ifindexes", ifindexes)
+
     def refresh_model(self) -> bool:
         """Poll the provider now; True when the attribution index was rebuilt."""
         try:
@@ -528,10 +542,11 @@ class CollectorService:
             self.model_errors += 1
             log.warning("collector model provider failed: %s", exc)
             return False
-        if model is self._model:
-            return False
-        self._model = model
-        self.attributor.update(model)
+        with self._update_lock:
+            if model is self._model:
+                return False
+            self._model = model
+            self.attributor.update(model)
         for w in self._workers:
             w.send("model", model)
         return True

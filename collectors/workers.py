@@ -76,6 +76,8 @@ def _worker_main(conn) -> None:
             if msg == "model":
                 svc.model_provider = arg
                 svc.refresh_model()
+            elif msg == "ifindexes":
+                svc.set_ifindexes(arg)
             elif msg == "flush":
                 svc.flush()
                 with lock:
