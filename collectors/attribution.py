@@ -19,11 +19,13 @@ Who sent / received a record (`Attributor.attribute(rec) -> Attribution`):
    host scope. An input/output port of another tenant than the network's is never used.
    Several matches (tenants reuse CIDRs and MACs) are never guessed between: the endpoint
    stays unknown with `candidates` = how many ports matched.
-   Interface numbers: Open vSwitch's NetFlow and IPFIX report OpenFlow port numbers, which
-   the bindings hold (`ofport_protocols`); its sFlow reports kernel ifindexes, which the model
-   does not know, so sFlow interfaces are used only through an explicit `ifindexes` map
-   {(host, ifindex): port uuid} - never compared with ofports (a coincidence could name a
-   port of another tenant).
+   Interface numbers: Open vSwitch's NetFlow reports OpenFlow port numbers, which the
+   bindings hold (`ofport_protocols`); its sFlow reports kernel ifindexes, used through the
+   `ifindexes` map {(host, ifindex): port uuid} (weftd reads each NIC's ifindex from the
+   host's OVSDB); its IPFIX reports datapath port numbers (`ovs-appctl dpif/show`: on the
+   userspace datapath NIC ofport 1 is datapath port 5), which OVSDB does not hold, so IPFIX
+   interfaces are not used. Numbers are never compared across these spaces (a coincidence
+   could name a port of another tenant).
 4. Unknown endpoints are kept, never dropped: `Endpoint(port=None, address=<ip or mac>)`.
    `host` is still set when every candidate port is bound on one host.
 
@@ -43,7 +45,7 @@ from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import NamedTuple
 
 CACHE_MAX = 1 << 16
-OFPORT_PROTOCOLS = frozenset(("netflow5", "netflow9", "ipfix"))
+OFPORT_PROTOCOLS = frozenset(("netflow5", "netflow9"))   # IPFIX: datapath ports, see above
 
 
 class Endpoint(NamedTuple):

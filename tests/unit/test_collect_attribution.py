@@ -94,10 +94,18 @@ def test_no_vni_input_ofport_picks_the_tenant(att):
     red = att.attribute(rec("192.0.2.1", None, None, None, "10.0.0.10", "10.0.0.11", inp=5,
                             proto="netflow5"))
     blue = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11", inp=7,
-                             proto="ipfix"))
+                             proto="netflow9"))
     assert (red.src.port, red.dst.port) == ("red/net/a", "red/net/b")
     assert (blue.src.port, blue.dst.port) == ("blue/net/a", "blue/net/b")
     assert red.counted and blue.counted
+
+
+def test_ipfix_interfaces_are_datapath_ports_never_taken_for_ofports(att):
+    """OVS IPFIX's ingressInterface is a datapath port number: 7 is blue a's ofport, but a
+    datapath port 7 may be any NIC, so it decides nothing (same MACs and IPs: ambiguous)."""
+    a = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11", inp=7,
+                          proto="ipfix"))
+    assert a.src.port is None and a.src.candidates == 2
 
 
 def test_no_vni_input_port_is_the_sender_even_without_addresses(att):
@@ -244,7 +252,7 @@ def test_label_rejects_unknown_grouping():
 def test_same_flow_from_sender_and_receiver_counted_once(att):
     # red a (hv1) -> red b (hv2): on hv1 at a's port (no VNI), on hv2 from the tunnel (VNI)
     sender = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11",
-                               inp=5, proto="ipfix"))
+                               inp=5, proto="netflow9"))
     receiver = att.attribute(rec("192.0.2.2", 100, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11",
                                  inp=60000))
     assert sender.src == receiver.src and sender.dst == receiver.dst
