@@ -491,6 +491,7 @@ class CollectorService:
             raise ValueError("workers must be >= 1")
         self.reuse_port = reuse_port or self.workers > 1
         self._workers: list = []
+        self._final_worker_status: list = []   # the workers' last status(), after stop()
         self._update_lock = threading.Lock()   # attribution index rebuilds, one at a time
         # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
         # False: every datagram through the per-record path
@@ -616,6 +617,10 @@ class CollectorService:
         self._changed.set()
         for r in self._receivers.values():
             r.stop()
+        if self._workers:   # their last batches and counters, for status() after stop
+            self.flush_workers()
+            self._final_worker_status = [st for st in (w.ask("status", "status")
+                                                       for w in self._workers) if st]
         for w in self._workers:
             w.stop()
         self._workers = []
@@ -638,6 +643,9 @@ class CollectorService:
         """Merge every receiver's (and worker's) pending batch into the aggregator now."""
         for r in self._receivers.values():
             r.flush()
+        self.flush_workers()
+
+    def flush_workers(self) -> None:
         for w in self._workers:
             w.ask("flush", "flushed")
 
@@ -680,13 +688,15 @@ class CollectorService:
                "rejected": rejected,
                "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
                "aggregate": self.aggregator.stats()}
-        if not self._workers:
+        if not self._workers and not self._final_worker_status:
             return own
         parts = [own]
         for w in self._workers:
             st = w.ask("status", "status")
             if st is not None:
                 parts.append(st)
+        if not self._workers:
+            parts += self._final_worker_status
         return merge_status(parts)
 
     # ---------------------------------------------------------------- queries

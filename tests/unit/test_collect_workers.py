@@ -58,6 +58,8 @@ def test_each_exporter_lands_on_one_worker_and_results_merge():
             s.close()
         svc.stop()
     assert svc._workers == []
+    st = svc.status()   # after stop: the workers' last counts are kept
+    assert st["workers"] == 2 and st["totals"]["records"] == want * 30
 
 
 def test_workers_flag_is_checked_and_defaults_to_cores_minus_one(capsys):
