@@ -415,7 +415,7 @@ def trial(col: Collector, socks, stream: Stream, kind: str, protos, per_dgram: i
             drained_at = time.perf_counter() - t_end
         if drained_at is not None or time.perf_counter() - t_end > max(2.0, 2 * lag):
             break
-        time.sleep(0.005)
+        time.sleep(0.02)
     got = dg - dg0
     ok = (got == sent and recs - rec0 == sent * per_dgram and bad == bad0 and drops == drop0
           and drained_at is not None and drained_at <= lag)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF = 32 << 20
 BURST = 512
+MIN_BATCH = 256        # columnar bursts: wait for this many datagrams ...
+BATCH_WAIT = 0.02      # ... or this long (s), whichever comes first
 DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
 _COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
@@ -189,6 +191,7 @@ class _Receiver:
         host_of = self.service.attributor.host_of
         poller = select.poll()  # (select.select fails for descriptors >= 1024)
         poller.register(sock, select.POLLIN)
+        columnar = self.columns is not None
         while not stop.is_set():
             try:
                 ready = poller.poll(100)
@@ -197,25 +200,44 @@ class _Receiver:
                     break
                 time.sleep(0.01)
                 continue
+            batch, rejected, failed = [], [], None
+            append = batch.append
+            nbytes = got = 0
+            deadline = None
+            while ready:
+                for _ in range(BURST - len(batch)):
+                    try:
+                        data, src = recv(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:
+                        failed = exc
+                        break
+                    got += 1
+                    nbytes += len(data)
+                    if known_only and host_of(src[0]) is None:
+                        rejected.append(src[0])
+                        continue
+                    append((data, src[0]))
+                # the columnar path costs about the same per burst however small: at low
+                # rates it waits up to BATCH_WAIT for MIN_BATCH datagrams (outside the lock)
+                if not columnar or len(batch) >= MIN_BATCH or failed or stop.is_set():
+                    break
+                mono = time.monotonic()
+                if deadline is None:
+                    deadline = mono + BATCH_WAIT
+                if mono >= deadline:
+                    break
+                try:
+                    poller.poll(max(1, int((deadline - mono) * 1000)))
+                except (OSError, ValueError):
+                    break
             with self.lock:
                 if ready:
-                    batch = []
-                    append = batch.append
-                    nbytes = got = 0
-                    for _ in range(BURST):
-                        try:
-                            data, src = recv(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as exc:
-                            self._error(exc)
-                            break
-                        got += 1
-                        nbytes += len(data)
-                        if known_only and host_of(src[0]) is None:
-                            self._reject(src[0])
-                            continue
-                        append((data, src[0]))
+                    for addr in rejected:
+                        self._reject(addr)
+                    if failed is not None:
+                        self._error(failed)
                     self.datagrams += got
                     self.bytes += nbytes
                     if batch:
