@@ -255,6 +255,8 @@ def run(args) -> int:
     except UsageError as exc:
         err.write(f"{PROG}: error: {exc}\n")
         return 2
+    from .workers import collector_gc
+    collector_gc()
     stop = threading.Event()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,7 @@ Default number of workers: the machine's cores minus one (left for weftd), at le
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -24,6 +25,14 @@ import threading
 from multiprocessing.connection import Connection
 
 log = logging.getLogger(__name__)
+
+
+def collector_gc() -> None:
+    """For a process that only collects (`weft collect`, a worker): young collections every
+    100,000 net allocations instead of 700. The per-burst tuples and a closed bucket's keys
+    die young; with the default thresholds they were promoted and set off full collections
+    (measured: 11 in 25 s of 50,000 sFlow samples/s, up to 180 ms each, 1.9 s in all)."""
+    gc.set_threshold(100_000, 50, 50)
 
 
 def default_workers() -> int:
@@ -55,6 +64,7 @@ class _Forward:
 def _worker_main(conn) -> None:
     """A worker process: the same sockets (SO_REUSEPORT), batches forwarded to the parent."""
     from .service import CollectorService
+    collector_gc()
     config = conn.recv()
     lock = threading.Lock()
     fwd = _Forward(conn, lock, config.pop("bucket_seconds"))
