@@ -625,6 +625,9 @@ def main() -> int:
         print(f"{key:<22} {best['rate']:>14,.0f}/s {cpu_m:>11.3f} {lost:>6}  (confirmations "
               f"{sum(t['ok'] for t in runs)}/{len(runs)} clean; sender achieved "
               f"{best['achieved']:,.0f}/s)")
+    print("CPU-bound capacity of one core (1e6 / cpu s per 1M; the zero-loss rate above also "
+          "depends on the core's share under the machine's load): " + ", ".join(
+              f"{k} {1e6 / v[1] / 1e6:,.2f} M/s" for k, v in figures.items() if v[1]))
     print("top tenant pairs seen:", ", ".join(f"{r['src']}->{r['dst']}" for r in sample))
     wraps = {"nf5": nf.wrapped, "sflow": sf.wrapped}
     if any(wraps.values()):
