@@ -17,9 +17,9 @@ returns the datagrams it did not take (to the per-record path, in order), having
   (attribution, service) with a sort-based group-by (`Pending.add`).
 
 `Pending.drain` turns the sums into the receiver's bucket model {(src, dst, Service):
-[bytes, packets, first, last]} for `Aggregator.add_batch`. Sums stay exact: a batch with a
-record of 2**40 bytes or more (only hostile sampling rates give that) goes the per-record
-path, so int64 sums cannot overflow.
+[bytes, packets, first, last]} for `Aggregator.add_batch`. Sums stay exact: sFlow samples
+with a frame length or sampling rate of 2**20 or more go the per-record path, and sums that
+could overflow int64 are made with Python integers.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from . import vecservice
 from .attrtable import AttributionTable
 from .records import FlowRecord
 
-MAX_EXACT = 1 << 40
 MAX_EXPORTERS = 1 << 16
 
 NF5_RECORD = np.dtype([
@@ -284,7 +283,6 @@ class Netflow5Columns:
 
 # ------------------------------------------------------------------ sFlow
 
-_DG_HEAD = struct.Struct("!II4sIIII")    # version, agent type, agent, sub-agent, seq, uptime, n
 MAX_SAMPLES = 64      # more samples (or records) in one datagram: the per-record path
 MAX_RECORDS = 16
 # minimum body length of the flow records the per-record decoder checks (0: any length)

@@ -16,7 +16,6 @@ Default number of workers: the machine's cores minus one (left for weftd), at le
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import socket
 import subprocess
@@ -24,7 +23,6 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
-log = logging.getLogger(__name__)
 
 
 def collector_gc() -> None:
