@@ -22,7 +22,9 @@ Who sent / received a record (`Attributor.attribute(rec) -> Attribution`):
    Interface numbers: Open vSwitch's NetFlow reports OpenFlow port numbers, which the
    bindings hold (`ofport_protocols`); its sFlow reports kernel ifindexes, used through the
    `ifindexes` map {(host, ifindex): port uuid} (weftd reads each NIC's ifindex from the
-   host's OVSDB); its IPFIX reports datapath port numbers (`ovs-appctl dpif/show`: on the
+   host's OVSDB) for the input of frames without a VNI only (a port without a kernel
+   ifindex, the tunnel, is named by its datapath port number, which can equal a NIC's
+   ifindex); its IPFIX reports datapath port numbers (`ovs-appctl dpif/show`: on the
    userspace datapath NIC ofport 1 is datapath port 5), which OVSDB does not hold, so IPFIX
    interfaces are not used. Numbers are never compared across these spaces (a coincidence
    could name a port of another tenant).
@@ -274,12 +276,17 @@ class _Index:
         sip, dip = _norm_ip(rec.src_ip), _norm_ip(rec.dst_ip)
         ingress = egress = None
         if host is not None:
-            ports = (self.by_host_ofport if rec.protocol in self.ofport_protocols
-                     else self.by_host_ifindex)
-            if rec.in_interface is not None:
-                ingress = ports.get((host, rec.in_interface))
-            if rec.out_interface is not None:
-                egress = ports.get((host, rec.out_interface))
+            if rec.protocol in self.ofport_protocols:
+                if rec.in_interface is not None:
+                    ingress = self.by_host_ofport.get((host, rec.in_interface))
+                if rec.out_interface is not None:
+                    egress = self.by_host_ofport.get((host, rec.out_interface))
+            elif rec.in_interface is not None and rec.tunnel_key is None:
+                # sFlow: only the input of a frame that did not come from a tunnel. OVS names
+                # a port without a kernel ifindex (the tunnel) by its datapath port number,
+                # which can equal a NIC's ifindex: a tunnel input, or any output (often the
+                # tunnel), could name the wrong port
+                ingress = self.by_host_ifindex.get((host, rec.in_interface))
         vni = rec.tunnel_key
         if vni is not None:
             net = self.by_vni.get(vni)

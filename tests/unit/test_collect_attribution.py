@@ -130,6 +130,20 @@ def test_sflow_interfaces_are_ifindexes_not_ofports(att):
     assert a.src.port is None
 
 
+def test_sflow_uses_only_the_input_of_frames_without_a_vni():
+    """OVS names the tunnel (no kernel ifindex) by its datapath port number, which may equal
+    a NIC's ifindex: an output interface, or the input of a tunnelled frame, names nothing."""
+    att = Attributor(two_tenants(), MGMT, ifindexes={("hv1", 41): "red-a", ("hv1", 4): "red-b"})
+    # red a multicasts out of the tunnel, datapath port 4 = red b's ifindex: dst stays unknown
+    a = att.attribute(rec("192.0.2.1", None, MAC_A, "33:33:00:00:00:16", "10.0.0.10",
+                          "ff02::16", inp=41, out=4))
+    assert a.src.port == "red/net/a" and a.dst.port is None and a.dst.tenant == "red"
+    # a frame from the tunnel (VNI 100: red) entering "ifindex 4": the VNI decides
+    a = att.attribute(rec("192.0.2.1", 100, "02:00:00:00:00:99", MAC_B, "10.0.0.99",
+                          "10.0.0.11", inp=4))
+    assert a.src.port is None and a.dst.port == "red/net/b"
+
+
 def test_no_vni_output_ofport_names_the_destination():
     m = two_tenants()
     m.ports["red-d"] = Port("red-d", "red", "net", "d", "02:00:00:00:00:0d", ("10.0.0.13",))

@@ -75,7 +75,7 @@ def sender(addr: str) -> socket.socket:
     return s
 
 
-def wait_for(svc, datagrams: int, timeout: float = 5.0) -> dict:
+def wait_for(svc, datagrams: int, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         st = svc.status()
