@@ -19,11 +19,15 @@ Who sent / received a record (`Attributor.attribute(rec) -> Attribution`):
    host scope. An input/output port of another tenant than the network's is never used.
    Several matches (tenants reuse CIDRs and MACs) are never guessed between: the endpoint
    stays unknown with `candidates` = how many ports matched.
-   Interface numbers: Open vSwitch's NetFlow and IPFIX report OpenFlow port numbers, which
-   the bindings hold (`ofport_protocols`); its sFlow reports kernel ifindexes, which the model
-   does not know, so sFlow interfaces are used only through an explicit `ifindexes` map
-   {(host, ifindex): port uuid} - never compared with ofports (a coincidence could name a
-   port of another tenant).
+   Interface numbers: Open vSwitch's NetFlow reports OpenFlow port numbers, which the
+   bindings hold (`ofport_protocols`); its sFlow reports kernel ifindexes, used through the
+   `ifindexes` map {(host, ifindex): port uuid} (weftd reads each NIC's ifindex from the
+   host's OVSDB) for the input of frames without a VNI only (a port without a kernel
+   ifindex, the tunnel, is named by its datapath port number, which can equal a NIC's
+   ifindex); its IPFIX reports datapath port numbers (`ovs-appctl dpif/show`: on the
+   userspace datapath NIC ofport 1 is datapath port 5), which OVSDB does not hold, so IPFIX
+   interfaces are not used. Numbers are never compared across these spaces (a coincidence
+   could name a port of another tenant).
 4. Unknown endpoints are kept, never dropped: `Endpoint(port=None, address=<ip or mac>)`.
    `host` is still set when every candidate port is bound on one host.
 
@@ -43,7 +47,7 @@ from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import NamedTuple
 
 CACHE_MAX = 1 << 16
-OFPORT_PROTOCOLS = frozenset(("netflow5", "netflow9", "ipfix"))
+OFPORT_PROTOCOLS = frozenset(("netflow5", "netflow9"))   # IPFIX: datapath ports, see above
 
 
 class Endpoint(NamedTuple):
@@ -272,12 +276,17 @@ class _Index:
         sip, dip = _norm_ip(rec.src_ip), _norm_ip(rec.dst_ip)
         ingress = egress = None
         if host is not None:
-            ports = (self.by_host_ofport if rec.protocol in self.ofport_protocols
-                     else self.by_host_ifindex)
-            if rec.in_interface is not None:
-                ingress = ports.get((host, rec.in_interface))
-            if rec.out_interface is not None:
-                egress = ports.get((host, rec.out_interface))
+            if rec.protocol in self.ofport_protocols:
+                if rec.in_interface is not None:
+                    ingress = self.by_host_ofport.get((host, rec.in_interface))
+                if rec.out_interface is not None:
+                    egress = self.by_host_ofport.get((host, rec.out_interface))
+            elif rec.in_interface is not None and rec.tunnel_key is None:
+                # sFlow: only the input of a frame that did not come from a tunnel. OVS names
+                # a port without a kernel ifindex (the tunnel) by its datapath port number,
+                # which can equal a NIC's ifindex: a tunnel input, or any output (often the
+                # tunnel), could name the wrong port
+                ingress = self.by_host_ifindex.get((host, rec.in_interface))
         vni = rec.tunnel_key
         if vni is not None:
             net = self.by_vni.get(vni)

@@ -2,9 +2,11 @@
 
     weft collect --sflow 0.0.0.0:6343 [--netflow ADDR:PORT] [--ipfix ADDR:PORT]
                  [--model FILE] [--exporter ADDR=HOST ...] [--export-dir DIR]
-                 [--metrics ADDR:PORT] [-o table|json]
+                 [--metrics ADDR:PORT] [--workers N] [-o table|json]
 
-Runs until SIGINT or SIGTERM, then prints its counters (per protocol: datagrams, records,
+`--workers N` runs N processes on each port (SO_REUSEPORT: one exporter's datagrams always
+reach the same one), merged into one set of counters and traffic rows; default: the
+machine's cores minus one. Runs until SIGINT or SIGTERM, then prints its counters (per protocol: datagrams, records,
 malformed, flows counted/deduplicated, sequence gaps) as a table or JSON and exits 0. The
 bound addresses go to stderr at start (`listening sflow=127.0.0.1:6343 ...`), so port 0
 (ephemeral) can be used. Bad arguments: one line on stderr, exit 2; a socket that cannot be
@@ -203,6 +205,8 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--bucket", type=float, default=10.0, metavar="SECONDS",
                    help="aggregation bucket (default 10)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes sharing each port (SO_REUSEPORT; default: cores - 1)")
     p.set_defaults(func=run)
     return p
 
@@ -235,9 +239,11 @@ def _build(args):
         if not sep or not addr or not host:
             raise UsageError(f"--exporter {item!r}: want ADDR=HOST")
         exporters[addr] = host
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UsageError("--workers must be between 1 and 256")
     agg = Aggregator(bucket_seconds=args.bucket, retention_seconds=max(3600.0, args.bucket))
     svc = CollectorService(model, exporter_hosts=exporters, aggregator=agg,
-                           sflow_ifindexes=ifindexes, **addrs)
+                           sflow_ifindexes=ifindexes, workers=args.workers, **addrs)
     return svc, metrics
 
 
@@ -249,6 +255,8 @@ def run(args) -> int:
     except UsageError as exc:
         err.write(f"{PROG}: error: {exc}\n")
         return 2
+    from .workers import collector_gc
+    collector_gc()
     stop = threading.Event()
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

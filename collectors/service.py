@@ -25,6 +25,7 @@ import time
 
 from . import netflow_v5, normalise, sflow
 from .aggregate import Aggregator
+from .columnar import Netflow5Columns, Pending, SflowColumns
 from .attribution import Attributor
 from .errors import MalformedDatagram
 from .ipfix import IpfixDecoder
@@ -34,12 +35,16 @@ from .services import classify, classify_ipv4
 from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
 from .stats import CollectorStats
 from .templates import TemplateCache
+from .workers import Worker, default_workers, merge_status
 
 log = logging.getLogger(__name__)
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF = 32 << 20
 BURST = 512
+MIN_BATCH = 512        # columnar bursts: wait for this many datagrams ...
+BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first
+DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
 _COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
              "lost_records", "out_of_order", "sequence_resets", "pending_sets")
@@ -72,13 +77,18 @@ def parse_addr(value, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return str(host), port
 
 
-def udp_socket(addr: tuple[str, int], rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
-    """A bound, non-blocking UDP socket with the largest receive buffer we can get."""
+def udp_socket(addr: tuple[str, int], rcvbuf: int = DEFAULT_RCVBUF,
+               reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket with the largest receive buffer we can get;
+    `reuse_port`: SO_REUSEPORT, so the workers of one collector share the port (only
+    sockets of the same user can join)."""
     host, port = addr
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, _t, _p, _c, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if rcvbuf:
             for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
                 try:
@@ -135,7 +145,7 @@ class _Receiver:
     def __init__(self, service: CollectorService, kind: str, addr: tuple[str, int]) -> None:
         self.service = service
         self.kind = kind
-        self.sock = udp_socket(addr, service.rcvbuf)
+        self.sock = udp_socket(addr, service.rcvbuf, service.reuse_port)
         self.address = self.sock.getsockname()[:2]
         self.lock = threading.Lock()
         self.stats = {p: CollectorStats() for p in PROTOCOLS_OF[kind]}
@@ -154,6 +164,13 @@ class _Receiver:
             self.ipfix = IpfixDecoder(self.caches["ipfix"])
         self.handle = {"sflow": self._sflow, "netflow": self._netflow,
                        "ipfix": self._ipfix}[kind]
+        # the columnar path (collectors.columnar) for bursts, when the service asks for it
+        self.columns = None
+        if service.columnar and kind == "netflow":
+            self.columns = Netflow5Columns(self)
+        elif service.columnar and kind == "sflow":
+            self.columns = SflowColumns(self)
+        self.pending = Pending()
         self._batch: dict = {}
         self._cur: dict | None = None
         self._cur_start = None
@@ -167,7 +184,6 @@ class _Receiver:
     def _run(self) -> None:
         sock = self.sock
         recv = sock.recvfrom
-        handle = self.handle
         clock = self.service.clock
         stop = self._stop
         interval = self.service.flush_interval
@@ -175,6 +191,7 @@ class _Receiver:
         host_of = self.service.attributor.host_of
         poller = select.poll()  # (select.select fails for descriptors >= 1024)
         poller.register(sock, select.POLLIN)
+        columnar = self.columns is not None
         while not stop.is_set():
             try:
                 ready = poller.poll(100)
@@ -183,37 +200,84 @@ class _Receiver:
                     break
                 time.sleep(0.01)
                 continue
+            batch, rejected, failed = [], [], None
+            append = batch.append
+            nbytes = got = 0
+            deadline = None
+            while ready:
+                for _ in range(BURST - len(batch)):
+                    try:
+                        data, src = recv(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:
+                        failed = exc
+                        break
+                    got += 1
+                    nbytes += len(data)
+                    if known_only and host_of(src[0]) is None:
+                        rejected.append(src[0])
+                        continue
+                    append((data, src[0]))
+                # the columnar path costs about the same per burst however small: at low
+                # rates it waits up to BATCH_WAIT for MIN_BATCH datagrams (outside the lock)
+                if not columnar or len(batch) >= MIN_BATCH or failed or stop.is_set():
+                    break
+                mono = time.monotonic()
+                if deadline is None:
+                    deadline = mono + BATCH_WAIT
+                if mono >= deadline:
+                    break
+                try:
+                    poller.poll(max(1, int((deadline - mono) * 1000)))
+                except (OSError, ValueError):
+                    break
             with self.lock:
                 if ready:
-                    for _ in range(BURST):
-                        try:
-                            data, src = recv(65535)
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as exc:
-                            self._error(exc)
-                            break
-                        self.datagrams += 1
-                        self.bytes += len(data)
-                        if known_only and host_of(src[0]) is None:
-                            self._reject(src[0])
-                            continue
-                        try:
-                            handle(data, src[0], clock())
-                        except MalformedDatagram:
-                            self._malformed(data, src[0])
-                        except Exception as exc:  # a decoder bug must not kill the thread
-                            self._malformed(data, src[0])
-                            self._error(exc)
+                    for addr in rejected:
+                        self._reject(addr)
+                    if failed is not None:
+                        self._error(failed)
+                    self.datagrams += got
+                    self.bytes += nbytes
+                    if batch:
+                        self.handle_batch(batch, clock())
                     mono = time.monotonic()
                     if mono - self._last_flush < interval:
                         continue
                 self._housekeep()
 
+    def handle_one(self, data: bytes, src: str, now: float) -> None:
+        """The per-record path for one datagram, counting what it rejects."""
+        try:
+            self.handle(data, src, now)
+        except MalformedDatagram:
+            self._malformed(data, src)
+        except Exception as exc:  # a decoder bug must not kill the thread
+            self._malformed(data, src)
+            self._error(exc)
+
+    def handle_batch(self, batch: list, now: float) -> None:
+        """A burst [(data, source address)]: the columnar path where it applies (it hands
+        the rest to the per-record path in order), else one datagram at a time."""
+        if self.columns is None:
+            for data, src in batch:
+                self.handle_one(data, src, now)
+            return
+        try:
+            self.columns.run(batch, now, lambda data, src: self.handle_one(data, src, now))
+        except Exception as exc:
+            # the columnar path raises before it changes any count (an attribution that
+            # failed, a bug): counted, and the burst goes the per-record path instead
+            self._error(exc)
+            for data, src in batch:
+                self.handle_one(data, src, now)
+
     def _housekeep(self) -> None:
-        """Flush the batch, expire templates; caller holds the lock."""
+        """Flush the batch (the columnar sums of closed buckets only), expire templates;
+        caller holds the lock."""
         mono = time.monotonic()
-        self._flush()
+        self._flush(final=False)
         self._last_flush = mono
         if mono - self._last_expire >= 10.0:
             self._last_expire = mono
@@ -358,10 +422,22 @@ class _Receiver:
         f[1] += counted
         f[2] += len(items) - counted
 
-    def _flush(self) -> None:
-        if not self._batch:
-            return
+    def _flush(self, final: bool = True) -> None:
+        """Hand the pre-aggregated batch to the aggregator; columnar sums stay in numpy
+        until their bucket closes, unless `final` (a query, stop)."""
         out = {}
+        if self.pending:
+            if final:
+                out = self.pending.drain()
+            else:
+                self.pending.compact()
+                bs = self.service.bucket_seconds
+                out = self.pending.drain(before=self.service.clock() - bs,
+                                         max_rows=DRAIN_SLICE)
+        if not self._batch:
+            if out:
+                self.service.aggregator.add_batch(out)
+            return
         for start, entries in self._batch.items():
             merged = out.setdefault(start, {})
             for a, svc, nb, np, first, last in entries.values():
@@ -417,7 +493,9 @@ class CollectorService:
     `exporter_hosts` maps exporter addresses to host names; `sflow_ifindexes` maps
     (host, kernel ifindex) to port uuid for sFlow (see collectors.attribution).
     Addresses are (host, port) or "HOST:PORT"; port 0 binds an ephemeral port (see
-    `addresses` after `start()`).
+    `addresses` after `start()`). `columnar`: bursts of NetFlow v5 and sFlow go through
+    collectors.columnar; `workers`: processes sharing each port (collectors.workers; None:
+    the cores minus one).
     """
 
     def __init__(self, model_provider=None, sflow=("127.0.0.1", 6343), netflow=None,
@@ -426,8 +504,20 @@ class CollectorService:
                  sflow_ifindexes: dict | None = None,
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
                  rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
-                 known_exporters_only: bool = False) -> None:
+                 known_exporters_only: bool = False, columnar: bool = True,
+                 workers: int | None = 1, reuse_port: bool = False) -> None:
         self.model_provider = model_provider
+        # more processes on the same ports (collectors.workers); None: cores - 1
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.reuse_port = reuse_port or self.workers > 1
+        self._workers: list = []
+        self._final_worker_status: list = []   # the workers' last status(), after stop()
+        self._update_lock = threading.Lock()   # attribution index rebuilds, one at a time
+        # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
+        # False: every datagram through the per-record path
+        self.columnar = columnar
         # True: only datagrams from a known host's address (the model's hosts' management or
         # tunnel address, or `exporter_hosts`) are read; others are counted and dropped
         self.known_exporters_only = known_exporters_only
@@ -456,6 +546,17 @@ class CollectorService:
         p = self.model_provider
         return p() if callable(p) else p
 
+    def set_ifindexes(self, ifindexes: dict) -> None:
+        """{(host, kernel ifindex): port uuid}: sFlow's interfaces name these ports (the
+        attribution index is rebuilt when the map changed; workers get it too)."""
+        ifindexes = dict(ifindexes)
+        with self._update_lock:
+            if ifindexes == self.attributor.ifindexes:
+                return
+            self.attributor.update(self._model, ifindexes=ifindexes)
+        for w in self._workers:
+            w.send("ifindexes", ifindexes)
+
     def refresh_model(self) -> bool:
         """Poll the provider now; True when the attribution index was rebuilt."""
         try:
@@ -464,10 +565,13 @@ class CollectorService:
             self.model_errors += 1
             log.warning("collector model provider failed: %s", exc)
             return False
-        if model is self._model:
-            return False
-        self._model = model
-        self.attributor.update(model)
+        with self._update_lock:
+            if model is self._model:
+                return False
+            self._model = model
+            self.attributor.update(model)
+        for w in self._workers:
+            w.send("model", model)
         return True
 
     def start(self) -> CollectorService:
@@ -483,6 +587,17 @@ class CollectorService:
                 r.sock.close()
             self._receivers = {}
             raise
+        if self.workers > 1:
+            try:
+                self._start_workers()
+            except BaseException:
+                for w in self._workers:
+                    w.stop()
+                self._workers = []
+                for r in self._receivers.values():
+                    r.sock.close()
+                self._receivers = {}
+                raise
         for r in self._receivers.values():
             r.start()
         self.started = self.clock()
@@ -492,6 +607,19 @@ class CollectorService:
                                                name="collect-model", daemon=True)
             self._refresher.start()
         return self
+
+    def _start_workers(self) -> None:
+        addrs = {k: None for k in self.endpoints}
+        for kind, r in self._receivers.items():
+            addrs[kind] = r.address
+        config = dict(model=self._model, exporter_hosts=self.attributor.exporter_hosts,
+                      sflow_ifindexes=self.attributor.ifindexes,
+                      bucket_seconds=self.bucket_seconds, flush_interval=self.flush_interval,
+                      model_refresh=0, rcvbuf=self.rcvbuf,
+                      known_exporters_only=self.known_exporters_only, columnar=self.columnar,
+                      **addrs)
+        for _ in range(self.workers - 1):
+            self._workers.append(Worker(self.aggregator, dict(config)))
 
     def model_changed(self) -> None:
         """The provider has a new model: rebuild attribution on the refresher thread, soon.
@@ -511,6 +639,13 @@ class CollectorService:
         self._changed.set()
         for r in self._receivers.values():
             r.stop()
+        if self._workers:   # their last batches and counters, for status() after stop
+            self.flush_workers()
+            self._final_worker_status = [st for st in (w.ask("status", "status")
+                                                       for w in self._workers) if st]
+        for w in self._workers:
+            w.stop()
+        self._workers = []
         if self._refresher is not None:
             self._refresher.join(5.0)
             self._refresher = None
@@ -527,9 +662,14 @@ class CollectorService:
         return {k: r.address for k, r in self._receivers.items()}
 
     def flush(self) -> None:
-        """Merge every receiver's pending batch into the aggregator now."""
+        """Merge every receiver's (and worker's) pending batch into the aggregator now."""
         for r in self._receivers.values():
             r.flush()
+        self.flush_workers()
+
+    def flush_workers(self) -> None:
+        for w in self._workers:
+            w.ask("flush", "flushed")
 
     # ---------------------------------------------------------------- status
 
@@ -565,11 +705,21 @@ class CollectorService:
             for k in totals:
                 totals[k] += p[k]
         totals["rejected"] = sum(r["datagrams"] for r in rejected)
-        return {"uptime": (self.clock() - self.started) if self.started else 0.0,
-                "totals": totals, "protocols": protocols, "exporters": exporters,
-                "rejected": rejected,
-                "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
-                "aggregate": self.aggregator.stats()}
+        own = {"uptime": (self.clock() - self.started) if self.started else 0.0,
+               "totals": totals, "protocols": protocols, "exporters": exporters,
+               "rejected": rejected,
+               "sockets": sockets, "errors": errors, "model_errors": self.model_errors,
+               "aggregate": self.aggregator.stats()}
+        if not self._workers and not self._final_worker_status:
+            return own
+        parts = [own]
+        for w in self._workers:
+            st = w.ask("status", "status")
+            if st is not None:
+                parts.append(st)
+        if not self._workers:
+            parts += self._final_worker_status
+        return merge_status(parts)
 
     # ---------------------------------------------------------------- queries
     # Each query first merges the receivers' pending batches, so it sees every record

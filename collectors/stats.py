@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .sflow import CounterSample, FlowSample
 
 _MOD = 1 << 32
@@ -153,11 +155,53 @@ class CollectorStats:
         return self._rates.get((agent, source_id_type, source_id_index))
 
     def observe_netflow5(self, pkt, exporter) -> None:
+        self.observe_netflow5_header(exporter, pkt.engine_type, pkt.engine_id,
+                                     pkt.flow_sequence, len(pkt.records))
+
+    def observe_netflow5_header(self, exporter, engine_type: int, engine_id: int,
+                                flow_sequence: int, count: int) -> None:
+        """One NetFlow v5 datagram from its header fields (the columnar path's form)."""
         st = self.exporter(exporter)
         st.datagrams += 1
-        st.records += len(pkt.records)
-        self._seq(st, ("nf5", exporter, pkt.engine_type, pkt.engine_id),
-                  pkt.flow_sequence, len(pkt.records), True)
+        st.records += count
+        self._seq(st, ("nf5", exporter, engine_type, engine_id), flow_sequence, count, True)
+
+    def observe_sflow_headers(self, agent, sub_agent_id: int, seqs, samples: int) -> ExporterStats:
+        """Datagrams of flow samples only, of one (agent, sub-agent), in arrival order, from
+        their headers (the columnar path's form; their samples follow through
+        `observe_sflow_samples`)."""
+        st = self.exporter(agent)
+        st.datagrams += len(seqs)
+        st.records += samples
+        self._seq_run(st, ("sflow", agent, sub_agent_id), seqs, False)
+        return st
+
+    def observe_sflow_samples(self, st: ExporterStats, agent, stype: int, sindex: int,
+                              seqs, pools) -> None:
+        """The flow samples of one source, in arrival order (numpy arrays or lists), as
+        observe_sflow counts them."""
+        src = (agent, stype, sindex)
+        self._seq_run(st, ("sflow-flow",) + src, seqs, True)
+        n = len(seqs)
+        if n > 1:
+            self._pool(src, int(seqs[-2]), int(pools[-2]))
+        self._pool(src, int(seqs[-1]), int(pools[-1]))
+
+    def _seq_run(self, st: ExporterStats, key, seqs, records: bool) -> None:
+        """Sequence values seen in order, one unit each: a run of consecutive values is one
+        tracker step (the same outcome as one step per value), anything else one by one."""
+        n = len(seqs)
+        s0 = int(seqs[0])
+        consecutive = n == 1 or bool(
+            ((np.diff(np.asarray(seqs, dtype=np.int64)) & _MASK) == 1).all())
+        expected = self.sequences._expected.get(key)
+        late = (expected is not None and expected != -1
+                and ((s0 - expected) & _MASK) > self.sequences.max_gap)
+        if consecutive and not late:
+            self._seq(st, key, s0, n, records)
+            return
+        for s in seqs:
+            self._seq(st, key, int(s), 1, records)
 
     def observe_netflow9(self, pkt, exporter, cache=None) -> None:
         st = self.exporter(exporter)

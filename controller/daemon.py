@@ -274,6 +274,7 @@ class Controller:
         self.recorder.start()
         threading.Thread(target=self._start_hosts, name="southbound-start", daemon=True).start()
         if self.traffic is not None:
+            self.hosts.on_ifindexes = self.traffic.ifindexes_changed   # sFlow ifindex -> port
             self.traffic.start()
             for svc in self.traffic.services.values():
                 self.engine.observe(svc.model_changed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 
 from collectors.service import CollectorService
 
@@ -38,10 +39,23 @@ class TrafficCollectors:
         for source, port in PORTS.items():
             kwargs = {k: None for k in PORTS}
             kwargs[source] = (listen_ip, port)
+            # workers=None: the cores minus one share each port (collectors.workers)
             self.services[source] = CollectorService(engine.effective_model, bucket_seconds=bucket_seconds,
-                                                     model_refresh=1.0, known_exporters_only=True, **kwargs)
+                                                     model_refresh=1.0, known_exporters_only=True,
+                                                     workers=None, **kwargs)
         self.export_dir = export_dir
         self._exporters = []
+        self._ifindexes: dict[str, dict[str, int]] = {}
+        self._ifindex_lock = threading.Lock()
+
+    def ifindexes_changed(self, host: str, ifindexes: dict[str, int]) -> None:
+        """From the southbound thread: {port uuid: kernel ifindex} on `host`, so sFlow's
+        interface numbers name ports (two tenants' same MAC and IP on one host stay apart)."""
+        with self._ifindex_lock:
+            self._ifindexes[host] = dict(ifindexes)
+            merged = {(h, i): port for h, m in self._ifindexes.items() for port, i in m.items()}
+        for svc in self.services.values():
+            svc.set_ifindexes(merged)
 
     def start(self) -> None:
         for svc in self.services.values():

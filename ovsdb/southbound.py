@@ -51,7 +51,7 @@ COLUMNS = {
     "Bridge": ["name", "datapath_type", "fail_mode", "protocols", "other_config", "controller",
                "ports", "sflow", "netflow"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "options", "ofport_request", "external_ids", "ofport"],
+    "Interface": ["name", "type", "options", "ofport_request", "external_ids", "ofport", "ifindex"],
     "Controller": ["target", "max_backoff", "inactivity_probe"],
     "sFlow": ["targets", "sampling", "polling", "header", "agent"],
     "NetFlow": ["targets", "active_timeout", "engine_id"],
@@ -280,6 +280,20 @@ def bindings(idl) -> dict[str, tuple[int, str]]:
     return found
 
 
+def ifindexes(idl) -> dict[str, int]:
+    """{port uuid: kernel ifindex} of every NIC with an iface-id and an ifindex (what sFlow
+    names interfaces by; the collectors map it back to the port)."""
+    found = {}
+    for row in idl.tables["Interface"].rows.values():
+        iface_id = row.external_ids.get("iface-id")
+        ifindex = getattr(row, "ifindex", None)
+        if isinstance(ifindex, list):
+            ifindex = ifindex[0] if ifindex else None
+        if iface_id and isinstance(ifindex, int) and ifindex > 0:
+            found[iface_id] = ifindex
+    return found
+
+
 def _error_text(error: str) -> str:
     """An OVSDB error ({"error": ..., "details": ...} as JSON) as one readable line."""
     try:
@@ -320,6 +334,7 @@ class HostManager:
     def __init__(self, on_bindings, controllers: list[str], tunnel: str, datapath_type: str | None,
                  tls: bool = False):
         self.on_bindings = on_bindings      # callback(host, {port uuid: (ofport, interface name)})
+        self.on_ifindexes = None            # optional callback(host, {port uuid: kernel ifindex})
         self.tls = tls                      # weftd has a key, certificate and CA for ssl: remotes
         self.controllers = tuple(controllers)
         self.tunnel = tunnel
@@ -493,6 +508,14 @@ class HostManager:
                     self.on_bindings(host.name, found)
                 except Exception:
                     LOG.exception("binding callback failed for %s", host.name)
+            if self.on_ifindexes is not None:
+                idx = ifindexes(idl)
+                if idx != getattr(host, "ifindexes", None):
+                    host.ifindexes = idx
+                    try:
+                        self.on_ifindexes(host.name, idx)
+                    except Exception:
+                        LOG.exception("ifindex callback failed for %s", host.name)
         if host.txn is not None:
             self._poll_txn(host)
         connected = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING

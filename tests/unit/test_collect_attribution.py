@@ -94,10 +94,18 @@ def test_no_vni_input_ofport_picks_the_tenant(att):
     red = att.attribute(rec("192.0.2.1", None, None, None, "10.0.0.10", "10.0.0.11", inp=5,
                             proto="netflow5"))
     blue = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11", inp=7,
-                             proto="ipfix"))
+                             proto="netflow9"))
     assert (red.src.port, red.dst.port) == ("red/net/a", "red/net/b")
     assert (blue.src.port, blue.dst.port) == ("blue/net/a", "blue/net/b")
     assert red.counted and blue.counted
+
+
+def test_ipfix_interfaces_are_datapath_ports_never_taken_for_ofports(att):
+    """OVS IPFIX's ingressInterface is a datapath port number: 7 is blue a's ofport, but a
+    datapath port 7 may be any NIC, so it decides nothing (same MACs and IPs: ambiguous)."""
+    a = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11", inp=7,
+                          proto="ipfix"))
+    assert a.src.port is None and a.src.candidates == 2
 
 
 def test_no_vni_input_port_is_the_sender_even_without_addresses(att):
@@ -120,6 +128,20 @@ def test_sflow_interfaces_are_ifindexes_not_ofports(att):
     a = att.attribute(rec("192.0.2.1", None, None, None, "10.0.0.10", "10.0.0.11", inp=41,
                           proto="netflow5"))
     assert a.src.port is None
+
+
+def test_sflow_uses_only_the_input_of_frames_without_a_vni():
+    """OVS names the tunnel (no kernel ifindex) by its datapath port number, which may equal
+    a NIC's ifindex: an output interface, or the input of a tunnelled frame, names nothing."""
+    att = Attributor(two_tenants(), MGMT, ifindexes={("hv1", 41): "red-a", ("hv1", 4): "red-b"})
+    # red a multicasts out of the tunnel, datapath port 4 = red b's ifindex: dst stays unknown
+    a = att.attribute(rec("192.0.2.1", None, MAC_A, "33:33:00:00:00:16", "10.0.0.10",
+                          "ff02::16", inp=41, out=4))
+    assert a.src.port == "red/net/a" and a.dst.port is None and a.dst.tenant == "red"
+    # a frame from the tunnel (VNI 100: red) entering "ifindex 4": the VNI decides
+    a = att.attribute(rec("192.0.2.1", 100, "02:00:00:00:00:99", MAC_B, "10.0.0.99",
+                          "10.0.0.11", inp=4))
+    assert a.src.port is None and a.dst.port == "red/net/b"
 
 
 def test_no_vni_output_ofport_names_the_destination():
@@ -244,7 +266,7 @@ def test_label_rejects_unknown_grouping():
 def test_same_flow_from_sender_and_receiver_counted_once(att):
     # red a (hv1) -> red b (hv2): on hv1 at a's port (no VNI), on hv2 from the tunnel (VNI)
     sender = att.attribute(rec("192.0.2.1", None, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11",
-                               inp=5, proto="ipfix"))
+                               inp=5, proto="netflow9"))
     receiver = att.attribute(rec("192.0.2.2", 100, MAC_A, MAC_B, "10.0.0.10", "10.0.0.11",
                                  inp=60000))
     assert sender.src == receiver.src and sender.dst == receiver.dst

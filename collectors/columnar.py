@@ -1,0 +1,549 @@
+"""Columnar decode, attribution and pre-aggregation of datagram batches (NetFlow v5, sFlow VXLAN).
+
+A receiver hands a burst of datagrams to `Netflow5Columns.run` / `SflowColumns.run`; each
+returns the datagrams it did not take (to the per-record path, in order), having:
+
+* NetFlow v5: validated each datagram's header in Python (a few bytes), then read all the
+  records of the burst as one numpy structured array of the fixed 48-byte layout;
+* sFlow: walked samples and records of all the datagrams at once (one numpy step per
+  sample / record position, across the burst), taking only datagrams the per-record
+  decoder accepts whose flow samples all carry a raw Ethernet/IPv4/UDP:4789/VXLAN/Ethernet/
+  IPv4 header (the layout of `service.vxlan_key`); every other datagram (counter samples,
+  other headers, anything the decoder might reject) goes to the per-record path whole;
+* looked up each record's attribution in an `AttributionTable` (keys: the fields the
+  attribution depends on), resolving unseen keys with the Attributor - the per-record
+  path's own function;
+* classified each record's service with `vecservice.codes` and summed bytes/packets per
+  (attribution, service) with a sort-based group-by (`Pending.add`).
+
+`Pending.drain` turns the sums into the receiver's bucket model {(src, dst, Service):
+[bytes, packets, first, last]} for `Aggregator.add_batch`. Sums stay exact: sFlow samples
+with a frame length or sampling rate of 2**20 or more go the per-record path, and sums that
+could overflow int64 are made with Python integers.
+"""
+from __future__ import annotations
+
+import struct
+from socket import inet_ntoa
+
+import numpy as np
+
+from . import vecservice
+from .attrtable import AttributionTable
+from .records import FlowRecord
+
+MAX_EXPORTERS = 1 << 16
+
+NF5_RECORD = np.dtype([
+    ("src", ">u4"), ("dst", ">u4"), ("nexthop", ">u4"), ("input", ">u2"), ("output", ">u2"),
+    ("packets", ">u4"), ("octets", ">u4"), ("first", ">u4"), ("last", ">u4"),
+    ("sport", ">u2"), ("dport", ">u2"), ("pad1", "u1"), ("tcp_flags", "u1"), ("proto", "u1"),
+    ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"),
+    ("dst_mask", "u1"), ("pad2", ">u2")])
+assert NF5_RECORD.itemsize == 48
+_NF5_HEADER = struct.Struct("!HHIIIIBBH")
+
+
+class Pending:
+    """Per-bucket sums of (attribution index, service code) -> bytes, packets, first, last.
+
+    Kept in numpy between flushes: `add` reduces each burst, `compact` merges the bursts of
+    a bucket (when they hold several times the rows of the last merge), `drain` hands
+    buckets over as Python dicts - so the per-key Python work (and the Aggregator's) is
+    done once per bucket and key, not once per burst."""
+
+    def __init__(self) -> None:
+        self.parts: dict[float, list] = {}
+        self.ready: list = []       # merged closed buckets being handed over, with a cursor
+        self.rows = 0
+        self.compacted_rows = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.parts) or bool(self.ready)
+
+    def add(self, start: float, attrs: list, idx: np.ndarray, codes: np.ndarray,
+            nbytes: np.ndarray, npkts: np.ndarray, now: float) -> None:
+        if not len(idx):
+            return
+        comb = (idx << 27) | (codes + 1)
+        order = np.argsort(comb, kind="stable")
+        c = comb[order]
+        heads = np.flatnonzero(np.concatenate(([True], c[1:] != c[:-1])))
+        n = len(heads)
+        self.parts.setdefault(start, []).append(
+            (attrs, c[heads], np.add.reduceat(nbytes[order], heads),
+             np.add.reduceat(npkts[order], heads), np.full(n, now), np.full(n, now)))
+        self.rows += n
+
+    @staticmethod
+    def _merge(group: list) -> tuple:
+        """One part from parts of the same attrs list: keys sorted and unique."""
+        keys = np.concatenate([p[1] for p in group])
+        nb = np.concatenate([p[2] for p in group])
+        npk = np.concatenate([p[3] for p in group])
+        first = np.concatenate([p[4] for p in group])
+        last = np.concatenate([p[5] for p in group])
+        order = np.argsort(keys, kind="stable")
+        k = keys[order]
+        heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+        if float(nb.sum(dtype=np.float64)) < 2.0 ** 62 and \
+                float(npk.sum(dtype=np.float64)) < 2.0 ** 62:
+            sb = np.add.reduceat(nb[order], heads)
+            sp = np.add.reduceat(npk[order], heads)
+        else:  # int64 could overflow: Python integers (only hostile counts get here)
+            sb, sp = _exact_sums(nb[order].tolist(), npk[order].tolist(), heads.tolist(), len(k))
+            sb, sp = np.array(sb, dtype=object), np.array(sp, dtype=object)
+        return (group[0][0], k[heads], sb, sp, np.minimum.reduceat(first[order], heads),
+                np.maximum.reduceat(last[order], heads))
+
+    @staticmethod
+    def _groups(parts: list) -> list:
+        by_list: dict[int, list] = {}
+        for p in parts:
+            by_list.setdefault(id(p[0]), []).append(p)
+        return list(by_list.values())
+
+    def compact(self, force: bool = False) -> None:
+        """Merge each bucket's bursts, when they have grown (or `force`)."""
+        if not force and self.rows < max(100_000, 4 * self.compacted_rows):
+            return
+        rows = 0
+        for start, parts in self.parts.items():
+            merged = [self._merge(g) if len(g) > 1 else g[0] for g in self._groups(parts)]
+            self.parts[start] = merged
+            rows += sum(len(p[1]) for p in merged)
+        self.rows = self.compacted_rows = rows
+
+    def drain(self, before: float | None = None, max_rows: int | None = None) -> dict:
+        """{bucket start: {(src, dst, Service): [bytes, packets, first, last]}} of the
+        buckets starting before `before` (all when None), at most `max_rows` keys a call
+        (the rest on the next calls: a closed bucket of many keys is handed over in slices,
+        so the receiver never stalls long)."""
+        for start in [s for s in self.parts if before is None or s < before]:
+            for group in self._groups(self.parts.pop(start)):
+                self.ready.append([start, *self._merge(group), 0])
+        out: dict = {}
+        budget = max_rows if max_rows is not None else float("inf")
+        service_of = vecservice.service_of
+        while self.ready and budget > 0:
+            item = self.ready[0]
+            start, attrs, k, sb, sp, first, last, at = item
+            end = len(k) if budget == float("inf") else min(len(k), at + int(budget))
+            merged = out.setdefault(start, {})
+            for key, b, p, f, la in zip(k[at:end].tolist(), sb[at:end].tolist(),
+                                        sp[at:end].tolist(), first[at:end].tolist(),
+                                        last[at:end].tolist()):
+                a = attrs[key >> 27]
+                mk = (a.src, a.dst, service_of((key & ((1 << 27) - 1)) - 1))
+                m = merged.get(mk)
+                if m is None:
+                    merged[mk] = [b, p, f, la]
+                else:
+                    m[0] += b
+                    m[1] += p
+                    m[2] = min(m[2], f)
+                    m[3] = max(m[3], la)
+            budget -= end - at
+            if end == len(k):
+                self.ready.pop(0)
+            else:
+                item[-1] = end
+        self.rows = sum(len(p[1]) for parts in self.parts.values() for p in parts)
+        self.compacted_rows = min(self.compacted_rows, self.rows)
+        return out
+
+
+def _exact_sums(nb: list, npk: list, heads: list, n: int) -> tuple[list, list]:
+    sb, sp = [], []
+    for a, b in zip(heads, heads[1:] + [n]):
+        sb.append(sum(nb[a:b]))
+        sp.append(sum(npk[a:b]))
+    return sb, sp
+
+
+class _Table:
+    """The attribution table and exporter numbering of one receiver, per model index."""
+
+    def __init__(self, width: int) -> None:
+        self.table = AttributionTable(width)
+        self.exporter_ids: dict = {}
+        self.exporters: list = []
+
+    def exporter_id(self, exporter) -> int:
+        i = self.exporter_ids.get(exporter)
+        if i is None:
+            if len(self.exporters) >= MAX_EXPORTERS:  # renumbering: forget the keys too
+                self.__init__(self.table.width)
+            i = self.exporter_ids[exporter] = len(self.exporters)
+            self.exporters.append(exporter)
+        return i
+
+
+def _table(attributor, name: str, width: int) -> _Table:
+    memo = attributor.memo()
+    t = memo.get(name)
+    if t is None:
+        t = memo[name] = _Table(width)
+    return t
+
+
+def _account(rcv, proto: str, attrs, counted_of, idx, codes, nbytes, npkts, now) -> None:
+    counted = counted_of[idx]
+    n = len(idx)
+    c = int(counted.sum())
+    f = rcv.flows[proto]
+    f[0] += n
+    f[1] += c
+    f[2] += n - c
+    if c:
+        if c < n:
+            idx, codes, nbytes, npkts = idx[counted], codes[counted], nbytes[counted], npkts[counted]
+        bs = rcv.service.bucket_seconds
+        rcv.pending.add((now // bs) * bs, attrs, idx, codes, nbytes, npkts, now)
+
+
+# ------------------------------------------------------------------ NetFlow v5
+
+
+class Netflow5Columns:
+    """NetFlow v5 datagrams of a burst -> arrays -> attributed, aggregated sums."""
+
+    def __init__(self, rcv) -> None:
+        self.rcv = rcv
+
+    @staticmethod
+    def eligible(data: bytes) -> bool:
+        n = len(data)
+        return (n >= 24 and data[0] == 0 and data[1] == 5
+                and 24 + 48 * ((data[2] << 8) | data[3]) <= n)
+
+    def run(self, batch: list, now: float, fallback) -> None:
+        """`batch`: [(data, source address)]; `fallback(data, source)` (the per-record
+        path) gets the datagrams that are not well-formed v5, in arrival order."""
+        rcv = self.rcv
+        attributor = rcv.service.attributor
+        t = _table(attributor, "columnar-nf5", 2)
+        stats = rcv.stats["netflow5"]
+        chunks, counts, exp_ids, scales = [], [], [], []
+        unpack = _NF5_HEADER.unpack_from
+        exporter_id = t.exporter_id
+        eligible = self.eligible
+        order = []     # (data, source, header) or (data, source, None) for the per-record path
+        for data, src in batch:
+            if not eligible(data):
+                order.append((data, src, None))
+                continue
+            h = unpack(data, 0)
+            order.append((data, src, h))
+            count, sampling = h[1], h[8]
+            if count:
+                chunks.append(data[24:24 + 48 * count])
+                counts.append(count)
+                exp_ids.append(exporter_id(src))
+                interval = sampling & 0x3FFF
+                scales.append(interval if interval > 1 else 1)
+        if not chunks:
+            self._commit(order, stats, fallback)
+            return
+        rec = np.frombuffer(b"".join(chunks), dtype=NF5_RECORD)
+        counts = np.array(counts)
+        scale = np.repeat(np.array(scales, dtype=np.int64), counts)
+        exp = np.repeat(np.array(exp_ids, dtype=np.uint64), counts)
+        nbytes = rec["octets"].astype(np.int64) * scale
+        npkts = rec["packets"].astype(np.int64) * scale
+        keys = np.empty((len(rec), 2), dtype=np.uint64)
+        keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
+        keys[:, 1] = ((exp << np.uint64(32)) | (rec["input"].astype(np.uint64) << np.uint64(16))
+                      | rec["output"])
+        exporters = t.exporters
+
+        def resolve(row):
+            w0, w1 = row
+            r = FlowRecord(exporters[w1 >> 32], "netflow5",
+                           src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
+                           dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
+                           in_interface=(w1 >> 16) & 0xFFFF, out_interface=w1 & 0xFFFF,
+                           ether_type=0x0800)
+            return attributor.attribute(r)
+
+        idx, attrs, counted = t.table.lookup(keys, resolve)
+        codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
+        self._commit(order, stats, fallback)   # nothing above changed any state but the table
+        _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
+
+    @staticmethod
+    def _commit(order, stats, fallback) -> None:
+        observe = stats.observe_netflow5_header
+        for data, src, h in order:
+            if h is None:
+                fallback(data, src)
+            else:
+                observe(src, h[6], h[7], h[5], h[1])
+
+
+# ------------------------------------------------------------------ sFlow
+
+MAX_SAMPLES = 64      # more samples (or records) in one datagram: the per-record path
+MAX_RECORDS = 16
+# minimum body length of the flow records the per-record decoder checks (0: any length)
+_MIN_LEN = {1: 16, 2: 24, 3: 32, 4: 56, 1001: 16, 1023: 32, 1024: 32, 1029: 4, 1030: 4}
+_ROUTER = 1002
+_MIN_LEN_TABLE_FMTS = np.array(sorted(_MIN_LEN), dtype=np.int64)
+_MIN_LEN_TABLE = np.array([_MIN_LEN[f] for f in sorted(_MIN_LEN)], dtype=np.int64)
+# header bytes the key words are read from: sip dip | dmac smac[0:2] | smac[2:6] vni 0
+_KEY_COLS = np.array(list(range(76, 84)) + list(range(50, 58)) + list(range(58, 62))
+                     + [46, 47, 48, 0], dtype=np.int64)
+# header bytes the VXLAN layout check reads
+_CHK = {c: i for i, c in enumerate((12, 13, 14, 20, 21, 23, 36, 37, 42, 62, 63, 64, 70, 71,
+                                    73, 84, 85, 86, 87))}
+_CHK_COLS = np.array(list(_CHK), dtype=np.int64)
+# the layout of service.vxlan_key: Ethernet IPv4 (IHL 5), not a later fragment, UDP to 4789,
+# VXLAN with the I flag, inner Ethernet IPv4 (IHL 5); (mask, wanted) per checked byte
+_LAYOUT = {12: (0xFF, 8), 13: (0xFF, 0), 14: (0xFF, 0x45), 20: (0x1F, 0), 21: (0xFF, 0),
+           23: (0xFF, 17), 36: (0xFF, 0x12), 37: (0xFF, 0xB5), 42: (0x08, 0x08),
+           62: (0xFF, 8), 63: (0xFF, 0), 64: (0xFF, 0x45)}
+_CHK_MASK = np.array([_LAYOUT.get(col, (0, 0))[0] for col in _CHK], dtype=np.uint8)
+_CHK_WANT = np.array([_LAYOUT.get(col, (0, 0))[1] for col in _CHK], dtype=np.uint8)
+_PAD = 96   # zero bytes after the batch, so fixed-offset reads never leave the buffer
+
+
+def _u32(b32: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Big-endian u32 at 4-aligned byte offsets (as int64)."""
+    return b32[off >> 2].astype(np.int64)
+
+
+class SflowColumns:
+    """sFlow datagrams of a burst whose flow samples are all VXLAN raw headers -> arrays."""
+
+    def __init__(self, rcv) -> None:
+        self.rcv = rcv
+
+    @staticmethod
+    def _run_stats(stats, names, dg_agent, sub_agent, dseq, nsamp, s_dg, stype, sindex, seq,
+                   pool, a, b, first_sample) -> None:
+        """Stats of the columnar datagrams [a, b) and their samples, per (agent, sub-agent)
+        and per (agent, source), each in arrival order."""
+        def name(u):
+            t = names.get(u)
+            if t is None:
+                t = names[u] = inet_ntoa(int(u).to_bytes(4, "big"))
+            return t
+        st_of = {}
+        ag, sub = dg_agent[a:b], sub_agent[a:b]
+        order = np.lexsort((sub, ag))           # stable: arrival order within a group
+        ga, gs = ag[order], sub[order]
+        heads = np.flatnonzero(np.concatenate(([True], (ga[1:] != ga[:-1]) | (gs[1:] != gs[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        seqs, counts = dseq[a:b][order], nsamp[a:b][order]
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            agent = name(ga[h])
+            st_of[agent] = stats.observe_sflow_headers(agent, int(gs[h]), seqs[h:e],
+                                                       int(counts[h:e].sum()))
+        lo, hi = first_sample[a], first_sample[b]
+        if hi <= lo:
+            return
+        ag = dg_agent[s_dg[lo:hi]]
+        ty, ix, sq, pl = stype[lo:hi], sindex[lo:hi], seq[lo:hi], pool[lo:hi]
+        order = np.lexsort((ix, ty, ag))
+        ga, gt, gi = ag[order], ty[order], ix[order]
+        heads = np.flatnonzero(np.concatenate(
+            ([True], (ga[1:] != ga[:-1]) | (gt[1:] != gt[:-1]) | (gi[1:] != gi[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        gseq, gpool = sq[order], pl[order]
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            agent = name(ga[h])
+            stats.observe_sflow_samples(st_of[agent], agent, int(gt[h]), int(gi[h]),
+                                        gseq[h:e], gpool[h:e])
+
+    def run(self, batch: list, now: float, fallback) -> None:
+        """Takes what it can of `batch` [(data, source address)]; `fallback(data, source)`
+        (the per-record path) gets the others, in arrival order with the columnar ones'
+        stats."""
+        n = len(batch)
+        lens = np.fromiter((len(d) for d, _s in batch), dtype=np.int64, count=n)
+        pads = -lens & 3
+        if pads.any():   # (sFlow is XDR: whole 4-byte words; a datagram that is not goes
+            parts = [d + b"\0" * (-len(d) & 3) for d, _s in batch]   # per record anyway)
+        else:
+            parts = [d for d, _s in batch]
+        parts.append(b"\0" * _PAD)
+        buf = np.frombuffer(b"".join(parts), dtype=np.uint8)
+        b32 = buf[:len(buf) & ~3].view(">u4")
+        nd = n
+        dstart = np.concatenate(([0], np.cumsum(lens + pads)[:-1]))
+        dend = dstart + lens
+        hw = [b32[(dstart >> 2) + k].astype(np.int64) for k in range(7)]
+        dg_agent_all, sub_agent, dseq, nsamp = hw[2], hw[3], hw[4], hw[6]
+        ok = ((lens >= 28) & (hw[0] == 5) & (hw[1] == 1) & (nsamp <= MAX_SAMPLES)
+              & (nsamp <= (lens - 28) >> 3) & (pads == 0))
+        nsamp = np.where(ok, nsamp, 0)
+        # ---- samples: one step per sample position, across datagrams
+        off = dstart + 28
+        s_dg, s_fmt, s_body, s_end = [], [], [], []
+        for k in range(int(nsamp.max()) if nd else 0):
+            act = (k < nsamp) & ok
+            fits = off + 8 <= dend
+            ok &= ~act | (fits & ((off & 3) == 0))
+            act &= ok
+            ia = np.flatnonzero(act)
+            if not len(ia):
+                continue
+            o = off[ia]
+            fmt = _u32(b32, o)
+            length = _u32(b32, o + 4)
+            end = o + 8 + length
+            good = (end <= dend[ia]) & ((fmt == 1) | (fmt == 3))
+            ok[ia[~good]] = False
+            s_dg.append(ia)
+            s_fmt.append(fmt)
+            s_body.append(o + 8)
+            s_end.append(end)
+            nxt = end + (-length & 3)
+            off[ia] = np.minimum(nxt, dend[ia])
+        if not s_dg:
+            s_dg = [np.zeros(0, dtype=np.int64)] * 4
+            s_fmt = s_body = s_end = s_dg
+        s_dg = np.concatenate(s_dg)
+        s_fmt = np.concatenate(s_fmt)
+        s_body = np.concatenate(s_body)
+        s_end = np.concatenate(s_end)
+        # sample order: by datagram, then position (np.concatenate gave position-major)
+        order = np.argsort(s_dg, kind="stable")
+        s_dg, s_fmt, s_body, s_end = s_dg[order], s_fmt[order], s_body[order], s_end[order]
+        keep = ok[s_dg]
+        s_dg, s_fmt, s_body, s_end = s_dg[keep], s_fmt[keep], s_body[keep], s_end[keep]
+        expanded = s_fmt == 3
+        fixed = np.where(expanded, 44, 32)
+        bad = s_body + fixed > s_end
+        sb = np.minimum(s_body, len(buf) - 64)
+        w = [_u32(b32, sb + 4 * j) for j in range(11)]
+        seq = w[0]
+        stype = np.where(expanded, w[1], w[1] >> 24)
+        sindex = np.where(expanded, w[2], w[1] & 0xFFFFFF)
+        rate = np.where(expanded, w[3], w[2])
+        pool = np.where(expanded, w[4], w[3])
+        in_f = np.where(expanded, w[6], w[5] >> 30)
+        in_v = np.where(expanded, w[7], w[5] & 0x3FFFFFFF)
+        out_f = np.where(expanded, w[8], w[6] >> 30)
+        out_v = np.where(expanded, w[9], w[6] & 0x3FFFFFFF)
+        nrec = np.where(expanded, w[10], w[7])
+        sentinel = np.where(expanded, 0xFFFFFFFF, 0x3FFFFFFF)
+        in_if = np.where((in_f == 0) & (in_v != sentinel), in_v, 0xFFFFFFFF)
+        out_if = np.where((out_f == 0) & (out_v != sentinel), out_v, 0xFFFFFFFF)
+        roff = s_body + fixed
+        bad |= (nrec > MAX_RECORDS) | (nrec > (s_end - roff) >> 3)
+        # ---- records: one step per record position, across samples
+        ns = len(s_dg)
+        raw_off = np.full(ns, -1, dtype=np.int64)    # last raw packet header: its record body
+        raw_len = np.zeros(ns, dtype=np.int64)
+        for r in range(int(nrec[~bad].max()) if (~bad).any() else 0):
+            act = (r < nrec) & ~bad
+            ia = np.flatnonzero(act)
+            if not len(ia):
+                break
+            o = roff[ia]
+            e = s_end[ia]
+            fits = (o + 8 <= e) & ((o & 3) == 0)
+            oc = np.where(fits, o, s_body[ia])
+            fmt = _u32(b32, oc)
+            length = _u32(b32, oc + 4)
+            body = oc + 8
+            rend = body + length
+            good = fits & (rend <= e)
+            pos_ = np.searchsorted(_MIN_LEN_TABLE_FMTS, fmt)
+            pos_ = np.minimum(pos_, len(_MIN_LEN_TABLE_FMTS) - 1)
+            known = _MIN_LEN_TABLE_FMTS[pos_] == fmt
+            good &= ~known | (length >= _MIN_LEN_TABLE[pos_])
+            is_raw = fmt == 1
+            bc = np.minimum(body, len(buf) - 64)
+            hlen = _u32(b32, bc + 12)
+            good &= ~is_raw | (hlen <= length - 16)
+            is_router = fmt == _ROUTER
+            if is_router.any():
+                atype = _u32(b32, bc)
+                need = np.select([atype == 0, atype == 1, atype == 2], [12, 16, 28], -1)
+                good &= ~is_router | ((need >= 0) & (length >= need))
+            bad[ia[~good]] = True
+            take = good & is_raw
+            raw_off[ia[take]] = body[take]
+            raw_len[ia[take]] = hlen[take]
+            roff[ia] = np.minimum(rend + (-length & 3), e)
+        # ---- the raw header of every sample must be Ethernet with the plain VXLAN layout
+        has_raw = raw_off >= 0
+        ro = np.where(has_raw, raw_off, s_body)
+        ro = np.minimum(ro, len(buf) - 96)
+        hproto = _u32(b32, ro)
+        flen = _u32(b32, ro + 4)
+        hoff = ro + 16
+        hl = raw_len
+        chk = buf[hoff[:, None] + _CHK_COLS[None, :]]
+        vx = has_raw & (hproto == 1) & (hl >= 84) & ((chk & _CHK_MASK) == _CHK_WANT).all(axis=1)
+        chk = chk.astype(np.int64)
+        c = _CHK
+        rate1 = np.where(rate == 0, 1, rate)
+        nbytes = flen * rate1
+        vx &= ~bad & (flen < (1 << 20)) & (rate1 < (1 << 20))   # exact int64 sums
+        # a datagram is taken when all its samples are fine
+        dg_ok = ok.copy()
+        dg_ok[s_dg[~vx]] = False
+        # also: datagrams whose every sample was dropped by an earlier failure
+        counts_taken = np.bincount(s_dg, minlength=nd)
+        dg_ok &= counts_taken == nsamp
+        sel = dg_ok[s_dg]
+        s_dg, seq, stype, sindex, pool = s_dg[sel], seq[sel], stype[sel], sindex[sel], pool[sel]
+        hoff, hl, chk = hoff[sel], hl[sel], chk[sel]
+        in_if, out_if, rate1, nbytes = in_if[sel], out_if[sel], rate1[sel], nbytes[sel]
+        dg_agent = dg_agent_all.astype(np.uint64)
+        s_agent = dg_agent[s_dg]
+        rcv = self.rcv
+        # ---- attribution keys: agent, VNI, MACs, IPs, interfaces
+        kb = buf[hoff[:, None] + _KEY_COLS[None, :]]
+        kw = np.ascontiguousarray(kb).view(">u8").astype(np.uint64)
+        keys = np.empty((len(s_dg), 5), dtype=np.uint64)
+        keys[:, 0] = kw[:, 0]
+        keys[:, 1] = kw[:, 1]
+        keys[:, 2] = kw[:, 2] & ~np.uint64(0xFF)
+        keys[:, 3] = s_agent << np.uint64(32)
+        keys[:, 4] = (in_if.astype(np.uint64) << np.uint64(32)) | out_if.astype(np.uint64)
+        attributor = rcv.service.attributor
+        t = _table(attributor, "columnar-sflow", 5)
+
+        def resolve(row):
+            w0, w1, w2, w3, w4 = row
+            agent_u32 = w3 >> 32
+            agent = inet_ntoa(agent_u32.to_bytes(4, "big"))
+            mac = w1.to_bytes(8, "big") + (w2 >> 32).to_bytes(4, "big")
+            ifin, ifout = w4 >> 32, w4 & 0xFFFFFFFF
+            r = FlowRecord(agent, "sflow",
+                           dst_mac=mac[0:6].hex(":"), src_mac=mac[6:12].hex(":"),
+                           src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
+                           dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
+                           in_interface=None if ifin == 0xFFFFFFFF else ifin,
+                           out_interface=None if ifout == 0xFFFFFFFF else ifout,
+                           tunnel_key=int((w2 >> 8) & 0xFFFFFF))
+            return attributor.attribute(r)
+
+        idx, attrs, counted = t.table.lookup(keys, resolve)
+        # ---- service of the inner IPv4 packet (header at byte 64, IHL 5: ports at 84)
+        proto = chk[:, c[73]]
+        frag = ((chk[:, c[70]] & 0x1F) != 0) | (chk[:, c[71]] != 0)
+        sport = (chk[:, c[84]] << 8) | chk[:, c[85]]
+        dport = (chk[:, c[86]] << 8) | chk[:, c[87]]
+        codes = vecservice.codes(proto, sport, dport, has_ports=~frag & (hl >= 88))
+        # ---- nothing above changed any state but the table. Stats in arrival order: runs
+        # of columnar datagrams (headers per agent, samples per source), and between them
+        # the per-record datagrams
+        stats = rcv.stats["sflow"]
+        first_sample = np.searchsorted(s_dg, np.arange(nd + 1))
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], dg_ok, [False])).astype(np.int8)))
+        runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist()))   # [start, end) taken
+        names: dict = {}
+        i = 0
+        for a, b in runs + [(n, n)]:
+            for k in range(i, a):
+                fallback(*batch[k])
+            if a < b:
+                self._run_stats(stats, names, dg_agent, sub_agent, dseq, nsamp, s_dg, stype,
+                                sindex, seq, pool, a, b, first_sample)
+            i = b
+        _account(rcv, "sflow", attrs, counted, idx, codes, nbytes, rate1, now)
