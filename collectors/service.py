@@ -426,7 +426,7 @@ class CollectorService:
                  sflow_ifindexes: dict | None = None,
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
                  rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
-                 known_exporters_only: bool = False) -> None:
+                 known_exporters_only: bool = False, template_dir: str | None = None) -> None:
         self.model_provider = model_provider
         # True: only datagrams from a known host's address (the model's hosts' management or
         # tunnel address, or `exporter_hosts`) are read; others are counted and dropped
@@ -449,6 +449,9 @@ class CollectorService:
         self._refresher: threading.Thread | None = None
         self.started: float | None = None
         self.model_errors = 0
+        # NetFlow v9/IPFIX templates kept here survive a restart (collectors.template_store)
+        self.template_dir = template_dir
+        self.template_stores: list = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -483,6 +486,8 @@ class CollectorService:
                 r.sock.close()
             self._receivers = {}
             raise
+        if self.template_dir:
+            self._load_templates()
         for r in self._receivers.values():
             r.start()
         self.started = self.clock()
@@ -492,6 +497,18 @@ class CollectorService:
                                                name="collect-model", daemon=True)
             self._refresher.start()
         return self
+
+    def _load_templates(self) -> None:
+        """Attach a TemplateStore to each template cache (before the receivers run)."""
+        from .template_store import TemplateStore
+        for r in self._receivers.values():
+            for proto, cache in r.caches.items():
+                store = TemplateStore(self.template_dir, proto)
+                n = store.attach(cache)
+                self.template_stores.append(store)
+                if n:
+                    log.info("collector %s: %d %s templates loaded from %s", r.kind, n, proto,
+                             store.directory)
 
     def model_changed(self) -> None:
         """The provider has a new model: rebuild attribution on the refresher thread, soon.
