@@ -452,6 +452,8 @@ class CollectorService:
         # NetFlow v9/IPFIX templates kept here survive a restart (collectors.template_store)
         self.template_dir = template_dir
         self.template_stores: list = []
+        # set by collectors.flow_history: matrix/flows/top then read the history on disk too
+        self.history = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -594,16 +596,22 @@ class CollectorService:
 
     def matrix(self, since: float | None = None, by: str = "vm", tenant: str | None = None,
                until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.matrix(since, by, tenant, until)
         self.flush()
         return self.aggregator.matrix(since, by, tenant, until)
 
     def flows(self, since: float | None = None, tenant: str | None = None,
               until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.flows(since, tenant, until)
         self.flush()
         return self.aggregator.flows(since, tenant, until)
 
     def top(self, n: int = 10, since: float | None = None, by: str = "vm",
             tenant: str | None = None, until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.top(n, since, by, tenant, until)
         self.flush()
         return self.aggregator.top(n, since, by, tenant, until)
 
