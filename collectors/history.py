@@ -65,7 +65,7 @@ def hour_of_partition(rel: str) -> float | None:
     return dt.replace(tzinfo=timezone.utc).timestamp()
 
 
-def _columns_to_table(columns: dict, schema):
+def columns_to_table(columns: dict, schema):
     """A pyarrow Table from {name: list}; timestamp columns may be given as unix seconds."""
     import pyarrow as pa
     arrays = []
@@ -81,7 +81,7 @@ def _columns_to_table(columns: dict, schema):
             n = len(values)
         elif len(values) != n:
             raise ValueError(f"column {f.name!r} has {len(values)} values, others {n}")
-        if pa.types.is_timestamp(f.type) and values and not isinstance(values, pa.Array):
+        if pa.types.is_timestamp(f.type) and not isinstance(values, pa.Array) and values:
             scale = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[f.type.unit]
             values = pa.array([None if v is None else round(v * scale) for v in values],
                               pa.int64()).cast(f.type)
@@ -127,7 +127,7 @@ class History:
         """Write rows (a {column: list} dict or a pyarrow Table) as one new file of the hour
         partition starting at `hour_start`; returns its path (None when there are no rows)."""
         import pyarrow.parquet as pq
-        data = columns if hasattr(columns, "num_rows") else _columns_to_table(columns, schema)
+        data = columns if hasattr(columns, "num_rows") else columns_to_table(columns, schema)
         if data.num_rows == 0:
             return None
         hour_start = hour_of(hour_start)
@@ -149,18 +149,26 @@ class History:
                 self.rows_written += data.num_rows
         return path
 
-    def write_rows(self, table: str, columns: dict, schema, time_column: str) -> list[str]:
-        """Write rows spread over several hours: split by the hour of `time_column` (unix
-        seconds), one file per hour. Returns the paths written."""
-        times = columns[time_column]
-        by_hour: dict[float, list[int]] = {}
-        for i, t in enumerate(times):
-            by_hour.setdefault(hour_of(t), []).append(i)
+    def write_rows(self, table: str, columns, schema, time_column: str) -> list[str]:
+        """Write rows (a {column: list} dict with `schema`, or a pyarrow Table) that may span
+        several hours: split by the hour of `time_column` (a timestamp, or unix seconds), one
+        file per hour. Returns the paths written."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        data = columns if hasattr(columns, "num_rows") else columns_to_table(columns, schema)
+        if data.num_rows == 0:
+            return []
+        times = data.column(time_column)
+        if pa.types.is_timestamp(times.type):
+            hours = pc.divide(times.cast(pa.timestamp("us", tz=times.type.tz)).cast(pa.int64()),
+                              HOUR * 1_000_000)
+        else:
+            hours = pc.floor(pc.divide(times.cast(pa.float64()), float(HOUR))).cast(pa.int64())
+        unique = sorted(pc.unique(hours).to_pylist())
         paths = []
-        for hour, idx in sorted(by_hour.items()):
-            part = columns if len(idx) == len(times) else \
-                {k: [v[i] for i in idx] for k, v in columns.items()}
-            path = self.write(table, hour, part, schema)
+        for h in unique:
+            part = data if len(unique) == 1 else data.filter(pc.equal(hours, h))
+            path = self.write(table, h * HOUR, part, None)
             if path:
                 paths.append(path)
         return paths
