@@ -9,10 +9,11 @@ path, the other 23 are copies of it shifted in time, written as compacted hours 
 by FlowHistory's matrix (by vm and by tenant), top 10 and flows for `--since 24h`, as
 `weft traffic matrix|top|flows --since 24h` does (plus an empty memory part).
 
-    .venv/bin/python bench/bench_history.py [--keys 1000] [--runs 5] [--hours 24]
+    .venv/bin/python bench/bench_history.py [--keys 1000] [--runs 5] [--hours 24] [--steady]
 
 Prints medians with the machine load (`uptime`) and, last, one line:
-`history write_rows_per_s=W query_matrix_24h_s=Q1 query_flows_24h_s=Q2 rows_day=N`.
+`history write_rows_per_s=W query_matrix_24h_s=Q1 query_flows_24h_s=Q2
+buckets_only_matrix_24h_s=Q3 rows_day=N` (Q1, Q2 with the hourly sums, Q3 before them).
 """
 import argparse
 import os
@@ -28,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from collectors.aggregate import Aggregator  # noqa: E402
 from collectors.attribution import Endpoint  # noqa: E402
-from collectors.flow_history import FLOWS, FlowHistory  # noqa: E402
+from collectors.flow_history import FLOWS, FLOWS_HOURLY, FlowHistory  # noqa: E402
 from collectors.history import HOUR, History  # noqa: E402
 from collectors.service import CollectorService  # noqa: E402
 from collectors.services import Service  # noqa: E402
@@ -46,18 +47,29 @@ def vms(n=200, tenants=10, hosts=20):
                      f"hv{i % hosts}") for i in range(n)]
 
 
-def buckets(rng, eps, start, count, keys):
-    services = [Service(6, 80, True), Service(6, 80, False), Service(6, 443, True),
-                Service(17, 53, True), Service(1, None, True), Service(6, 5432, True)]
+SERVICES = [Service(6, 80, True), Service(6, 80, False), Service(6, 443, True),
+            Service(17, 53, True), Service(1, None, True), Service(6, 5432, True)]
+
+
+def draw_keys(rng, eps, keys):
+    seen = []
+    chosen = set()
+    while len(seen) < keys:
+        key = (rng.randrange(len(eps)), rng.randrange(len(eps)), rng.randrange(len(SERVICES)))
+        if key[0] != key[1] and key not in chosen:
+            chosen.add(key)
+            seen.append(key)
+    return seen
+
+
+def buckets(rng, eps, start, count, keys, steady=None):
+    """`count` buckets of `keys` rows: drawn at random per bucket, or the `steady` keys each time."""
+    services = SERVICES
     out = []
     for b in range(count):
         s = start + b * BUCKET
-        rows, seen = [], set()
-        while len(rows) < keys:
-            key = (rng.randrange(len(eps)), rng.randrange(len(eps)), rng.randrange(len(services)))
-            if key[0] == key[1] or key in seen:
-                continue
-            seen.add(key)
+        rows = []
+        for key in steady or draw_keys(rng, eps, keys):
             t = s + rng.random() * BUCKET
             rows.append((eps[key[0]], eps[key[1]], services[key[2]], rng.randint(64, 150_000),
                          rng.randint(1, 100), t, min(t + 1, s + BUCKET - 0.001)))
@@ -79,14 +91,16 @@ def bench_write(eps, keys, runs, nbuckets, root):
     return rates
 
 
-def make_day(eps, keys, hours, root):
+def make_day(eps, keys, hours, root, steady):
     """A day of buckets: hour 0 by the real writer, the others shifted copies (one file each)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    history = History(root, clock=lambda: T0 + hours * HOUR, retention=3650 * 86400)
+    history = History(root, clock=lambda: T0 + hours * HOUR + 1800, retention=3650 * 86400)
     fh = FlowHistory(history)
-    data = buckets(random.Random(2), eps, T0, int(HOUR / BUCKET), keys)
+    rng = random.Random(2)
+    data = buckets(rng, eps, T0, int(HOUR / BUCKET), keys,
+                   draw_keys(rng, eps, keys) if steady else None)
     t = time.perf_counter()
     [first] = history.write_rows(FLOWS, fh.table("sflow", BUCKET, data), None, "bucket_start")
     hour_write = time.perf_counter() - t
@@ -102,7 +116,7 @@ def make_day(eps, keys, hours, root):
 
 
 def bench_query(history, hours, runs):
-    clock = lambda: T0 + hours * HOUR  # noqa: E731
+    clock = lambda: T0 + hours * HOUR + 1800  # noqa: E731
     agg = Aggregator(BUCKET, 3600, clock=clock)
     svc = CollectorService(None, sflow=("127.0.0.1", 0), aggregator=agg, clock=clock)
     fh = FlowHistory(history)
@@ -128,6 +142,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--write-buckets", type=int, default=60, help="buckets per write run (default 60)")
     ap.add_argument("--hours", type=int, default=24)
+    ap.add_argument("--steady", action="store_true",
+                    help="the same KEYS flows in every bucket (pairs that keep talking) instead of "
+                         "new random ones each bucket (the worst case, default)")
     args = ap.parse_args()
     eps = vms()
     root = tempfile.mkdtemp(prefix="weft-bench-history-")
@@ -137,19 +154,34 @@ def main() -> None:
         w = statistics.median(rates)
         print(f"write: {args.write_buckets} buckets x {args.keys} rows per run, {args.runs} runs: "
               f"median {w:,.0f} rows/s (min {min(rates):,.0f}, max {max(rates):,.0f})")
+        print(f"traffic: {'the same' if args.steady else 'new random'} {args.keys} "
+              f"(src, dst, service) keys in every 10 s bucket")
         history, rows_day, hour_write, hour_rows = make_day(eps, args.keys, args.hours,
-                                                            os.path.join(root, "day"))
+                                                            os.path.join(root, "day"), args.steady)
         size = sum(os.path.getsize(f) for f in history.files(FLOWS))
         print(f"day: {args.hours} hours x {hour_rows:,} rows = {rows_day:,} rows in "
               f"{len(history.files(FLOWS))} files, {size / 1e6:.1f} MB "
               f"({size / rows_day:.1f} B/row); one hour through the writer in {hour_write:.2f} s")
         print(f"load before queries: {load()}")
+        fine = bench_query(history, args.hours, args.runs)
+        for name, (med, best, n) in fine.items():
+            print(f"query --since 24h {name}, buckets only: median {med:.2f} s (best {best:.2f} s), "
+                  f"{n} rows out")
+        t = time.perf_counter()
+        fh = FlowHistory(history)
+        rolled = fh.rollup()
+        dt = time.perf_counter() - t
+        summed = history.query(FLOWS_HOURLY, "SELECT count(*) FROM {rows}")[0][0]
+        print(f"hourly sums: {rolled} hours in {dt:.1f} s ({dt / max(rolled, 1):.2f} s an hour), "
+              f"{summed:,} rows; load {load()}")
         res = bench_query(history, args.hours, args.runs)
         for name, (med, best, n) in res.items():
-            print(f"query --since 24h {name}: median {med:.2f} s (best {best:.2f} s), {n} rows out")
+            print(f"query --since 24h {name}, hourly sums + edge buckets: median {med:.2f} s "
+                  f"(best {best:.2f} s), {n} rows out")
         print(f"load after: {load()}")
         print(f"history write_rows_per_s={w:.0f} query_matrix_24h_s={res['matrix_vm'][0]:.2f} "
-              f"query_flows_24h_s={res['flows'][0]:.2f} rows_day={rows_day}")
+              f"query_flows_24h_s={res['flows'][0]:.2f} buckets_only_matrix_24h_s="
+              f"{fine['matrix_vm'][0]:.2f} rows_day={rows_day}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

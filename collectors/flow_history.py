@@ -28,6 +28,12 @@ Table `flows`, one Parquet row per (bucket, src, dst, service) - the schema othe
 
 Grouping as the live matrix does: by network, a known endpoint is src_network and an unknown
 one its `src` label; by tenant likewise with src_tenant.
+
+Table `flows_hourly` has the same columns, one row per hour (bucket_seconds 3600) and (src,
+dst, service): each hour of `flows` summed once it has closed (`rollup`). A query reads it for
+the hours its window covers whole and `flows` only for the hours at its edges, so `--since 24h`
+reads 22-23 hourly sums instead of 8,640 buckets (an hour written again later - a write that
+had failed - loses its sum until the next rollup).
 """
 from __future__ import annotations
 
@@ -37,15 +43,18 @@ import threading
 import time
 
 from .aggregate import BY, endpoint_label
-from .history import columns_to_table
+from .history import HOUR, columns_to_table
 from .services import Service
 from .services import label as service_label
 
 LOG = logging.getLogger(__name__)
 FLOWS = "flows"
+FLOWS_HOURLY = "flows_hourly"
 NEG_INF = float("-inf")
 
 _ENDPOINT = ("", "_vm", "_network", "_tenant", "_host", "_address")
+_MEASURES = {"bytes": "sum", "packets": "sum", "first_seen": "min", "last_seen": "max",
+             "bucket_start": None, "bucket_seconds": None}
 
 
 def flows_schema():
@@ -107,9 +116,11 @@ class FlowHistory:
 
     def _run(self) -> None:
         self.history.maintain()
+        self.rollup()
         while not self._stop.wait(self.flush_seconds):
             self.persist_all()
             self.history.maintain()
+            self.rollup()
 
     def stop(self) -> None:
         """Stop the writer and write every bucket left, the open ones too."""
@@ -137,13 +148,52 @@ class FlowHistory:
             rows = self.table(source, agg.bucket_seconds, buckets)
             try:
                 if rows.num_rows:
-                    self.history.write_rows(FLOWS, rows, None, "bucket_start")
+                    paths = self.history.write_rows(FLOWS, rows, None, "bucket_start")
+                    self._unroll(paths)
             except Exception as exc:
                 src.errors += 1
                 LOG.warning("flow history: cannot write %s buckets: %s", source, exc)
                 return 0
             src.watermark = cutoff
             return rows.num_rows
+
+    def _unroll(self, paths) -> None:
+        """Drop the hourly sums of hours just written to (late rows; rebuilt by `rollup`)."""
+        rolled = self.history.hours(FLOWS_HOURLY)
+        for path in paths:
+            hour = self.history.hour_of_file(FLOWS, path)
+            if hour in rolled:
+                self.history.drop_hour(FLOWS_HOURLY, hour)
+
+    def rollup(self, now: float | None = None) -> int:
+        """Sum each closed hour of `flows` that has no `flows_hourly` sum yet; returns how many.
+        Errors are logged, never raised."""
+        h = self.history
+        now = self.clock() if now is None else now
+        done = 0
+        try:
+            rolled = h.hours(FLOWS_HOURLY)
+            for start in sorted(h.hours(FLOWS)):
+                if start in rolled or start + HOUR + h.compact_after > now:
+                    continue
+                with h.lock:
+                    files = h.files(FLOWS, start, start + HOUR)
+                    if not files:
+                        continue
+                    names = self.schema.names
+                    dims = [n for n in names if n not in _MEASURES]
+                    select = ", ".join(
+                        "to_timestamp($hour) AS bucket_start" if n == "bucket_start" else
+                        "3600.0::DOUBLE AS bucket_seconds" if n == "bucket_seconds" else
+                        f"{_MEASURES[n]}({n}) AS {n}" if n in _MEASURES else n for n in names)
+                    group = ", ".join(n for n in dims if n not in ("bucket_start", "bucket_seconds"))
+                    table = h.query_files(f"SELECT {select} FROM {{rows}} GROUP BY {group}",
+                                          {"rows": files}, {"hour": start}, arrow=True)
+                    h.write(FLOWS_HOURLY, start, table.cast(self.schema), None, _new_rows=False)
+                done += 1
+        except Exception as exc:
+            LOG.warning("flow history: hourly sums failed: %s", exc)
+        return done
 
     @property
     def schema(self):
@@ -206,6 +256,8 @@ class FlowHistory:
     # ------------------------------------------------------------------ reading
 
     def _disk(self, source: str, select: str, since, until, tenant, group: str) -> list[tuple]:
+        """Grouped sums from disk: hourly sums for the hours the window covers whole, buckets
+        for the others. Caller holds the history lock."""
         where = ["source = $source"]
         params = {"source": source}
         if since is not None:
@@ -217,10 +269,21 @@ class FlowHistory:
         if tenant is not None:
             where.append("(src_tenant = $tenant OR dst_tenant = $tenant)")
             params["tenant"] = tenant
+        h = self.history
+        lo = float("-inf") if since is None else -(-since // HOUR) * HOUR
+        hi = float("inf") if until is None else (until // HOUR) * HOUR
+        hourly = h.hours(FLOWS_HOURLY)
+        whole = {s for s in hourly if lo <= s and s + HOUR <= hi}
+        files = {"fine": h.files(FLOWS, since, until, skip_hours=whole),
+                 "hourly": h.files(FLOWS_HOURLY, since, until, skip_hours=set(hourly) - whole)}
+        files = {k: v for k, v in files.items() if v}
+        if not files:
+            return []
+        rows = " UNION ALL BY NAME ".join(f"SELECT * FROM {{{k}}}" for k in files)
         sql = (f"SELECT {select}, sum(bytes)::BIGINT, sum(packets)::BIGINT, "
-               f"min(epoch(first_seen)), max(epoch(last_seen)) FROM {{rows}} "
+               f"min(epoch(first_seen)), max(epoch(last_seen)) FROM ({rows}) "
                f"WHERE {' AND '.join(where)} GROUP BY {group}")
-        return self.history.query(FLOWS, sql, params, since, until)
+        return h.query_files(sql, files, params)
 
     def _flushed(self, source: str):
         """The source's aggregator, with the receivers' pending records merged into it."""

@@ -194,13 +194,17 @@ class History:
                     out[start] = os.path.join(base, d, h)
         return out
 
-    def files(self, table: str, since: float | None = None, until: float | None = None) -> list[str]:
-        """The Parquet files of the hours overlapping [since, until), oldest hour first."""
+    def files(self, table: str, since: float | None = None, until: float | None = None,
+              skip_hours=()) -> list[str]:
+        """The Parquet files of the hours overlapping [since, until), oldest hour first
+        (but those of the hours in `skip_hours`)."""
         out = []
         for start, directory in sorted(self.hours(table).items()):
             if since is not None and start + HOUR <= since:
                 continue
             if until is not None and start >= until:
+                continue
+            if start in skip_hours:
                 continue
             try:
                 names = sorted(os.listdir(directory))
@@ -210,6 +214,17 @@ class History:
                     if n.endswith(".parquet") and not n.startswith(".")]
         return out
 
+    def hour_of_file(self, table: str, path: str) -> float | None:
+        """The hour start of the partition holding `path` (a file of `table`)."""
+        rel = os.path.relpath(os.path.dirname(path), self._table_dir(table))
+        return hour_of_partition(rel)
+
+    def drop_hour(self, table: str, hour_start: float) -> None:
+        """Remove one hour partition of a table."""
+        directory = os.path.join(self._table_dir(table), partition_of(hour_of(hour_start)))
+        with self.lock:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def _connection(self):
         if self._con is None:
             import duckdb
@@ -217,16 +232,31 @@ class History:
         return self._con
 
     def query(self, table: str, sql: str, params: dict | None = None,
-              since: float | None = None, until: float | None = None) -> list[tuple]:
+              since: float | None = None, until: float | None = None, arrow: bool = False):
         """Run `sql` (with `{rows}` standing for the table's files over [since, until)) in
-        DuckDB; [] when no file covers the window."""
+        DuckDB: a list of tuples (a pyarrow Table with `arrow`); [] when no file covers the window."""
         with self.lock:
             files = self.files(table, since, until)
             if not files:
                 return []
-            rows = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
-            return self._connection().execute(sql.replace("{rows}", rows),
-                                              {**(params or {}), "files": files}).fetchall()
+            return self.query_files(sql, {"rows": files}, params, arrow)
+
+    def query_files(self, sql: str, files: dict, params: dict | None = None, arrow: bool = False):
+        """Run `sql` where `{NAME}` stands for the Parquet files `files[NAME]` (each list
+        non-empty; read with union_by_name, so columns added later read as NULL in older files)."""
+        values = dict(params or {})
+        for name, paths in files.items():
+            if not paths:
+                raise ValueError(f"no files for {{{name}}}")
+            values[f"files_{name}"] = list(paths)
+            sql = sql.replace("{%s}" % name, f"read_parquet($files_{name}, union_by_name = true, "
+                                             f"hive_partitioning = false)")
+        with self.lock:
+            con = self._connection()
+            if not arrow:
+                return con.execute(sql, values).fetchall()
+            rel = con.sql(sql, params=values)
+            return (getattr(rel, "to_arrow_table", None) or rel.arrow)()   # DuckDB 2 / 1.x
 
     # ------------------------------------------------------------------ upkeep
 
