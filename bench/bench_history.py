@@ -9,11 +9,13 @@ path, the other 23 are copies of it shifted in time, written as compacted hours 
 by FlowHistory's matrix (by vm and by tenant), top 10 and flows for `--since 24h`, as
 `weft traffic matrix|top|flows --since 24h` does (plus an empty memory part).
 
-    .venv/bin/python bench/bench_history.py [--keys 1000] [--runs 5] [--hours 24] [--steady]
+    .venv/bin/python bench/bench_history.py [--keys 1000] [--runs 5] [--hours 24] [--steady] [--peer none]
 
 Prints medians with the machine load (`uptime`) and, last, one line:
 `history write_rows_per_s=W query_matrix_24h_s=Q1 query_flows_24h_s=Q2
-buckets_only_matrix_24h_s=Q3 rows_day=N` (Q1, Q2 with the hourly sums, Q3 before them).
+buckets_only_matrix_24h_s=Q3 rows_day=N nfdump_top10_s=P1 nfdump_matrix_s=P2` (Q1, Q2 with the
+hourly sums, Q3 before them; P1, P2: the peer, nfdump, over as many raw records in the same
+run - it stores records, not aggregates, so it scans them all for any question).
 """
 import argparse
 import os
@@ -136,6 +138,51 @@ def bench_query(history, hours, runs):
     return out
 
 
+PEER_DIR = "/work/shared/bench"
+
+
+def peer_nfdump(records: int, runs: int) -> dict:
+    """nfdump, the peer: nfcapd stores `records` distinct NetFlow v5 records (flowgen, 200 VMs,
+    loopback), then `nfdump -R` answers a day's top 10 talkers and the src/dst matrix from them.
+    nfdump is installed from Debian here when missing (a benchmark-only peer)."""
+    import socket
+    if shutil.which("nfcapd") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nfdump"], check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    d = tempfile.mkdtemp(prefix="weft-bench-nfcapd-")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cap = subprocess.Popen(["nfcapd", "-p", str(port), "-b", "127.0.0.1", "-l", d, "-B", "8000000"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        datagrams = records // 30
+        subprocess.run([sys.executable, os.path.join(PEER_DIR, "flowgen.py"), "nf5", str(port),
+                        str(datagrams), "8000"], check=True, stdout=subprocess.DEVNULL)
+        time.sleep(1.0)
+    finally:
+        cap.terminate()
+        cap.wait(30)
+    try:
+        stat = subprocess.run(["nfdump", "-R", d, "-I"], capture_output=True, text=True).stdout
+        kept = next((int(line.split(":")[1]) for line in stat.splitlines()
+                     if line.startswith("Flows:")), 0)
+        out = {"kept": kept}
+        for name, argv in (("top10", ["-s", "srcip/bytes", "-n", "10"]),
+                           ("matrix", ["-A", "srcip,dstip", "-N", "-q", "-o", "fmt:%sa %da %byt"])):
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                subprocess.run(["nfdump", "-R", d, *argv], check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                times.append(time.perf_counter() - t)
+            out[name] = statistics.median(times)
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1000, help="rows per 10 s bucket (default 1000)")
@@ -145,6 +192,8 @@ def main() -> None:
     ap.add_argument("--steady", action="store_true",
                     help="the same KEYS flows in every bucket (pairs that keep talking) instead of "
                          "new random ones each bucket (the worst case, default)")
+    ap.add_argument("--peer", choices=["nfdump", "none"], default="nfdump",
+                    help="also time nfdump over as many raw records (default nfdump)")
     args = ap.parse_args()
     eps = vms()
     root = tempfile.mkdtemp(prefix="weft-bench-history-")
@@ -179,9 +228,16 @@ def main() -> None:
             print(f"query --since 24h {name}, hourly sums + edge buckets: median {med:.2f} s "
                   f"(best {best:.2f} s), {n} rows out")
         print(f"load after: {load()}")
+        peer = ""
+        if args.peer == "nfdump":
+            nf = peer_nfdump(rows_day, args.runs)
+            print(f"peer nfdump over {nf['kept']:,} raw NetFlow records kept by nfcapd (of "
+                  f"{rows_day:,} sent): top 10 talkers median {nf['top10']:.2f} s, src/dst matrix "
+                  f"median {nf['matrix']:.2f} s; load {load()}")
+            peer = f" nfdump_top10_s={nf['top10']:.2f} nfdump_matrix_s={nf['matrix']:.2f}"
         print(f"history write_rows_per_s={w:.0f} query_matrix_24h_s={res['matrix_vm'][0]:.2f} "
               f"query_flows_24h_s={res['flows'][0]:.2f} buckets_only_matrix_24h_s="
-              f"{fine['matrix_vm'][0]:.2f} rows_day={rows_day}")
+              f"{fine['matrix_vm'][0]:.2f} rows_day={rows_day}{peer}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
