@@ -290,6 +290,15 @@ class Aggregator:
                if tenant is None or k[1] == tenant]
         return sorted(out, key=lambda r: r["network"])
 
+    def bucket_rows(self, since: float | None = None, until: float | None = None) -> list:
+        """A copy of the buckets starting in [since, until), oldest first:
+        [(start, [(src, dst, service, bytes, packets, first, last), ...])] (flow history)."""
+        with self._lock:
+            picked = sorted(s for s in self._buckets
+                            if (since is None or s >= since) and (until is None or s < until))
+            return [(s, [(k[0], k[1], k[2], e[0], e[1], e[2], e[3])
+                         for k, e in self._buckets[s].items()]) for s in picked]
+
     def tenant_pairs(self) -> dict[tuple, tuple[int, int]]:
         """Cumulative {(src tenant, dst tenant): (bytes, packets)} since start."""
         with self._lock:

@@ -2,7 +2,7 @@
 
     weft collect --sflow 0.0.0.0:6343 [--netflow ADDR:PORT] [--ipfix ADDR:PORT]
                  [--model FILE] [--exporter ADDR=HOST ...] [--export-dir DIR]
-                 [--metrics ADDR:PORT] [--workers N] [-o table|json]
+                 [--history DIR [--retention 7d]] [--metrics ADDR:PORT] [--workers N] [-o table|json]
 
 `--workers N` runs N processes on each port (SO_REUSEPORT: one exporter's datagrams always
 reach the same one), merged into one set of counters and traffic rows; default: the
@@ -18,6 +18,10 @@ with the fields of topology.model's records; `ips` a list) and optionally "expor
 {"ADDR": "HOST"} (exporter address -> host name, merged with --exporter) and
 "sflow_ifindexes": [{"host": H, "ifindex": N, "port": UUID}] (sFlow reports kernel
 ifindexes, not OpenFlow ports).
+`--history DIR` keeps what a restart must not lose in DIR: the flow history (closed buckets
+written every minute and at exit to DIR/flows/date=YYYY-MM-DD/hour=HH/*.parquet, source
+"collect", pruned after `--retention`, default 7d; see collectors.flow_history for the
+schema) and the NetFlow v9/IPFIX templates (DIR/templates). Without it nothing is written.
 Standalone: `python -m collectors.cli --sflow 127.0.0.1:6343`.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -202,6 +207,11 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="exporter address -> host name (repeatable)")
     p.add_argument("--export-dir", metavar="DIR", help="write closed buckets to rotating files")
     p.add_argument("--export-format", choices=["jsonl", "csv", "both"], default="jsonl")
+    p.add_argument("--history", metavar="DIR",
+                   help="keep flow history (Parquet by hour) and NetFlow/IPFIX templates here, "
+                        "across restarts (default: none)")
+    p.add_argument("--retention", metavar="DURATION", default="7d",
+                   help="with --history: keep this long (1h to 3650d, e.g. 36h, 7d; default 7d)")
     p.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus /metrics here")
     p.add_argument("--bucket", type=float, default=10.0, metavar="SECONDS",
                    help="aggregation bucket (default 10)")
@@ -241,9 +251,27 @@ def _build(args):
         exporters[addr] = host
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise UsageError("--workers must be between 1 and 256")
+    from topology.duration import retention_seconds
+    try:
+        retention = retention_seconds(args.retention)
+    except ValueError as exc:
+        raise UsageError(f"--retention: {exc}") from None
+    history = None
+    if args.history:
+        from .flow_history import FlowHistory
+        from .history import History
+        try:
+            history = FlowHistory(History(args.history, retention))
+        except OSError as exc:
+            raise UsageError(f"--history {args.history}: {exc.strerror or exc}") from None
     agg = Aggregator(bucket_seconds=args.bucket, retention_seconds=max(3600.0, args.bucket))
     svc = CollectorService(model, exporter_hosts=exporters, aggregator=agg,
-                           sflow_ifindexes=ifindexes, workers=args.workers, **addrs)
+                           sflow_ifindexes=ifindexes, workers=args.workers,
+                           template_dir=os.path.join(args.history, "templates") if history else None,
+                           **addrs)
+    if history is not None:
+        history.attach("collect", svc)
+    svc.flow_history = history
     return svc, metrics
 
 
@@ -271,6 +299,8 @@ def run(args) -> int:
         except OSError as exc:
             err.write(f"{PROG}: error: cannot listen: {exc.strerror or exc}\n")
             return 1
+        if svc.flow_history is not None:
+            svc.flow_history.start()
         try:
             if args.export_dir:
                 exporter = _exporter(svc, args)
@@ -279,6 +309,8 @@ def run(args) -> int:
                 server = serve_metrics(svc, metrics_addr)
         except OSError as exc:
             svc.stop()
+            if svc.flow_history is not None:
+                svc.flow_history.stop()
             err.write(f"{PROG}: error: {exc.strerror or exc}\n")
             return 1
         listening = " ".join(f"{k}={h}:{p}" for k, (h, p) in svc.addresses.items())
@@ -294,6 +326,8 @@ def run(args) -> int:
         if server is not None:
             server.close()
         svc.stop()
+        if svc.flow_history is not None:
+            svc.flow_history.stop()
         if exporter is not None:
             exporter.stop(final=True)
         out.write(render_counters(counters(svc.status()), args.output) + "\n")

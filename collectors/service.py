@@ -505,7 +505,8 @@ class CollectorService:
                  flush_interval: float = 0.25, model_refresh: float = 5.0,
                  rcvbuf: int = DEFAULT_RCVBUF, clock=time.time,
                  known_exporters_only: bool = False, columnar: bool = True,
-                 workers: int | None = 1, reuse_port: bool = False) -> None:
+                 workers: int | None = 1, reuse_port: bool = False,
+                 template_dir: str | None = None) -> None:
         self.model_provider = model_provider
         # more processes on the same ports (collectors.workers); None: cores - 1
         self.workers = default_workers() if workers is None else int(workers)
@@ -539,6 +540,11 @@ class CollectorService:
         self._refresher: threading.Thread | None = None
         self.started: float | None = None
         self.model_errors = 0
+        # NetFlow v9/IPFIX templates kept here survive a restart (collectors.template_store)
+        self.template_dir = template_dir
+        self.template_stores: list = []
+        # set by collectors.flow_history: matrix/flows/top then read the history on disk too
+        self.history = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -587,6 +593,8 @@ class CollectorService:
                 r.sock.close()
             self._receivers = {}
             raise
+        if self.template_dir:
+            self._load_templates()
         if self.workers > 1:
             try:
                 self._start_workers()
@@ -617,9 +625,22 @@ class CollectorService:
                       bucket_seconds=self.bucket_seconds, flush_interval=self.flush_interval,
                       model_refresh=0, rcvbuf=self.rcvbuf,
                       known_exporters_only=self.known_exporters_only, columnar=self.columnar,
+                      template_dir=self.template_dir,
                       **addrs)
         for _ in range(self.workers - 1):
             self._workers.append(Worker(self.aggregator, dict(config)))
+
+    def _load_templates(self) -> None:
+        """Attach a TemplateStore to each template cache (before the receivers run)."""
+        from .template_store import TemplateStore
+        for r in self._receivers.values():
+            for proto, cache in r.caches.items():
+                store = TemplateStore(self.template_dir, proto)
+                n = store.attach(cache)
+                self.template_stores.append(store)
+                if n:
+                    log.info("collector %s: %d %s templates loaded from %s", r.kind, n, proto,
+                             store.directory)
 
     def model_changed(self) -> None:
         """The provider has a new model: rebuild attribution on the refresher thread, soon.
@@ -727,16 +748,22 @@ class CollectorService:
 
     def matrix(self, since: float | None = None, by: str = "vm", tenant: str | None = None,
                until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.matrix(since, by, tenant, until)
         self.flush()
         return self.aggregator.matrix(since, by, tenant, until)
 
     def flows(self, since: float | None = None, tenant: str | None = None,
               until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.flows(since, tenant, until)
         self.flush()
         return self.aggregator.flows(since, tenant, until)
 
     def top(self, n: int = 10, since: float | None = None, by: str = "vm",
             tenant: str | None = None, until: float | None = None) -> list[dict]:
+        if self.history is not None:
+            return self.history.top(n, since, by, tenant, until)
         self.flush()
         return self.aggregator.top(n, since, by, tenant, until)
 

@@ -226,6 +226,11 @@ class Template:
         return out
 
 
+def same_template(a: Template, b: Template) -> bool:
+    """Whether two templates describe records the same way."""
+    return (a.fields == b.fields and a.scope_count == b.scope_count and a.options == b.options)
+
+
 # ------------------------------------------------------------------ cache
 
 Key = tuple  # (exporter, domain, template_id)
@@ -248,6 +253,9 @@ class TemplateCache:
         # key -> deque of (held_at, body bytes, context); OrderedDict gives age order of keys
         self._pending: OrderedDict[Key, deque] = OrderedDict()
         self._pending_bytes = 0
+        # on_change(exporter, domain, changed): a domain's templates were learned, refreshed
+        # (changed=False) or removed; collectors.template_store persists them with it
+        self.on_change = None
         # counters
         self.expired = 0
         self.evicted = 0
@@ -281,7 +289,8 @@ class TemplateCache:
             now = time.monotonic()
         template.refreshed = now
         templates = self._templates
-        if key in templates:
+        old = templates.get(key)
+        if old is not None:
             templates[key] = template
             templates.move_to_end(key)
         else:
@@ -293,7 +302,14 @@ class TemplateCache:
             exporter, domain, tid = key
             self._per_exporter[exporter] = self._per_exporter.get(exporter, 0) + 1
             self._by_domain.setdefault((exporter, domain), {})[tid] = None
+        if self.on_change is not None:
+            self.on_change(key[0], key[1], old is None or not same_template(old, template))
         return self._take_pending(key, now)
+
+    def domain_templates(self, exporter, domain) -> list[Template]:
+        """The templates of one (exporter, observation domain)."""
+        return [self._templates[(exporter, domain, tid)]
+                for tid in self._by_domain.get((exporter, domain), ())]
 
     def withdraw(self, key: Key) -> bool:
         if key in self._templates:
@@ -343,6 +359,8 @@ class TemplateCache:
         del tids[tid]
         if not tids:
             del self._by_domain[(exporter, domain)]
+        if self.on_change is not None:
+            self.on_change(exporter, domain, True)
 
     # -- data held until its template arrives
 

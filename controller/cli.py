@@ -321,6 +321,9 @@ def build_parser() -> Parser:
     p.add_argument("--drop-sample-pps", type=int, metavar="N",
                    help="dropped packets sampled to weftd per second and host (an OpenFlow meter)")
     p.add_argument("--drop-sample-burst", type=int, metavar="N", help="... and the meter's burst")
+    p.add_argument("--retention", metavar="DURATION",
+                   help="keep the flow history on disk this long (1h to 3650d, e.g. 36h, 7d, 2w; "
+                        "default 7d)")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table")
     from collectors.cli import add_parser as add_collect
     add_collect(sub)
@@ -662,7 +665,8 @@ def cmd_traffic(args, client) -> int:
                                  ("netflow_active_timeout", args.netflow_active_timeout),
                                  ("ipfix", args.ipfix), ("ipfix_sampling", args.ipfix_sampling),
                                  ("drop_sample_pps", args.drop_sample_pps),
-                                 ("drop_sample_burst", args.drop_sample_burst))
+                                 ("drop_sample_burst", args.drop_sample_burst),
+                                 ("retention", args.retention))
                if v is not None}
     changes = {k: (v == "on") if v in ("on", "off") else v for k, v in changes.items()}
     cfg = client.post("/v1/traffic/config", changes) if changes else client.get("/v1/traffic/config")

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the interface whose address the hosts' sFlow agent uses (the lab: mgmt0)")
     ap.add_argument("--export-dir", help="rotating JSON Lines / CSV traffic exports (default: "
                                          "<run-dir>/exports when collecting)")
+    ap.add_argument("--history-dir", help="flow history (Parquet, by hour) and NetFlow/IPFIX templates "
+                                          "kept across restarts (default: <run-dir>/history when collecting)")
     ap.add_argument("--ha", action="store_true",
                     help="one of several replicas sharing --nb: active while it holds the northbound "
                          "lock weftd_active, else a hot standby (OpenFlow slave, no host configuration)")
@@ -265,7 +267,8 @@ class Controller:
         if args.collector_ip:
             from controller.traffic import TrafficCollectors
             self.traffic = TrafficCollectors(self.engine, args.collector_ip,
-                                             args.export_dir or os.path.join(args.run_dir, "exports"))
+                                             args.export_dir or os.path.join(args.run_dir, "exports"),
+                                             history_dir=args.history_dir or os.path.join(args.run_dir, "history"))
 
     def start(self) -> None:
         from controller import api
@@ -536,6 +539,11 @@ def main(argv=None) -> int:
     def stop(_sig, _frame):
         LOG.info("weftd stopping")
         sdnotify.notify("STOPPING=1")
+        if controller.traffic is not None:
+            try:                # the flow history gets the buckets still in memory
+                controller.traffic.stop()
+            except Exception as exc:
+                LOG.warning("stopping the collectors: %s", exc)
         if args.pidfile:
             try:
                 os.unlink(args.pidfile)

@@ -33,20 +33,30 @@ def exporter_settings(traffic, collector_ip: str, agent: str | None, engine_id: 
 
 
 class TrafficCollectors:
-    def __init__(self, engine, listen_ip: str, export_dir: str | None = None, bucket_seconds: float = 10):
+    def __init__(self, engine, listen_ip: str, export_dir: str | None = None, bucket_seconds: float = 10,
+                 history_dir: str | None = None):
         self.engine = engine
         self.services: dict[str, CollectorService] = {}
+        templates = os.path.join(history_dir, "templates") if history_dir else None
         for source, port in PORTS.items():
             kwargs = {k: None for k in PORTS}
             kwargs[source] = (listen_ip, port)
             # workers=None: the cores minus one share each port (collectors.workers)
             self.services[source] = CollectorService(engine.effective_model, bucket_seconds=bucket_seconds,
                                                      model_refresh=1.0, known_exporters_only=True,
-                                                     workers=None, **kwargs)
+                                                     workers=None, template_dir=templates,
+                                                     **kwargs)
         self.export_dir = export_dir
         self._exporters = []
         self._ifindexes: dict[str, dict[str, int]] = {}
         self._ifindex_lock = threading.Lock()
+        self.history = None
+        if history_dir:         # flow history on disk, retention from `weft traffic config`
+            from collectors.flow_history import FlowHistory
+            from collectors.history import History
+            self.history = FlowHistory(History(history_dir, retention=self._retention))
+            for source, svc in self.services.items():
+                self.history.attach(source, svc)
 
     def ifindexes_changed(self, host: str, ifindexes: dict[str, int]) -> None:
         """From the southbound thread: {port uuid: kernel ifindex} on `host`, so sFlow's
@@ -57,9 +67,18 @@ class TrafficCollectors:
         for svc in self.services.values():
             svc.set_ifindexes(merged)
 
+    def _retention(self) -> int:
+        from topology.duration import DEFAULT_RETENTION, retention_seconds
+        try:
+            return retention_seconds(self.engine.effective_model().traffic.retention)
+        except ValueError:
+            return retention_seconds(DEFAULT_RETENTION)
+
     def start(self) -> None:
         for svc in self.services.values():
             svc.start()
+        if self.history is not None:
+            self.history.start()
         if self.export_dir:
             from collectors.export import CsvWriter, JsonLinesWriter, PeriodicExporter
             os.makedirs(self.export_dir, exist_ok=True)
@@ -75,6 +94,8 @@ class TrafficCollectors:
             exporter.stop()
         for svc in self.services.values():
             svc.stop()
+        if self.history is not None:
+            self.history.stop()         # writes the buckets still in memory, the open ones too
 
     def service(self, source: str) -> CollectorService:
         if source not in self.services:
@@ -91,6 +112,8 @@ class TrafficCollectors:
                                       "totals": st.get("totals"), "protocols": st.get("protocols")}
             out["exporters"] += st.get("exporters", [])
             out["rejected"] += st.get("rejected", [])
+        if self.history is not None:
+            out["history"] = self.history.status()
         return out
 
     def config(self) -> dict:

@@ -1013,7 +1013,8 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
             rows = list(self._rows("Traffic_Config"))
             row = rows[0] if rows else txn.insert(self.idl.tables["Traffic_Config"])
             for field in known:
-                setattr(row, field, getattr(new, field))
+                value = getattr(new, field)
+                setattr(row, field, [value] if field == "retention" else value)  # optional column
             return dataclasses.asdict(new)
         return self._transact(build)
 

@@ -101,7 +101,8 @@ _BUILDERS = {
     "Traffic_Config": lambda r: TrafficConfig(r.sflow, r.sflow_sampling, r.sflow_polling, r.netflow,
                                               r.netflow_active_timeout, r.ipfix, r.ipfix_sampling,
                                               opt(r.drop_sample_pps) or TrafficConfig.drop_sample_pps,
-                                              opt(r.drop_sample_burst) or TrafficConfig.drop_sample_burst),
+                                              opt(r.drop_sample_burst) or TrafficConfig.drop_sample_burst,
+                                              opt(r.retention) or "7d"),
 }
 
 

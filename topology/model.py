@@ -168,6 +168,7 @@ class TrafficConfig:
     ipfix_sampling: int = 400
     drop_sample_pps: int = 100       # dropped packets sampled to weftd per second and host (a meter;
     drop_sample_burst: int = 25      # ... Neutron's default for its ACL logging: 100 pps, burst 25)
+    retention: str = "7d"             # how long the flow history on disk is kept
 
 
 @dataclass(frozen=True)

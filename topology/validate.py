@@ -468,3 +468,8 @@ def traffic_config(cfg) -> None:
     for field in ("sflow", "netflow", "ipfix"):
         if not isinstance(getattr(cfg, field), bool):
             raise WeftError(f"{field} must be on or off")
+    from topology.duration import retention_seconds
+    try:
+        retention_seconds(cfg.retention)
+    except ValueError as exc:
+        raise WeftError(str(exc)) from None
