@@ -125,6 +125,11 @@ class DropLog:
         out.sort(key=lambda r: (-r["last_seen"], r["reason"], r["src"], r["dst"]))
         return out
 
+    def oldest_time(self) -> float | None:
+        """The start of the oldest bucket held (samples before it are forgotten), or None."""
+        with self._lock:
+            return next(iter(self._buckets)) * self.bucket_s if self._buckets else None
+
     def status(self) -> dict:
         with self._lock:
             return {"samples": sum(self._reasons.values()), "by_reason": dict(self._reasons),

@@ -44,6 +44,7 @@ class Api:
         self.host_config = None         # callable giving the southbound state per host
         self.cluster = None             # callable(only_self) giving the replicas and NB members
         self.drops = None               # collectors.drops.DropLog: samples of dropped packets
+        self.drop_history = None        # collectors.drop_history.DropHistory: the same on disk
         self.drop_counters = None       # the drop service's packet-in counters
         self.routes = [
             ("GET", r"/v1/tenants", self.list_tenants),
@@ -596,6 +597,7 @@ class Api:
 
     def delete_token(self, name, query, body):
         return self.store.delete_token(name)
+
     def _drop_log(self):
         if self.drops is None:
             raise WeftError("this weftd keeps no drop samples", 503)
@@ -607,7 +609,8 @@ class Api:
         if tenant and tenant not in self.model.tenants:
             raise NotFound(f"no tenant named {tenant!r}")
         since = self._since(query) if query.get("since") else time.time() - 600
-        return self._drop_log().rows(since, tenant)
+        log = self._drop_log()
+        return (self.drop_history or log).rows(since, tenant)
 
     def traffic_drops_status(self, query, body):
         """Drop samples received per host and reason, and the configured meter."""

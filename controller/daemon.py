@@ -264,11 +264,15 @@ class Controller:
         self._model_cond = threading.Condition()
         self._latest_model = self.store.model
         self._configured_from = (None, None)
+        self.drop_history = None
         if args.collector_ip:
             from controller.traffic import TrafficCollectors
             self.traffic = TrafficCollectors(self.engine, args.collector_ip,
                                              args.export_dir or os.path.join(args.run_dir, "exports"),
                                              history_dir=args.history_dir or os.path.join(args.run_dir, "history"))
+            if self.traffic.history is not None:     # drop samples go to the same history
+                from collectors.drop_history import DropHistory
+                self.drop_history = DropHistory(self.traffic.history.history, self.drop_log)
 
     def start(self) -> None:
         from controller import api
@@ -276,6 +280,8 @@ class Controller:
         self.engine.start()
         self.recorder.start()
         threading.Thread(target=self._start_hosts, name="southbound-start", daemon=True).start()
+        if self.drop_history is not None:
+            self.drop_history.start()
         if self.traffic is not None:
             self.hosts.on_ifindexes = self.traffic.ifindexes_changed   # sFlow ifindex -> port
             self.traffic.start()
@@ -296,6 +302,7 @@ class Controller:
         self.api.host_config = self.host_config_status
         self.api.cluster = self.cluster_view
         self.api.drops, self.api.drop_counters = self.drop_log, self.drops.counters
+        self.api.drop_history = self.drop_history
         token = read_token(self.args.api_token_file) if self.args.api_token_file else None
         tls = (self.args.api_tls_cert, self.args.api_tls_key) if self.args.api_tls_cert else None
         self.servers = api.serve(self.api, self.args.api_socket, tcp, token=token, tls=tls)
@@ -542,6 +549,8 @@ def main(argv=None) -> int:
         if controller.traffic is not None:
             try:                # the flow history gets the buckets still in memory
                 controller.traffic.stop()
+                if controller.drop_history is not None:
+                    controller.drop_history.stop()
             except Exception as exc:
                 LOG.warning("stopping the collectors: %s", exc)
         if args.pidfile:
