@@ -138,6 +138,60 @@ def test_floating_ip_inbound_outbound_security_groups_and_disassociation(nlab):
     assert ask(nlab, "rb", EDGE, 7000) == GW["red"]          # back to the router's SNAT
 
 
+def _iperf_from_outside(lab, *args: str) -> float:
+    """Mbit/s received of one iperf3 UDP run from the outside to the floating IP (-R: the VM
+    sends); the server runs in rb, started fresh for the run."""
+    server = subprocess.Popen([lab.weft_path, "lab", "exec", "rb", "--", "iperf3", "-s", "-1"],
+                              env=lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while ":5201" not in subprocess.run(["ip", "netns", "exec", f"{lab.name}-vm-rb", "ss", "-Hltn"],
+                                            capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "iperf3 server did not start"
+            time.sleep(0.05)
+        r = lab.exec("outside", "iperf3", "-c", FIP, "-J", "-u", "-b", "70M", "-w", "2M", "-t", "4",
+                     "-O", "1", *args, timeout=60)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        end = json.loads(r.stdout)["end"]
+        return end["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_qos_limits_floating_ip_traffic_both_ways(nlab):
+    """The port's meters sit at the VM's own port, so traffic through its floating IP (NAT on
+    the same host) is limited like any other: 50 Mbit/s measures 45-55 each way (a run below 45
+    is repeated, at most 3: a starved receiver on this shared machine drops a burst now and
+    then; every run must stay at or under 55)."""
+    rules = [nlab.json("sg", "rule", "add", "red/pub", "--direction", "ingress", "--proto", proto,
+                       "--port", "5201", "--remote-cidr", "0.0.0.0/0")["id"] for proto in ("tcp", "udp")]
+    nlab.weft("--wait", "port", "update", "red/net/b", "--egress-rate", "50mbit", "--egress-burst", "5mbit",
+              "--ingress-rate", "50mbit", "--ingress-burst", "5mbit")
+    nlab.weft("--wait", "fip", "associate", FIP, "red/net/b")
+    try:
+        assert eventually(lambda: ping(nlab, "outside", FIP)), "the outside cannot ping the floating IP"
+        for direction, args in (("ingress", ()), ("egress", ("-R",))):
+            runs = []
+            for _ in range(3):
+                got = _iperf_from_outside(nlab, *args)
+                runs.append(got)
+                print(f"floating IP {direction}: {got:.1f} Mbit/s received, load {os.getloadavg()}")
+                assert got <= 55, f"{direction} through the floating IP: {got:.1f} Mbit/s over a 50 Mbit/s limit"
+                if got >= 45:
+                    break
+            assert max(runs) >= 45, f"{direction} through the floating IP measured {runs} Mbit/s"
+    finally:
+        nlab.weft("--wait", "fip", "disassociate", FIP)
+        nlab.weft("--wait", "port", "update", "red/net/b", "--no-qos")
+        for rule in rules:
+            nlab.weft("sg", "rule", "delete", "red/pub", rule)
+
+
 def test_bad_input_is_one_line_and_changes_nothing(nlab):
     nlab.weft("fip", "create", "red", "--external", "admin/ext", "--ip", "203.0.113.60")
     nlab.weft("fip", "associate", "203.0.113.60", "red/net/a")
