@@ -4,6 +4,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+const DECIDE_MS = 30000;         // suggestions replay the whole window: asked less often
 const TOKEN_KEY = "weft-token";
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#dc2626"];
@@ -258,6 +259,41 @@ function renderDrops(rows, note) {
     note ? "—" : "no drops in this window");
 }
 
+function ruleText(r) {
+  const ports = r.port_min == null ? "" : r.port_max != null && r.port_max !== r.port_min
+    ? ` ${r.port_min}-${r.port_max}` : ` ${r.port_min}`;
+  const peer = r.remote_sg ? r.remote_sg : (r.remote_cidr || "any");
+  return `${r.direction} ${r.proto || "any"}${ports} ${r.direction === "ingress" ? "from" : "to"} ${peer}`;
+}
+
+function renderDecisions(sg, placement) {
+  fillTable("sg-suggest", sg && sg.ok ? sg.data.groups.map(g => [g.name, g.members.join(", "),
+    g.rules.map(ruleText).join("; ") || "-", `${g.covers.connections} conn., ${bytes(g.covers.bytes)}`]) : [],
+    sg && !sg.ok ? `no suggestion: ${(sg.data && sg.data.error) || sg.status}` : "no traffic to suggest from");
+  fillTable("placement", placement && placement.ok ? placement.data.moves.map(m =>
+    [m.vm, m.from, m.to, bytes(m.bytes_saved)]) : [],
+    placement === null ? "placement is for admin tokens" : placement.ok
+      ? "no move cuts cross-host traffic" : `no plan: ${(placement.data && placement.data.error) || placement.status}`);
+}
+
+let decidedAt = 0;
+async function refreshDecisions(networks, since) {
+  const select = document.getElementById("suggest-tenant");
+  const tenants = [...new Set(networks.map(n => n.tenant))].sort();
+  if (select.options.length !== tenants.length || [...select.options].some((o, i) => o.value !== tenants[i])) {
+    const chosen = select.value;
+    select.replaceChildren(...tenants.map(t => el("option", { value: t }, t)));
+    if (tenants.includes(chosen)) select.value = chosen;
+  }
+  if (Date.now() - decidedAt < DECIDE_MS || !select.value) return;
+  decidedAt = Date.now();
+  const q = `since=${encodeURIComponent(since)}`;
+  const [sg, placement] = await Promise.all([
+    api(`/v1/suggestions/security-groups?tenant=${encodeURIComponent(select.value)}&${q}`),
+    tenantToken ? Promise.resolve(null) : api(`/v1/suggestions/placement?${q}`)]);
+  renderDecisions(sg, placement);
+}
+
 // -- the loop ----------------------------------------------------------------------------------
 
 async function detectDrops() {
@@ -306,6 +342,8 @@ async function refresh() {
     } else {
       renderDrops([], "this weftd reports no drop reasons yet (GET /v1/traffic/drops)");
     }
+    await refreshDecisions(networks.data, since);
+    if (gen !== generation) return;
     const st = status.ok ? status.data : {};
     const up = hosts.data.filter(h => h.connected).length;
     document.getElementById("state").textContent =
@@ -361,6 +399,7 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   document.getElementById("signout").addEventListener("click", () => signOut(""));
-  document.getElementById("since").addEventListener("change", refresh);
+  document.getElementById("since").addEventListener("change", () => { decidedAt = 0; refresh(); });
+  document.getElementById("suggest-tenant").addEventListener("change", () => { decidedAt = 0; refresh(); });
   start();      // without a token (the unix socket) it works; on TCP a 401 asks for one
 });

@@ -79,6 +79,13 @@ def test_the_dashboard_shows_the_lab_in_a_real_browser(uilab, tmp_path):
         counts = page.evaluate("['host','network','router','port'].map(k => "
                                "document.querySelectorAll('#topology svg g.' + k).length)")
         assert counts == [2, 3, 1, 4], counts
+        # decisions from the observed traffic: red's suggested groups (the pings r1 -> r2 make a
+        # client and a server role), and a placement table (moves, or why there are none)
+        page.wait_for("document.querySelectorAll('#sg-suggest tbody td:not(.empty)').length", timeout=20)
+        assert page.evaluate("document.querySelector('#suggest-tenant').value") == "blue"
+        suggested = text("#sg-suggest tbody")
+        assert "blue/net/b1" in suggested and "icmp" in suggested, suggested
+        assert page.evaluate("document.querySelectorAll('#placement tbody tr').length") >= 1
         # drops: an empty table with a note until weftd reports them, never an error
         assert page.evaluate("document.querySelectorAll('#drops tbody tr').length") >= 1
         # the token left the address bar; the page refreshes by itself
