@@ -166,17 +166,15 @@ class Aggregator:
             start = self.started
         return out, max(end - start, 1e-9)
 
-    def matrix(self, since: float | None = None, by: str = "vm", tenant: str | None = None,
-               until: float | None = None) -> list[dict]:
-        """Traffic rows grouped by `by`, largest bytes first."""
-        if by not in BY:
-            raise ValueError(f"unknown grouping {by!r} (vm, network or tenant)")
+    def _grouped(self, since, until, tenant, by: str, with_service: bool) -> tuple[dict, float]:
+        """({(src label, dst label, src tenant, dst tenant[, service]): [bytes, packets, first,
+        last]}, window seconds) over the buckets of [since, until)."""
         rows: dict[tuple, list] = {}
         with self._lock:
             buckets, window = self._selected(since, until)
             labels: dict = {}
             for _s, entries in buckets:
-                for (src, dst, _svc), (nb, np, first, last) in entries.items():
+                for (src, dst, svc), (nb, np, first, last) in entries.items():
                     st, dt = src.tenant, dst.tenant
                     if tenant is not None and st != tenant and dt != tenant:
                         continue
@@ -186,7 +184,7 @@ class Aggregator:
                     dl = labels.get(dst)
                     if dl is None:
                         dl = labels[dst] = endpoint_label(dst, by)
-                    k = (sl, dl, st, dt)
+                    k = (sl, dl, st, dt, svc) if with_service else (sl, dl, st, dt)
                     r = rows.get(k)
                     if r is None:
                         rows[k] = [nb, np, first, last]
@@ -197,6 +195,14 @@ class Aggregator:
                             r[2] = first
                         if last > r[3]:
                             r[3] = last
+        return rows, window
+
+    def matrix(self, since: float | None = None, by: str = "vm", tenant: str | None = None,
+               until: float | None = None) -> list[dict]:
+        """Traffic rows grouped by `by`, largest bytes first."""
+        if by not in BY:
+            raise ValueError(f"unknown grouping {by!r} (vm, network or tenant)")
+        rows, window = self._grouped(since, until, tenant, by, with_service=False)
         out = [{"src": sl, "dst": dl, "src_tenant": st, "dst_tenant": dt, "bytes": nb,
                 "packets": np, "rate_bps": round(nb * 8 / window, 3),
                 "first_seen": first, "last_seen": last}
@@ -214,32 +220,7 @@ class Aggregator:
         """Rows per (src VM, dst VM, service), largest bytes first: `proto` (tcp, udp, icmp...
         or the number), `port` (the service port, None without ports), `to_server` (the
         bytes went from the client to the service) besides matrix's columns."""
-        rows: dict[tuple, list] = {}
-        with self._lock:
-            buckets, window = self._selected(since, until)
-            labels: dict = {}
-            for _s, entries in buckets:
-                for (src, dst, svc), (nb, np, first, last) in entries.items():
-                    st, dt = src.tenant, dst.tenant
-                    if tenant is not None and st != tenant and dt != tenant:
-                        continue
-                    sl = labels.get(src)
-                    if sl is None:
-                        sl = labels[src] = endpoint_label(src, "vm")
-                    dl = labels.get(dst)
-                    if dl is None:
-                        dl = labels[dst] = endpoint_label(dst, "vm")
-                    k = (sl, dl, st, dt, svc)
-                    r = rows.get(k)
-                    if r is None:
-                        rows[k] = [nb, np, first, last]
-                    else:
-                        r[0] += nb
-                        r[1] += np
-                        if first < r[2]:
-                            r[2] = first
-                        if last > r[3]:
-                            r[3] = last
+        rows, window = self._grouped(since, until, tenant, "vm", with_service=True)
         out = []
         for (sl, dl, st, dt, svc), (nb, np, first, last) in rows.items():
             proto, port = service_label(svc)

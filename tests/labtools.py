@@ -1,10 +1,13 @@
 """Test helpers: run the `weft` CLI as a user would, against a lab of the test's own name."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 WEFT = str(Path(sys.executable).parent / "weft")
@@ -68,3 +71,25 @@ class Lab:
 
     def down(self) -> None:
         self.weft("lab", "down", check=False)
+
+
+@contextlib.contextmanager
+def iperf_server(lab: Lab, vm: str):
+    """A one-shot `iperf3 -s -1` in lab VM `vm`, listening on 5201 before this yields; stopped
+    by pid however the block ends."""
+    server = subprocess.Popen([lab.weft_path, "lab", "exec", vm, "--", "iperf3", "-s", "-1"],
+                              env=lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while ":5201" not in subprocess.run(["ip", "netns", "exec", f"{lab.name}-vm-{vm}", "ss", "-Hltn"],
+                                            capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, f"iperf3 server in {vm} did not start"
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labtools import Lab
+from tests.labtools import Lab, iperf_server
 
 pytestmark = pytest.mark.integration
 ECHO = str(Path(__file__).resolve().parents[1] / "peerecho.py")
@@ -141,26 +141,11 @@ def test_floating_ip_inbound_outbound_security_groups_and_disassociation(nlab):
 def _iperf_from_outside(lab, *args: str) -> float:
     """Mbit/s received of one iperf3 UDP run from the outside to the floating IP (-R: the VM
     sends); the server runs in rb, started fresh for the run."""
-    server = subprocess.Popen([lab.weft_path, "lab", "exec", "rb", "--", "iperf3", "-s", "-1"],
-                              env=lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while ":5201" not in subprocess.run(["ip", "netns", "exec", f"{lab.name}-vm-rb", "ss", "-Hltn"],
-                                            capture_output=True, text=True).stdout:
-            assert time.monotonic() < deadline, "iperf3 server did not start"
-            time.sleep(0.05)
+    with iperf_server(lab, "rb"):
         r = lab.exec("outside", "iperf3", "-c", FIP, "-J", "-u", "-b", "70M", "-w", "2M", "-t", "4",
                      "-O", "1", *args, timeout=60)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr
-        end = json.loads(r.stdout)["end"]
-        return end["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
 def test_qos_limits_floating_ip_traffic_both_ways(nlab):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.labtools import Lab
+from tests.labtools import Lab, iperf_server
 
 pytestmark = pytest.mark.integration
 A_IP, B_IP = "10.0.0.11", "10.0.0.12"     # a on hv1 (the port with QoS), b on hv2
@@ -42,24 +42,10 @@ def iperf(lab: Lab, *args: str, attempts: int = 3) -> dict:
     busy to load the limiter) is repeated, so that a measurement always tests the limit."""
     last = None
     for _ in range(attempts):
-        server = subprocess.Popen([lab.weft_path, "lab", "exec", "b", "--", "iperf3", "-s", "-1"],
-                                  env=lab.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while ":5201" not in subprocess.run(["ip", "netns", "exec", f"{lab.name}-vm-b", "ss", "-Hltn"],
-                                                capture_output=True, text=True).stdout:
-                assert time.monotonic() < deadline, "iperf3 server did not start"
-                time.sleep(0.05)
+        with iperf_server(lab, "b"):
             r = lab.exec("a", "iperf3", "-c", B_IP, "-J", *args, timeout=60)
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr
             last = json.loads(r.stdout)["end"]
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
         offered = last["sum_sent"]["bits_per_second"]
         wanted = _offered(args)
         if offered >= 0.9 * wanted:
