@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 WEFT = str(Path(sys.executable).parent / "weft")
+VMPROBE = str(Path(__file__).resolve().parent / "vmprobe.py")     # run inside lab VMs
 API_TOKEN = "t0ken-for-the-tests-0123456789"   # the admin token of conftest's `served` API
 API_KEEPALIVE_S = 3          # `served` closes incomplete or idle connections after this
 
@@ -93,3 +94,10 @@ def iperf_server(lab: Lab, vm: str):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def probe(lab: Lab, src: str, targets, timeout: float = 90) -> list[bool]:
+    """From lab VM `src`, try each (ip, proto, port) target (tests/vmprobe.py): connected or not."""
+    r = lab.exec(src, sys.executable, VMPROBE, "probe", json.dumps(targets), timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.client import Client
-from tests.labtools import Lab
+from tests.labtools import Lab, probe
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
@@ -58,11 +58,6 @@ def dlab():
             s.wait()
         lab.down()
 
-
-def probe(lab, src, targets):
-    r = lab.exec(src, PY, PROBE, "probe", json.dumps(targets), timeout=90)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def state(lab):

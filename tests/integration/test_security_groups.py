@@ -1,5 +1,4 @@
 """Security groups on the lab: a three-tier tenant probed over a full matrix, live rule changes, tenants."""
-import json
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labtools import Lab
+from tests.labtools import Lab, probe
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
@@ -88,11 +87,6 @@ def sglab():
             s.wait()
         lab.down()
 
-
-def probe(lab, src, targets):
-    r = lab.exec(src, PY, PROBE, "probe", json.dumps(targets), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def test_full_matrix_connects_exactly_what_the_rules_allow(sglab):

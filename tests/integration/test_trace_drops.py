@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labtools import Lab
+from tests.labtools import Lab, probe
 
 pytestmark = pytest.mark.integration
 PY = sys.executable
@@ -50,11 +50,6 @@ def lab():
             s.wait()
         lab.down()
 
-
-def probe(lab, src, targets):
-    r = lab.exec(src, PY, PROBE, "probe", json.dumps(targets), timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def trace(lab, *args):
