@@ -577,22 +577,29 @@ def cmd_sg(args, client) -> int:
         print()
         print(render(_rule_rows(res["rules"]), columns=RULE_COLUMNS))
     elif args.rule_cmd == "add":
-        body = {"direction": args.direction, "proto": args.proto, "ethertype": args.ethertype}
-        if args.port is not None:
-            from topology.validate import port_range
-            body["port_min"], body["port_max"] = port_range(args.port)
-        if args.icmp_type is not None:
-            body["icmp_type"] = args.icmp_type
-        if args.remote_cidr is not None:
-            body["remote_cidr"] = args.remote_cidr
-        if args.remote_sg is not None:
-            body["remote_sg"] = _group_of(tenant, args.remote_sg, f"a rule of {tenant}/{name}")
-        res = client.post(f"{path}/rules", body)
+        res = client.post(f"{path}/rules", rule_body(args, tenant, name))
         print(render(res, "json") if args.output == "json" else res["id"])
     else:
         client.delete(f"{path}/rules/{seg(args.rule_id)}")
         print(f"rule {args.rule_id} deleted from {tenant}/{name}")
     return 0
+
+
+def rule_body(args, tenant: str, name: str) -> dict:
+    """The API body of a rule of group TENANT/NAME from `sg rule add`'s options (also what
+    `sg what-if --add-rule` takes)."""
+    body = {"direction": args.direction, "proto": args.proto or "any",
+            "ethertype": args.ethertype or "ipv4"}
+    if args.port is not None:
+        from topology.validate import port_range
+        body["port_min"], body["port_max"] = port_range(args.port)
+    if args.icmp_type is not None:
+        body["icmp_type"] = args.icmp_type
+    if args.remote_cidr is not None:
+        body["remote_cidr"] = args.remote_cidr
+    if args.remote_sg is not None:
+        body["remote_sg"] = _group_of(tenant, args.remote_sg, f"a rule of {tenant}/{name}")
+    return body
 
 
 def cmd_host(args, client) -> int:

@@ -36,7 +36,7 @@ RULE_OPTIONS = ("direction", "proto", "port", "icmp_type", "remote_cidr", "remot
 
 
 def request_body(args, tenant: str, name: str) -> dict:
-    from controller.cli import _group_of
+    from controller.cli import rule_body
     given = [o for o in RULE_OPTIONS if getattr(args, o) is not None]
     if given and not args.add_rule:
         raise WeftError(f"--{given[0].replace('_', '-')} describes a rule to add: give --add-rule too")
@@ -48,18 +48,7 @@ def request_body(args, tenant: str, name: str) -> dict:
     if args.add_rule:
         if args.direction is None:
             raise WeftError("--add-rule needs --direction ingress|egress (and the rule's other options)")
-        rule = {"direction": args.direction, "proto": args.proto or "any",
-                "ethertype": args.ethertype or "ipv4"}
-        if args.port is not None:
-            from topology.validate import port_range
-            rule["port_min"], rule["port_max"] = port_range(args.port)
-        if args.icmp_type is not None:
-            rule["icmp_type"] = args.icmp_type
-        if args.remote_cidr is not None:
-            rule["remote_cidr"] = args.remote_cidr
-        if args.remote_sg is not None:
-            rule["remote_sg"] = _group_of(tenant, args.remote_sg, f"a rule of {tenant}/{name}")
-        body["add_rules"] = [rule]
+        body["add_rules"] = [rule_body(args, tenant, name)]
     return body
 
 

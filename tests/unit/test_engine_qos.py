@@ -1,8 +1,6 @@
 """The engine keeps each switch's QoS meters equal to the compiled ones, confirmed like its flows."""
 from dataclasses import replace
 
-import pytest
-
 from controller.driver import OpenFlowDriver
 from controller.engine import Engine
 from flows import qos as Q
@@ -10,11 +8,9 @@ from tests.fakeswitch import FakeSwitch
 from topology.model import Host, Model, Network, Port, Tenant
 from topology.qos import QoS
 
+from test_engine import dpid, engine, settle  # noqa: F401,E402  (engine: the shared fixture)
+
 LIMITS = QoS(egress_rate=50_000, ingress_rate=50_000, dscp=46)
-
-
-def dpid(name: str) -> int:
-    return {"hv1": 0x11, "hv2": 0x12}[name]
 
 
 def model(qos=LIMITS) -> Model:
@@ -25,18 +21,6 @@ def model(qos=LIMITS) -> Model:
                "b": Port("b", "red", "net", "b", "fa:16:3e:00:00:02", ("10.0.0.12",))},
         hosts={h: Host(h, ip, f"unix:/nonexistent/{h}")
                for h, ip in (("hv1", "198.18.0.11"), ("hv2", "198.18.0.12"))})
-
-
-def settle(engine: Engine) -> None:
-    for _ in range(3):
-        engine.call(lambda: None)
-
-
-@pytest.fixture
-def engine():
-    e = Engine(OpenFlowDriver(), datapath_id=dpid).start()
-    yield e
-    e.stop()
 
 
 def up(engine, m, version=1):
