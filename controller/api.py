@@ -28,10 +28,15 @@ class EncodedView(dict):
         self.encoded = json.dumps(data).encode()
 
 
+LIST_OPEN, LIST_SEP, LIST_CLOSE = b"[\n  ", b",\n  ", b"\n]"
+
+
 def encode_result(result) -> bytes:
-    """The JSON body of an answer; lists of EncodedViews are joined, not re-encoded."""
+    """The JSON body of an answer; lists of EncodedViews are joined, not re-encoded, one object
+    a line: the layout `weft ... -o json` prints (controller/output.py), so the CLI passes such
+    a body through as it is (`Client.get_listing`) instead of decoding and encoding it again."""
     if isinstance(result, list) and result and all(type(v) is EncodedView for v in result):
-        return b"[" + b", ".join(v.encoded for v in result) + b"]"
+        return LIST_OPEN + LIST_SEP.join(v.encoded for v in result) + LIST_CLOSE
     return json.dumps(result).encode()
 
 

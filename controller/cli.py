@@ -402,6 +402,17 @@ def cmd_network(args, client) -> int:
     return 0
 
 
+def _print_listing(listing) -> int:
+    """`-o json` of a list: weftd's body as is when it is in render's layout, else rendered."""
+    if isinstance(listing, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(listing + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        print(render(listing, "json"))
+    return 0
+
+
 def cmd_port(args, client) -> int:
     if args.sub == "list":
         query = {}
@@ -409,6 +420,8 @@ def cmd_port(args, client) -> int:
             parts = args.scope.split("/")
             _ref(args.scope, len(parts) if len(parts) in (1, 2) else 2, "tenant or network")
             query = {"tenant": parts[0], "network": parts[1] if len(parts) > 1 else None}
+        if args.output == "json":
+            return _print_listing(client.get_listing("/v1/ports", **query))
         rows = client.get("/v1/ports", **query)
         print(render(rows, args.output, ["ref", "mac", "ips", "host", "ofport", "id"]))
         return 0

@@ -85,7 +85,10 @@ class Client:
         raise WeftError(f"cannot reach weftd at {self.endpoint} ({error.__class__.__name__}): "
                         f"is it running? (`weft lab up` starts one; or set WEFT_API)", 503)
 
-    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None):
+    def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
+                raw: bool = False):
+        """The decoded answer; with `raw`, (status, body bytes) of a successful answer instead
+        (errors are raised the same way)."""
         if self.wait_timeout is not None and method != "GET":
             query = {**(query or {}), "wait": "hv", "timeout": self.wait_timeout}
         if query:
@@ -104,6 +107,8 @@ class Client:
                             f"is it running? (`weft lab up` starts one; or set WEFT_API)", 503) from None
         finally:
             conn.close()
+        if raw and resp.status < 400:
+            return data
         try:
             result = json.loads(data) if data else None
         except json.JSONDecodeError:
@@ -120,6 +125,15 @@ class Client:
 
     def get(self, path: str, **query):
         return self.request("GET", path, query=query or None)
+
+    def get_listing(self, path: str, **query) -> bytes | list:
+        """A list answer: its body as is when it is already in `-o json`'s layout (one object a
+        line, as weftd encodes cached views: 10,000 ports are not decoded and encoded again),
+        else the decoded list."""
+        data = self.request("GET", path, query=query or None, raw=True)
+        if data == b"[]" or (data.startswith(b"[\n  {") and data.endswith(b"}\n]")):
+            return data
+        return json.loads(data) if data else []
 
     def post(self, path: str, body: dict):
         return self.request("POST", path, body=body)
