@@ -107,7 +107,12 @@ def main() -> None:
         engine = Engine(driver)
         driver.engine = engine
         engine.start()
-        store.subscribe(engine.model_changed)
+        arrivals: dict = {}           # version -> when its snapshot reached the engine's inbox
+
+        def arrived(model, version=None):
+            arrivals[version] = time.monotonic()
+            engine.model_changed(model, version)
+        store.subscribe(arrived)
         store.start()
         server = api_mod.serve(api_mod.Api(store, engine), None, ("127.0.0.1", args.api_port))
         base = f"http://127.0.0.1:{args.api_port}"
@@ -152,9 +157,11 @@ def main() -> None:
               f"{last:.2f} ms each (x{last / first:.2f}); all {statistics.mean(per_create):.2f} ms")
 
         # API create -> plans queued for every affected host, on the full store
-        lat, api_ms = [], []
+        lat, api_ms, to_engine, in_engine, engine_cpu = [], [], [], [], []
+        engine_clock = time.pthread_getcpuclockid(engine._thread.ident)
         for s in range(args.samples):
             tenant = f"t{(s * 37) % args.tenants}"
+            cpu0 = time.clock_gettime(engine_clock)
             c0 = time.monotonic()
             client.post("/v1/ports", {"tenant": tenant, "network": "net", "name": f"s{s}"})
             api_ms.append((time.monotonic() - c0) * 1000)
@@ -162,6 +169,10 @@ def main() -> None:
             engine.wait_processed(version, 30)
             done = engine.processed_at(version)
             lat.append((done - c0) * 1000)
+            engine_cpu.append((time.clock_gettime(engine_clock) - cpu0) * 1000)
+            if version in arrivals:
+                to_engine.append((arrivals[version] - c0) * 1000)
+                in_engine.append((done - arrivals[version]) * 1000)
             time.sleep(0.005)      # one change at a time: the latency of each, not of a queue
         status = engine.status(30)
         print(f"API create -> plans queued: median {statistics.median(lat):.2f} ms, "
@@ -170,6 +181,9 @@ def main() -> None:
               f"{sum(h['flows'] for h in status.values())} flows installed on "
               f"{sum(1 for h in status.values() if h['reconciled'])} emulated hosts, "
               f"{driver.bundles} bundles")
+        print(f"  where it goes (medians): create -> snapshot at the engine {statistics.median(to_engine):.2f} ms, "
+              f"snapshot -> plans queued {statistics.median(in_engine):.2f} ms, engine CPU per create "
+              f"{statistics.median(engine_cpu):.2f} ms")
 
         env = {**os.environ, "WEFT_API": base}
         cli, call = [], []

@@ -766,11 +766,11 @@ class Engine:
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
         self._sent = {}
         for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
+            # no yield between hosts: an API request waiting for the GIL gets it within one
+            # switch interval (controller/tuning.py, 0.5 ms) anyway, and a yield per host cost
+            # a thread hand-off each (up to a switch interval when another thread is busy):
+            # most of a change's wall time when it touches ten hosts on a loaded machine
             self._sync(host)
-            # let a waiting thread (an API request between two store round trips) run now
-            # rather than after a switch interval: a change touching many hosts must not
-            # slow down the writes queued behind it
-            time.sleep(0)
         if self._activating:
             self._activation_sent()
         self._sent = None
@@ -985,9 +985,10 @@ class Engine:
             self._sent[host] = bid
         for port in ports:
             self._port_up[(host, port)].sent = now
-        deleted = set(plan.delete)
-        state.expected = {k for k in state.expected if (k[0], k[2]) not in deleted}
-        state.expected |= {f.key for f in plan.add}
+        if plan.delete:
+            deleted = set(plan.delete)
+            state.expected = {k for k in state.expected if (k[0], k[2]) not in deleted}
+        state.expected.update(f.key for f in plan.add)
         state.flow_mods += len(items)
         state.bundles += 1
         self.metrics.flow_mods.inc(len(items))

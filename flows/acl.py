@@ -21,9 +21,10 @@ conjunction too: (port, ongoing) x (mark = rule key), one flow per port plus one
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flows import pipeline as P
 from flows import qos as Q
@@ -48,6 +49,16 @@ class TenantAcl:
     """A tenant's groups by name and the member addresses of each (host independent)."""
     groups: dict
     members: dict         # (group name, "ipv4" | "ipv6") -> sorted addresses of its member ports
+    # (group name, peer field) -> the clause-2 matches of its members, built once per tenant
+    # change rather than once per port of every host the change touches
+    member_matches: dict = field(default_factory=dict)
+
+    def matches(self, group: str, ethertype: str, peer: str) -> tuple:
+        found = self.member_matches.get((group, peer))
+        if found is None:
+            found = self.member_matches[(group, peer)] = tuple(
+                _member_match(peer, ip) for ip in self.members.get((group, ethertype), ()))
+        return found
 
 
 def tenant_acl(model, tenant: str) -> TenantAcl:
@@ -66,6 +77,7 @@ def tenant_acl(model, tenant: str) -> TenantAcl:
     return TenantAcl(groups, members)
 
 
+@functools.lru_cache(maxsize=1 << 16)     # every member address is sorted again on each change
 def _ip_key(ip: str):
     return int(ipaddress.ip_address(ip))
 
@@ -238,17 +250,23 @@ def _register_members(acl: TenantAcl, ofport: int, rules: list, members: dict) -
             cid = conj_id(rule.key, ofport)
             remote = acl.groups.get(rule.remote_sg)
             owner = remote.uuid if remote else None
-            for ip in acl.members.get((rule.remote_sg, rule.ethertype), ()):
-                members.setdefault((table, _member_match(peer, ip)), {})[cid] = owner
+            for match in acl.matches(rule.remote_sg, rule.ethertype, peer):
+                members.setdefault((table, match), {})[cid] = owner
 
 
 def member_flows(members: dict) -> list[Flow]:
     """One flow per (table, member address or rule mark) carrying clause 2 of every
     conjunction that needs it, shared by all ports of the host."""
     flows = []
-    for (table, match), cids in sorted(members.items()):
+    # in the order registered (deterministic: ports by ofport, rules and members sorted); the
+    # compiler orders flows by table and planning by key, so no sort of the entries here
+    for (table, match), cids in members.items():
+        prio = PRIO_ESTABLISHED if match[0][0] == "ct_mark" else PRIO_CONJ
+        if len(cids) == 1:
+            (cid, owner), = cids.items()
+            flows.append(make("acl", owner, table, prio, match, (("conjunction", cid, 1, 2),)))
+            continue
         owner = min((g for g in cids.values() if g), default=None)
-        prio = PRIO_ESTABLISHED if "ct_mark" in dict(match) else PRIO_CONJ
         flows.append(make("acl", owner, table, prio, match,
                           tuple(("conjunction", c, 1, 2) for c in sorted(cids))))
     return flows

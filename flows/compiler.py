@@ -495,13 +495,7 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
     local_ports = frag.local_ports.get(host, ())
     flows = [frag.tunnel_classify]
     for ofport, port in local_ports:
-        sample = (("sample", sampling, IPFIX_COLLECTOR_SET, 1, ofport),) if sampling else ()
-        flows.append(make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
-                          Q.classify_actions(port, ofport, sample, vni)))
-        flows.extend(_port_security(port, ofport, dhcp=net.dhcp))
-        if port.qos is not None:
-            flows.extend(Q.egress_flows(port, ofport))
-            flows.extend(Q.ingress_flows(port, ofport))
+        flows.extend(_local_port_flows(port, ofport, vni, net.dhcp, sampling))
     flows.extend(frag.standby.get(host, ()))
     flows.extend(frag.arp)
     flows.extend(frag.l3_input)
@@ -544,6 +538,31 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
                                          eth_dst=MULTICAST_BIT, eth_type=eth_type),
                               open_ports))
     return tuple(flows)
+
+
+# A local port's own flows (classification, port security, QoS) depend only on the port, its
+# ofport and three settings of its network, so they are kept while the port stays the same
+# object: a change elsewhere in its network (a new port, a new member) rebuilds none of them.
+_LOCAL: dict = {}
+_LOCAL_MAX = 100_000
+
+
+def _local_port_flows(port: Port, ofport: int, vni: int, dhcp: bool, sampling: int | None) -> tuple:
+    key = (port.uuid, ofport, vni, dhcp, sampling)
+    hit = _LOCAL.get(key)
+    if hit is not None and hit[0] is port:
+        return hit[1]
+    sample = (("sample", sampling, IPFIX_COLLECTOR_SET, 1, ofport),) if sampling else ()
+    flows = [make("classify", port.uuid, P.CLASSIFY, PRIO_HIGH, make_match(in_port=ofport),
+                  Q.classify_actions(port, ofport, sample, vni))]
+    flows.extend(_port_security(port, ofport, dhcp=dhcp))
+    if port.qos is not None:
+        flows.extend(Q.egress_flows(port, ofport))
+        flows.extend(Q.ingress_flows(port, ofport))
+    if len(_LOCAL) >= _LOCAL_MAX:
+        _LOCAL.clear()
+    _LOCAL[key] = (port, tuple(flows))
+    return _LOCAL[key][1]
 
 
 def _routed_chunk(frag: _Fragment, host: str) -> tuple[Flow, ...]:

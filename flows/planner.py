@@ -40,14 +40,17 @@ def plan(installed_keys, desired_flows) -> Plan:
             if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(v, int) for v in key)):
                 raise ValueError(f"installed key {key!r} is not (table, priority, cookie)")
             installed.add(key)
-    desired: dict[tuple, list[Flow]] = {}
+    # one flow per key; the rare distinct flows sharing a key (a digest collision) aside
+    desired: dict[tuple, Flow] = {}
+    shared: dict[tuple, list[Flow]] = {}
+    setdefault = desired.setdefault
     for flow in desired_flows:
-        same = desired.get(flow.key)
-        if same is None:
-            desired[flow.key] = [flow]
-        elif flow not in same:
-            same.append(flow)
-    stale = installed - desired.keys()
+        first = setdefault(flow.key, flow)
+        if first is not flow and first != flow:
+            same = shared.setdefault(flow.key, [first])
+            if flow not in same:
+                same.append(flow)
+    stale = installed.difference(desired)
     delete = sorted({(table, cookie) for table, _, cookie in stale})
     if delete:
         deleted = set(delete)
@@ -57,8 +60,9 @@ def plan(installed_keys, desired_flows) -> Plan:
     keys.sort()
     add = []
     for key in keys:
-        flows = desired[key]
-        if len(flows) > 1:
-            flows = sorted(flows, key=lambda f: (repr(f.match), repr(f.actions)))
-        add.extend(flows)
+        flows = shared.get(key)
+        if flows is None:
+            add.append(desired[key])
+        else:
+            add.extend(sorted(flows, key=lambda f: (repr(f.match), repr(f.actions))))
     return Plan(delete, add)

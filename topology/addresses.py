@@ -1,6 +1,7 @@
 """Address families of the model: which of a port's addresses are IPv4 or IPv6, and EUI-64 link-locals."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
@@ -23,6 +24,7 @@ def ordered(ips) -> tuple[str, ...]:
     return ipv4s(ips) + ipv6s(ips)
 
 
+@functools.lru_cache(maxsize=1 << 16)     # asked for each compile of its port's flows
 def link_local(mac: str) -> str:
     """The fe80::/64 address a NIC derives from its MAC (modified EUI-64, RFC 4291 appendix A)."""
     b = bytes.fromhex(mac.replace(":", ""))
