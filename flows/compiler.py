@@ -217,35 +217,19 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
          ("goto", P.L2_LOOKUP)))
     arp, l2, unknown, local_ports, peers = [], [], [], {}, {}
     for port in ports:
-        arp.extend(_nd_responder(port, vni))
-        for ip in port.ipv4s:
-            arp.append(make(
-                "arp-responder", port.uuid, P.ARP_RESPONDER, PRIO_HIGH,
-                make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST,
-                           arp_tpa=ip),
-                (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", port.mac),
-                 ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
-                 ("move", "arp_spa", "arp_tpa", 32), ("set_field", "arp_sha", port.mac),
-                 ("set_field", "arp_spa", ip), ("output", IN_PORT))))
         binding = model.bindings.get(port.uuid)
+        where = model.hosts.get(binding.host) if binding is not None else None
+        piece = _port_piece(port, vni, binding, where.tunnel_ip if where is not None else None)
+        arp.extend(piece[0])
         if binding is None:
             continue
         ports_here = local_ports.setdefault(binding.host, [])
-        local, deliver = None, None
         if binding.ofport != PENDING:
             ports_here.append((binding.ofport, port))
-            deliver = ((("set_field", P.REG_OUT, binding.ofport), ("goto", P.INGRESS_CT))
-                       if A.has_acl(port) else Q.deliver(port, binding.ofport))
-            local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
-                         make_match(**{P.REG_NET: vni}, eth_dst=port.mac), deliver)
-        remote, tunnel = None, None
-        where = model.hosts.get(binding.host)
-        if where is not None:
-            tunnel = peers[binding.host] = _to_tunnel(where.tunnel_ip, vni)
-            remote = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
-                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=port.mac), tunnel)
-        l2.append((binding.host, local, remote))
-        unknown.append((binding.host, _by_ip(port, vni, deliver), _by_ip(port, vni, tunnel)))
+        if piece[1] is not None:
+            peers[binding.host] = piece[1]
+        l2.append(piece[2])
+        unknown.append(piece[3])
     for entries in local_ports.values():
         entries.sort(key=lambda e: e[0])
     frag = _Fragment(net, tunnel_classify, tuple(arp), tuple(l2), tuple(unknown),
@@ -273,6 +257,50 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
             make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=net.gateway),
             _arp_reply(P.DHCP_SERVER_MAC, net.gateway)),)
     return frag
+
+
+# What one port gives its network's fragment depends only on the port, its binding, the VNI
+# and its host's tunnel address, so it is kept while the port and binding stay the same
+# objects: a new port in a network rebuilds the fragment from these pieces, not flow by flow.
+_PIECES: dict = {}
+
+
+def _port_piece(port: Port, vni: int, binding, tunnel_ip: str | None) -> tuple:
+    """(ARP/ND answers, tunnel actions to its host, (host, local, remote) L2 flows,
+    (host, local, remote) by-IP flows) of `port` in its network's fragment."""
+    key = (port.uuid, vni, tunnel_ip)
+    hit = _PIECES.get(key)
+    if hit is not None and hit[0] is port and (hit[1] is binding or hit[1] == binding):
+        return hit[2]
+    arp = _nd_responder(port, vni)
+    for ip in port.ipv4s:
+        arp.append(make(
+            "arp-responder", port.uuid, P.ARP_RESPONDER, PRIO_HIGH,
+            make_match(**{P.REG_NET: vni}, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+            (("move", "eth_src", "eth_dst", 48), ("set_field", "eth_src", port.mac),
+             ("set_field", "arp_op", ARP_REPLY), ("move", "arp_sha", "arp_tha", 48),
+             ("move", "arp_spa", "arp_tpa", 32), ("set_field", "arp_sha", port.mac),
+             ("set_field", "arp_spa", ip), ("output", IN_PORT))))
+    tunnel, l2, unknown = None, None, None
+    if binding is not None:
+        local, deliver = None, None
+        if binding.ofport != PENDING:
+            deliver = ((("set_field", P.REG_OUT, binding.ofport), ("goto", P.INGRESS_CT))
+                       if A.has_acl(port) else Q.deliver(port, binding.ofport))
+            local = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
+                         make_match(**{P.REG_NET: vni}, eth_dst=port.mac), deliver)
+        remote = None
+        if tunnel_ip is not None:
+            tunnel = _to_tunnel(tunnel_ip, vni)
+            remote = make("l2", port.uuid, P.L2_LOOKUP, PRIO_HIGH,
+                          make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=port.mac), tunnel)
+        l2 = (binding.host, local, remote)
+        unknown = (binding.host, _by_ip(port, vni, deliver), _by_ip(port, vni, tunnel))
+    piece = (tuple(arp), tunnel, l2, unknown)
+    if len(_PIECES) >= _LOCAL_MAX:
+        _PIECES.clear()
+    _PIECES[key] = (port, binding, piece)
+    return piece
 
 
 def _nd_responder(port: Port, vni: int) -> list[Flow]:
