@@ -234,6 +234,12 @@ def _member_match(peer: str, ip: str) -> tuple:
     return match
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _mark_match(key: int) -> tuple:
+    """Clause 2 of a port's established check: the connection's mark is rule `key`."""
+    return make_match(ct_state=ONGOING, ct_mark=key)
+
+
 def _register_members(acl: TenantAcl, ofport: int, rules: list, members: dict) -> None:
     """Clause 2 of the port's conjunctions: rule marks (established) and member addresses."""
     if not rules:
@@ -242,7 +248,7 @@ def _register_members(acl: TenantAcl, ofport: int, rules: list, members: dict) -
     for direction, table in (("egress", P.EGRESS_ACL), ("ingress", P.INGRESS_ACL)):
         oid = ongoing_id(ofport, table)
         for key in owner_of:
-            members.setdefault((table, make_match(ct_state=ONGOING, ct_mark=key)), {})[oid] = owner_of[key]
+            members.setdefault((table, _mark_match(key)), {})[oid] = owner_of[key]
         for rule in rules:
             if rule.direction != direction or rule.remote_sg is None:
                 continue

@@ -11,6 +11,7 @@ O(total output), and a change recompiles only `affected_hosts`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
@@ -536,36 +537,40 @@ def _chunk(frag: _Fragment, host: str, sampling: int | None = None) -> tuple[Flo
             flows.append(remote)
     for bound_host, local, remote in frag.unknown:
         flows.extend(local if bound_host == host else remote)
+    m = _flood_matches(vni)
     to_local = tuple(("output", ofport) for ofport, _ in local_ports)
     to_peers = tuple(chain.from_iterable(acts for peer, acts in frag.peers if peer != host))
-    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
-                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT),
-                      to_local + to_peers))
-    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
-                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=UNICAST),
-                      (("goto", P.L2_UNKNOWN),)))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD, m["bum"], to_local + to_peers))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD, m["unicast"], (("goto", P.L2_UNKNOWN),)))
     unchecked = tuple(("output", o) for o, port in local_ports if not port.port_security)
     if unchecked:
-        flows.append(make("flood", net.uuid, P.L2_UNKNOWN, PRIO_FLOOD,
-                          make_match(**{P.REG_NET: vni}), unchecked))
-    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD,
-                      make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
-                                 eth_dst=MULTICAST_BIT),
-                      to_local))
+        flows.append(make("flood", net.uuid, P.L2_UNKNOWN, PRIO_FLOOD, m["net"], unchecked))
+    flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD, m["bum_tunnel"], to_local))
     if any(A.has_acl(port) for _o, port in local_ports):
         # IP broadcast/multicast (IPv4 and IPv6) never bypasses a port's security groups: not
         # delivered to it
         open_ports = tuple(("output", o) for o, port in local_ports if not A.has_acl(port))
         for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):
-            flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
-                              make_match(**{P.REG_NET: vni, P.REG_FLAGS: 0}, eth_dst=MULTICAST_BIT,
-                                         eth_type=eth_type),
+            flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1, m[("bum", eth_type)],
                               open_ports + to_peers))
             flows.append(make("flood", net.uuid, P.L2_LOOKUP, PRIO_FLOOD + 1,
-                              make_match(**{P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL},
-                                         eth_dst=MULTICAST_BIT, eth_type=eth_type),
-                              open_ports))
+                              m[("bum_tunnel", eth_type)], open_ports))
     return tuple(flows)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _flood_matches(vni: int) -> dict:
+    """The matches of a network's flood and unknown-unicast flows (the same on every host)."""
+    net, local, tunnel = {P.REG_NET: vni}, {P.REG_NET: vni, P.REG_FLAGS: 0}, \
+        {P.REG_NET: vni, P.REG_FLAGS: P.FROM_TUNNEL}
+    m = {"bum": make_match(**local, eth_dst=MULTICAST_BIT),
+         "unicast": make_match(**local, eth_dst=UNICAST),
+         "net": make_match(**net),
+         "bum_tunnel": make_match(**tunnel, eth_dst=MULTICAST_BIT)}
+    for eth_type in (ETH_TYPE_IP, ETH_TYPE_IPV6):
+        m[("bum", eth_type)] = make_match(**local, eth_dst=MULTICAST_BIT, eth_type=eth_type)
+        m[("bum_tunnel", eth_type)] = make_match(**tunnel, eth_dst=MULTICAST_BIT, eth_type=eth_type)
+    return m
 
 
 # A local port's own flows (classification, port security, QoS) depend only on the port, its
