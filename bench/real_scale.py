@@ -10,14 +10,16 @@
    and a group `web` (egress anything, ingress TCP 80 only), and its M/T ports with the VMs'
    MACs and addresses. Half of a tenant's VMs have addresses every tenant uses (10.0.0.10+j),
    half addresses of their own (10.0.(t+1).10+j); the last VM of a tenant is in `web` only.
-4. The NICs plugged (one ovs-vsctl transaction per host, iface-id = the port's id).
-5. converge_s: from the model loaded (the last API call answered) to the moment every host's
+   The ports are created host by host; as soon as a host's last port exists its NICs are
+   plugged (one ovs-vsctl transaction per host, iface-id = the port's id), as a cloud plugs a
+   VM's NIC once its port exists, while the model goes on loading.
+4. converge_s: from the model loaded (the last API call answered) to the moment every host's
    flow table, dumped from its ovs-vswitchd with ovs-ofctl (not through weftd), holds exactly
    the flows compiled for it from the northbound model and the ofports Open vSwitch gave the
    NICs: the same (table, priority, cookie) set, the cookie carrying a digest of the flow's
    match and actions. Hosts are dumped round after round until all match, so the figure's
    resolution is one round (printed).
-6. Real pings on a sample of pairs (`--pairs`, default 400): same-tenant pairs in `default`
+5. Real pings on a sample of pairs (`--pairs`, default 400): same-tenant pairs in `default`
    must answer, from the VM with the target's MAC (the sender's neighbour entry is checked);
    a ping to a `web`-only VM must not (ICMP is not admitted); a ping to a VM of another tenant
    — with the other VM's MAC put in the sender's neighbour table, so the echo really goes out
@@ -35,6 +37,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,8 +74,10 @@ def layout(hosts: int, vms: int, tenants: int) -> list[dict]:
     return out
 
 
-def load_model(client, vms: list[dict], tenants: int) -> dict[str, str]:
-    """Tenants, networks, groups and ports through the API; returns {VM name: port id}."""
+def load_model(client, vms: list[dict], tenants: int, host_ready=None) -> dict[str, str]:
+    """Tenants, networks, groups and ports through the API, the ports host by host; returns
+    {VM name: port id}. `host_ready(host, {VM name: port id})` is called as soon as the last
+    port of a host's VMs exists (a cloud plugs a VM's NIC once its port exists)."""
     for t in range(tenants):
         tenant = f"t{t}"
         client.post("/v1/tenants", {"name": tenant})
@@ -83,12 +88,18 @@ def load_model(client, vms: list[dict], tenants: int) -> dict[str, str]:
         client.post(f"/v1/security-groups/{tenant}/web/rules",
                     {"direction": "ingress", "proto": "tcp", "port_min": 80, "port_max": 80,
                      "remote_cidr": "0.0.0.0/0"})
-    ids = {}
+    ids: dict[str, str] = {}
+    by_host: dict[str, list[dict]] = {}
     for vm in vms:
-        port = client.post("/v1/ports", {"tenant": vm["tenant"], "network": "net", "name": vm["name"],
-                                         "ip": vm["ip"].split("/")[0], "mac": vm["mac"],
-                                         "security_groups": vm["groups"]})
-        ids[vm["name"]] = port["id"]
+        by_host.setdefault(vm["host"], []).append(vm)
+    for host in sorted(by_host, key=lambda h: int(h[2:])):
+        for vm in by_host[host]:
+            port = client.post("/v1/ports", {"tenant": vm["tenant"], "network": "net", "name": vm["name"],
+                                             "ip": vm["ip"].split("/")[0], "mac": vm["mac"],
+                                             "security_groups": vm["groups"]})
+            ids[vm["name"]] = port["id"]
+        if host_ready is not None:
+            host_ready(host, {vm["name"]: ids[vm["name"]] for vm in by_host[host]})
     return ids
 
 
@@ -124,32 +135,59 @@ def expected_keys(model, bound: dict[str, dict[str, int]]) -> dict[str, set]:
     return {h: {f.key for f in compiler.compile_host(index, h)} for h in model.hosts}
 
 
-def converge(host_dirs: dict[str, str], want: dict[str, set], t0: float, timeout: float,
-             workers: int = 4) -> tuple[dict[str, float], dict[str, tuple], list[float]]:
-    """Dump every host not yet matching, round after round; {host: when it matched (monotonic)},
-    {host: (missing, extra)} of those that never did, and the length of each round."""
-    matched: dict[str, float] = {}
-    last: dict[str, tuple] = {}
-    rounds = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-    try:
-        while len(matched) < len(want) and time.monotonic() - t0 < timeout:
-            r0 = time.monotonic()
-            todo = [h for h in want if h not in matched]
+class Dumper(threading.Thread):
+    """Dumps hosts round after round from the moment the model is loaded, keeping for each host
+    every distinct table it saw and when (the dump's end); once told the expected tables
+    (`expect`), it dumps only hosts not yet matching and stops when all match (or at `stop`).
+    A host converged when it first showed the table it holds at the end: `converged_at`."""
 
-            def one(h):
-                keys = dump_keys(host_dirs[h])
-                return h, keys, time.monotonic()
-            for h, keys, at in pool.map(one, todo):
-                if keys == want[h]:
-                    matched[h] = at
-                    last.pop(h, None)
-                else:
-                    last[h] = (len(want[h] - keys), len(keys - want[h]))
-            rounds.append(time.monotonic() - r0)
-    finally:
-        pool.shutdown()
-    return matched, last, rounds
+    def __init__(self, host_dirs: dict[str, str], workers: int = 8):
+        super().__init__(name="dumper", daemon=True)
+        self.host_dirs = host_dirs
+        self.workers = workers
+        self.history: dict[str, list[tuple[float, set]]] = {h: [] for h in host_dirs}
+        self.want: dict[str, set] | None = None
+        self.rounds: list[float] = []
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def expect(self, want: dict[str, set]) -> None:
+        self.want = want
+
+    def matches(self, host: str) -> bool:
+        hist = self.history[host]
+        return self.want is not None and bool(hist) and hist[-1][1] == self.want[host]
+
+    def converged_at(self, host: str) -> float | None:
+        return self.history[host][-1][0] if self.matches(host) else None
+
+    def dump_round(self, hosts, pool) -> None:
+        r0 = time.monotonic()
+        for host, keys, at in pool.map(lambda h: (h, dump_keys(self.host_dirs[h]), time.monotonic()), hosts):
+            hist = self.history[host]
+            if not hist or hist[-1][1] != keys:
+                hist.append((at, keys))
+        self.rounds.append(time.monotonic() - r0)
+
+    def run(self) -> None:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+                while not self.halt.is_set():
+                    todo = [h for h in self.host_dirs if not self.matches(h)]
+                    if self.want is not None and not todo:
+                        return
+                    self.dump_round(todo, pool)
+        except BaseException as exc:        # reported by the caller
+            self.error = exc
+
+    def final_check(self) -> dict[str, tuple[int, int]]:
+        """Every host dumped once more: {host: (missing, extra)} of those not matching now."""
+        bad = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for host, keys in pool.map(lambda h: (h, dump_keys(self.host_dirs[h])), self.host_dirs):
+                if keys != self.want[host]:
+                    bad[host] = (len(self.want[host] - keys), len(keys - self.want[host]))
+        return bad
 
 
 # ---- pings ---------------------------------------------------------------------------------------
@@ -267,30 +305,55 @@ def run(args) -> None:
         client = Client("unix:" + state.services["weftd"]["api"], timeout=60)
         log(f"loading the model through the API: {tenants} tenants, {len(vms)} ports ({load()})")
         t = time.monotonic()
-        ids = load_model(client, vms, tenants)
-        t_loaded = time.monotonic()
-        load_s = t_loaded - t
-        log(f"model loaded in {load_s:.1f} s ({(load_s * 1000) / (5 * tenants + len(vms)):.1f} ms per call)")
-        bound = lightvm.plug(ids)
+        plugger = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        plugs = []
+        dumper = Dumper({h: info["dir"] for h, info in state.hosts.items()})
+        try:
+            ids = load_model(client, vms, tenants,
+                             lambda host, nics: plugs.append(plugger.submit(lightvm.plug, nics)))
+            t_loaded = time.monotonic()
+            dumper.start()              # from now on every host's table is watched
+            load_s = t_loaded - t
+            log(f"model loaded in {load_s:.1f} s ({(load_s * 1000) / (5 * tenants + len(vms)):.1f} ms "
+                f"per call), each host's NICs plugged as soon as its ports existed")
+            bound = {}
+            for fut in plugs:
+                bound.update(fut.result())
+        finally:
+            plugger.shutdown()
         plug_s = time.monotonic() - t_loaded
-        log(f"NICs plugged on {len(bound)} hosts {plug_s:.1f} s after the model was loaded ({load()})")
+        log(f"NICs plugged on {len(bound)} hosts, the last {plug_s:.1f} s after the model was loaded ({load()})")
 
-        store = NorthboundStore(f"unix:{os.path.join(p.dir, 'ctl', 'nb', 'nb.sock')}")
-        store.start()
-        deadline = time.monotonic() + 60
-        while not set(ids.values()) <= set(store.model.ports):
-            if time.monotonic() > deadline:
-                raise SystemExit("the northbound store never showed every port")
-            time.sleep(0.05)
-        want = expected_keys(store.model, bound)
-        host_dirs = {h: info["dir"] for h, info in state.hosts.items()}
-        matched, late, rounds = converge(host_dirs, want, t_loaded, args.converge_timeout)
-        converge_s = max(matched.values()) - t_loaded if len(matched) == len(want) else float("nan")
-        log(f"flows: {len(matched)}/{len(want)} hosts hold exactly their compiled flows "
+        try:
+            store = NorthboundStore(f"unix:{os.path.join(p.dir, 'ctl', 'nb', 'nb.sock')}")
+            store.start()
+            deadline = time.monotonic() + 60
+            while not set(ids.values()) <= set(store.model.ports):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the northbound store never showed every port")
+                time.sleep(0.05)
+            t = time.monotonic()
+            dumper.expect(expected_keys(store.model, bound))
+            log(f"compiled every host's flows from the northbound model and Open vSwitch's ofports "
+                f"in {time.monotonic() - t:.1f} s (while the hosts were being dumped)")
+            dumper.join(max(0.0, args.converge_timeout - (time.monotonic() - t_loaded)))
+        finally:
+            dumper.halt.set()
+            dumper.join()
+        if dumper.error is not None:
+            raise dumper.error
+        want = dumper.want
+        at = {h: dumper.converged_at(h) for h in want}
+        late = sorted(h for h, v in at.items() if v is None)
+        converge_s = max(at.values()) - t_loaded if not late else float("nan")
+        bad = dumper.final_check()
+        log(f"flows: {len(want) - len(late)}/{len(want)} hosts hold exactly their compiled flows "
             f"({sum(len(k) for k in want.values())} flows in all); the last {converge_s:.2f} s after the "
-            f"model was loaded; {len(rounds)} dump rounds of every unmatched host, the last "
-            f"{rounds[-1] if rounds else 0:.2f} s ({load()})"
-            + (f"; not matching (missing, extra): {dict(list(late.items())[:5])}" if late else ""))
+            f"model was loaded; {len(dumper.rounds)} dump rounds (the hosts not yet matching, 8 at a "
+            f"time; the longest {max(dumper.rounds, default=0):.2f} s: the figure's resolution) ({load()})"
+            + (f"; never matched: {late[:5]}" if late else "")
+            + (f"; final check: {len(bad)} hosts differ (missing, extra): {dict(list(bad.items())[:5])}"
+               if bad else "; final check: every host still matches"))
         pid = int(open(state.services["weftd"]["pidfile"]).read())
         with open(f"/proc/{pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
