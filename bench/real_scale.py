@@ -14,11 +14,12 @@
    plugged (one ovs-vsctl transaction per host, iface-id = the port's id), as a cloud plugs a
    VM's NIC once its port exists, while the model goes on loading.
 4. converge_s: from the model loaded (the last API call answered) to the moment every host's
-   flow table, dumped from its ovs-vswitchd with ovs-ofctl (not through weftd), holds exactly
-   the flows compiled for it from the northbound model and the ofports Open vSwitch gave the
+   flow table, dumped from its ovs-vswitchd's management socket (`bench/ofdump.py`, not
+   through weftd), holds exactly the flows compiled for it from the northbound model and the ofports Open vSwitch gave the
    NICs: the same (table, priority, cookie) set, the cookie carrying a digest of the flow's
-   match and actions. Hosts are dumped round after round until all match, so the figure's
-   resolution is one round (printed).
+   match and actions. Hosts are dumped round after round from the moment the model is loaded
+   until all match, so the figure's resolution is one round (printed); at the end every host
+   is checked once more with ovs-ofctl.
 5. Real pings on a sample of pairs (`--pairs`, default 400): same-tenant pairs in `default`
    must answer, from the VM with the target's MAC (the sender's neighbour entry is checked);
    a ping to a `web`-only VM must not (ICMP is not admitted); a ping to a VM of another tenant
@@ -40,6 +41,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.ofdump import FlowDumper  # noqa: E402
 
 WEFT = str(Path(sys.executable).parent / "weft")
 CIDR = "10.0.0.0/16"
@@ -145,6 +149,7 @@ class Dumper(threading.Thread):
         super().__init__(name="dumper", daemon=True)
         self.host_dirs = host_dirs
         self.workers = workers
+        self.conns = {h: FlowDumper(os.path.join(d, "br-int.mgmt")) for h, d in host_dirs.items()}
         self.history: dict[str, list[tuple[float, set]]] = {h: [] for h in host_dirs}
         self.want: dict[str, set] | None = None
         self.rounds: list[float] = []
@@ -163,7 +168,7 @@ class Dumper(threading.Thread):
 
     def dump_round(self, hosts, pool) -> None:
         r0 = time.monotonic()
-        for host, keys, at in pool.map(lambda h: (h, dump_keys(self.host_dirs[h]), time.monotonic()), hosts):
+        for host, keys, at in pool.map(lambda h: (h, self.conns[h].keys(), time.monotonic()), hosts):
             hist = self.history[host]
             if not hist or hist[-1][1] != keys:
                 hist.append((at, keys))
@@ -179,9 +184,13 @@ class Dumper(threading.Thread):
                     self.dump_round(todo, pool)
         except BaseException as exc:        # reported by the caller
             self.error = exc
+        finally:
+            for conn in self.conns.values():
+                conn.close()
 
     def final_check(self) -> dict[str, tuple[int, int]]:
-        """Every host dumped once more: {host: (missing, extra)} of those not matching now."""
+        """Every host dumped once more, by another reader (ovs-ofctl, its text parsed):
+        {host: (missing, extra)} of those not matching now."""
         bad = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
             for host, keys in pool.map(lambda h: (h, dump_keys(self.host_dirs[h])), self.host_dirs):
@@ -350,7 +359,7 @@ def run(args) -> None:
         log(f"flows: {len(want) - len(late)}/{len(want)} hosts hold exactly their compiled flows "
             f"({sum(len(k) for k in want.values())} flows in all); the last {converge_s:.2f} s after the "
             f"model was loaded; {len(dumper.rounds)} dump rounds (the hosts not yet matching, 8 at a "
-            f"time; the longest {max(dumper.rounds, default=0):.2f} s: the figure's resolution) ({load()})"
+            f"time, over OpenFlow on their management sockets; the longest {max(dumper.rounds, default=0):.2f} s: the figure's resolution) ({load()})"
             + (f"; never matched: {late[:5]}" if late else "")
             + (f"; final check: {len(bad)} hosts differ (missing, extra): {dict(list(bad.items())[:5])}"
                if bad else "; final check: every host still matches"))
