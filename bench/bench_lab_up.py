@@ -11,6 +11,7 @@ where that time went. The lab is WEFT_LAB (default benchup) under WEFT_RUN_DIR (
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -40,6 +41,42 @@ def configured_times(log: str) -> dict[str, float]:
     return found
 
 
+STEPS = (("planned", re.compile(r"southbound: host (hv\d+): ")),      # its first configuration transaction
+         ("configured", re.compile(r"host (hv\d+) configured")),
+         ("admitted", re.compile(r"admitted: (hv\d+) ")),             # its OpenFlow connection
+         ("bundle", re.compile(r"engine: (hv\d+): bundle ")))         # its first flows sent
+
+
+def timeline(log: str) -> dict[str, dict[str, float]]:
+    """{host: {step: epoch seconds of its first log line}} for the STEPS of weftd's log."""
+    found: dict[str, dict[str, float]] = {}
+    with open(log, errors="replace") as f:
+        for line in f:
+            for step, rx in STEPS:
+                m = rx.search(line)
+                if m:
+                    found.setdefault(m.group(1), {}).setdefault(step, _log_time(line))
+    return found
+
+
+def where(state: dict, reconciled: dict, log: str) -> str:
+    """Each step's median and max over the hosts (s after the host's own OVS was up), and the
+    steps of the host weftd reconciled last."""
+    steps = timeline(log)
+    rows = {h: {**{k: v - info["ovs_up_at"] for k, v in steps.get(h, {}).items()},
+                **({"reconciled": reconciled[h] - info["ovs_up_at"]} if reconciled.get(h) else {})}
+            for h, info in state["hosts"].items()}
+    names = [s for s, _ in STEPS] + ["reconciled"]
+    parts = []
+    for step in names:
+        v = [r[step] for r in rows.values() if step in r]
+        if v:
+            parts.append(f"{step} {statistics.median(v):.2f}/{max(v):.2f}")
+    last = max(rows, key=lambda h: rows[h].get("reconciled", 0))
+    return (f"  per host, s after its OVS was up (median/max): {', '.join(parts)}\n"
+            f"  reconciled last: {last}: " + ", ".join(f"{k} +{v:.2f}" for k, v in rows[last].items()) + "\n")
+
+
 def controller_share(env: dict, verbose: bool = False) -> tuple[float, str]:
     """(seconds from the last OVS up to every host configured and reconciled, which clock said so)."""
     lab_dir = os.path.join(env["WEFT_RUN_DIR"], env["WEFT_LAB"])
@@ -59,6 +96,7 @@ def controller_share(env: dict, verbose: bool = False) -> tuple[float, str]:
                          f"last configured {max(configured.values()) - ovs_up:+.2f} s, "
                          f"last reconciled {max(filter(None, reconciled.values()), default=0) - ovs_up:+.2f} s, "
                          f"lab saw all in sync {svc['in_sync_at'] - ovs_up:+.2f} s\n")
+        sys.stderr.write(where(state, reconciled, svc["log"]))
     if all(reconciled.values()):
         return max(max(reconciled.values()), max(configured.values())) - ovs_up, "weftd reconciled_at"
     return svc["in_sync_at"] - ovs_up, "lab in_sync_at"

@@ -1,4 +1,5 @@
-"""Seed scale against a real weftd: `--swarm N --ports P` runs N emulated hypervisors (lab/swarm*.py).
+"""Seed scale against a real weftd: `--swarm N --ports P` runs N emulated hypervisors (lab/swarm*.py);
+`--real-hosts N --vms M` a lab of N real Open vSwitch hypervisors with M light VMs (bench/real_scale.py).
 
 A northbound ovsdb-server of its own is filled first (N hosts whose OVSDB remotes are the
 swarm's sockets; P/10 tenants, each with one network on the same CIDR, its default group
@@ -79,7 +80,11 @@ def wait_model(store, port_id: str, timeout: float = 10.0):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--swarm", type=int, required=True, metavar="HOSTS", help="emulated hypervisors")
+    ap.add_argument("--swarm", type=int, metavar="HOSTS", help="emulated hypervisors")
+    ap.add_argument("--real-hosts", type=int, metavar="HOSTS",
+                    help="a lab of real Open vSwitch hypervisors instead (bench/real_scale.py)")
+    ap.add_argument("--vms", type=int, default=1000, help="with --real-hosts: light VMs")
+    ap.add_argument("--pairs", type=int, default=400, help="with --real-hosts: VM pairs pinged")
     ap.add_argument("--ports", type=int, default=None, help="VM ports (default 2 per host)")
     ap.add_argument("--tenants", type=int, default=None, help="default: ports / 10")
     ap.add_argument("--processes", type=int, default=4, help="swarm worker processes")
@@ -87,11 +92,17 @@ def main() -> None:
     ap.add_argument("--converge-timeout", type=float, default=600.0)
     ap.add_argument("--stall", type=float, default=120.0,
                     help="give up on the cold start after this long without progress (s)")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs); with --real-hosts, the lab")
     ap.add_argument("--peer", choices=["ovn"],
                     help="also run ovn-northd alone on the same tenants and ports (its full compute "
                          "and one port add, printed before the last line; installs Debian's OVN)")
     args = ap.parse_args()
+    if (args.swarm is None) == (args.real_hosts is None):
+        ap.error("give either --swarm HOSTS or --real-hosts HOSTS")
+    if args.real_hosts is not None:
+        from bench import real_scale
+        real_scale.run(args)
+        return
     n, ports = args.swarm, args.ports if args.ports is not None else 2 * args.swarm
     tenants = args.tenants or max(1, ports // 10)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -64,6 +64,10 @@ class WeftOFApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev):
         dp = ev.msg.datapath
+        # os-ken's OFPHandler sets the id from this same message, but in its own event thread,
+        # which may run after this one: the engine then met a connection without an id, failed
+        # on it, and the switch stayed connected but never admitted (seen on a 100-host lab)
+        dp.id = ev.msg.datapath_id
         LOG.debug("switch %016x handshake from %s", dp.id, dp.address)   # the engine says if admitted
         self.engine.switch_connected(dp, peer_names(dp))
 

@@ -6,9 +6,14 @@ import subprocess
 import time
 import zlib
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, NetNS, config as pyroute2_config, netns
 
 from topology.errors import WeftError
+
+# pyroute2 opens a namespace's netlink socket through a forked helper and gives it 2 s to answer;
+# on 2 busy cores building a 100-host lab (load 100+) the helper takes longer and `lab up` failed
+# with "child process is dead"; a slow answer is not an error here
+pyroute2_config.default_communicate_timeout = 60
 
 NETNS_DIR = "/run/netns"
 
