@@ -45,6 +45,7 @@ BURST = 512
 MIN_BATCH = 512        # columnar bursts: wait for this many datagrams ...
 BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first
 DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
+MODEL_SETTLE_S = 0.1   # a model change is taken in this long after it was signalled
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
 _COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
              "lost_records", "out_of_order", "sequence_resets", "pending_sets")
@@ -649,7 +650,11 @@ class CollectorService:
 
     def _refresh_loop(self) -> None:
         while not self._stop.is_set():
-            self._changed.wait(self.model_refresh)
+            if self._changed.wait(self.model_refresh):
+                # a change: let the burst it belongs to settle (a NIC plugged is two or three
+                # snapshots), so it is one rebuild, and one that does not compete with the
+                # controller's own work on that change (a port-up's bundle)
+                self._stop.wait(MODEL_SETTLE_S)
             self._changed.clear()
             if self._stop.is_set():
                 break

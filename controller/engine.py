@@ -117,6 +117,8 @@ class PortUp:
     taken: float | None = None       # the loop took the numbering in
     sent: float | None = None        # the bundle with its ofport flows went out
     committed: float | None = None   # ... and the switch committed it
+    taken_cpu: float = 0.0           # the engine thread's CPU clock when it took the numbering
+    cpu_ms: float | None = None      # the engine thread's CPU from taken to sent (the rest: waits)
     seen_at: float = dataclasses.field(default_factory=time.time)   # wall clock, to correlate
 
     def latency_ms(self) -> float | None:
@@ -125,7 +127,8 @@ class PortUp:
     def view(self) -> dict:
         rel = lambda t: None if t is None else round((t - self.seen) * 1000, 2)   # noqa: E731
         return {"host": self.host, "seen_at": self.seen_at, "numbered_ms": rel(self.numbered),
-                "sent_ms": rel(self.sent), "committed_ms": rel(self.committed)}
+                "sent_ms": rel(self.sent), "committed_ms": rel(self.committed),
+                "engine_cpu_ms": self.cpu_ms}
 
 
 class Engine:
@@ -521,6 +524,7 @@ class Engine:
         up = self._port_up.get((host, port))
         if up is not None and up.numbered is None:
             up.numbered, up.taken = at, time.monotonic()
+            up.taken_cpu = time.thread_time()
             self._pending_up.setdefault(host, set()).add(port)
 
     def _ofport(self, host: str, ofport: int, name: str) -> int:
@@ -761,8 +765,6 @@ class Engine:
         affected = compiler.affected_hosts(old, new, old_index, new_index)
         self._model, self._index = new, new_index
         self._pub_model = new
-        for observer in self._observers:
-            observer()
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
         self._sent = {}
         for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
@@ -774,6 +776,11 @@ class Engine:
         if self._activating:
             self._activation_sent()
         self._sent = None
+        # observers (the collectors rebuild their attribution from the new model) hear of it
+        # once the bundles are out: their work would otherwise compete for the GIL with the
+        # compile a port-up waits for
+        for observer in self._observers:
+            observer()
         return affected
 
     def _desired(self, host: str) -> list[Flow] | None:
@@ -983,8 +990,11 @@ class Engine:
             _apply_meters(state.meters_expected, bundle.meters)
         if self._sent is not None:
             self._sent[host] = bid
+        cpu = time.thread_time()
         for port in ports:
-            self._port_up[(host, port)].sent = now
+            up = self._port_up[(host, port)]
+            up.sent = now
+            up.cpu_ms = round((cpu - up.taken_cpu) * 1000, 2)
         if plan.delete:
             deleted = set(plan.delete)
             state.expected = {k for k in state.expected if (k[0], k[2]) not in deleted}
@@ -1003,11 +1013,11 @@ class Engine:
         up.committed = max(committed, up.sent)  # a simulated switch may answer inside the write
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
-        LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f)",
-                 port, host,
+        LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f, "
+                 "engine CPU taken -> sent %s ms)", port, host,
                  (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,
                  ((up.taken or up.seen) - up.seen) * 1000,
-                 (up.sent - up.seen) * 1000)
+                 (up.sent - up.seen) * 1000, up.cpu_ms)
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
         if kind != OFPBCT_COMMIT_REPLY:

@@ -228,6 +228,20 @@ def test_port_up_timeline(engine):
     assert engine.port_up_latency_ms("a") is None
 
 
+def test_observers_hear_of_a_change_after_its_bundles_are_out(engine):
+    """The collectors' attribution rebuild must not compete with a port-up's compile."""
+    sws = up(engine, model(("a", "b", "c")))
+    seen = []
+    engine.observe(lambda: seen.append(sws["hv1"].flow_mods))
+    before = sws["hv1"].flow_mods
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+    engine.port_status(sws["hv1"].datapath, "tap-c", 5)
+    settle(engine)
+    assert engine.port_up_latency_ms("c") is not None
+    assert seen and seen[0] > before, "an observer ran before the port's bundle was written"
+    assert engine.port_up_timeline("c")["engine_cpu_ms"] >= 0
+
+
 def test_a_slow_switch_does_not_stall_the_others():
     """A connection whose send queue is full: its bundles wait in the driver, the rest go on."""
     import threading
