@@ -46,6 +46,7 @@ MIN_BATCH = 512        # columnar bursts: wait for this many datagrams ...
 BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first
 DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
 MODEL_SETTLE_S = 0.1   # a model change is taken in this long after it was signalled
+TEMPLATE_WRITE_EVERY_S = 1.0   # an exporter's saved templates are rewritten at most this often
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
 _COUNTERS = ("datagrams", "records", "malformed", "sequence_gaps", "lost_datagrams",
              "lost_records", "out_of_order", "sequence_resets", "pending_sets")
@@ -157,6 +158,7 @@ class _Receiver:
         self.rejected: dict[str, int] = {}      # source address -> datagrams dropped (not a host)
         self.last_error: str | None = None
         self.caches = {}
+        self.template_stores: list = []         # the TemplateStores following these caches
         if kind == "netflow":
             self.caches["netflow9"] = TemplateCache()
             self.v9 = NetflowV9Decoder(self.caches["netflow9"])
@@ -284,6 +286,8 @@ class _Receiver:
             self._last_expire = mono
             for cache in self.caches.values():
                 cache.expire()
+        for store in self.template_stores:      # a burst of templates, saved once it is over
+            store.flush()
 
     def _reject(self, addr: str) -> None:
         """A datagram from an address that is no known host: counted (per address, bounded) and
@@ -466,6 +470,8 @@ class _Receiver:
         self.thread.join(timeout)
         with self.lock:
             self._flush()
+            for store in self.template_stores:
+                store.flush(force=True)
         self.sock.close()
 
     def flush(self) -> None:
@@ -636,9 +642,10 @@ class CollectorService:
         from .template_store import TemplateStore
         for r in self._receivers.values():
             for proto, cache in r.caches.items():
-                store = TemplateStore(self.template_dir, proto)
+                store = TemplateStore(self.template_dir, proto, min_interval=TEMPLATE_WRITE_EVERY_S)
                 n = store.attach(cache)
                 self.template_stores.append(store)
+                r.template_stores.append(store)
                 if n:
                     log.info("collector %s: %d %s templates loaded from %s", r.kind, n, proto,
                              store.directory)

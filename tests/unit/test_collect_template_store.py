@@ -173,3 +173,28 @@ def test_a_damaged_file_is_skipped_not_fatal(tmp_path, content):
     (tmp_path / "ipfix" / "x_1.json").write_text(content)
     store = TemplateStore(str(tmp_path), "ipfix")
     assert store.attach(TemplateCache()) == 0 and store.skipped == 1
+
+
+def test_a_burst_of_templates_is_written_once_then_once_more_after_the_interval(tmp_path):
+    """Open vSwitch's ~90 templates in 18 datagrams: one write at the first, the rest at the
+    next flush after min_interval, instead of a rewrite of the whole file per template."""
+    templates, _ = split(ovs_ipfix()[:22])
+    wall = [1_000.0]
+    cache = TemplateCache()
+    store = TemplateStore(str(tmp_path), "ipfix", clock=lambda: wall[0], min_interval=1.0)
+    store.attach(cache)
+    dec = IpfixDecoder(cache)
+    for d in templates:
+        dec.decode(d, "10.0.0.1")
+    learned = len(cache.domain_templates("10.0.0.1", 1))
+    assert learned >= 30
+    assert store.writes == 2                       # the first template of each domain
+    store.flush()                                  # too early: nothing more
+    assert store.writes == 2
+    wall[0] += 1.0
+    store.flush()
+    saved = json.loads(Path(store.path("10.0.0.1", 1)).read_text())
+    assert len(saved["templates"]) == learned      # the whole burst is on disk
+    assert store.writes == 3
+    store.flush(force=True)                        # nothing left to write
+    assert store.writes == 3
