@@ -155,6 +155,7 @@ def probe(t, packets: bool = False) -> dict:
         vconn_debug(t, "info")
     t0 = r["t0"]
     ev: dict[str, float] = {}
+    info: dict[str, str] = {}            # what is not a time (the ofport the NIC got)
     ms = lambda ts: (ts - t0) * 1000  # noqa: E731
     for line in read_from(vsctl_log.name, 0).splitlines():
         m = OVS_TS.match(line)
@@ -171,6 +172,7 @@ def probe(t, packets: bool = False) -> dict:
             msg, at = m.group(4), ms(ovs_time(m.group(1)))
             if f"added interface {t.tap} on port" in msg:
                 ev.setdefault("vswitchd port", at)
+                info["ofport"] = msg.split(" on port ")[1].split()[0].rstrip(".,")
             elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REQUEST" in msg and at >= 0:
                 ev[f"{h} last bundle commit requested"] = at
             elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REPLY" in msg and at >= 0:
@@ -197,7 +199,7 @@ def probe(t, packets: bool = False) -> dict:
     for path in (mon_out.name, vsctl_log.name):
         os.unlink(path)
     ev_sorted = sorted([(v, k) for k, v in ev.items()] + lines)
-    return {"events": ev, "lines": ev_sorted}
+    return {"events": ev, "lines": ev_sorted, "info": info}
 
 
 def ovs_records(text: str) -> list[re.Match]:
@@ -246,7 +248,7 @@ def main() -> None:
     with target as t:
         for i in range(1, args.plugs + 1):
             res = probe(t, args.packets)
-            print(f"--- {args.system} plug {i} (ms after T0)")
+            print(f"--- {args.system} plug {i} (ms after T0; the NIC got ofport {res['info'].get('ofport', '?')})")
             for at, what in res["lines"]:
                 print(f"  {at:8.1f}  {what}")
             for k, v in res["events"].items():
