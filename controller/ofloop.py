@@ -50,6 +50,7 @@ class LoopDatapath(Datapath):
         self._out_lock = threading.Lock()
         self._close_after_send = False
         self._closing = False
+        self._posted = False             # handed to the loop, not yet written out in full
         self._rbuf = bytearray()
         self._echo_at = 0.0              # the first echo goes out with the first sweep
 
@@ -58,12 +59,11 @@ class LoopDatapath(Datapath):
         with self._out_lock:
             if self.send_q is None or self._closing:
                 return False
-            wake = not self._out
             if buf:
                 self._out.append(bytes(buf))
             if close_socket:
                 self._close_after_send = True
-                wake = True
+            wake, self._posted = not self._posted, True
         if wake:
             self.loop.want_write(self)
         return True
@@ -82,6 +82,7 @@ class LoopDatapath(Datapath):
         while True:
             with self._out_lock:
                 if not self._out:
+                    self._posted = False     # the next send posts again
                     return None if self._close_after_send else True
                 if len(self._out) > 1:
                     joined = b"".join(self._out)
@@ -226,30 +227,41 @@ class OpenFlowLoop:
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
         next_sweep = time.monotonic()
         while True:
-            timeout = 0 if self._again else max(0.0, next_sweep - time.monotonic())
-            for key, mask in self.sel.select(timeout):
-                try:
-                    key.data(key.fileobj, mask)
-                except Exception:
-                    LOG.exception("OpenFlow loop: handling %s failed", key.fileobj)
-            again, self._again = self._again, set()
-            for dp in again:
-                if dp.socket.fileno() >= 0 and id(dp) in self.datapaths:
-                    self._readable(dp)
-            self._take_posts()
-            now = time.monotonic()
-            if now >= next_sweep:
-                self._sweep(now)
-                next_sweep = now + SWEEP
+            try:
+                next_sweep = self._round(next_sweep)
+            except Exception:            # never die: every switch would go unserved
+                LOG.exception("OpenFlow loop: a round failed")
+                time.sleep(0.01)
+
+    def _round(self, next_sweep: float) -> float:
+        timeout = 0 if self._again else max(0.0, next_sweep - time.monotonic())
+        for key, mask in self.sel.select(timeout):
+            try:
+                key.data(key.fileobj, mask)
+            except Exception:
+                LOG.exception("OpenFlow loop: handling %s failed", key.fileobj)
+        again, self._again = self._again, set()
+        for dp in again:
+            if id(dp) in self.datapaths:
+                self._readable(dp)
+        self._take_posts()
+        now = time.monotonic()
+        if now >= next_sweep:
+            self._sweep(now)
+            next_sweep = now + SWEEP
+        return next_sweep
 
     def _drain_wake(self, fd, mask) -> None:
-        with self._lock:
-            self._woken = False
+        # empty the pipe, then clear the flag: a post in between finds the flag set and writes
+        # nothing, and its bucket is taken after this round's callbacks (_take_posts); the other
+        # order could swallow a later post's byte and leave the flag set with the pipe empty
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+        with self._lock:
+            self._woken = False
 
     def _take_posts(self) -> None:
         with self._lock:
@@ -257,7 +269,11 @@ class OpenFlowLoop:
             closes, self._to_close = self._to_close, set()
         for dp in writes:
             if id(dp) in self.datapaths and dp not in closes:
-                self._write(dp)
+                try:
+                    self._write(dp)
+                except Exception:
+                    LOG.exception("OpenFlow loop: writing to %s failed", dp.address)
+                    self._drop(dp)
         for dp in closes:
             self._drop(dp)
 
@@ -379,6 +395,7 @@ class OpenFlowLoop:
         """The connection is over: DEAD_DISPATCHER (the engine hears of it now), socket closed."""
         if self.datapaths.pop(id(dp), None) is None:
             return
+        self._again.discard(dp)
         try:
             self.sel.unregister(dp.socket)
         except (KeyError, ValueError):
