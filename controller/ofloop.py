@@ -149,8 +149,14 @@ class LoopDatapath(Datapath):
         if now < self._echo_at or not self.max_unreplied_echo_requests:
             return
         if len(self.unreplied_echo_requests) > self.max_unreplied_echo_requests:
-            LOG.info("switch %s at %s answered no echo for %.0f s: closed", _dpid(self), self.address,
-                     self.echo_request_interval * len(self.unreplied_echo_requests))
+            try:
+                events = self.loop.sel.get_key(self.socket).events
+            except (KeyError, ValueError):
+                events = None
+            LOG.info("switch %s at %s answered no echo for %.0f s: closed (%d bytes unsent, "
+                     "posted %s, waiting for %s)", _dpid(self), self.address,
+                     self.echo_request_interval * len(self.unreplied_echo_requests),
+                     sum(len(b) for b in self._out), self._posted, events)
             self.close()
             return
         echo = self.ofproto_parser.OFPEchoRequest(self)
@@ -200,17 +206,18 @@ class OpenFlowLoop:
 
     # ---- from any thread ----------------------------------------------------------------------
     def want_write(self, dp: LoopDatapath) -> None:
-        self._post(self._to_write, dp)
+        self._post(dp, close=False)
 
     def want_close(self, dp: LoopDatapath) -> None:
-        self._post(self._to_close, dp)
+        self._post(dp, close=True)
 
     def read_again(self, dp: LoopDatapath) -> None:
         self._again.add(dp)                  # only ever called on the loop
 
-    def _post(self, bucket: set, dp) -> None:
+    def _post(self, dp, close: bool) -> None:
         with self._lock:
-            bucket.add(dp)
+            # the bucket is looked up under the lock: the loop swaps them for new ones
+            (self._to_close if close else self._to_write).add(dp)
             if self._woken or threading.current_thread() is self._thread:
                 return                       # the loop looks at the buckets before it waits
             self._woken = True
