@@ -5,8 +5,10 @@ checking the schema (`SchemaHelper.get_idl_schema`, run again for each IDL) and 
 in `custom_index.IndexEntryClass`, which builds a `collections.namedtuple` class for each of the
 9 monitored tables of each IDL. 5,000 hosts made that a minute of CPU at every weftd start. The
 IDL only reads its schema (its per-IDL state lives in `IdlTable`/`IdlColumn` wrappers), so one
-schema serves every host; the namedtuple classes depend only on the table's schema and are made
-once per table (they are used by the IDL's custom indexes, which weft does not use).
+schema serves every host; the namedtuple classes depend only on the table's name and columns
+and are made once per (name, columns) — that covers the `_Server` database too, whose schema
+each IDL fetches from its server. They serve the IDL's custom indexes, which weft does not use
+(a class remembers the first IDL table it was made for).
 """
 from __future__ import annotations
 
@@ -18,18 +20,14 @@ with warnings.catch_warnings():
     import ovs.db.idl
 
 _original_entry_class = ovs.db.custom_index.IndexEntryClass
-_shared_tables: set[int] = set()           # id() of the TableSchemas of shared schemas
-_entry_classes: dict[int, type] = {}
-_keep: list = []                           # the shared schemas, alive as long as weftd
+_entry_classes: dict[tuple, type] = {}
 
 
 def _entry_class(table):
-    schema = getattr(table, "_table", None)          # an IdlTable wraps its TableSchema
-    if schema is None or id(schema) not in _shared_tables:
-        return _original_entry_class(table)
-    cls = _entry_classes.get(id(schema))
+    key = (table.name, tuple(table.columns))
+    cls = _entry_classes.get(key)
     if cls is None:
-        cls = _entry_classes[id(schema)] = _original_entry_class(table)
+        cls = _entry_classes[key] = _original_entry_class(table)
     return cls
 
 
@@ -41,8 +39,6 @@ class SharedSchemaHelper(ovs.db.idl.SchemaHelper):
 
     def __init__(self, helper: ovs.db.idl.SchemaHelper):     # noqa: super() would parse again
         self._schema = helper.get_idl_schema()
-        _keep.append(self._schema)
-        _shared_tables.update(id(t) for t in self._schema.tables.values())
 
     def get_idl_schema(self):
         return self._schema
