@@ -561,7 +561,7 @@ class HostManager:
                     self._set_status(_Host(name, spec), state="failed", error=error)
                     continue
                 host = self._hosts[name] = _Host(name, spec)
-                host.idl = ovs.db.idl.Idl(spec[0], self._schema_helper())
+                host.idl = idlshare.HostIdl(spec[0], self._schema_helper())
                 # reconnect quickly (the default backoff grows to 8 s): a host's OVSDB that comes
                 # up late is configured within MAX_BACKOFF of it
                 host.idl._session.reconnect.set_backoff(int(MIN_BACKOFF * 1000), int(MAX_BACKOFF * 1000))
