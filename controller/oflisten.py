@@ -2,12 +2,12 @@
 
 os-ken's own listener (`OpenFlowController.server_loop`) would do TLS too, but a failed
 handshake there is an uncaught exception in a thread (a traceback per attempt, never counted),
-a peer that never finishes its handshake holds a thread forever, and with os-ken's native hub a
-connection that ends never reports its end: `Datapath.serve()` waits for its send thread, which
-waits on an empty queue, so the DEAD_DISPATCHER event never comes (a restarted switch was only
-noticed because its new connection replaced the old one). weftd admits one connection per
-datapath id, so it must see the old one go at once: when the receive loop ends, `_Datapath`
-reports the connection dead and wakes the send thread.
+a peer that never finishes its handshake holds a thread forever, a connection that ends never
+reports its end with os-ken's native hub, and every switch costs three threads. Here every
+connection, handshakes included, is served by one selector loop (`controller.ofloop`) running
+in the listener's thread: a handshake has a deadline, a connection that ends is reported dead
+(DEAD_DISPATCHER) at once — weftd admits one connection per datapath id, so it must see the
+old one go — and 5,000 switches cost 5,000 sockets, not 15,000 threads.
 
 The listener socket is bound when `Listener` is made (weftd fails at start if it cannot bind),
 and os-ken's `OFPHandler` is given it in place of its `OpenFlowController` (`install`): the
@@ -15,57 +15,21 @@ handler only calls it (`hub.spawn(self.controller)`).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import socket
 import ssl
-import threading
 
 from os_ken.controller import ofp_handler
-from os_ken.controller.controller import Datapath
-from os_ken.controller.handler import DEAD_DISPATCHER
-from os_ken.lib import hub
 
 from controller.identity import TLS_HANDSHAKE
+from controller.ofloop import OpenFlowLoop
 from topology.errors import WeftError
 
 LOG = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0       # seconds a peer has to complete its TLS handshake
 MAX_HANDSHAKES = 64            # handshakes under way at once; more connections are closed at once
-BACKLOG = 128
-
-
-class _Datapath(Datapath):
-    """os-ken's Datapath whose end is always reported (see the module's docstring)."""
-
-    def _recv_loop(self):
-        try:
-            super()._recv_loop()          # closes the socket when it returns
-        finally:
-            # the connection is over: say so now (DEAD_DISPATCHER, the engine hears of it), not
-            # once serve() has joined the echo thread, which sleeps up to an echo interval
-            self.set_state(DEAD_DISPATCHER)
-            # an empty write that closes: the send thread ends, serve() returns. Taken like any
-            # send (the queue's semaphore); a full queue means the send thread is busy and ends
-            # on the closed socket by itself
-            q = self.send_q
-            if q is not None and self._send_q_sem.acquire(blocking=False):
-                try:
-                    q.put_nowait((b"", True))
-                except queue.Full:
-                    self._send_q_sem.release()
-
-
-def serve_datapath(sock, address) -> None:
-    """One switch connection, as os-ken's `datapath_connection_factory` (DEAD_DISPATCHER at the end)."""
-    with contextlib.closing(_Datapath(sock, address)) as datapath:
-        try:
-            datapath.serve()
-        except Exception:
-            LOG.exception("switch connection from %s (datapath %s) failed", address,
-                          "unknown" if datapath.id is None else f"{datapath.id:016x}")
+BACKLOG = 4096                 # every host of a seed-scale site may connect at once (cold start)
 
 
 class Listener:
@@ -76,7 +40,6 @@ class Listener:
     def __init__(self, host: str, port: int, context: ssl.SSLContext | None, on_refused):
         self.context = context
         self.on_refused = on_refused
-        self._slots = threading.BoundedSemaphore(MAX_HANDSHAKES)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,7 +56,7 @@ class Listener:
         return self.context is not None
 
     def __call__(self) -> None:
-        """The accept loop (os-ken's OFPHandler runs it in a thread of its own). The socket
+        """The OpenFlow loop (os-ken's OFPHandler runs it in a thread of its own). The socket
         listens only from now on: until weftd is ready for them, switches are refused at the TCP
         level and come back after their reconnect backoff, as they did with os-ken's listener."""
         try:
@@ -101,34 +64,8 @@ class Listener:
         except OSError as exc:                  # another weftd bound it too and listens first
             LOG.critical("cannot listen for OpenFlow on %s: %s; weftd stops", self.sock.getsockname(), exc)
             os._exit(1)
-        while True:
-            try:
-                sock, address = self.sock.accept()
-            except OSError as exc:
-                LOG.error("OpenFlow listener: accept failed: %s", exc)
-                hub.sleep(0.1)
-                continue
-            if self.context is None:
-                hub.spawn(serve_datapath, sock, address)
-            elif not self._slots.acquire(blocking=False):
-                sock.close()
-                self.on_refused(address, TLS_HANDSHAKE,
-                                f"{MAX_HANDSHAKES} TLS handshakes already under way; closed at once")
-            else:
-                hub.spawn(self._handshake, sock, address)
-
-    def _handshake(self, sock, address) -> None:
-        try:
-            sock.settimeout(HANDSHAKE_TIMEOUT)
-            tls = self.context.wrap_socket(sock, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            with contextlib.suppress(OSError):
-                sock.close()
-            self.on_refused(address, TLS_HANDSHAKE, handshake_error(exc))
-            return
-        finally:
-            self._slots.release()
-        serve_datapath(tls, address)
+        OpenFlowLoop(self.sock, self.context, self.on_refused, handshake_error, TLS_HANDSHAKE,
+                     HANDSHAKE_TIMEOUT, MAX_HANDSHAKES).run()
 
 
 def handshake_error(exc: BaseException) -> str:

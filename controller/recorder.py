@@ -14,6 +14,12 @@ import time
 from topology.errors import WeftError
 
 LOG = logging.getLogger(__name__)
+CHUNK = 500                     # hosts per store transaction (a cold start brings thousands)
+
+
+def _names(chunk: dict) -> str:
+    names = list(chunk)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 class BindingRecorder:
@@ -44,6 +50,14 @@ class BindingRecorder:
             self._paused = paused
             self._cond.notify()
 
+    def _sync(self, chunk: dict) -> None:
+        many = getattr(self.store, "sync_bindings_of", None)
+        if many is not None:
+            many(chunk)
+        else:                           # a store without it (tests' fakes): one host at a time
+            for host, bindings in chunk.items():
+                self.store.sync_bindings(host, bindings)
+
     def record(self, host: str, bindings: dict[str, tuple[int, str]]) -> None:
         """Any thread; returns at once. Pending NICs (ofport 0) are not recorded."""
         numbered = {p: o for p, (o, _name) in bindings.items() if o > 0}
@@ -66,16 +80,18 @@ class BindingRecorder:
                     return
                 todo = {h: b for h, b in self._latest.items() if self._written.get(h) != b}
             failed = False
-            for host, bindings in sorted(todo.items()):
+            hosts = sorted(todo)
+            for i in range(0, len(hosts), CHUNK):     # a few transactions, not one per host
+                chunk = {h: todo[h] for h in hosts[i:i + CHUNK]}
                 try:
-                    self.store.sync_bindings(host, bindings)
+                    self._sync(chunk)
                     with self._cond:
-                        self._written[host] = bindings
+                        self._written.update(chunk)
                 except WeftError as exc:
-                    LOG.error("cannot record bindings of %s: %s (retrying)", host, exc)
+                    LOG.error("cannot record bindings of %s: %s (retrying)", _names(chunk), exc)
                     failed = True
                 except Exception:
-                    LOG.exception("recording bindings of %s failed", host)
+                    LOG.exception("recording bindings of %s failed", _names(chunk))
                     failed = True
             backoff = min(self.max_backoff, backoff * 2 or 0.1) if failed else 0.0
             if backoff:

@@ -1033,21 +1033,26 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
     def sync_bindings(self, host: str, bindings: dict[str, int]) -> None:
         """Make the Binding rows of `host` equal `bindings` (port uuid -> ofport), in
         O(bindings of the host + given)."""
+        self.sync_bindings_of({host: bindings})
+
+    def sync_bindings_of(self, hosts: dict[str, dict[str, int]]) -> None:
+        """sync_bindings for several hosts in one transaction (a cold start reports thousands)."""
         def build(txn):
             ix = self._ix
-            want = {p: o for p, o in bindings.items() if p in ix.rec["Port"]}
-            for u in list(ix.bindings_of_host.get(host, ())):
-                if self._rec("Binding", u).port not in want:
-                    self._row("Binding", u).delete()
-            for port, ofport in want.items():
-                existing = ix.binding.get(port)
-                if existing is None:
-                    brow = txn.insert(self.idl.tables["Binding"])
-                    brow.port, brow.host, brow.ofport = port, host, ofport
-                    continue
-                rec = self._rec("Binding", existing)
-                if rec.host != host or rec.ofport != ofport:
-                    brow = self._row("Binding", existing)
-                    brow.host, brow.ofport = host, ofport
+            for host, bindings in hosts.items():
+                want = {p: o for p, o in bindings.items() if p in ix.rec["Port"]}
+                for u in list(ix.bindings_of_host.get(host, ())):
+                    if self._rec("Binding", u).port not in want:
+                        self._row("Binding", u).delete()
+                for port, ofport in want.items():
+                    existing = ix.binding.get(port)
+                    if existing is None:
+                        brow = txn.insert(self.idl.tables["Binding"])
+                        brow.port, brow.host, brow.ofport = port, host, ofport
+                        continue
+                    rec = self._rec("Binding", existing)
+                    if rec.host != host or rec.ofport != ofport:
+                        brow = self._row("Binding", existing)
+                        brow.host, brow.ofport = host, ofport
             return {}
         self._transact(build)

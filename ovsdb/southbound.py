@@ -19,9 +19,11 @@ bindings, so its model is hot, but only the active replica configures hosts.
 from __future__ import annotations
 
 import copy
+import heapq
 import json
 import logging
 import os
+import select
 import threading
 import time
 import warnings
@@ -33,6 +35,7 @@ with warnings.catch_warnings():
     import ovs.poller
 
 from ovsdb import pollfix  # noqa: F401  (poll(2), not select: more than 1,023 hosts)
+from ovsdb import idlshare
 
 from flows.compiler import PENDING
 from controller.journal import fields as log_fields
@@ -46,6 +49,7 @@ __all__ = ["BRIDGE", "TUNNEL_PORT", "HostManager", "datapath_id", "snapshot"]
 MIN_BACKOFF = 0.1               # seconds; doubled after each failure up to MAX_BACKOFF
 MAX_BACKOFF = 5.0
 TXN_TIMEOUT = 10.0              # a transaction without an answer for this long is abandoned
+FULL_PASS = 30.0                # seconds between passes over every host (a safety net)
 COLUMNS = {
     "Open_vSwitch": ["bridges"],
     "Bridge": ["name", "datapath_type", "fail_mode", "protocols", "other_config", "controller",
@@ -307,6 +311,19 @@ def _error_text(error: str) -> str:
 
 # ---- the manager ------------------------------------------------------------------------------------
 
+class _Waits(ovs.poller.Poller):
+    """What one host's IDL asks to wait for, recorded (fd -> events, the earliest timeout in ms,
+    -1 none, 0 at once) instead of registered in a poller of its own."""
+
+    def __init__(self):                 # noqa: no poll object of its own
+        self.fds: dict[int, int] = {}
+        self.timeout = -1
+
+    def fd_wait(self, fd, events):
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        self.fds[fd] = self.fds.get(fd, 0) | events
+
+
 class _Host:
     """The manager thread's view of one host (touched by that thread only)."""
 
@@ -326,6 +343,8 @@ class _Host:
         self.just_committed = False     # the last plan was applied: a non-empty plan next is suspect
         self.ever_connected = False
         self.recheck_at = None          # a database change to look at after RECHECK_DELAY
+        self.fds: dict[int, int] = {}   # what its IDL waits on: fd -> poll events
+        self.timer_seq = -1             # its entry in the manager's timer heap (older ones lapse)
 
 
 class HostManager:
@@ -346,8 +365,15 @@ class HostManager:
         self._hosts: dict[str, _Host] = {}      # the thread's own
         self._stop = False
         self._writable = True           # False: a standby replica, bindings only
-        self._schema_text = None
+        self._shared_helper = None
         self._wake_r = self._wake_w = None
+        self._ready: set[_Host] = set()         # hosts to run in the next pass (the thread's)
+        self._timers: list = []                 # heap of (monotonic, seq, host)
+        self._timer_seq = 0
+        self._fd_hosts: dict[int, set] = {}     # fd -> the hosts waiting on it
+        self._poll = select.poll()
+        self._full_pass_at = 0.0
+        self._all_ready = False
         self._thread = threading.Thread(target=self._loop, name="southbound", daemon=True)
 
     # -- any thread ---------------------------------------------------------------------------------
@@ -355,6 +381,7 @@ class HostManager:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, select.POLLIN)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -380,6 +407,7 @@ class HostManager:
     def set_writable(self, writable: bool) -> None:
         """HA: configure hosts (the active replica) or only watch them (a standby)."""
         self._writable = bool(writable)
+        self._all_ready = True
         self._wake()
 
     def remove_host(self, name: str) -> None:
@@ -419,31 +447,101 @@ class HostManager:
                 self._close(host)
 
     def _iteration(self) -> None:
-        """One pass: take requests, run every host's session, wait for the next event."""
+        """One pass: take requests, run the hosts that have something to do (their socket is
+        ready, a timer of theirs is due, they are new or changed), wait for the next event.
+
+        Only those hosts run: running every host's IDL at every wake-up cost a pass over all of
+        them for each event of any one (150 ms and more per pass at 5,000 hosts, paid by every
+        port-up). What each host waits for is recorded (`_Waits`) and kept in one poll set and
+        one timer heap; every FULL_PASS seconds every host runs anyway (a safety net)."""
         self._take_requests()
-        poller = ovs.poller.Poller()
-        for host in list(self._hosts.values()):
+        now = time.monotonic()
+        if now >= self._full_pass_at or self._all_ready:
+            self._ready.update(self._hosts.values())
+            self._full_pass_at, self._all_ready = now + FULL_PASS, False
+        while self._timers and self._timers[0][0] <= now:
+            _at, _seq, host = heapq.heappop(self._timers)
+            if host.timer_seq == _seq:
+                self._ready.add(host)
+        ready, self._ready = self._ready, set()
+        for host in ready:
+            if self._hosts.get(host.name) is not host:
+                continue                 # removed or replaced meanwhile
             try:
                 self._run_host(host)
             except Exception as exc:     # a bug must not stop the other hosts' configuration
                 LOG.exception("southbound: host %s", host.name)
                 self._failed(host, f"internal error: {exc}")
-            host.idl.wait(poller)
-            if host.txn is not None:
-                host.txn.wait(poller)
-            wait = host.retry_at - time.monotonic()
-            if host.dirty and host.txn is None and wait > 0:
-                poller.timer_wait(int(wait * 1000) + 1)
-            if host.recheck_at is not None:
-                poller.timer_wait(max(0, int((host.recheck_at - time.monotonic()) * 1000)) + 1)
-        poller.fd_wait(self._wake_r, ovs.poller.POLLIN)
-        poller.timer_wait(1000)
-        poller.block()
+            self._record_waits(host)
+        timeout = 0 if self._ready else 1000
+        if self._timers:
+            timeout = min(timeout, max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1))
+        timeout = min(timeout, max(0, int((self._full_pass_at - time.monotonic()) * 1000) + 1))
+        for fd, events in self._poll.poll(timeout):
+            if fd == self._wake_r:
+                continue
+            self._ready.update(self._fd_hosts.get(fd, ()))
+            if events & select.POLLNVAL and not self._fd_hosts.get(fd):
+                self._unwatch_fd(fd)
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    def _record_waits(self, host: _Host) -> None:
+        """What the host's IDL (and transaction, retry, recheck) waits for, into the poll set and
+        the timer heap."""
+        waits = _Waits()
+        host.idl.wait(waits)
+        if host.txn is not None:
+            host.txn.wait(waits)
+        now = time.monotonic()
+        wait = host.retry_at - now
+        if host.dirty and host.txn is None and wait > 0:
+            waits.timer_wait(int(wait * 1000) + 1)
+        if host.recheck_at is not None:
+            waits.timer_wait(max(0, int((host.recheck_at - now) * 1000)) + 1)
+        self._watch(host, waits.fds)
+        host.timer_seq = self._timer_seq = self._timer_seq + 1
+        if waits.timeout == 0:
+            self._ready.add(host)
+        elif waits.timeout > 0:
+            heapq.heappush(self._timers, (now + waits.timeout / 1000.0, host.timer_seq, host))
+
+    def _watch(self, host: _Host, fds: dict[int, int]) -> None:
+        for fd in host.fds.keys() - fds.keys():
+            self._fd_hosts.get(fd, set()).discard(host)
+            self._reregister(fd)
+        for fd in fds:
+            if host.fds.get(fd) != fds[fd] or host not in self._fd_hosts.get(fd, ()):
+                self._fd_hosts.setdefault(fd, set()).add(host)
+                host.fds[fd] = fds[fd]
+                self._reregister(fd)
+        for fd in host.fds.keys() - fds.keys():
+            del host.fds[fd]
+
+    def _reregister(self, fd: int) -> None:
+        hosts = self._fd_hosts.get(fd)
+        if not hosts:
+            self._unwatch_fd(fd)
+            return
+        events = 0
+        for h in hosts:
+            events |= h.fds.get(fd, 0)
+        self._poll.register(fd, events)
+
+    def _unwatch_fd(self, fd: int) -> None:
+        self._fd_hosts.pop(fd, None)
+        try:
+            self._poll.unregister(fd)
+        except KeyError:
+            pass
+
+    def _forget(self, host: _Host) -> None:
+        """A host removed or replaced: out of the poll set (its timers lapse on their own)."""
+        self._watch(host, {})
+        host.timer_seq = -1
 
     def _take_requests(self) -> None:
         with self._lock:
@@ -463,7 +561,7 @@ class HostManager:
                     self._set_status(_Host(name, spec), state="failed", error=error)
                     continue
                 host = self._hosts[name] = _Host(name, spec)
-                host.idl = ovs.db.idl.Idl(spec[0], self._schema_helper())
+                host.idl = idlshare.HostIdl(spec[0], self._schema_helper())
                 # reconnect quickly (the default backoff grows to 8 s): a host's OVSDB that comes
                 # up late is configured within MAX_BACKOFF of it
                 host.idl._session.reconnect.set_backoff(int(MIN_BACKOFF * 1000), int(MAX_BACKOFF * 1000))
@@ -472,19 +570,21 @@ class HostManager:
                 host.remote, host.tunnel_ip, host.exporters, host.providers = spec
                 host.dirty, host.retry_at, host.backoff = True, 0.0, MIN_BACKOFF
                 self._set_status(host, attempts=0)
+            self._ready.add(host)
 
     def _schema_helper(self):
-        """A fresh helper per IDL (the IDL keeps and fills its schema), from the schema file read
-        and parsed once: ovs's own pure-Python JSON parser took most of a host's set-up time."""
-        if self._schema_text is None:
+        """One helper for every IDL, holding the schema parsed once (`ovsdb.idlshare`): ovs's
+        own parsing and checking took most of a host's set-up time."""
+        if self._shared_helper is None:
             with open(VSWITCH_SCHEMA) as f:
-                self._schema_text = f.read()
-        helper = ovs.db.idl.SchemaHelper(schema_json=json.loads(self._schema_text))
-        for table, columns in COLUMNS.items():
-            helper.register_columns(table, columns)
-        return helper
+                helper = ovs.db.idl.SchemaHelper(schema_json=json.loads(f.read()))
+            for table, columns in COLUMNS.items():
+                helper.register_columns(table, columns)
+            self._shared_helper = idlshare.SharedSchemaHelper(helper)
+        return self._shared_helper
 
     def _close(self, host: _Host) -> None:
+        self._forget(host)
         if host.txn is not None:
             host.txn.abort()
             host.txn = None
