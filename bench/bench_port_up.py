@@ -14,6 +14,9 @@ ovn_port_up.sh), step for step, so the figures compare:
   - the pinger is `ping` itself in the VM's namespace (before: through the `weft lab exec`
     Python wrapper, which under load was not always running 0.3 s later), and ovs-vsctl runs
     inside the hypervisor's namespace (before: outside it, saving `ip netns exec`'s start-up).
+  - weft's ports are configured as the OVN peer's logical ports are (addresses; no port
+    security, no ACLs), so the two do the same work per packet; `--security` also measures
+    them with weft's defaults (port security and the default group's stateful ACLs).
 A run without a reply is reported and left out of the median.
 
 `--peer ovn` runs the no-controller floor (VXLAN, NORMAL bridges), OVN 23.03 (always Geneve)
@@ -86,8 +89,12 @@ def plug_once(t, before_plug=None, vsctl_opts: str = "") -> dict:
 class WeftPortUp:
     """weft's side: a two-host bench lab of its own with VM src on hv1 and dst on hv2, up while in `with`."""
 
-    def __init__(self, tunnel: str = "vxlan", verbose: bool = False):
+    def __init__(self, tunnel: str = "vxlan", verbose: bool = False, security: bool = False):
+        """security: the ports keep weft's defaults (port security and the tenant's default
+        group: stateful ACLs through conntrack); without it they are configured as the OVN
+        peer's logical ports are (addresses, no port security, no ACLs), like for like."""
         self.lab = BenchLab("benchpu")
+        self.security = security
         if verbose:
             self.lab.env["WEFTD_VERBOSE"] = "1"
         self.tunnel = tunnel
@@ -103,8 +110,9 @@ class WeftPortUp:
             w("lab", "up", "--hosts", "2", "--tunnel", self.tunnel)
             w("tenant", "create", "t")
             w("network", "create", "t/n", "--cidr", "10.0.0.0/24")
-            w("port", "create", "t/n/src", "--ip", "10.0.0.10")
-            w("port", "create", "t/n/dst", "--ip", "10.0.0.20")
+            open_ = () if self.security else ("--no-port-security",)
+            w("port", "create", "t/n/src", "--ip", "10.0.0.10", *open_)
+            w("port", "create", "t/n/dst", "--ip", "10.0.0.20", *open_)
             w("lab", "vm", "create", "src", "--host", "hv1", "--port", "t/n/src")
             w("lab", "vm", "create", "dst", "--host", "hv2", "--port", "t/n/dst")
             state = self.lab.state()
@@ -159,7 +167,7 @@ def summary(name: str, values: list[float | None]) -> float:
 
 
 def weft_only(args) -> None:
-    with WeftPortUp(args.tunnel) as w:
+    with WeftPortUp(args.tunnel, security=args.security) as w:
         results = w.measure(args.runs)
     print(f"runs (ms): {fmt(results)}")
     summary(f"port-up latency ({args.tunnel}, plug on hv2 -> first reply on hv1)", results)
@@ -170,7 +178,7 @@ def with_peers(args) -> None:
     peers.ensure_ovn()
     print(f"load: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     print(f"floor: {peers.FLOOR.tunnel}; ovn: {peers.OVN.tunnel}; weft: {args.tunnel}", flush=True)
-    got = {"floor": [], "ovn": [], "weft": []}
+    got = {"floor": [], "ovn": [], "weft": [], "weft_secure": []}
     for rnd in range(1, args.rounds + 1):
         for peer in (peers.FLOOR, peers.OVN):
             values, _out = peers.run(peer, args.runs)
@@ -180,10 +188,19 @@ def with_peers(args) -> None:
             values = w.measure(args.runs)
         print(f"round {rnd} weft runs (ms): {fmt(values)}", flush=True)
         got["weft"] += values
+        if args.security:
+            with WeftPortUp(args.tunnel, security=True) as w:
+                values = w.measure(args.runs, "weft with security")
+            print(f"round {rnd} weft with port security and its default group runs (ms): "
+                  f"{fmt(values)}", flush=True)
+            got["weft_secure"] += values
     print(f"load: {Path('/proc/loadavg').read_text().strip()}")
     f = summary("floor (no controller, vxlan)", got["floor"])
-    y = summary("ovn 23.03 (geneve)", got["ovn"])
-    x = summary(f"weft ({args.tunnel})", got["weft"])
+    y = summary("ovn 23.03 (geneve; logical ports with addresses, no port security, no ACLs)", got["ovn"])
+    if args.security:
+        summary(f"weft ({args.tunnel}) with port security and the default group (stateful ACLs; "
+                f"no OVN figure to compare: the peer's ports have neither)", got["weft_secure"])
+    x = summary(f"weft ({args.tunnel}; ports configured as the peer's)", got["weft"])
     ratio = x / y if y else float("nan")
     overhead = (x - f) / (y - f) if y - f > 0 else float("nan")
     print(f"port-up weft_ms={x:.1f} ovn_ms={y:.1f} floor_ms={f:.1f} ratio={ratio:.2f} overhead_ratio={overhead:.2f}")
@@ -195,6 +212,9 @@ def main() -> None:
     ap.add_argument("--tunnel", default="vxlan", choices=["vxlan", "geneve"], help="weft's tunnel")
     ap.add_argument("--peer", choices=["ovn"], help="also run the no-controller floor and OVN, alternating")
     ap.add_argument("--rounds", type=int, default=1, help="with --peer: floor, ovn, weft, repeated K times")
+    ap.add_argument("--security", action="store_true",
+                    help="weft's ports with port security and the default group (stateful ACLs); "
+                         "with --peer: measured besides the like-for-like ports, not in the ratio")
     args = ap.parse_args()
     # INT and TERM unwind through every finally (labs down, peers stopped), even when started in the background
     signal.signal(signal.SIGINT, signal.default_int_handler)

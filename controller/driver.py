@@ -42,6 +42,12 @@ class OpenFlowDriver:
             self._xids[id(datapath)] = XID_BASE | ((first + count - 1) & 0x7FFFFFFF)
             return first
 
+    def warm(self, items) -> None:
+        """Encode flow-mods ahead (engine._speculate): the bundle that carries them later
+        finds their bytes in the cache."""
+        for item in items:
+            self._wire.flow_mod(None, item)
+
     def forget(self, datapath) -> None:
         with self._lock:
             self._xids.pop(id(datapath), None)

@@ -119,6 +119,7 @@ class PortUp:
     committed: float | None = None   # ... and the switch committed it
     taken_cpu: float = 0.0           # the engine thread's CPU clock when it took the numbering
     cpu_ms: float | None = None      # the engine thread's CPU from taken to sent (the rest: waits)
+    guess: int | None = None         # the ofport its flows were compiled ahead for (_speculate)
     seen_at: float = dataclasses.field(default_factory=time.time)   # wall clock, to correlate
 
     def latency_ms(self) -> float | None:
@@ -129,6 +130,11 @@ class PortUp:
         return {"host": self.host, "seen_at": self.seen_at, "numbered_ms": rel(self.numbered),
                 "sent_ms": rel(self.sent), "committed_ms": rel(self.committed),
                 "engine_cpu_ms": self.cpu_ms}
+
+
+# Open vSwitch numbers new ports itself only below this (the upper half is for requested
+# numbers, as weft's tunnel port's 60000): the highest number under it is the last it gave
+AUTO_OFPORT_LIMIT = 32768
 
 
 class Engine:
@@ -154,6 +160,7 @@ class Engine:
         self.nb_version = 0
         self.live: dict[str, dict[str, tuple]] = {}   # host -> {port uuid: (ofport, iface name)}
         self.of_ports: dict[str, dict[str, int]] = {} # host -> {iface name: ofport}, from OpenFlow
+        self._last_ofport: dict[str, int] = {}   # host -> highest ofport its switch has numbered
         self.hosts: dict[str, HostState] = {}
         self._host_of_dpid: dict[int, str] = {}
         self.refusals = Refusals(self.metrics)          # switch connections refused (identity)
@@ -176,6 +183,7 @@ class Engine:
         self._index = None
         self._bundle_id = 0
         self._port_up: dict[tuple[str, str], PortUp] = {}   # (host, port) -> timeline
+        self._unnumbered: set[tuple[str, str]] = set()     # port-ups waiting for their ofport
         self._last_up: dict[str, PortUp] = {}               # port -> its last completed timeline
         self._version_batch: dict[int, int] = {}            # model version -> its batch's last version
         self._batch_hosts: dict[int, frozenset] = {}        # batch's last version -> affected hosts
@@ -415,6 +423,8 @@ class Engine:
                 LOG.exception("recompute failed")
                 affected = set()
             self._publish(versions, affected)
+            if self._unnumbered:
+                self._speculate()
 
     def _handle(self, item):
         kind = item[0]
@@ -513,15 +523,19 @@ class Engine:
                 up = self._port_up[(host, port)] = PortUp(host, seen)
                 if self._ofport(host, ofport, name):
                     self._numbered(host, port, seen)
+                else:
+                    self._unnumbered.add((host, port))
             elif (host, port) in self._port_up and self._port_up[(host, port)].numbered is None \
                     and self._ofport(host, ofport, name):
                 self._numbered(host, port, seen)
         for port in old.keys() - bindings.keys():
             self._port_up.pop((host, port), None)
+            self._unnumbered.discard((host, port))
             self._pending_up.get(host, set()).discard(port)
 
     def _numbered(self, host: str, port: str, at: float) -> None:
         up = self._port_up.get((host, port))
+        self._unnumbered.discard((host, port))
         if up is not None and up.numbered is None:
             up.numbered, up.taken = at, time.monotonic()
             up.taken_cpu = time.thread_time()
@@ -783,6 +797,38 @@ class Engine:
             observer()
         return affected
 
+    def _speculate(self) -> None:
+        """Compile ahead the flows of each NIC seen in its host's database but not numbered yet,
+        for the ofport its switch will most likely give it (Open vSwitch numbers a new port
+        one above the last it numbered), and encode them: the compiler's and the encoder's
+        caches then hold them when the real ofport arrives, so the bundle a port-up waits for
+        goes out without compiling. Only caches are touched (they are keyed by content), never
+        the books or the switch: a wrong guess costs the time spent, nothing else. Real inputs
+        come first: nothing is guessed while the loop has something queued."""
+        for host, port in sorted(self._unnumbered):
+            up = self._port_up.get((host, port))
+            if up is None or up.numbered is not None or up.guess is not None or not self._inbox.empty():
+                continue
+            state = self.hosts.get(host)
+            last = self._last_ofport.get(host)
+            bound = self._model.bindings.get(port)
+            if state is None or state.datapath is None or not state.reconciled or last is None \
+                    or bound is None or bound.host != host or self._index is None:
+                continue
+            up.guess = last + 1
+            try:
+                model = derive(self._model, bindings={**self._model.bindings,
+                                                      port: Binding(port, host, up.guess)})
+                index = self._index.updated(model, ModelDiff(frozenset(), frozenset((port,)),
+                                                             frozenset(), frozenset()))
+                index.fragments = dict(index.fragments)     # what it builds stays its own
+                plan = planner.plan(state.expected, compiler.compile_host(index, host))
+                warm = getattr(self.driver, "warm", None)
+                if warm is not None:
+                    warm(plan.add)
+            except Exception as exc:          # a guess that does not compile: no harm done
+                LOG.debug("compiling ahead for %s on %s failed: %s", port, host, exc)
+
     def _desired(self, host: str) -> list[Flow] | None:
         """The compiled flows of `host`, or None when its part of the model is inconsistent."""
         if self._index is None:
@@ -820,6 +866,7 @@ class Engine:
         state.in_flight.clear()
         state.connects += 1
         self.of_ports[host] = {}
+        self._last_ofport.pop(host, None)       # a restarted switch numbers from its own state
         self._dirty_hosts.add(host)
         self._publish_connections(host)
         self._greet(host, state)
@@ -900,6 +947,8 @@ class Engine:
         if state is None:
             return
         ports = self.of_ports.setdefault(host, {})
+        if ofport is not None and ofport < AUTO_OFPORT_LIMIT:
+            self._last_ofport[host] = max(self._last_ofport.get(host, 0), ofport)
         if ofport is None:
             ports.pop(name, None)
         elif ports.get(name) == ofport:
@@ -1013,11 +1062,13 @@ class Engine:
         up.committed = max(committed, up.sent)  # a simulated switch may answer inside the write
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
+        bound = self._model.bindings.get(port)
+        ahead = "none" if up.guess is None else "right" if bound and bound.ofport == up.guess else "wrong"
         LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f, "
-                 "engine CPU taken -> sent %s ms)", port, host,
+                 "engine CPU taken -> sent %s ms, compiled ahead: %s)", port, host,
                  (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,
                  ((up.taken or up.seen) - up.seen) * 1000,
-                 (up.sent - up.seen) * 1000, up.cpu_ms)
+                 (up.sent - up.seen) * 1000, up.cpu_ms, ahead)
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
         if kind != OFPBCT_COMMIT_REPLY:

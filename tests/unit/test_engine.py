@@ -242,6 +242,25 @@ def test_observers_hear_of_a_change_after_its_bundles_are_out(engine):
     assert engine.port_up_timeline("c")["engine_cpu_ms"] >= 0
 
 
+@pytest.mark.parametrize("numbered", [6, 9])
+def test_flows_compiled_ahead_for_the_likely_ofport_change_nothing_but_time(engine, numbered):
+    """A NIC seen without its ofport: the engine compiles ahead for the ofport after the last
+    one the switch numbered (6 here). Right or wrong, the switch ends with exactly the flows a
+    compile of the real state gives, and the timeline says whether the guess was right."""
+    sws = up(engine, model(("a", "b", "c")))
+    engine.port_status(sws["hv1"].datapath, "tap-old", 5)     # the switch numbered 5 before
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+    settle(engine)
+    assert engine.call(lambda: engine._port_up[("hv1", "c")].guess) == 6
+    engine.port_status(sws["hv1"].datapath, "tap-c", numbered)
+    settle(engine)
+    assert engine.port_up_latency_ms("c") is not None
+    assert sws["hv1"].table == desired_keys(engine, "hv1")
+    assert any(f.match_dict().get("in_port") == numbered for f in engine.desired_flows("hv1"))
+    assert not any(f.match_dict().get("in_port") == 6 for f in engine.desired_flows("hv1")) \
+        or numbered == 6
+
+
 def test_a_slow_switch_does_not_stall_the_others():
     """A connection whose send queue is full: its bundles wait in the driver, the rest go on."""
     import threading
