@@ -264,18 +264,30 @@ def member_flows(members: dict) -> list[Flow]:
     """One flow per (table, member address or rule mark) carrying clause 2 of every
     conjunction that needs it, shared by all ports of the host."""
     flows = []
+    append, cached = flows.append, _MEMBER_FLOWS.get
     # in the order registered (deterministic: ports by ofport, rules and members sorted); the
     # compiler orders flows by table and planning by key, so no sort of the entries here
     for (table, match), cids in members.items():
-        prio = PRIO_ESTABLISHED if match[0][0] == "ct_mark" else PRIO_CONJ
-        if len(cids) == 1:
-            (cid, owner), = cids.items()
-            flows.append(make("acl", owner, table, prio, match, (("conjunction", cid, 1, 2),)))
-            continue
-        owner = min((g for g in cids.values() if g), default=None)
-        flows.append(make("acl", owner, table, prio, match,
-                          tuple(("conjunction", c, 1, 2) for c in sorted(cids))))
+        key = (table, match, tuple(cids.items()))
+        flow = cached(key)
+        if flow is None:
+            flow = _member_flow(table, match, cids)
+            if len(_MEMBER_FLOWS) >= _OWN_MAX:
+                _MEMBER_FLOWS.clear()
+            _MEMBER_FLOWS[key] = flow
+        append(flow)
     return flows
+
+
+# (table, match, its conjunctions with their owners) -> the clause-2 flow: every host of a
+# tenant recompiles these flows on each change of the tenant's members, mostly the same ones
+_MEMBER_FLOWS: dict = {}
+
+
+def _member_flow(table: int, match: tuple, cids: dict) -> Flow:
+    prio = PRIO_ESTABLISHED if match[0][0] == "ct_mark" else PRIO_CONJ
+    owner = min((g for g in cids.values() if g), default=None)
+    return make("acl", owner, table, prio, match, tuple(("conjunction", c, 1, 2) for c in sorted(cids)))
 
 
 STRUCTURAL = (
