@@ -44,7 +44,6 @@ DEFAULT_RCVBUF = 32 << 20
 BURST = 512
 MIN_BATCH = 512        # columnar bursts: wait for this many datagrams ...
 BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first
-DRAIN_SLICE = 20_000   # keys of a closed bucket handed to the aggregator per housekeeping
 MODEL_SETTLE_S = 0.1   # a model change is taken in this long after it was signalled
 TEMPLATE_WRITE_EVERY_S = 1.0   # an exporter's saved templates are rewritten at most this often
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
@@ -430,19 +429,18 @@ class _Receiver:
     def _flush(self, final: bool = True) -> None:
         """Hand the pre-aggregated batch to the aggregator; columnar sums stay in numpy
         until their bucket closes, unless `final` (a query, stop)."""
-        out = {}
+        aggregator = self.service.aggregator
         if self.pending:
-            if final:
-                out = self.pending.drain()
-            else:
+            if not final:
                 self.pending.compact()
-                bs = self.service.bucket_seconds
-                out = self.pending.drain(before=self.service.clock() - bs,
-                                         max_rows=DRAIN_SLICE)
+            before = None if final else self.service.clock() - self.service.bucket_seconds
+            batch, tenant_pairs, folded = self.pending.drain(
+                before, max_keys=getattr(aggregator, "max_keys", None))
+            if batch:
+                aggregator.add_batch(batch, tenant_pairs, folded)
         if not self._batch:
-            if out:
-                self.service.aggregator.add_batch(out)
             return
+        out: dict = {}
         for start, entries in self._batch.items():
             merged = out.setdefault(start, {})
             for a, svc, nb, np, first, last in entries.values():
@@ -458,7 +456,7 @@ class _Receiver:
         self._batch = {}
         self._cur = None
         self._cur_start = None
-        self.service.aggregator.add_batch(out)
+        aggregator.add_batch(out)
 
     # ---------------------------------------------------------------- control
 
@@ -630,6 +628,7 @@ class CollectorService:
         config = dict(model=self._model, exporter_hosts=self.attributor.exporter_hosts,
                       sflow_ifindexes=self.attributor.ifindexes,
                       bucket_seconds=self.bucket_seconds, flush_interval=self.flush_interval,
+                      max_keys=getattr(self.aggregator, "max_keys", None),
                       model_refresh=0, rcvbuf=self.rcvbuf,
                       known_exporters_only=self.known_exporters_only, columnar=self.columnar,
                       template_dir=self.template_dir,
