@@ -31,6 +31,7 @@ from .errors import MalformedDatagram
 from .ipfix import IpfixDecoder
 from .netflow_v9 import NetflowV9Decoder
 from .packet import VXLAN_PORT
+from .recvmany import ManyReceiver
 from .services import classify, classify_ipv4
 from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
 from .stats import CollectorStats
@@ -43,7 +44,8 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF = 32 << 20
 BURST = 512
 MIN_BATCH = 512        # columnar bursts: wait for this many datagrams ...
-BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first
+BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first,
+BATCH_NAP = 0.005      # ... looking every this long (s)
 MODEL_SETTLE_S = 0.1   # a model change is taken in this long after it was signalled
 TEMPLATE_WRITE_EVERY_S = 1.0   # an exporter's saved templates are rewritten at most this often
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
@@ -185,7 +187,7 @@ class _Receiver:
 
     def _run(self) -> None:
         sock = self.sock
-        recv = sock.recvfrom
+        recv = ManyReceiver(sock, BURST).recv
         clock = self.service.clock
         stop = self._stop
         interval = self.service.flush_interval
@@ -207,22 +209,20 @@ class _Receiver:
             nbytes = got = 0
             deadline = None
             while ready:
-                for _ in range(BURST - len(batch)):
-                    try:
-                        data, src = recv(65535)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError as exc:
-                        failed = exc
-                        break
-                    got += 1
+                try:
+                    got_now = recv(BURST - len(batch))
+                except OSError as exc:
+                    failed, got_now = exc, ()
+                got += len(got_now)
+                for data, src in got_now:
                     nbytes += len(data)
-                    if known_only and host_of(src[0]) is None:
-                        rejected.append(src[0])
+                    if known_only and host_of(src) is None:
+                        rejected.append(src)
                         continue
-                    append((data, src[0]))
+                    append((data, src))
                 # the columnar path costs about the same per burst however small: at low
-                # rates it waits up to BATCH_WAIT for MIN_BATCH datagrams (outside the lock)
+                # rates it waits up to BATCH_WAIT for MIN_BATCH datagrams (outside the lock),
+                # sleeping BATCH_NAP at a time (a poll would wake for every datagram)
                 if not columnar or len(batch) >= MIN_BATCH or failed or stop.is_set():
                     break
                 mono = time.monotonic()
@@ -230,10 +230,7 @@ class _Receiver:
                     deadline = mono + BATCH_WAIT
                 if mono >= deadline:
                     break
-                try:
-                    poller.poll(max(1, int((deadline - mono) * 1000)))
-                except (OSError, ValueError):
-                    break
+                time.sleep(min(BATCH_NAP, deadline - mono))
             with self.lock:
                 if ready:
                     for addr in rejected:
