@@ -3,8 +3,10 @@
 A receiver hands a burst of datagrams to `Netflow5Columns.run` / `SflowColumns.run`; each
 returns the datagrams it did not take (to the per-record path, in order), having:
 
-* NetFlow v5: validated each datagram's header in Python (a few bytes), then read all the
-  records of the burst as one numpy structured array of the fixed 48-byte layout;
+* NetFlow v5: read the 24-byte headers of the burst as one numpy structured array (version,
+  count against length), then all the records as another (the fixed 48-byte layout); the
+  header stats go per (exporter, engine), a run of sequences that follow each other in one
+  tracker step;
 * sFlow: walked samples and records of all the datagrams at once (one numpy step per
   sample / record position, across the burst), taking only datagrams the per-record
   decoder accepts whose flow samples all carry a raw Ethernet/IPv4/UDP:4789/VXLAN/Ethernet/
@@ -14,16 +16,16 @@ returns the datagrams it did not take (to the per-record path, in order), having
   attribution depends on), resolving unseen keys with the Attributor - the per-record
   path's own function;
 * classified each record's service with `vecservice.codes` and summed bytes/packets per
-  (attribution, service) with a sort-based group-by (`Pending.add`).
+  (attribution, service) into the bucket's running sums (`Pending.add`, a hash group-by).
 
-`Pending.drain` turns the sums into the receiver's bucket model {(src, dst, Service):
-[bytes, packets, first, last]} for `Aggregator.add_batch`. Sums stay exact: sFlow samples
+`Pending.drain` turns a closed bucket's sums into the receiver's bucket model {(src, dst,
+Service): [bytes, packets, first, last]} for `Aggregator.add_batch`, grouped by (src, dst,
+service) and folded to the aggregator's max_keys in numpy. Sums stay exact: sFlow samples
 with a frame length or sampling rate of 2**20 or more go the per-record path, and sums that
 could overflow int64 are made with Python integers.
 """
 from __future__ import annotations
 
-import struct
 from socket import inet_ntoa
 
 import numpy as np
@@ -31,6 +33,7 @@ import numpy as np
 from . import vecservice
 from .aggregate import OTHER, pair_tenant
 from .attrtable import AttributionTable
+from .keysums import KeySums
 from .records import FlowRecord
 
 MAX_EXPORTERS = 1 << 16
@@ -42,7 +45,10 @@ NF5_RECORD = np.dtype([
     ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"),
     ("dst_mask", "u1"), ("pad2", ">u2")])
 assert NF5_RECORD.itemsize == 48
-_NF5_HEADER = struct.Struct("!HHIIIIBBH")
+_NF5_HDR = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"), ("secs", ">u4"),
+                     ("nsecs", ">u4"), ("sequence", ">u4"), ("engine_type", "u1"),
+                     ("engine_id", "u1"), ("sampling", ">u2")])
+assert _NF5_HDR.itemsize == 24
 
 
 class _Pairs:
@@ -112,7 +118,7 @@ def _group(keys: np.ndarray, nb: np.ndarray, npk: np.ndarray, first: np.ndarray,
     """Sort-based group-by: (unique keys, sum bytes, sum packets, min first, max last);
     sums are int64, or Python integers (object arrays) when int64 could overflow (only
     hostile counts get there)."""
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)    # (not stable: sums, minima and maxima need no order)
     k = keys[order]
     heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
     if nb.dtype != object and npk.dtype != object and \
@@ -130,16 +136,15 @@ def _group(keys: np.ndarray, nb: np.ndarray, npk: np.ndarray, first: np.ndarray,
 class Pending:
     """Per-bucket sums of (attribution index, service code) -> bytes, packets, first, last.
 
-    Kept in numpy between flushes: `add` reduces each burst, `compact` merges the bursts of
-    a bucket (when they hold several times the rows of the last merge), `drain` hands
-    buckets over grouped by (src, dst, service) and folded to the aggregator's `max_keys`
-    in numpy - so a bucket's Python work is per kept key (about max_keys), not per key
-    seen (random traffic between 200 VMs gives ~150,000 (pair, service) keys a bucket)."""
+    Kept in numpy until the bucket closes: `add` adds each burst to the bucket's running
+    sums (`keysums.KeySums`, a hash group-by; one per bucket and attribution list),
+    `drain` hands buckets over grouped by (src, dst, service) and folded to the
+    aggregator's `max_keys` in numpy - so a bucket's Python work is per kept key (about
+    max_keys), not per key seen (random traffic between 200 VMs gives ~150,000 (pair,
+    service) keys a bucket)."""
 
     def __init__(self) -> None:
-        self.parts: dict[float, list] = {}
-        self.rows = 0
-        self.compacted_rows = 0
+        self.parts: dict[float, dict] = {}     # start -> {id(attrs): (attrs, KeySums)}
         self.numbering = _Pairs()
 
     def __bool__(self) -> bool:
@@ -149,39 +154,11 @@ class Pending:
             nbytes: np.ndarray, npkts: np.ndarray, now: float) -> None:
         if not len(idx):
             return
-        comb = (idx << _CODE_BITS) | (codes + 1)
-        order = np.argsort(comb, kind="stable")
-        c = comb[order]
-        heads = np.flatnonzero(np.concatenate(([True], c[1:] != c[:-1])))
-        n = len(heads)
-        self.parts.setdefault(start, []).append(
-            (attrs, c[heads], np.add.reduceat(nbytes[order], heads),
-             np.add.reduceat(npkts[order], heads), np.full(n, now), np.full(n, now)))
-        self.rows += n
-
-    @staticmethod
-    def _merge(group: list) -> tuple:
-        """One part from parts of the same attrs list: keys sorted and unique."""
-        return (group[0][0], *_group(*(np.concatenate([p[j] for p in group])
-                                       for j in range(1, 6))))
-
-    @staticmethod
-    def _groups(parts: list) -> list:
-        by_list: dict[int, list] = {}
-        for p in parts:
-            by_list.setdefault(id(p[0]), []).append(p)
-        return list(by_list.values())
-
-    def compact(self, force: bool = False) -> None:
-        """Merge each bucket's bursts, when they have grown (or `force`)."""
-        if not force and self.rows < max(100_000, 4 * self.compacted_rows):
-            return
-        rows = 0
-        for start, parts in self.parts.items():
-            merged = [self._merge(g) if len(g) > 1 else g[0] for g in self._groups(parts)]
-            self.parts[start] = merged
-            rows += sum(len(p[1]) for p in merged)
-        self.rows = self.compacted_rows = rows
+        parts = self.parts.setdefault(start, {})
+        part = parts.get(id(attrs))
+        if part is None or part[0] is not attrs:
+            part = parts[id(attrs)] = (attrs, KeySums())
+        part[1].add((idx << _CODE_BITS) | (codes + 1), nbytes, npkts, now)
 
     def drain(self, before: float | None = None, max_keys: int | None = None) -> tuple:
         """(batch, tenant_pairs, folded) of the buckets starting before `before` (all when
@@ -199,8 +176,8 @@ class Pending:
         used = []
         for start in [s for s in self.parts if before is None or s < before]:
             cols = []
-            for group in self._groups(self.parts.pop(start)):
-                attrs, k, sb, sp, first, last = self._merge(group)
+            for attrs, sums in self.parts.pop(start).values():
+                k, sb, sp, first, last = sums.columns()
                 used.append(attrs)
                 pid = numbering.pair_ids(attrs)[k >> _CODE_BITS]
                 cols.append(((pid << _CODE_BITS) | (k & _CODE_MASK), sb, sp, first, last))
@@ -236,9 +213,7 @@ class Pending:
                                         first.tolist(), last.tolist()):
                 src, dst = pairs[key >> _CODE_BITS]
                 entries[(src, dst, service_of((key & _CODE_MASK) - 1))] = [b, p, f, la]
-        numbering.keep_only(used + [p[0] for parts in self.parts.values() for p in parts])
-        self.rows = sum(len(p[1]) for parts in self.parts.values() for p in parts)
-        self.compacted_rows = min(self.compacted_rows, self.rows)
+        numbering.keep_only(used + [a for parts in self.parts.values() for a, _s in parts.values()])
         return batch, tenant_pairs, folded
 
 
@@ -300,74 +275,76 @@ class Netflow5Columns:
     def __init__(self, rcv) -> None:
         self.rcv = rcv
 
-    @staticmethod
-    def eligible(data: bytes) -> bool:
-        n = len(data)
-        return (n >= 24 and data[0] == 0 and data[1] == 5
-                and 24 + 48 * ((data[2] << 8) | data[3]) <= n)
-
     def run(self, batch: list, now: float, fallback) -> None:
         """`batch`: [(data, source address)]; `fallback(data, source)` (the per-record
         path) gets the datagrams that are not well-formed v5, in arrival order."""
         rcv = self.rcv
         attributor = rcv.service.attributor
         t = _table(attributor, "columnar-nf5", 2)
-        stats = rcv.stats["netflow5"]
-        chunks, counts, exp_ids, scales = [], [], [], []
-        unpack = _NF5_HEADER.unpack_from
-        exporter_id = t.exporter_id
-        eligible = self.eligible
-        order = []     # (data, source, header) or (data, source, None) for the per-record path
-        for data, src in batch:
-            if not eligible(data):
-                order.append((data, src, None))
-                continue
-            h = unpack(data, 0)
-            order.append((data, src, h))
-            count, sampling = h[1], h[8]
-            if count:
-                chunks.append(data[24:24 + 48 * count])
-                counts.append(count)
-                exp_ids.append(exporter_id(src))
-                interval = sampling & 0x3FFF
-                scales.append(interval if interval > 1 else 1)
-        if not chunks:
-            self._commit(order, stats, fallback)
+        datas = [d for d, _s in batch]
+        n = len(datas)
+        lens = np.fromiter(map(len, datas), dtype=np.int64, count=n)
+        # the 24-byte headers of all datagrams as one array (short ones zero-padded: never v5)
+        hdr = np.frombuffer(b"".join([d[:24].ljust(24, b"\0") for d in datas]), dtype=_NF5_HDR)
+        count = hdr["count"].astype(np.int64)
+        ok = (lens >= 24) & (hdr["version"] == 5) & (24 + 48 * count <= lens)
+        taken = np.flatnonzero(ok).tolist()
+        if not taken:
+            for d, src in batch:
+                fallback(d, src)
             return
-        rec = np.frombuffer(b"".join(chunks), dtype=NF5_RECORD)
-        counts = np.array(counts)
-        scale = np.repeat(np.array(scales, dtype=np.int64), counts)
-        exp = np.repeat(np.array(exp_ids, dtype=np.uint64), counts)
-        nbytes = rec["octets"].astype(np.int64) * scale
-        npkts = rec["packets"].astype(np.int64) * scale
-        keys = np.empty((len(rec), 2), dtype=np.uint64)
-        keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
-        keys[:, 1] = ((exp << np.uint64(32)) | (rec["input"].astype(np.uint64) << np.uint64(16))
-                      | rec["output"])
-        exporters = t.exporters
+        srcs = [batch[i][1] for i in taken]
+        ids = {src: t.exporter_id(src) for src in dict.fromkeys(srcs)}
+        exp_of = np.array([ids[src] for src in srcs], dtype=np.int64)
+        counts = count[ok]
+        interval = (hdr["sampling"][ok] & 0x3FFF).astype(np.int64)
+        rec = np.frombuffer(b"".join([datas[i][24:24 + 48 * c]
+                                      for i, c in zip(taken, counts.tolist())]),
+                            dtype=NF5_RECORD)
+        if len(rec):
+            scale = np.repeat(np.where(interval > 1, interval, 1), counts)
+            exp = np.repeat(exp_of.astype(np.uint64), counts)
+            nbytes = rec["octets"].astype(np.int64) * scale
+            npkts = rec["packets"].astype(np.int64) * scale
+            keys = np.empty((len(rec), 2), dtype=np.uint64)
+            keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
+            keys[:, 1] = ((exp << np.uint64(32))
+                          | (rec["input"].astype(np.uint64) << np.uint64(16)) | rec["output"])
+            exporters = t.exporters
 
-        def resolve(row):
-            w0, w1 = row
-            r = FlowRecord(exporters[w1 >> 32], "netflow5",
-                           src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
-                           dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
-                           in_interface=(w1 >> 16) & 0xFFFF, out_interface=w1 & 0xFFFF,
-                           ether_type=0x0800)
-            return attributor.attribute(r)
+            def resolve(row):
+                w0, w1 = row
+                r = FlowRecord(exporters[w1 >> 32], "netflow5",
+                               src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
+                               dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
+                               in_interface=(w1 >> 16) & 0xFFFF, out_interface=w1 & 0xFFFF,
+                               ether_type=0x0800)
+                return attributor.attribute(r)
 
-        idx, attrs, counted = t.table.lookup(keys, resolve)
-        codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
-        self._commit(order, stats, fallback)   # nothing above changed any state but the table
-        _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
+            idx, attrs, counted = t.table.lookup(keys, resolve)
+            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
+        # nothing above changed any state but the table: the other datagrams go per record
+        # (in order; they touch no v5 sequence), the headers' stats per exporter and engine
+        if len(taken) < n:
+            for i in np.flatnonzero(~ok).tolist():
+                fallback(*batch[i])
+        self._stats(rcv.stats["netflow5"], t.exporters, exp_of, hdr[ok], counts)
+        if len(rec):
+            _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
 
     @staticmethod
-    def _commit(order, stats, fallback) -> None:
-        observe = stats.observe_netflow5_header
-        for data, src, h in order:
-            if h is None:
-                fallback(data, src)
-            else:
-                observe(src, h[6], h[7], h[5], h[1])
+    def _stats(stats, exporters, exp_of, hdr, counts) -> None:
+        """Each (exporter, engine)'s datagrams in arrival order, one call per group."""
+        et, ei = hdr["engine_type"], hdr["engine_id"]
+        order = np.lexsort((ei, et, exp_of))            # stable: arrival order in a group
+        ge, gt, gi = exp_of[order], et[order], ei[order]
+        heads = np.flatnonzero(np.concatenate(
+            ([True], (ge[1:] != ge[:-1]) | (gt[1:] != gt[:-1]) | (gi[1:] != gi[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        seqs, cnts = hdr["sequence"][order].astype(np.int64), counts[order]
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            stats.observe_netflow5_headers(exporters[int(ge[h])], int(gt[h]), int(gi[h]),
+                                           seqs[h:e], cnts[h:e])
 
 
 # ------------------------------------------------------------------ sFlow

@@ -428,8 +428,6 @@ class _Receiver:
         until their bucket closes, unless `final` (a query, stop)."""
         aggregator = self.service.aggregator
         if self.pending:
-            if not final:
-                self.pending.compact()
             before = None if final else self.service.clock() - self.service.bucket_seconds
             batch, tenant_pairs, folded = self.pending.drain(
                 before, max_keys=getattr(aggregator, "max_keys", None))
