@@ -3,7 +3,7 @@
 The attribution of a record depends only on a few of its fields (exporter, VNI, MACs, IPs,
 interfaces), packed by the caller into K 64-bit words. The table keeps the keys it has
 seen with the index of their Attribution, in an open-addressing hash table (slots of
-entry numbers, linear probing, at most half full) on a 64-bit hash; `lookup` finds a whole
+entry numbers, linear probing, at most a quarter full) on a 64-bit hash; `lookup` finds a whole
 batch with a few gathers (one per probe step, the longest probe sequence is kept short)
 and an equality check of every word (a hash collision is a miss, never a wrong answer).
 (A sorted hash array and `searchsorted` cost ~300 ns a record with 4,000 keys; the slots
@@ -48,7 +48,7 @@ class AttributionTable:
         self.hashes = np.zeros(0, dtype=np.uint64)      # per entry
         self.keys = np.zeros((0, self.width), dtype=np.uint64)
         self.index = np.zeros(0, dtype=np.int64)
-        self.slots = np.full(8, -1, dtype=np.int64)     # entry number, -1: empty
+        self.slots = np.full(8, -1, dtype=np.int32)     # entry number, -1: empty
         self.probes = 0                                 # longest probe sequence - 1
         self.attrs: list = []            # index -> Attribution
         self.counted = np.zeros(0, dtype=bool)
@@ -153,11 +153,11 @@ class AttributionTable:
         self.keys = np.concatenate([self.keys, uniq[keep]])
         self.index = np.concatenate([self.index, new_idx[keep]])
         total = len(self.hashes)
-        if 2 * total > len(self.slots):      # at most half full: grow, place everything again
+        if 4 * total > len(self.slots):    # at most a quarter full: grow, place everything again
             size = len(self.slots)
-            while 4 * total > size:
+            while 8 * total > size:
                 size *= 2
-            self.slots = np.full(size, -1, dtype=np.int64)
+            self.slots = np.full(size, -1, dtype=np.int32)
             self.probes = 0
             self._place(np.arange(total))
         else:

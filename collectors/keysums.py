@@ -3,7 +3,7 @@
 `KeySums.add(keys, nbytes, npkts, now)` adds each row's bytes and packets to its key's sums
 (first seen, last seen = `now`); `columns()` gives (keys, bytes, packets, first, last), one
 row per distinct key. Keys map to rows through an open-addressing table (slots of row
-numbers, linear probing, at most half full) homed by a bijective 64-bit mix, so equal
+numbers, linear probing, at most a quarter full) homed by a bijective 64-bit mix, so equal
 mixes mean equal keys. A burst costs a few gathers and `np.add.at`, no sort: sorting each
 burst and merging the bursts (the former way) was the largest cost of a busy bucket.
 Sums stay exact: they are int64 while an upper bound of every sum stays below 2**62, then
@@ -39,7 +39,7 @@ class KeySums:
         self.np = np.zeros(16, dtype=np.int64)
         self.first = np.zeros(16, dtype=np.float64)
         self.last = np.zeros(16, dtype=np.float64)
-        self.slots = np.full(64, -1, dtype=np.int64)
+        self.slots = np.full(64, -1, dtype=np.int32)
         self.probes = 0
         self.bound = 0.0            # no sum can exceed this (int64 while < 2**62)
 
@@ -106,11 +106,11 @@ class KeySums:
             self.first[base:base + k] = now
             self.n = total = base + k
             new_home = home[np.flatnonzero(miss)[first]]
-            if 2 * total > len(self.slots):      # at most half full: grow, place all again
+            if 4 * total > len(self.slots):      # at most a quarter full: grow, place all again
                 size = len(self.slots)
-                while 4 * total > size:
+                while 8 * total > size:
                     size *= 2
-                self.slots = np.full(size, -1, dtype=np.int64)
+                self.slots = np.full(size, -1, dtype=np.int32)
                 self.probes = 0
                 self._place(np.arange(total),
                             (mix(self.keys[:total]) >> np.uint64(1)).astype(np.int64))
