@@ -146,6 +146,7 @@ class Pending:
     def __init__(self) -> None:
         self.parts: dict[float, dict] = {}     # start -> {id(attrs): (attrs, KeySums)}
         self.numbering = _Pairs()
+        self.last_keys = 0                     # keys of the last bucket drained (a size hint)
 
     def __bool__(self) -> bool:
         return bool(self.parts)
@@ -157,7 +158,7 @@ class Pending:
         parts = self.parts.setdefault(start, {})
         part = parts.get(id(attrs))
         if part is None or part[0] is not attrs:
-            part = parts[id(attrs)] = (attrs, KeySums())
+            part = parts[id(attrs)] = (attrs, KeySums(min(self.last_keys, 1 << 20)))
         part[1].add((idx << _CODE_BITS) | (codes + 1), nbytes, npkts, now)
 
     def drain(self, before: float | None = None, max_keys: int | None = None) -> tuple:
@@ -178,6 +179,7 @@ class Pending:
             cols = []
             for attrs, sums in self.parts.pop(start).values():
                 k, sb, sp, first, last = sums.columns()
+                self.last_keys = len(k)
                 used.append(attrs)
                 pid = numbering.pair_ids(attrs)[k >> _CODE_BITS]
                 cols.append(((pid << _CODE_BITS) | (k & _CODE_MASK), sb, sp, first, last))

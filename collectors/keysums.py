@@ -32,14 +32,21 @@ def mix(keys: np.ndarray) -> np.ndarray:
 class KeySums:
     """Sums of bytes and packets, first and last time, per distinct int64 key."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: int = 0) -> None:
+        """`expect`: keys to make room for at once (the previous bucket's count: a busy
+        bucket then does not grow its table step by step while it fills)."""
+        rows, slots = 16, 64
+        while rows < expect:
+            rows *= 2
+        while slots < 8 * expect:
+            slots *= 2
         self.n = 0
-        self.keys = np.zeros(16, dtype=np.int64)
-        self.nb = np.zeros(16, dtype=np.int64)
-        self.np = np.zeros(16, dtype=np.int64)
-        self.first = np.zeros(16, dtype=np.float64)
-        self.last = np.zeros(16, dtype=np.float64)
-        self.slots = np.full(64, -1, dtype=np.int32)
+        self.keys = np.zeros(rows, dtype=np.int64)
+        self.nb = np.zeros(rows, dtype=np.int64)
+        self.np = np.zeros(rows, dtype=np.int64)
+        self.first = np.zeros(rows, dtype=np.float64)
+        self.last = np.zeros(rows, dtype=np.float64)
+        self.slots = np.full(slots, -1, dtype=np.int32)
         self.probes = 0
         self.bound = 0.0            # no sum can exceed this (int64 while < 2**62)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from collectors.keysums import KeySums, mix
 
@@ -25,9 +26,10 @@ def as_dict(ks: KeySums):
                                                       first.tolist(), last.tolist())}
 
 
-def test_sums_per_key_equal_a_dicts_over_many_bursts_and_growth():
+@pytest.mark.parametrize("expect", [0, 5000])
+def test_sums_per_key_equal_a_dicts_over_many_bursts_and_growth(expect):
     rng = np.random.default_rng(3)
-    ks, bursts = KeySums(), []
+    ks, bursts = KeySums(expect), []
     for i in range(60):
         # keys from a growing range (the table grows and reprobes), some negative, repeats
         keys = rng.integers(-50, 200 + i * 500, rng.integers(0, 3000))
