@@ -24,9 +24,9 @@ missing: a benchmark-only dependency) get the same datagrams at the same rate on
 core (sfcapd without the VNI record, which it rejects), CPU per million records, median.
 
 Last line: `collectors nf5_rps=X nf5_cpu_vs_nfcapd=R1 sflow_sps=Y sflow_cpu_vs_sfcapd=R2 lost=L`
-(X, Y: zero-loss records/s on the one core; R: weft's CPU per record / the peer's; L: records
-lost in the confirmation runs at X and Y - never received or counted, after waiting for any
-backlog).
+(X, Y: zero-loss records/s on the one core; R: weft's CPU per record / the peer's, each per
+record it handled - a run that dropped datagrams spent no CPU on them; L: records lost in the
+confirmation runs at X and Y - never received or counted, after waiting for any backlog).
 """
 from __future__ import annotations
 
@@ -423,6 +423,7 @@ def trial(col: Collector, socks, stream: Stream, kind: str, protos, per_dgram: i
     ok = (got == sent and recs - rec0 == sent * per_dgram and bad == bad0 and drops == drop0
           and drained_at is not None and drained_at <= lag)
     cpu = st["cpu"] - before["cpu"]
+    handled = recs - rec0         # the records that CPU time went to
     deadline = time.perf_counter() + 15.0
     while dg - dg0 < sent and time.perf_counter() < deadline:   # a backlog is late, not lost:
         time.sleep(0.1)                                           # wait for it before counting
@@ -431,7 +432,7 @@ def trial(col: Collector, socks, stream: Stream, kind: str, protos, per_dgram: i
     return {"rate": rate_records, "sent": sent, "received": got, "records": recs - rec0,
             "lost": sent * per_dgram - (recs - rec0), "drops": drops - drop0,
             "malformed": bad - bad0, "elapsed": elapsed, "lag": drained_at, "ok": ok,
-            "cpu": cpu, "achieved": sent * per_dgram / elapsed}
+            "cpu": cpu, "handled": handled, "achieved": sent * per_dgram / elapsed}
 
 
 def search(col, socks, stream, kind, protos, per_dgram, start, seconds, lag, steps, log):
@@ -626,7 +627,9 @@ def main() -> int:
             print(f"{key:<22} {'none':>16}")
             figures[key] = (0.0, None, 0)
             continue
-        cpu_m = statistics.median(t["cpu"] / (t["sent"] * per) * 1e6 for t in runs)
+        # CPU per record handled (a run that lost records did not spend CPU on them)
+        cpu_m = statistics.median(t["cpu"] / (t["handled"] or t["sent"] * per) * 1e6
+                                  for t in runs)
         lost = sum(max(0, t["lost"]) for t in runs)
         figures[key] = (best["rate"], cpu_m, lost)
         print(f"{key:<22} {best['rate']:>14,.0f}/s {cpu_m:>11.3f} {lost:>6}  (confirmations "
@@ -659,7 +662,8 @@ def main() -> int:
                 if "error" in r:
                     print(f"{tool:<22} {r['error']}")
                     break
-                cpus.append(r["cpu"] / r["sent_records"] * 1e6)
+                # per record the peer stored (it spent no CPU on the datagrams it dropped)
+                cpus.append(r["cpu"] / (r["stored"] or r["sent_records"]) * 1e6)
                 stored = f"{r['stored']:,}/{r['sent_records']:,}" if r["stored"] is not None \
                     else "-"
             if not cpus:

@@ -83,10 +83,19 @@ class Aggregator:
             ts = self.clock()
         self.add_batch({self.bucket_of(ts): {(src, dst, service): [nbytes, packets, ts, ts]}})
 
-    def add_batch(self, batch: dict) -> None:
-        """Merge {bucket_start: {(src, dst[, service]): [bytes, packets, first, last]}}."""
+    def add_batch(self, batch: dict, tenant_pairs: dict | None = None, folded: int = 0) -> None:
+        """Merge {bucket_start: {(src, dst[, service]): [bytes, packets, first, last]}}.
+
+        `tenant_pairs` {(src tenant, dst tenant): [bytes, packets]}: the batch's traffic per
+        tenant pair, given when the batch's smaller keys were already folded into
+        other->other (collectors.columnar); the keys are then not counted per tenant pair
+        again. `folded`: how many keys were folded so (counted as evicted)."""
         with self._lock:
             pairs = self._pairs
+            self.evicted_keys += folded
+            for pk, (nb, np) in (tenant_pairs or {}).items():
+                self._count_pair(pk, nb, np)
+            per_key = tenant_pairs is None
             for start, entries in batch.items():
                 bucket = self._buckets.get(start)
                 if bucket is None:
@@ -104,21 +113,33 @@ class Aggregator:
                             e[2] = first
                         if last > e[3]:
                             e[3] = last
+                    if not per_key:
+                        continue
                     pk = (pair_tenant(key[0]), pair_tenant(key[1]))
                     pe = pairs.get(pk)
                     if pe is None:
-                        if len(pairs) >= self.max_pairs:
-                            pk = OTHER_PAIR
-                            pe = pairs.get(pk)
-                        if pe is None:
-                            pe = pairs[pk] = [0, 0]
-                    pe[0] += nb
-                    pe[1] += np
+                        self._count_pair(pk, nb, np)
+                    else:
+                        pe[0] += nb
+                        pe[1] += np
                 if len(bucket) > self.max_keys:
                     self._evict(bucket)
             now = self.clock()
             if now - self._last_prune >= 1.0:
                 self._prune(now)
+
+    def _count_pair(self, pk: tuple, nb: int, np: int) -> None:
+        """Add to a tenant pair's cumulative counters (("other", "other") past max_pairs)."""
+        pairs = self._pairs
+        pe = pairs.get(pk)
+        if pe is None:
+            if len(pairs) >= self.max_pairs:
+                pk = OTHER_PAIR
+                pe = pairs.get(pk)
+            if pe is None:
+                pe = pairs[pk] = [0, 0]
+        pe[0] += nb
+        pe[1] += np
 
     def _evict(self, bucket: dict) -> None:
         """Fold the smallest keys into other->other, leaving ~90% of max_keys."""

@@ -3,8 +3,10 @@
 A receiver hands a burst of datagrams to `Netflow5Columns.run` / `SflowColumns.run`; each
 returns the datagrams it did not take (to the per-record path, in order), having:
 
-* NetFlow v5: validated each datagram's header in Python (a few bytes), then read all the
-  records of the burst as one numpy structured array of the fixed 48-byte layout;
+* NetFlow v5: read the 24-byte headers of the burst as one numpy structured array (version,
+  count against length), then all the records as another (the fixed 48-byte layout); the
+  header stats go per (exporter, engine), a run of sequences that follow each other in one
+  tracker step;
 * sFlow: walked samples and records of all the datagrams at once (one numpy step per
   sample / record position, across the burst), taking only datagrams the per-record
   decoder accepts whose flow samples all carry a raw Ethernet/IPv4/UDP:4789/VXLAN/Ethernet/
@@ -14,22 +16,24 @@ returns the datagrams it did not take (to the per-record path, in order), having
   attribution depends on), resolving unseen keys with the Attributor - the per-record
   path's own function;
 * classified each record's service with `vecservice.codes` and summed bytes/packets per
-  (attribution, service) with a sort-based group-by (`Pending.add`).
+  (attribution, service) into the bucket's running sums (`Pending.add`, a hash group-by).
 
-`Pending.drain` turns the sums into the receiver's bucket model {(src, dst, Service):
-[bytes, packets, first, last]} for `Aggregator.add_batch`. Sums stay exact: sFlow samples
+`Pending.drain` turns a closed bucket's sums into the receiver's bucket model {(src, dst,
+Service): [bytes, packets, first, last]} for `Aggregator.add_batch`, grouped by (src, dst,
+service) and folded to the aggregator's max_keys in numpy. Sums stay exact: sFlow samples
 with a frame length or sampling rate of 2**20 or more go the per-record path, and sums that
 could overflow int64 are made with Python integers.
 """
 from __future__ import annotations
 
-import struct
 from socket import inet_ntoa
 
 import numpy as np
 
 from . import vecservice
+from .aggregate import OTHER, pair_tenant
 from .attrtable import AttributionTable
+from .keysums import KeySums
 from .records import FlowRecord
 
 MAX_EXPORTERS = 1 << 16
@@ -41,116 +45,178 @@ NF5_RECORD = np.dtype([
     ("tos", "u1"), ("src_as", ">u2"), ("dst_as", ">u2"), ("src_mask", "u1"),
     ("dst_mask", "u1"), ("pad2", ">u2")])
 assert NF5_RECORD.itemsize == 48
-_NF5_HEADER = struct.Struct("!HHIIIIBBH")
+_NF5_HDR = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"), ("secs", ">u4"),
+                     ("nsecs", ">u4"), ("sequence", ">u4"), ("engine_type", "u1"),
+                     ("engine_id", "u1"), ("sampling", ">u2")])
+assert _NF5_HDR.itemsize == 24
+
+
+class _Pairs:
+    """Numbering of the (src, dst) endpoint pairs and tenant pairs of attributions, so a
+    closed bucket is grouped by (pair, service) in numpy: one Python step per attribution
+    (when first drained), not one per key and bucket."""
+
+    LIMIT = 1 << 20     # pairs remembered; more: start over (between two drains)
+
+    def __init__(self) -> None:
+        self.ids: dict = {}          # (src, dst) -> pair id
+        self.pairs: list = []        # pair id -> (src, dst)
+        self.tenant_ids: dict = {}   # (src tenant, dst tenant) -> tenant pair id
+        self.tenants: list = []      # tenant pair id -> (src tenant, dst tenant)
+        self.tenant_of: list = []    # pair id -> tenant pair id
+        self.of_attrs: dict = {}     # id(attrs list) -> (attrs list, pair id per index)
+        self._tenant_array = np.zeros(0, dtype=np.int64)
+
+    def tenant_array(self) -> np.ndarray:
+        """Tenant pair id per pair id, as an array."""
+        if len(self._tenant_array) < len(self.tenant_of):
+            self._tenant_array = np.array(self.tenant_of, dtype=np.int64)
+        return self._tenant_array
+
+    def pair_ids(self, attrs: list) -> np.ndarray:
+        """Pair id per index of `attrs` (an attribution table's list; it only grows)."""
+        ent = self.of_attrs.get(id(attrs))
+        if ent is None or ent[0] is not attrs:
+            ent = (attrs, np.zeros(0, dtype=np.int64))
+        known = ent[1]
+        if len(known) < len(attrs):
+            ids, tids = self.ids, self.tenant_ids
+            new = []
+            for a in attrs[len(known):]:
+                k = (a.src, a.dst)
+                p = ids.get(k)
+                if p is None:
+                    p = ids[k] = len(self.pairs)
+                    self.pairs.append(k)
+                    tk = (pair_tenant(a.src), pair_tenant(a.dst))
+                    t = tids.get(tk)
+                    if t is None:
+                        t = tids[tk] = len(self.tenants)
+                        self.tenants.append(tk)
+                    self.tenant_of.append(t)
+                new.append(p)
+            ent = (attrs, np.concatenate([known, np.array(new, dtype=np.int64)]))
+        self.of_attrs[id(attrs)] = ent
+        return ent[1]
+
+    def keep_only(self, lists: list) -> None:
+        """Forget the numbering of attrs lists not in `lists` (after a model change); start
+        over when too many pairs were seen."""
+        if len(self.pairs) > self.LIMIT:
+            self.__init__()
+            return
+        ids = {id(a) for a in lists}
+        self.of_attrs = {k: v for k, v in self.of_attrs.items() if k in ids}
+
+
+_CODE_BITS = 27
+_CODE_MASK = (1 << _CODE_BITS) - 1
+
+
+def _group(keys: np.ndarray, nb: np.ndarray, npk: np.ndarray, first: np.ndarray,
+           last: np.ndarray) -> tuple:
+    """Sort-based group-by: (unique keys, sum bytes, sum packets, min first, max last);
+    sums are int64, or Python integers (object arrays) when int64 could overflow (only
+    hostile counts get there)."""
+    order = np.argsort(keys)    # (not stable: sums, minima and maxima need no order)
+    k = keys[order]
+    heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+    if nb.dtype != object and npk.dtype != object and \
+            float(nb.sum(dtype=np.float64)) < 2.0 ** 62 and \
+            float(npk.sum(dtype=np.float64)) < 2.0 ** 62:
+        sb = np.add.reduceat(nb[order], heads)
+        sp = np.add.reduceat(npk[order], heads)
+    else:
+        sb, sp = _exact_sums(nb[order].tolist(), npk[order].tolist(), heads.tolist(), len(k))
+        sb, sp = np.array(sb, dtype=object), np.array(sp, dtype=object)
+    return (k[heads], sb, sp, np.minimum.reduceat(first[order], heads),
+            np.maximum.reduceat(last[order], heads))
 
 
 class Pending:
     """Per-bucket sums of (attribution index, service code) -> bytes, packets, first, last.
 
-    Kept in numpy between flushes: `add` reduces each burst, `compact` merges the bursts of
-    a bucket (when they hold several times the rows of the last merge), `drain` hands
-    buckets over as Python dicts - so the per-key Python work (and the Aggregator's) is
-    done once per bucket and key, not once per burst."""
+    Kept in numpy until the bucket closes: `add` adds each burst to the bucket's running
+    sums (`keysums.KeySums`, a hash group-by; one per bucket and attribution list),
+    `drain` hands buckets over grouped by (src, dst, service) and folded to the
+    aggregator's `max_keys` in numpy - so a bucket's Python work is per kept key (about
+    max_keys), not per key seen (random traffic between 200 VMs gives ~150,000 (pair,
+    service) keys a bucket)."""
 
     def __init__(self) -> None:
-        self.parts: dict[float, list] = {}
-        self.ready: list = []       # merged closed buckets being handed over, with a cursor
-        self.rows = 0
-        self.compacted_rows = 0
+        self.parts: dict[float, dict] = {}     # start -> {id(attrs): (attrs, KeySums)}
+        self.numbering = _Pairs()
+        self.last_keys = 0                     # keys of the last bucket drained (a size hint)
 
     def __bool__(self) -> bool:
-        return bool(self.parts) or bool(self.ready)
+        return bool(self.parts)
 
     def add(self, start: float, attrs: list, idx: np.ndarray, codes: np.ndarray,
             nbytes: np.ndarray, npkts: np.ndarray, now: float) -> None:
         if not len(idx):
             return
-        comb = (idx << 27) | (codes + 1)
-        order = np.argsort(comb, kind="stable")
-        c = comb[order]
-        heads = np.flatnonzero(np.concatenate(([True], c[1:] != c[:-1])))
-        n = len(heads)
-        self.parts.setdefault(start, []).append(
-            (attrs, c[heads], np.add.reduceat(nbytes[order], heads),
-             np.add.reduceat(npkts[order], heads), np.full(n, now), np.full(n, now)))
-        self.rows += n
+        parts = self.parts.setdefault(start, {})
+        part = parts.get(id(attrs))
+        if part is None or part[0] is not attrs:
+            part = parts[id(attrs)] = (attrs, KeySums(min(self.last_keys, 1 << 20)))
+        part[1].add((idx << _CODE_BITS) | (codes + 1), nbytes, npkts, now)
 
-    @staticmethod
-    def _merge(group: list) -> tuple:
-        """One part from parts of the same attrs list: keys sorted and unique."""
-        keys = np.concatenate([p[1] for p in group])
-        nb = np.concatenate([p[2] for p in group])
-        npk = np.concatenate([p[3] for p in group])
-        first = np.concatenate([p[4] for p in group])
-        last = np.concatenate([p[5] for p in group])
-        order = np.argsort(keys, kind="stable")
-        k = keys[order]
-        heads = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
-        if float(nb.sum(dtype=np.float64)) < 2.0 ** 62 and \
-                float(npk.sum(dtype=np.float64)) < 2.0 ** 62:
-            sb = np.add.reduceat(nb[order], heads)
-            sp = np.add.reduceat(npk[order], heads)
-        else:  # int64 could overflow: Python integers (only hostile counts get here)
-            sb, sp = _exact_sums(nb[order].tolist(), npk[order].tolist(), heads.tolist(), len(k))
-            sb, sp = np.array(sb, dtype=object), np.array(sp, dtype=object)
-        return (group[0][0], k[heads], sb, sp, np.minimum.reduceat(first[order], heads),
-                np.maximum.reduceat(last[order], heads))
-
-    @staticmethod
-    def _groups(parts: list) -> list:
-        by_list: dict[int, list] = {}
-        for p in parts:
-            by_list.setdefault(id(p[0]), []).append(p)
-        return list(by_list.values())
-
-    def compact(self, force: bool = False) -> None:
-        """Merge each bucket's bursts, when they have grown (or `force`)."""
-        if not force and self.rows < max(100_000, 4 * self.compacted_rows):
-            return
-        rows = 0
-        for start, parts in self.parts.items():
-            merged = [self._merge(g) if len(g) > 1 else g[0] for g in self._groups(parts)]
-            self.parts[start] = merged
-            rows += sum(len(p[1]) for p in merged)
-        self.rows = self.compacted_rows = rows
-
-    def drain(self, before: float | None = None, max_rows: int | None = None) -> dict:
-        """{bucket start: {(src, dst, Service): [bytes, packets, first, last]}} of the
-        buckets starting before `before` (all when None), at most `max_rows` keys a call
-        (the rest on the next calls: a closed bucket of many keys is handed over in slices,
-        so the receiver never stalls long)."""
+    def drain(self, before: float | None = None, max_keys: int | None = None) -> tuple:
+        """(batch, tenant_pairs, folded) of the buckets starting before `before` (all when
+        None), for `Aggregator.add_batch`: batch {bucket start: {(src, dst, Service):
+        [bytes, packets, first, last]}} with at most max_keys less a tenth keys a bucket
+        (the aggregator's eviction rule), other->other included, which holds the sum of
+        the smaller keys; tenant_pairs {(src tenant, dst tenant): [bytes,
+        packets]} over all the keys; folded: how many keys went into other->other."""
+        numbering = self.numbering
+        batch: dict = {}
+        tenant_pairs: dict = {}
+        folded = 0
+        # Aggregator._evict's rule: max_keys less a tenth, other->other included
+        keep = None if max_keys is None else max(1, max_keys - max_keys // 10) - 1
+        used = []
         for start in [s for s in self.parts if before is None or s < before]:
-            for group in self._groups(self.parts.pop(start)):
-                self.ready.append([start, *self._merge(group), 0])
-        out: dict = {}
-        budget = max_rows if max_rows is not None else float("inf")
-        service_of = vecservice.service_of
-        while self.ready and budget > 0:
-            item = self.ready[0]
-            start, attrs, k, sb, sp, first, last, at = item
-            end = len(k) if budget == float("inf") else min(len(k), at + int(budget))
-            merged = out.setdefault(start, {})
-            for key, b, p, f, la in zip(k[at:end].tolist(), sb[at:end].tolist(),
-                                        sp[at:end].tolist(), first[at:end].tolist(),
-                                        last[at:end].tolist()):
-                a = attrs[key >> 27]
-                mk = (a.src, a.dst, service_of((key & ((1 << 27) - 1)) - 1))
-                m = merged.get(mk)
-                if m is None:
-                    merged[mk] = [b, p, f, la]
+            cols = []
+            for attrs, sums in self.parts.pop(start).values():
+                k, sb, sp, first, last = sums.columns()
+                self.last_keys = len(k)
+                used.append(attrs)
+                pid = numbering.pair_ids(attrs)[k >> _CODE_BITS]
+                cols.append(((pid << _CODE_BITS) | (k & _CODE_MASK), sb, sp, first, last))
+            # several attributions (and attribution tables) can name the same pair
+            keys, sb, sp, first, last = _group(*(np.concatenate([c[j] for c in cols])
+                                                 for j in range(5)))
+            # cumulative tenant-pair counters take every key, before any folding
+            tenant_of = numbering.tenant_array()
+            tk, tb, tp, _f, _l = _group(tenant_of[keys >> _CODE_BITS], sb, sp, first, last)
+            for t, b, p in zip(tk.tolist(), tb.tolist(), tp.tolist()):
+                e = tenant_pairs.setdefault(numbering.tenants[t], [0, 0])
+                e[0] += b
+                e[1] += p
+            entries = batch[start] = {}
+            if keep is not None and len(keys) > keep:   # top `keep` by bytes, the rest folded
+                if sb.dtype == object:
+                    top = np.array(sorted(range(len(sb)), key=lambda i: -sb[i])[:keep])
+                elif keep:
+                    top = np.argpartition(-sb, keep - 1)[:keep]
                 else:
-                    m[0] += b
-                    m[1] += p
-                    m[2] = min(m[2], f)
-                    m[3] = max(m[3], la)
-            budget -= end - at
-            if end == len(k):
-                self.ready.pop(0)
-            else:
-                item[-1] = end
-        self.rows = sum(len(p[1]) for parts in self.parts.values() for p in parts)
-        self.compacted_rows = min(self.compacted_rows, self.rows)
-        return out
+                    top = np.zeros(0, dtype=np.int64)
+                rest = np.ones(len(keys), dtype=bool)
+                rest[top] = False
+                entries[(OTHER, OTHER, None)] = [
+                    sum(sb[rest].tolist()) if sb.dtype == object else int(sb[rest].sum()),
+                    sum(sp[rest].tolist()) if sp.dtype == object else int(sp[rest].sum()),
+                    float(first[rest].min()), float(last[rest].max())]
+                folded += int(rest.sum())
+                keys, sb, sp, first, last = keys[top], sb[top], sp[top], first[top], last[top]
+            pairs = numbering.pairs
+            service_of = vecservice.service_of
+            for key, b, p, f, la in zip(keys.tolist(), sb.tolist(), sp.tolist(),
+                                        first.tolist(), last.tolist()):
+                src, dst = pairs[key >> _CODE_BITS]
+                entries[(src, dst, service_of((key & _CODE_MASK) - 1))] = [b, p, f, la]
+        numbering.keep_only(used + [a for parts in self.parts.values() for a, _s in parts.values()])
+        return batch, tenant_pairs, folded
 
 
 def _exact_sums(nb: list, npk: list, heads: list, n: int) -> tuple[list, list]:
@@ -211,74 +277,76 @@ class Netflow5Columns:
     def __init__(self, rcv) -> None:
         self.rcv = rcv
 
-    @staticmethod
-    def eligible(data: bytes) -> bool:
-        n = len(data)
-        return (n >= 24 and data[0] == 0 and data[1] == 5
-                and 24 + 48 * ((data[2] << 8) | data[3]) <= n)
-
     def run(self, batch: list, now: float, fallback) -> None:
         """`batch`: [(data, source address)]; `fallback(data, source)` (the per-record
         path) gets the datagrams that are not well-formed v5, in arrival order."""
         rcv = self.rcv
         attributor = rcv.service.attributor
         t = _table(attributor, "columnar-nf5", 2)
-        stats = rcv.stats["netflow5"]
-        chunks, counts, exp_ids, scales = [], [], [], []
-        unpack = _NF5_HEADER.unpack_from
-        exporter_id = t.exporter_id
-        eligible = self.eligible
-        order = []     # (data, source, header) or (data, source, None) for the per-record path
-        for data, src in batch:
-            if not eligible(data):
-                order.append((data, src, None))
-                continue
-            h = unpack(data, 0)
-            order.append((data, src, h))
-            count, sampling = h[1], h[8]
-            if count:
-                chunks.append(data[24:24 + 48 * count])
-                counts.append(count)
-                exp_ids.append(exporter_id(src))
-                interval = sampling & 0x3FFF
-                scales.append(interval if interval > 1 else 1)
-        if not chunks:
-            self._commit(order, stats, fallback)
+        datas = [d for d, _s in batch]
+        n = len(datas)
+        lens = np.fromiter(map(len, datas), dtype=np.int64, count=n)
+        # the 24-byte headers of all datagrams as one array (short ones zero-padded: never v5)
+        hdr = np.frombuffer(b"".join([d[:24].ljust(24, b"\0") for d in datas]), dtype=_NF5_HDR)
+        count = hdr["count"].astype(np.int64)
+        ok = (lens >= 24) & (hdr["version"] == 5) & (24 + 48 * count <= lens)
+        taken = np.flatnonzero(ok).tolist()
+        if not taken:
+            for d, src in batch:
+                fallback(d, src)
             return
-        rec = np.frombuffer(b"".join(chunks), dtype=NF5_RECORD)
-        counts = np.array(counts)
-        scale = np.repeat(np.array(scales, dtype=np.int64), counts)
-        exp = np.repeat(np.array(exp_ids, dtype=np.uint64), counts)
-        nbytes = rec["octets"].astype(np.int64) * scale
-        npkts = rec["packets"].astype(np.int64) * scale
-        keys = np.empty((len(rec), 2), dtype=np.uint64)
-        keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
-        keys[:, 1] = ((exp << np.uint64(32)) | (rec["input"].astype(np.uint64) << np.uint64(16))
-                      | rec["output"])
-        exporters = t.exporters
+        srcs = [batch[i][1] for i in taken]
+        ids = {src: t.exporter_id(src) for src in dict.fromkeys(srcs)}
+        exp_of = np.array([ids[src] for src in srcs], dtype=np.int64)
+        counts = count[ok]
+        interval = (hdr["sampling"][ok] & 0x3FFF).astype(np.int64)
+        rec = np.frombuffer(b"".join([datas[i][24:24 + 48 * c]
+                                      for i, c in zip(taken, counts.tolist())]),
+                            dtype=NF5_RECORD)
+        if len(rec):
+            scale = np.repeat(np.where(interval > 1, interval, 1), counts)
+            exp = np.repeat(exp_of.astype(np.uint64), counts)
+            nbytes = rec["octets"].astype(np.int64) * scale
+            npkts = rec["packets"].astype(np.int64) * scale
+            keys = np.empty((len(rec), 2), dtype=np.uint64)
+            keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
+            keys[:, 1] = ((exp << np.uint64(32))
+                          | (rec["input"].astype(np.uint64) << np.uint64(16)) | rec["output"])
+            exporters = t.exporters
 
-        def resolve(row):
-            w0, w1 = row
-            r = FlowRecord(exporters[w1 >> 32], "netflow5",
-                           src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
-                           dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
-                           in_interface=(w1 >> 16) & 0xFFFF, out_interface=w1 & 0xFFFF,
-                           ether_type=0x0800)
-            return attributor.attribute(r)
+            def resolve(row):
+                w0, w1 = row
+                r = FlowRecord(exporters[w1 >> 32], "netflow5",
+                               src_ip=inet_ntoa((w0 >> 32).to_bytes(4, "big")),
+                               dst_ip=inet_ntoa((w0 & 0xFFFFFFFF).to_bytes(4, "big")),
+                               in_interface=(w1 >> 16) & 0xFFFF, out_interface=w1 & 0xFFFF,
+                               ether_type=0x0800)
+                return attributor.attribute(r)
 
-        idx, attrs, counted = t.table.lookup(keys, resolve)
-        codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
-        self._commit(order, stats, fallback)   # nothing above changed any state but the table
-        _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
+            idx, attrs, counted = t.table.lookup(keys, resolve)
+            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
+        # nothing above changed any state but the table: the other datagrams go per record
+        # (in order; they touch no v5 sequence), the headers' stats per exporter and engine
+        if len(taken) < n:
+            for i in np.flatnonzero(~ok).tolist():
+                fallback(*batch[i])
+        self._stats(rcv.stats["netflow5"], t.exporters, exp_of, hdr[ok], counts)
+        if len(rec):
+            _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
 
     @staticmethod
-    def _commit(order, stats, fallback) -> None:
-        observe = stats.observe_netflow5_header
-        for data, src, h in order:
-            if h is None:
-                fallback(data, src)
-            else:
-                observe(src, h[6], h[7], h[5], h[1])
+    def _stats(stats, exporters, exp_of, hdr, counts) -> None:
+        """Each (exporter, engine)'s datagrams in arrival order, one call per group."""
+        et, ei = hdr["engine_type"], hdr["engine_id"]
+        order = np.lexsort((ei, et, exp_of))            # stable: arrival order in a group
+        ge, gt, gi = exp_of[order], et[order], ei[order]
+        heads = np.flatnonzero(np.concatenate(
+            ([True], (ge[1:] != ge[:-1]) | (gt[1:] != gt[:-1]) | (gi[1:] != gi[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        seqs, cnts = hdr["sequence"][order].astype(np.int64), counts[order]
+        for h, e in zip(heads.tolist(), ends.tolist()):
+            stats.observe_netflow5_headers(exporters[int(ge[h])], int(gt[h]), int(gi[h]),
+                                           seqs[h:e], cnts[h:e])
 
 
 # ------------------------------------------------------------------ sFlow

@@ -166,6 +166,16 @@ class CollectorStats:
         st.records += count
         self._seq(st, ("nf5", exporter, engine_type, engine_id), flow_sequence, count, True)
 
+    def observe_netflow5_headers(self, exporter, engine_type: int, engine_id: int, seqs,
+                                 counts) -> None:
+        """NetFlow v5 datagrams of one (exporter, engine) in arrival order, from their
+        headers' flow sequences and record counts (numpy arrays; the columnar path's form):
+        as many observe_netflow5_header calls."""
+        st = self.exporter(exporter)
+        st.datagrams += len(seqs)
+        st.records += int(counts.sum())
+        self._seq_run(st, ("nf5", exporter, engine_type, engine_id), seqs, True, counts)
+
     def observe_sflow_headers(self, agent, sub_agent_id: int, seqs, samples: int) -> ExporterStats:
         """Datagrams of flow samples only, of one (agent, sub-agent), in arrival order, from
         their headers (the columnar path's form; their samples follow through
@@ -187,21 +197,27 @@ class CollectorStats:
             self._pool(src, int(seqs[-2]), int(pools[-2]))
         self._pool(src, int(seqs[-1]), int(pools[-1]))
 
-    def _seq_run(self, st: ExporterStats, key, seqs, records: bool) -> None:
-        """Sequence values seen in order, one unit each: a run of consecutive values is one
-        tracker step (the same outcome as one step per value), anything else one by one."""
+    def _seq_run(self, st: ExporterStats, key, seqs, records: bool, advances=None) -> None:
+        """Sequence values seen in order, each advancing it by one unit (or `advances`,
+        numpy): a run where every value is the one the previous announced is one tracker
+        step (the same outcome as one step per value), anything else one by one."""
         n = len(seqs)
         s0 = int(seqs[0])
+        steps = 1 if advances is None else advances[:-1]
         consecutive = n == 1 or bool(
-            ((np.diff(np.asarray(seqs, dtype=np.int64)) & _MASK) == 1).all())
+            ((np.diff(np.asarray(seqs, dtype=np.int64)) & _MASK) == steps).all())
         expected = self.sequences._expected.get(key)
         late = (expected is not None and expected != -1
                 and ((s0 - expected) & _MASK) > self.sequences.max_gap)
         if consecutive and not late:
-            self._seq(st, key, s0, n, records)
+            self._seq(st, key, s0, n if advances is None else int(advances.sum()), records)
             return
-        for s in seqs:
-            self._seq(st, key, int(s), 1, records)
+        if advances is None:
+            for s in seqs:
+                self._seq(st, key, int(s), 1, records)
+            return
+        for s, a in zip(seqs.tolist(), advances.tolist()):
+            self._seq(st, key, s, a, records)
 
     def observe_netflow9(self, pkt, exporter, cache=None) -> None:
         st = self.exporter(exporter)

@@ -45,15 +45,16 @@ def default_workers() -> int:
 class _Forward:
     """Stands in for a worker's Aggregator: batches go to the parent."""
 
-    def __init__(self, conn, lock, bucket_seconds: float) -> None:
+    def __init__(self, conn, lock, bucket_seconds: float, max_keys: int | None) -> None:
         self.conn = conn
         self.lock = lock
         self.bucket_seconds = bucket_seconds
+        self.max_keys = max_keys     # the parent's: columnar buckets are folded to it here
 
-    def add_batch(self, batch: dict) -> None:
+    def add_batch(self, batch: dict, tenant_pairs: dict | None = None, folded: int = 0) -> None:
         if batch:
             with self.lock:
-                self.conn.send(("batch", batch))
+                self.conn.send(("batch", (batch, tenant_pairs, folded)))
 
     def stats(self) -> dict:
         return {}
@@ -65,7 +66,7 @@ def _worker_main(conn) -> None:
     collector_gc()
     config = conn.recv()
     lock = threading.Lock()
-    fwd = _Forward(conn, lock, config.pop("bucket_seconds"))
+    fwd = _Forward(conn, lock, config.pop("bucket_seconds"), config.pop("max_keys", None))
     model = config.pop("model")
     svc = CollectorService(model, aggregator=fwd, reuse_port=True, workers=1, **config)
     try:
@@ -143,7 +144,7 @@ class Worker:
             except (EOFError, OSError):
                 break
             if kind == "batch":
-                self.aggregator.add_batch(arg)
+                self.aggregator.add_batch(*arg)
                 continue
             with self.cond:
                 self.replies.setdefault(kind, []).append(arg)
