@@ -19,7 +19,9 @@ Per protocol the zero-loss rate is searched (x1.5 until a trial loses anything, 
 bisected): a trial passes when every datagram sent was received and decoded, the kernel
 dropped nothing, and the collector drained its backlog within `--lag` s of the last send.
 The best rate is then replayed `--runs` times: lost records and CPU seconds (utime+stime of
-the child) per million records, median. nfcapd / sfcapd (Debian nfdump, installed here when
+the child) per million records, median. One trial passing at the edge of the core's capacity
+can be luck: when a confirmation loses records, the rate is lowered 15 % and confirmed again
+(at most 5 times, each printed); X and Y are the rates whose confirmations all lost nothing. nfcapd / sfcapd (Debian nfdump, installed here when
 missing: a benchmark-only dependency) get the same datagrams at the same rate on the same
 core (sfcapd without the VNI record, which it rejects), CPU per million records, median.
 
@@ -435,6 +437,9 @@ def trial(col: Collector, socks, stream: Stream, kind: str, protos, per_dgram: i
             "cpu": cpu, "handled": handled, "achieved": sent * per_dgram / elapsed}
 
 
+BACKOFFS = 5     # confirmations that lose records: the rate is lowered 15 % at most this often
+
+
 def search(col, socks, stream, kind, protos, per_dgram, start, seconds, lag, steps, log):
     """Raise the rate x1.5 until a trial fails, then bisect `steps` times."""
     best, lo, hi = None, None, None
@@ -606,13 +611,25 @@ def main() -> int:
             best = search(col, socks, stream, kind, protos, per, start, args.trial, args.lag,
                           args.steps, log)
             runs = []
-            if best is not None:
+            for backoff in range(BACKOFFS + 1 if best is not None else 0):
+                runs = []
                 for _ in range(args.runs):
                     time.sleep(0.3)
                     t = trial(col, socks, stream, kind, protos, per, best["rate"], args.trial,
                               args.lag)
                     log(t)
                     runs.append(t)
+                if all(t["ok"] for t in runs) or backoff == BACKOFFS:
+                    break
+                # one trial passing at the edge is luck, not a zero-loss rate: a rate counts
+                # when every confirmation at it loses nothing; else 15 % lower, confirmed again
+                lost_here = sum(max(0, t["lost"]) for t in runs)
+                print(f"{key}: {lost_here} records lost in the confirmations at "
+                      f"{best['rate']:,.0f}/s; confirming {best['rate'] * 0.85:,.0f}/s",
+                      flush=True)
+                best = dict(best, rate=best["rate"] * 0.85)
+            if runs:            # what the sender achieved at the rate reported
+                best = dict(best, achieved=statistics.median(t["achieved"] for t in runs))
             res[key] = (best, runs, per)
         sample = col.call("matrix")
     finally:
