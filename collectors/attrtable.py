@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import probing
+
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
@@ -57,43 +59,17 @@ class AttributionTable:
     def __len__(self) -> int:
         return len(self.hashes)
 
+    def _home(self, h: np.ndarray) -> np.ndarray:
+        return (h & np.uint64(len(self.slots) - 1)).astype(np.int64)
+
     def _find(self, h: np.ndarray) -> np.ndarray:
         """Entry number of each hash, -1 when absent."""
-        mask = len(self.slots) - 1
-        found = np.full(len(h), -1, dtype=np.int64)
-        pos = (h & np.uint64(mask)).astype(np.int64)
-        active = np.arange(len(h))
-        slots, hashes = self.slots, self.hashes
-        for _ in range(self.probes + 1):
-            e = slots[pos]
-            full = e >= 0
-            match = full & (hashes[np.where(full, e, 0)] == h[active])
-            found[active[match]] = e[match]
-            more = full & ~match
-            if not more.any():
-                break
-            active = active[more]
-            pos = (pos[more] + 1) & mask
-        return found
+        return probing.find(self.slots, self.hashes, h, self._home(h), self.probes)
 
     def _place(self, entries: np.ndarray) -> None:
         """Put entries (numbers) into free slots, each at or after its home slot."""
-        mask = len(self.slots) - 1
-        pos = (self.hashes[entries] & np.uint64(mask)).astype(np.int64)
-        step = 0
-        while len(entries):
-            free = self.slots[pos] < 0
-            # of the entries wanting one free slot, the first takes it
-            cand = np.flatnonzero(free)
-            _u, first = np.unique(pos[cand], return_index=True)
-            won = cand[first]
-            self.slots[pos[won]] = entries[won]
-            if step > self.probes:
-                self.probes = step
-            left = np.ones(len(entries), dtype=bool)
-            left[won] = False
-            entries, pos = entries[left], (pos[left] + 1) & mask
-            step += 1
+        self.probes = max(self.probes, probing.place(self.slots, entries,
+                                                     self._home(self.hashes[entries])))
 
     def lookup(self, keys: np.ndarray, resolve) -> tuple[np.ndarray, list, np.ndarray]:
         """(attribution index per row, the attrs list they index, counted per index).

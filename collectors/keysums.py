@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import probing
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
@@ -54,37 +56,10 @@ class KeySums:
         return self.n
 
     def _find(self, keys: np.ndarray, home: np.ndarray) -> np.ndarray:
-        mask = len(self.slots) - 1
-        found = np.full(len(keys), -1, dtype=np.int64)
-        pos = home & mask
-        active = np.arange(len(keys))
-        slots, stored = self.slots, self.keys
-        for _ in range(self.probes + 1):
-            e = slots[pos]
-            full = e >= 0
-            match = full & (stored[np.where(full, e, 0)] == keys[active])
-            found[active[match]] = e[match]
-            more = full & ~match
-            if not more.any():
-                break
-            active = active[more]
-            pos = (pos[more] + 1) & mask
-        return found
+        return probing.find(self.slots, self.keys, keys, home & (len(self.slots) - 1), self.probes)
 
     def _place(self, rows: np.ndarray, home: np.ndarray) -> None:
-        mask = len(self.slots) - 1
-        pos = home & mask
-        step = 0
-        while len(rows):
-            cand = np.flatnonzero(self.slots[pos] < 0)
-            _u, first = np.unique(pos[cand], return_index=True)
-            won = cand[first]
-            self.slots[pos[won]] = rows[won]
-            self.probes = max(self.probes, step)
-            left = np.ones(len(rows), dtype=bool)
-            left[won] = False
-            rows, pos = rows[left], (pos[left] + 1) & mask
-            step += 1
+        self.probes = max(self.probes, probing.place(self.slots, rows, home & (len(self.slots) - 1)))
 
     def _grow(self, need: int) -> None:
         size = len(self.keys)
