@@ -9,9 +9,9 @@ For each plug (same method as bench_port_up.py) it prints, in ms after T0 (taken
                     (started before the plug)
   ovsdb ofport      the same row with its ofport
   vswitchd port     ovs-vswitchd's log: "added interface TAP on port N"
-  hvK last bundle commit requested / committed
-                    each ovs-vswitchd's own log (vconn at debug during the plug): the last
-                    OpenFlow bundle commit it received, and its reply (the flows are in)
+  hvK last bundle opened / commit requested / committed
+                    each ovs-vswitchd's own log (vconn at debug during the plug): when it read
+                    the last bundle's open and its commit, and its reply (the flows are in)
   vsctl exit        ovs-vsctl returned (it waits for ovs-vswitchd to apply the change)
   weftd ...         every weftd log line in the window (weftd runs with -v): binding seen,
                     port-status, bundles per host; the format may change, so lines are shown as logged
@@ -173,6 +173,8 @@ def probe(t, packets: bool = False) -> dict:
             if f"added interface {t.tap} on port" in msg:
                 ev.setdefault("vswitchd port", at)
                 info["ofport"] = msg.split(" on port ")[1].split()[0].rstrip(".,")
+            elif "OFPT_BUNDLE_CONTROL" in msg and "OPEN_REQUEST" in msg and at >= 0:
+                ev[f"{h} last bundle opened"] = at
             elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REQUEST" in msg and at >= 0:
                 ev[f"{h} last bundle commit requested"] = at
             elif "OFPT_BUNDLE_CONTROL" in msg and "COMMIT_REPLY" in msg and at >= 0:
