@@ -89,11 +89,14 @@ def plug_once(t, before_plug=None, vsctl_opts: str = "") -> dict:
 class WeftPortUp:
     """weft's side: a two-host bench lab of its own with VM src on hv1 and dst on hv2, up while in `with`."""
 
-    def __init__(self, tunnel: str = "vxlan", verbose: bool = False, security: bool = False):
+    def __init__(self, tunnel: str = "vxlan", verbose: bool = False, security: bool = False,
+                 exporters: bool = True):
         """security: the ports keep weft's defaults (port security and the tenant's default
         group: stateful ACLs through conntrack); without it they are configured as the OVN
         peer's logical ports are (addresses, no port security, no ACLs), like for like."""
         self.lab = BenchLab("benchpu")
+        if not exporters:           # weftd without collectors: no sFlow/NetFlow/IPFIX on br-int
+            self.lab.env["WEFT_LAB_NO_EXPORTERS"] = "1"
         self.security = security
         if verbose:
             self.lab.env["WEFTD_VERBOSE"] = "1"
@@ -167,7 +170,7 @@ def summary(name: str, values: list[float | None]) -> float:
 
 
 def weft_only(args) -> None:
-    with WeftPortUp(args.tunnel, security=args.security) as w:
+    with WeftPortUp(args.tunnel, security=args.security, exporters=not args.no_exporters) as w:
         results = w.measure(args.runs)
     print(f"runs (ms): {fmt(results)}")
     summary(f"port-up latency ({args.tunnel}, plug on hv2 -> first reply on hv1)", results)
@@ -184,7 +187,7 @@ def with_peers(args) -> None:
             values, _out = peers.run(peer, args.runs)
             print(f"round {rnd} {peer.name} runs (ms): {fmt(values)}", flush=True)
             got[peer.name] += values
-        with WeftPortUp(args.tunnel) as w:
+        with WeftPortUp(args.tunnel, exporters=not args.no_exporters) as w:
             values = w.measure(args.runs)
         print(f"round {rnd} weft runs (ms): {fmt(values)}", flush=True)
         got["weft"] += values
@@ -200,7 +203,9 @@ def with_peers(args) -> None:
     if args.security:
         summary(f"weft ({args.tunnel}) with port security and the default group (stateful ACLs; "
                 f"no OVN figure to compare: the peer's ports have neither)", got["weft_secure"])
-    x = summary(f"weft ({args.tunnel}; ports configured as the peer's)", got["weft"])
+    x = summary(f"weft ({args.tunnel}; ports configured as the peer's"
+                f"{'; no exporters' if args.no_exporters else '; sFlow, NetFlow and IPFIX exporters on'})",
+                got["weft"])
     ratio = x / y if y else float("nan")
     overhead = (x - f) / (y - f) if y - f > 0 else float("nan")
     print(f"port-up weft_ms={x:.1f} ovn_ms={y:.1f} floor_ms={f:.1f} ratio={ratio:.2f} overhead_ratio={overhead:.2f}")
@@ -212,6 +217,8 @@ def main() -> None:
     ap.add_argument("--tunnel", default="vxlan", choices=["vxlan", "geneve"], help="weft's tunnel")
     ap.add_argument("--peer", choices=["ovn"], help="also run the no-controller floor and OVN, alternating")
     ap.add_argument("--rounds", type=int, default=1, help="with --peer: floor, ovn, weft, repeated K times")
+    ap.add_argument("--no-exporters", action="store_true",
+                    help="weft's lab without its sFlow/NetFlow/IPFIX exporters (the OVN peer runs none)")
     ap.add_argument("--security", action="store_true",
                     help="weft's ports with port security and the default group (stateful ACLs); "
                          "with --peer: measured besides the like-for-like ports, not in the ratio")

@@ -50,7 +50,11 @@ def _weftd_argv(p: LabPaths, state: LabState, name: str = "weftd") -> tuple[list
             "--ssl-key", key, "--ssl-cert", cert, "--ssl-ca", pki.ca_cert,
             "--pidfile", svc["pidfile"], "--log-file", svc["log"], "--tunnel", state.tunnel,
             "--underlay-mtu", str(state.underlay_mtu),
-            "--datapath-type", "netdev", "--collector-ip", ip, "--sflow-agent", "mgmt0"] + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
+            "--datapath-type", "netdev"] + (
+                # WEFT_LAB_NO_EXPORTERS (benchmarks only): no collectors, so no exporters on
+                # any br-int, to compare with a peer that runs none
+                [] if os.environ.get("WEFT_LAB_NO_EXPORTERS") else
+                ["--collector-ip", ip, "--sflow-agent", "mgmt0"]) + (["-v"] if os.environ.get("WEFTD_VERBOSE") else [])
     if state.ha:
         from ovsdb import nbcluster
         argv += ["--ha", "--name", name, "--nb", nbcluster.remotes(nb_members(p))]
