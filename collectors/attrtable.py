@@ -39,7 +39,7 @@ def hash_rows(keys: np.ndarray) -> np.ndarray:
 
 
 class AttributionTable:
-    """Sorted-hash table of K-word keys -> attribution index; see the module docstring."""
+    """Hash table of K-word keys -> attribution index; see the module docstring."""
 
     def __init__(self, width: int, max_keys: int = 1 << 18) -> None:
         self.width = width
@@ -129,12 +129,9 @@ class AttributionTable:
         self.keys = np.concatenate([self.keys, uniq[keep]])
         self.index = np.concatenate([self.index, new_idx[keep]])
         total = len(self.hashes)
-        if 4 * total > len(self.slots):    # at most a quarter full: grow, place everything again
-            size = len(self.slots)
-            while 8 * total > size:
-                size *= 2
-            self.slots = np.full(size, -1, dtype=np.int32)
-            self.probes = 0
+        grown = probing.resized(self.slots, total)
+        if grown is not None:              # at most a quarter full: grow, place everything again
+            self.slots, self.probes = grown, 0
             self._place(np.arange(total))
         else:
             self._place(np.arange(base, total))

@@ -88,12 +88,9 @@ class KeySums:
             self.first[base:base + k] = now
             self.n = total = base + k
             new_home = home[np.flatnonzero(miss)[first]]
-            if 4 * total > len(self.slots):      # at most a quarter full: grow, place all again
-                size = len(self.slots)
-                while 8 * total > size:
-                    size *= 2
-                self.slots = np.full(size, -1, dtype=np.int32)
-                self.probes = 0
+            grown = probing.resized(self.slots, total)
+            if grown is not None:                # at most a quarter full: grow, place all again
+                self.slots, self.probes = grown, 0
                 self._place(np.arange(total),
                             (mix(self.keys[:total]) >> np.uint64(1)).astype(np.int64))
             else:

@@ -45,3 +45,14 @@ def place(slots: np.ndarray, entries: np.ndarray, pos: np.ndarray) -> int:
         entries, pos = entries[left], (pos[left] + 1) & mask
         step += 1
     return longest
+
+
+def resized(slots: np.ndarray, entries: int) -> np.ndarray | None:
+    """A new, empty slot array when `entries` would fill `slots` past a quarter (sized for at
+    most an eighth full), else None: the caller then places every entry again."""
+    if 4 * entries <= len(slots):
+        return None
+    size = len(slots)
+    while 8 * entries > size:
+        size *= 2
+    return np.full(size, -1, dtype=np.int32)
