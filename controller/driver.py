@@ -173,9 +173,9 @@ class OpenFlowDriver:
         """The port list alone (a slave connection: no meter, which a slave may not add)."""
         self._send_msg(datapath, datapath.ofproto_parser.OFPPortDescStatsRequest(datapath, 0))
 
-    def role_request(self, datapath, role: int, generation: int) -> None:
-        """HA: OFPT_ROLE_REQUEST (master or slave) with a generation id."""
-        self._send_msg(datapath, datapath.ofproto_parser.OFPRoleRequest(datapath, role, generation))
+    def role_request(self, datapath, role: int, generation: int) -> int:
+        """HA: OFPT_ROLE_REQUEST (master or slave) with a generation id; its xid."""
+        return self._send_msg(datapath, datapath.ofproto_parser.OFPRoleRequest(datapath, role, generation))
 
     def _send_msg(self, datapath, msg) -> int:
         xid = self.next_xids(datapath, 1)

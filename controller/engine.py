@@ -51,6 +51,8 @@ LOG = logging.getLogger(__name__)
 DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a flood is dropped there
 OFPET_BUNDLE_FAILED = 17
 OFPET_METER_MOD_FAILED, OFPMMFC_METER_EXISTS = 12, 1
+OFPET_ROLE_REQUEST_FAILED, OFPRRFC_STALE = 11, 0
+ROLE_RETRIES = 5                                  # stale role requests retried with a newer id
 OFPBCT_COMMIT_REPLY = 5
 ROLE_MASTER, ROLE_SLAVE = 2, 3                  # OFPCR_ROLE_*
 ROLE_NAMES = {1: "equal", ROLE_MASTER: "master", ROLE_SLAVE: "slave"}
@@ -106,6 +108,8 @@ class HostState:
     refused: Bundle | None = None             # the last bundle the switch refused
     of_role: str | None = None                # HA: the switch's answer to our role request
     master_at: float | None = None            # HA: when (epoch) the switch confirmed us master
+    role_xid: int | None = None               # HA: our last role request, to match its error
+    role_retries: int = 0                     # ... and how often it was refused as stale
 
 
 @dataclasses.dataclass
@@ -876,7 +880,8 @@ class Engine:
         the port list, and a flow dump to reconcile from."""
         dp = state.datapath
         if self.ha:
-            self._request_role(dp, ROLE_MASTER if self.active else ROLE_SLAVE)
+            state.role_retries = 0
+            self._request_role(state, ROLE_MASTER if self.active else ROLE_SLAVE)
         if self.active:
             self.driver.hello(dp, DHCP_METER, DHCP_PPS, DHCP_BURST, self._drop_meter())
         else:
@@ -884,11 +889,29 @@ class Engine:
         self._request_dump(host, state)
 
     # ---- HA roles (one of several replicas) ---------------------------------------------------
-    def _request_role(self, datapath, role: int) -> None:
+    def _request_role(self, state: HostState, role: int) -> None:
         """Generation ids are wall-clock microseconds, strictly increasing per replica, so a
-        request is never stale against an earlier one of any replica (clocks in sync)."""
+        request is never stale against one another replica made earlier (clocks in sync). Two
+        replicas greeting a switch at once can still cross: the one whose id is older arrives
+        last and is refused as stale; _on_role_refused asks again with a newer id."""
         self._generation = max(time.time_ns() // 1000, self._generation + 1)
-        self.driver.role_request(datapath, role, self._generation)
+        state.role_xid = self.driver.role_request(state.datapath, role, self._generation)
+
+    def _on_role_refused(self, host: str, state: HostState, code: int) -> None:
+        role = ROLE_MASTER if self.active else ROLE_SLAVE
+        if code != OFPRRFC_STALE or state.role_retries >= ROLE_RETRIES:
+            state.last_error = f"role request ({ROLE_NAMES[role]}) refused (code={code})"
+            LOG.error("%s: %s; the switch keeps our previous role", host, state.last_error)
+            return
+        state.role_retries += 1
+        LOG.warning("%s: role request (%s) refused as stale: another replica asked with a newer "
+                    "generation id; asking again with a newer one", host, ROLE_NAMES[role])
+        dp = state.datapath
+
+        def again():
+            if state.datapath is dp and self.ha:
+                self._request_role(state, ROLE_MASTER if self.active else ROLE_SLAVE)
+        self._after(0.01 * state.role_retries, again)
 
     def _set_active(self, active: bool) -> None:
         if active == self.active:
@@ -909,7 +932,8 @@ class Engine:
             LOG.warning("ha: another replica holds the active lock: this one is standby "
                         "(slave on %d switch(es), no flows sent)", len(connected))
             for _host, state in connected:
-                self._request_role(state.datapath, ROLE_SLAVE)
+                state.role_retries = 0
+                self._request_role(state, ROLE_SLAVE)
 
     def _on_role(self, datapath, role: int, at: float) -> None:
         host, state = self._host(datapath)
@@ -1109,6 +1133,9 @@ class Engine:
             return          # weft re-adds its DHCP meter on every connection
         if state is None:
             return          # not an admitted connection (refused, or replaced): nothing of ours
+        if err_type == OFPET_ROLE_REQUEST_FAILED and xid == state.role_xid:
+            self._on_role_refused(host, state, code)
+            return
         if xid == state.meter_dump_xid and state.meter_dumping is not None:
             LOG.warning("%s: no meter dump (error type=%s code=%s): counting no QoS meters there",
                         host, err_type, code)

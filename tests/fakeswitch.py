@@ -17,7 +17,7 @@ HEADER = struct.Struct("!BBHI")
 FLOW_MOD = struct.Struct("!QQBBHHHIIIHH")     # cookie, mask, table, command, idle, hard, priority, ...
 OFPT_FLOW_MOD, OFPT_MULTIPART_REQUEST, OFPT_METER_MOD = 14, 18, 29
 OFPT_BUNDLE_CONTROL, OFPT_BUNDLE_ADD = 33, 34
-OFPT_ROLE_REQUEST, OFPCR_ROLE_SLAVE = 24, 3
+OFPT_ROLE_REQUEST, OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE = 24, 2, 3
 OFPMP_FLOW, OFPMP_METER_CONFIG, OFPMP_PORT_DESC = 1, 10, 13
 OFPMC_ADD, OFPMC_MODIFY, OFPMC_DELETE = 0, 1, 2
 OFPMF_PKTPS = 2
@@ -39,6 +39,8 @@ class FakeSwitch:
         self.flow_mods = 0
         self.errors_sent = 0
         self.roles: list[tuple[int, int]] = []             # role requests: (role, generation id)
+        self.master_election_id: int | None = None         # as Open vSwitch's connmgr keeps it
+        self.stale_refusals = 0
         self.slave_writes = 0                              # bundles/meters sent by a slave
         self.meter_mods = 0
         self.meters: dict = {}                             # id -> flows/qos.Meter (QoS meters only)
@@ -108,6 +110,14 @@ class FakeDatapath:
         if mtype == OFPT_ROLE_REQUEST:
             role, generation = struct.unpack_from("!I4xQ", msg, 8)
             sw.roles.append((role, generation))
+            if role in (OFPCR_ROLE_MASTER, OFPCR_ROLE_SLAVE):
+                # Open vSwitch (connmgr.c): an id older than the last accepted one is stale
+                if sw.master_election_id is not None and \
+                        (generation - sw.master_election_id) & (1 << 63):
+                    sw.stale_refusals += 1
+                    self._reply(lambda: engine.switch_error(self, xid, 11, 0, b""))
+                    return
+                sw.master_election_id = generation
             self.role = role
             self._reply(lambda: engine.role_reply(self, role))
         elif mtype == OFPT_BUNDLE_CONTROL:

@@ -1,8 +1,10 @@
 """HA roles in the engine against simulated switches: a standby is a slave that sends nothing; taking over is a role change plus a reconcile."""
+import time
+
 import pytest
 
 from controller.driver import OpenFlowDriver
-from controller.engine import ROLE_MASTER, ROLE_SLAVE, Engine
+from controller.engine import ROLE_MASTER, ROLE_RETRIES, ROLE_SLAVE, Engine
 from tests.fakeswitch import FakeSwitch
 from tests.unit.test_engine import dpid, model, settle
 from topology.errors import WeftError
@@ -82,3 +84,43 @@ def test_without_ha_no_role_is_requested():
         assert all(sw.roles == [] and sw.commits == 1 for sw in sws.values())
     finally:
         e.stop()
+
+
+def wait_for(engine, check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        settle(engine)
+        time.sleep(0.01)
+
+
+def test_a_role_request_refused_as_stale_is_asked_again_with_a_newer_id(standby):
+    """Two replicas greeting a switch at once: the other's newer id arrived first (CI saw a
+    standby that never became slave)."""
+    m = model()
+    standby.model_changed(m, 1)
+    sws = {h: FakeSwitch(standby, dpid(h)) for h in m.hosts}
+    other = time.time_ns() // 1000 + 30_000          # the other replica's id, 30 ms ahead of ours
+    for sw in sws.values():
+        sw.master_election_id = other
+        sw.connect()
+    wait_for(standby, lambda: all(h["of_role"] == "slave" for h in standby.status().values()))
+    for sw in sws.values():
+        assert sw.stale_refusals >= 1
+        assert sw.roles[-1][0] == ROLE_SLAVE and sw.roles[-1][1] >= other
+        assert sw.slave_writes == 0
+
+
+def test_stale_role_refusals_are_retried_a_bounded_number_of_times_then_reported(standby):
+    m = model()
+    standby.model_changed(m, 1)
+    sw = FakeSwitch(standby, dpid("hv1"))
+    sw.master_election_id = 1 << 62                   # far ahead: every retry is stale too
+    sw.connect()
+    wait_for(standby, lambda: standby.status()["hv1"]["last_error"] is not None)
+    time.sleep(0.3)
+    settle(standby)
+    # the first request and ROLE_RETRIES retries, then an error the status shows
+    assert len(sw.roles) == 1 + ROLE_RETRIES and sw.stale_refusals == len(sw.roles)
+    assert "role request (slave) refused" in standby.status()["hv1"]["last_error"]
+    assert standby.status()["hv1"]["of_role"] is None
