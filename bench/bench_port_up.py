@@ -14,6 +14,10 @@ ovn_port_up.sh), step for step, so the figures compare:
   - the pinger is `ping` itself in the VM's namespace (before: through the `weft lab exec`
     Python wrapper, which under load was not always running 0.3 s later), and ovs-vsctl runs
     inside the hypervisor's namespace (before: outside it, saving `ip netns exec`'s start-up).
+  - weft's lab has the peer's layout: each hypervisor has br-phy (the underlay) and br-int and
+    no provider bridge (`weft lab up --no-provider`; `--provider` adds br-ex and its patch to
+    br-int, as the demo lab has: ovs-vswitchd's reconfiguration at each plug then walks a third
+    bridge, which cost ~1 ms more of its CPU per unplug/plug here);
   - weft's ports are configured as the OVN peer's logical ports are (addresses; no port
     security, no ACLs), so the two do the same work per packet; `--security` also measures
     them with weft's defaults (port security and the default group's stateful ACLs).
@@ -90,7 +94,7 @@ class WeftPortUp:
     """weft's side: a two-host bench lab of its own with VM src on hv1 and dst on hv2, up while in `with`."""
 
     def __init__(self, tunnel: str = "vxlan", verbose: bool = False, security: bool = False,
-                 exporters: bool = True):
+                 exporters: bool = True, provider: bool = False):
         """security: the ports keep weft's defaults (port security and the tenant's default
         group: stateful ACLs through conntrack); without it they are configured as the OVN
         peer's logical ports are (addresses, no port security, no ACLs), like for like."""
@@ -98,6 +102,7 @@ class WeftPortUp:
         if not exporters:           # weftd without collectors: no sFlow/NetFlow/IPFIX on br-int
             self.lab.env["WEFT_LAB_NO_EXPORTERS"] = "1"
         self.security = security
+        self.provider = provider    # br-ex and the outside (north-south); the peer's lab has none
         if verbose:
             self.lab.env["WEFTD_VERBOSE"] = "1"
         self.tunnel = tunnel
@@ -110,7 +115,8 @@ class WeftPortUp:
         self.started = True
         try:
             w = self.lab.weft
-            w("lab", "up", "--hosts", "2", "--tunnel", self.tunnel)
+            w("lab", "up", "--hosts", "2", "--tunnel", self.tunnel,
+              *(() if self.provider else ("--no-provider",)))
             w("tenant", "create", "t")
             w("network", "create", "t/n", "--cidr", "10.0.0.0/24")
             open_ = () if self.security else ("--no-port-security",)
@@ -170,7 +176,8 @@ def summary(name: str, values: list[float | None]) -> float:
 
 
 def weft_only(args) -> None:
-    with WeftPortUp(args.tunnel, security=args.security, exporters=not args.no_exporters) as w:
+    with WeftPortUp(args.tunnel, security=args.security, exporters=not args.no_exporters,
+                    provider=args.provider) as w:
         results = w.measure(args.runs)
     print(f"runs (ms): {fmt(results)}")
     summary(f"port-up latency ({args.tunnel}, plug on hv2 -> first reply on hv1)", results)
@@ -187,12 +194,12 @@ def with_peers(args) -> None:
             values, _out = peers.run(peer, args.runs)
             print(f"round {rnd} {peer.name} runs (ms): {fmt(values)}", flush=True)
             got[peer.name] += values
-        with WeftPortUp(args.tunnel, exporters=not args.no_exporters) as w:
+        with WeftPortUp(args.tunnel, exporters=not args.no_exporters, provider=args.provider) as w:
             values = w.measure(args.runs)
         print(f"round {rnd} weft runs (ms): {fmt(values)}", flush=True)
         got["weft"] += values
         if args.security:
-            with WeftPortUp(args.tunnel, security=True) as w:
+            with WeftPortUp(args.tunnel, security=True, provider=args.provider) as w:
                 values = w.measure(args.runs, "weft with security")
             print(f"round {rnd} weft with port security and its default group runs (ms): "
                   f"{fmt(values)}", flush=True)
@@ -204,7 +211,8 @@ def with_peers(args) -> None:
         summary(f"weft ({args.tunnel}) with port security and the default group (stateful ACLs; "
                 f"no OVN figure to compare: the peer's ports have neither)", got["weft_secure"])
     x = summary(f"weft ({args.tunnel}; ports configured as the peer's"
-                f"{'; no exporters' if args.no_exporters else '; sFlow, NetFlow and IPFIX exporters on'})",
+                f"{'; no exporters' if args.no_exporters else '; sFlow, NetFlow and IPFIX exporters on'}"
+                f"{'; with the provider bridge br-ex' if args.provider else ''})",
                 got["weft"])
     ratio = x / y if y else float("nan")
     overhead = (x - f) / (y - f) if y - f > 0 else float("nan")
@@ -219,6 +227,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="with --peer: floor, ovn, weft, repeated K times")
     ap.add_argument("--no-exporters", action="store_true",
                     help="weft's lab without its sFlow/NetFlow/IPFIX exporters (the OVN peer runs none)")
+    ap.add_argument("--provider", action="store_true",
+                    help="weft's hypervisors with the provider bridge br-ex (north-south), as the "
+                         "demo lab; by default they have the peer's layout (br-phy and br-int)")
     ap.add_argument("--security", action="store_true",
                     help="weft's ports with port security and the default group (stateful ACLs); "
                          "with --peer: measured besides the like-for-like ports, not in the ratio")

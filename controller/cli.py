@@ -51,6 +51,9 @@ def build_parser() -> Parser:
     p.add_argument("--ha", action="store_true",
                    help="the northbound database as a 3-member Raft cluster and 2 weftd replicas "
                         "(one active, one hot standby)")
+    p.add_argument("--no-provider", dest="provider", action="store_false",
+                   help="no provider bridge br-ex and no outside network (no north-south): "
+                        "hypervisors with br-phy and br-int only, as the OVN peer's bench lab")
     _out(p)
     lab.add_parser("down", help="remove every namespace and process the lab made")
     _out(lab.add_parser("status", help="hosts, VMs and services of the lab"))
@@ -740,7 +743,8 @@ def cmd_lab(args) -> int:
         from lab import services
         with Progress("lab up", total=args.hosts, unit="hosts built", output=args.output) as progress:
             datacentre.up(hosts=args.hosts, tunnel=args.tunnel, on_ready=services.start_weftd,
-                          underlay_mtu=args.underlay_mtu, ha=args.ha, progress=progress)
+                          underlay_mtu=args.underlay_mtu, ha=args.ha, progress=progress,
+                          provider=args.provider)
         status = datacentre.status()
         status["seconds"] = round(time.monotonic() - start, 2)
         if args.output == "json":

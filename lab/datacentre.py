@@ -71,9 +71,11 @@ def require_root() -> None:
 
 
 def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int = UNDERLAY_MTU,
-       ha: bool = False, progress=None) -> LabState:
+       ha: bool = False, progress=None, provider: bool = True) -> LabState:
     """Bring up hv1..hvN; on any failure remove everything made so far and raise.
-    `progress` (controller.progress.Progress) hears of each host built, then of hosts in sync."""
+    `progress` (controller.progress.Progress) hears of each host built, then of hosts in sync.
+    provider=False: no provider bridge br-ex, no eth1 and no outside namespace (no north-south):
+    each hypervisor has br-phy and br-int only, the layout of the OVN peer's lab (bench/)."""
     validate_up(hosts, tunnel, underlay_mtu)
     require_root()
     require_tools()
@@ -86,7 +88,7 @@ def up(hosts: int = 3, tunnel: str = "vxlan", on_ready=None, underlay_mtu: int =
                                 f"run `weft lab down` first")
             raise WeftError(f"lab {p.name!r} is partly up from an earlier run that did not finish; "
                             f"run `weft lab down` to clean it up")
-        state = LabState(tunnel=tunnel, underlay_mtu=underlay_mtu, ha=ha)
+        state = LabState(tunnel=tunnel, underlay_mtu=underlay_mtu, ha=ha, provider=provider)
         state.save(p)
         # a controller that can come up alongside the hypervisors (`on_ready.during_build`) is
         # started once the management network exists and told about each host as its Open
@@ -131,11 +133,12 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
     fabric, mgmt, outside = p.ns("fabric"), p.ns("mgmt"), p.ns("outside")
     make_ns(fabric)
     netns.bridge(fabric, "br-ul")
-    make_ns(outside)
-    netns.bridge(outside, "br-out")
-    netns.add_address(outside, "br-out", OUTSIDE_IP, OUTSIDE_PREFIXLEN)
-    # the userspace datapath (and its NAT) needs full checksums from the kernel's side
-    netns.run(["ip", "netns", "exec", outside, "ethtool", "-K", "br-out", "tx", "off"], check=False)
+    if state.provider:
+        make_ns(outside)
+        netns.bridge(outside, "br-out")
+        netns.add_address(outside, "br-out", OUTSIDE_IP, OUTSIDE_PREFIXLEN)
+        # the userspace datapath (and its NAT) needs full checksums from the kernel's side
+        netns.run(["ip", "netns", "exec", outside, "ethtool", "-K", "br-out", "tx", "off"], check=False)
     make_ns(mgmt)
     netns.bridge(mgmt, "br-mgmt")
     netns.add_address(mgmt, "br-mgmt", MGMT_IP, 24)
@@ -152,7 +155,7 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
         name = f"hv{k}"
         ns = p.ns(name)
         info = {"ns": ns, "dir": p.host_dir(name), "underlay_ip": neighbours[name][0],
-                "mgmt_ip": f"{MGMT_PREFIX}{10 + k}"}
+                "mgmt_ip": f"{MGMT_PREFIX}{10 + k}", "providers": PROVIDERS if state.provider else {}}
         info["ovsdb"] = f"ssl:{info['mgmt_ip']}:{OVSDB_TLS_PORT}"     # what weftd is given
         with journal:
             state.hosts[name] = info
@@ -163,13 +166,14 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
         switch.start_db(init=False, tls=(key, cert, pki.ca_cert, info["mgmt_ip"]))
         eth0_mac = neighbours[name][1]          # set on eth0 when it was made
         # configure the database before ovs-vswitchd starts: it comes up with everything in place
+        provider_bridge = ("add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev",
+                           "fail_mode=standalone", "--", "add-port", "br-ex", "eth1", "--") \
+            if state.provider else ()
         switch.vsctl("--no-wait", "init", "--",
                      "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
                      f"other-config:hwaddr={eth0_mac}", "fail_mode=standalone", "--",
                      "set", "interface", "br-phy", f"mtu_request={state.underlay_mtu}", "--",
-                     "add-port", "br-phy", "eth0", "--",
-                     "add-br", "br-ex", "--", "set", "bridge", "br-ex", "datapath_type=netdev",
-                     "fail_mode=standalone", "--", "add-port", "br-ex", "eth1", "--",
+                     "add-port", "br-phy", "eth0", "--", *provider_bridge,
                      "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
                      "set-ssl", key, cert, pki.ca_cert, "--",
@@ -202,10 +206,11 @@ def wire_host(p: LabPaths, state: LabState, name: str, info: dict, eth0_mac: str
     netns.veth(ns, "eth0", fabric, f"ul-{name}", mac_a=eth0_mac, mtu=state.underlay_mtu)
     netns.enslave(fabric, f"ul-{name}", "br-ul")
     # eth1: the provider network, to the "outside" namespace (the data centre's edge)
-    netns.veth(ns, "eth1", outside, f"ex-{name}")
-    netns.enslave(outside, f"ex-{name}", "br-out")
-    for where, ifname in ((ns, "eth1"), (outside, f"ex-{name}")):
-        netns.run(["ip", "netns", "exec", where, "ethtool", "-K", ifname, "tx", "off"], check=False)
+    if state.provider:
+        netns.veth(ns, "eth1", outside, f"ex-{name}")
+        netns.enslave(outside, f"ex-{name}", "br-out")
+        for where, ifname in ((ns, "eth1"), (outside, f"ex-{name}")):
+            netns.run(["ip", "netns", "exec", where, "ethtool", "-K", ifname, "tx", "off"], check=False)
     netns.veth(ns, "mgmt0", mgmt, f"mg-{name}")
     netns.enslave(mgmt, f"mg-{name}", "br-mgmt")
     netns.add_address(ns, "mgmt0", info["mgmt_ip"], 24)
@@ -299,6 +304,7 @@ def status() -> dict:
             from lab.dashboard import url
             services[-1]["dashboard"] = url(svc)
     return {"lab": p.name, "status": state.status, "tunnel": state.tunnel, "ha": state.ha,
+            "provider": state.provider,
             "underlay_mtu": state.underlay_mtu, "run_dir": p.dir,
             "mgmt_ip": MGMT_IP, "hosts": hosts, "vms": vms, "services": services}
 

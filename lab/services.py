@@ -131,7 +131,7 @@ def _register(client, name: str, info: dict) -> None:
     from topology.errors import WeftError
     from lab.datacentre import PROVIDERS
     body = {"tunnel_ip": info["underlay_ip"], "ovsdb": info["ovsdb"], "mgmt_ip": info["mgmt_ip"],
-            "providers": PROVIDERS}
+            "providers": info.get("providers", PROVIDERS)}
     try:
         client.post("/v1/hosts", {"name": name, **body})
     except WeftError as exc:

@@ -76,6 +76,7 @@ class LabState:
     tunnel: str = "vxlan"
     underlay_mtu: int = 1500
     ha: bool = False                  # --ha: northbound Raft cluster and two weftd replicas
+    provider: bool = True             # br-ex (provider `phys`) and the outside; --no-provider: none
     namespaces: list[str] = field(default_factory=list)
     hosts: dict[str, dict] = field(default_factory=dict)
     vms: dict[str, dict] = field(default_factory=dict)

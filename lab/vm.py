@@ -249,6 +249,9 @@ def exec_argv(name: str, argv: list[str]) -> list[str]:
         ns = state.hosts[name]["ns"]
     elif name == "outside" and p.ns("outside") in state.namespaces:
         ns = p.ns("outside")        # the world beyond the edge (203.0.113.1)
+    elif name == "outside" and not state.provider:
+        raise NotFound(f"lab {p.name!r} has no outside network: it was brought up with "
+                       f"--no-provider (no provider bridge, no north-south)")
     else:
         raise NotFound(f"no VM or host named {name!r} in lab {p.name!r}")
     return ["ip", "netns", "exec", ns, *argv]

@@ -141,6 +141,33 @@ def test_down_leaves_no_namespace_process_or_file():
         lab.down()
 
 
+def test_a_lab_without_provider_has_br_phy_and_br_int_only_and_still_switches():
+    """`lab up --no-provider`: the OVN peer's layout (bench/bench_port_up.py): no br-ex, no eth1,
+    no outside namespace, hosts registered without providers; VMs across hosts still talk."""
+    lab = Lab(f"n{os.getpid() % 100000}")
+    try:
+        lab.weft("lab", "up", "--hosts", "2", "--no-provider")
+        assert lab.json("lab", "status")["provider"] is False
+        assert not any(n.endswith("-outside") for n in lab.namespaces())
+        for h in ("hv1", "hv2"):
+            assert vsctl(lab, h, "list-br").split() == ["br-int", "br-phy"]
+            assert "eth1" not in lab.exec(h, "ip", "-o", "link").stdout
+            assert not [p for p in vsctl(lab, h, "list-ports", "br-int").split() if p.startswith("weft-p-")]
+        r = lab.exec("outside", "true")
+        assert r.returncode != 0 and "--no-provider" in r.stderr
+        lab.weft("tenant", "create", "t")
+        lab.weft("network", "create", "t/n", "--cidr", "10.0.0.0/24")
+        for vm, host, ip in (("a", "hv1", "10.0.0.10"), ("b", "hv2", "10.0.0.20")):
+            lab.weft("port", "create", f"t/n/{vm}", "--ip", ip)
+            lab.weft("lab", "vm", "create", vm, "--host", host, "--port", f"t/n/{vm}")
+        r = lab.exec("a", "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.20")
+        assert r.returncode == 0, r.stdout + r.stderr
+        lab.weft("lab", "down")
+        assert_nothing_left(lab)
+    finally:
+        lab.down()
+
+
 def test_failed_up_rolls_back_and_leaves_foreign_namespaces_alone():
     lab = Lab(f"f{os.getpid() % 100000}")
     foreign = f"{lab.name}-hv2"
