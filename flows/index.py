@@ -20,6 +20,7 @@ from itertools import chain, compress
 from operator import is_not
 
 from topology.model import Binding, Model, Network, Port
+from topology.shardmap import ShardMap
 
 NetKey = tuple[str, str]
 
@@ -54,6 +55,8 @@ def diff_models(old: Model, new: Model) -> ModelDiff:
 def _changed(old: dict, new: dict) -> frozenset:
     if old is new:
         return frozenset()
+    if isinstance(old, ShardMap) and isinstance(new, ShardMap):
+        return frozenset(new.changed_keys(old, _changed))     # only the shards not shared
     get = old.get
     candidates = list(compress(new, map(is_not, map(get, new), new.values())))
     changed = {k for k in candidates if get(k) != new[k]}

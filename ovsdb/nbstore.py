@@ -41,6 +41,8 @@ from topology import addresses, validate
 from topology.changes import record_changes
 from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, share_index
+from topology.shardmap import ShardMap
+from topology.shardmap import Writer as ShardWriter
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
@@ -51,6 +53,8 @@ _DIRECT = {"Tenant": ("tenants", "name"), "Network": ("networks", None), "Port":
            "Host": ("hosts", "name"), "Binding": ("bindings", "port"), "Router": ("routers", None),
            "Floating_IP": ("floating_ips", None)}
 _PAIRS = {"Network": "networks", "Port": "ports", "Router": "routers"}
+# the model's largest maps (one entry per port) are ShardMaps: a write copies 1/64 of them
+_SHARDED = frozenset({"ports", "bindings"})
 
 
 class _Taken:
@@ -210,6 +214,8 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
         for table, (name, by) in _DIRECT.items():
             recs = ix.rec[table]
             fields[name] = dict(recs) if by is None else {getattr(r, by): r for r in recs.values()}
+            if name in _SHARDED:
+                fields[name] = ShardMap(fields[name])
         groups = {}
         for uuid, key in ix.rec["Security_Group"].items():
             built = NorthboundStore._group_record(ix, uuid, key)
@@ -235,7 +241,11 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
 
         def writable(name: str) -> dict:
             if name not in out:
-                out[name] = dict(getattr(old, name))
+                current = getattr(old, name)
+                if name in _SHARDED:
+                    out[name] = (current if isinstance(current, ShardMap) else ShardMap(current)).writer()
+                else:
+                    out[name] = dict(current)
             return out[name]
 
         for table, uuids in changed.items():
@@ -285,6 +295,9 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
         fields = {name: out.get(name, getattr(old, name))
                   for name in ("tenants", "networks", "ports", "hosts", "bindings", "routers",
                                "security_groups", "floating_ips")}
+        for name in _SHARDED:
+            if isinstance(fields[name], ShardWriter):
+                fields[name] = fields[name].done()
         new_model = Model(**fields, traffic=new_traffic)
         share_index(new_model, old.index.updated(**pairs))
         touched["security_groups"] = {(p[1] or p[0]).uuid for p in pairs["security_groups"]}
