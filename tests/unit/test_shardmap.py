@@ -26,7 +26,7 @@ def test_a_written_copy_shares_the_untouched_shards_and_leaves_the_original_alon
     assert w.pop("uuid-2") == 2 and w.pop("absent", None) is None
     del w["uuid-3"]
     n = w.done()
-    assert len(n) == 998 and n["new"] == 1 and n["uuid-1"] == -1
+    assert len(n) == 999 and n["new"] == 1 and n["uuid-1"] == -1
     assert "uuid-2" not in n and "uuid-3" not in n
     assert len(m) == 1000 and m["uuid-1"] == 1 and "new" not in m     # the original is unchanged
     shared = sum(a is b for a, b in zip(m._shards, n._shards))
