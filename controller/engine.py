@@ -142,9 +142,13 @@ AUTO_OFPORT_LIMIT = 32768
 
 
 class Engine:
-    def __init__(self, driver, metrics=None, datapath_id=None, ha: bool = False):
+    def __init__(self, driver, metrics=None, datapath_id=None, ha: bool = False,
+                 settle: float = 0.0, settle_limit: float = 60.0):
         """ha: one of several replicas (weftd --ha): standby until set_active(True),
-        then master on every switch; without it, the only controller (role equal, no requests)."""
+        then master on every switch; without it, the only controller (role equal, no requests).
+        settle: at the start, hold each host's first bundle until every host has reported its
+        bindings or none has for this long (controller/coldsettle.py; 0: no hold)."""
+        from controller.coldsettle import ColdSettle
         from controller.enginemetrics import EngineMetrics
         from ovsdb.southbound import datapath_id as default_dpid
 
@@ -197,6 +201,8 @@ class Engine:
         self.active = not ha                                 # only the active one sends flows
         self.active_since: float | None = None if ha else time.time()
         self._generation = 0                                 # last OpenFlow role generation id
+        self._cold = ColdSettle(settle, settle_limit)       # a cold start's hold on first syncs
+        self._cold_wake: float | None = None                # the timer that checks it again
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
@@ -204,6 +210,7 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Engine":
+        self._cold.start(time.monotonic())
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
         return self
@@ -427,6 +434,8 @@ class Engine:
                 LOG.exception("recompute failed")
                 affected = set()
             self._publish(versions, affected)
+            if self._cold.on:
+                self._settle_step()
             if self._unnumbered:
                 self._speculate()
 
@@ -521,6 +530,7 @@ class Engine:
         self._dirty_hosts.add(host)
         if first:
             self._first_report.add(host)
+            self._cold.reported(time.monotonic())
             return          # NICs already there when weftd (re)connects are not port-ups
         for port, (ofport, name) in bindings.items():
             if port not in old:
@@ -801,6 +811,30 @@ class Engine:
             observer()
         return affected
 
+    def _settle_step(self) -> None:
+        """A cold start's hold (controller/coldsettle.py): over now? Then every held host is
+        synced, in this batch; else the held hosts whose flows are complete are, and the loop
+        wakes when time alone may end the hold or let more go."""
+        now = time.monotonic()
+        if self._cold.over(now, self.nb_model.hosts, self.live):
+            held = self._cold.release()
+            LOG.info("cold start: the hosts' bindings are in (%d of %d hosts reported), "
+                     "sending the %d held hosts their flows", len(self.live),
+                     len(self.nb_model.hosts), len(held))
+            cpu = time.thread_time()
+            for host in held:
+                self._sync(host)
+            LOG.info("cold start: %d held hosts planned and sent in %.1f s (engine CPU %.1f s)",
+                     len(held), time.monotonic() - now, time.thread_time() - cpu)
+            return
+        for host in self._cold.ready(now, self._model, self.live, self._live_b):
+            self._sync(host)                # its flows are complete: no need to wait for the rest
+        due = self._cold.deadline()
+        if due is not None and (self._cold_wake is None or self._cold_wake <= now
+                                or due < self._cold_wake):
+            self._cold_wake = due
+            self._after(max(0.0, due - now) + 0.001, lambda: None)   # the loop checks after timers
+
     def _speculate(self) -> None:
         """Compile ahead the flows of each NIC seen in its host's database but not numbered yet,
         for the ofport its switch will most likely give it (Open vSwitch numbers a new port
@@ -1032,6 +1066,8 @@ class Engine:
         state = self.hosts.get(host)
         if state is None or not state.reconciled or state.datapath is None or not self.active:
             return
+        if self._cold.on and self._cold.hold(host, time.monotonic()):
+            return                              # its first bundle waits for the others' reports
         desired = self._desired(host)
         if desired is None:
             return
