@@ -26,6 +26,7 @@ middle of one sees two NICs with one iface-id and binds the port to the last one
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -58,6 +59,7 @@ ROLE_MASTER, ROLE_SLAVE = 2, 3                  # OFPCR_ROLE_*
 ROLE_NAMES = {1: "equal", ROLE_MASTER: "master", ROLE_SLAVE: "slave"}
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 10.0  # re-dump after a refused bundle, doubling
 HISTORY = 4096                      # model versions remembered for wait_applied
+RELEASE_SLICE = 0.02                # s of a cold start's held syncs per loop batch
 
 
 @dataclasses.dataclass
@@ -203,6 +205,8 @@ class Engine:
         self._generation = 0                                 # last OpenFlow role generation id
         self._cold = ColdSettle(settle, settle_limit)       # a cold start's hold on first syncs
         self._cold_wake: float | None = None                # the timer that checks it again
+        self._releasing: collections.deque = collections.deque()   # held hosts to sync, a slice a batch
+        self._released = [0, 0.0, 0.0]                     # hosts, wall and CPU seconds spent on them
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
@@ -401,6 +405,8 @@ class Engine:
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._releasing:
+                timeout = 0                               # more held hosts to sync: no waiting
             try:
                 item = self._inbox.get(timeout=timeout)
             except queue.Empty:
@@ -436,6 +442,8 @@ class Engine:
             self._publish(versions, affected)
             if self._cold.on:
                 self._settle_step()
+            if self._releasing:
+                self._release_slice()
             if self._unnumbered:
                 self._speculate()
 
@@ -813,27 +821,38 @@ class Engine:
 
     def _settle_step(self) -> None:
         """A cold start's hold (controller/coldsettle.py): over now? Then every held host is
-        synced, in this batch; else the held hosts whose flows are complete are, and the loop
-        wakes when time alone may end the hold or let more go."""
+        queued to be synced (`_release_slice`); else the held hosts whose flows are complete
+        are, and the loop wakes when time alone may end the hold or let more go."""
         now = time.monotonic()
         if self._cold.over(now, self.nb_model.hosts, self.live):
             held = self._cold.release()
             LOG.info("cold start: the hosts' bindings are in (%d of %d hosts reported), "
                      "sending the %d held hosts their flows", len(self.live),
                      len(self.nb_model.hosts), len(held))
-            cpu = time.thread_time()
-            for host in held:
-                self._sync(host)
-            LOG.info("cold start: %d held hosts planned and sent in %.1f s (engine CPU %.1f s)",
-                     len(held), time.monotonic() - now, time.thread_time() - cpu)
+            self._releasing.extend(held)
             return
-        for host in self._cold.ready(now, self._model, self.live, self._live_b):
-            self._sync(host)                # its flows are complete: no need to wait for the rest
+        # a host whose flows are complete need not wait for the rest
+        self._releasing.extend(self._cold.ready(now, self._model, self.live, self._live_b))
         due = self._cold.deadline()
         if due is not None and (self._cold_wake is None or self._cold_wake <= now
                                 or due < self._cold_wake):
             self._cold_wake = due
             self._after(max(0.0, due - now) + 0.001, lambda: None)   # the loop checks after timers
+
+    def _release_slice(self) -> None:
+        """Sync released hosts for up to RELEASE_SLICE seconds, then back to the inbox: a
+        port-up (or anything else queued) waits for one slice, not for thousands of hosts,
+        and the switches' commit replies are taken as they come."""
+        start, cpu = time.monotonic(), time.thread_time()
+        while self._releasing and time.monotonic() - start < RELEASE_SLICE:
+            self._sync(self._releasing.popleft())
+            self._released[0] += 1
+        self._released[1] += time.monotonic() - start
+        self._released[2] += time.thread_time() - cpu
+        if not self._releasing and not self._cold.on:
+            hosts, wall, cpu_s = self._released
+            LOG.info("cold start: %d held hosts planned and sent (%.1f s in slices of %.0f ms, "
+                     "engine CPU %.1f s)", hosts, wall, RELEASE_SLICE * 1000, cpu_s)
 
     def _speculate(self) -> None:
         """Compile ahead the flows of each NIC seen in its host's database but not numbered yet,
