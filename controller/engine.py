@@ -832,7 +832,8 @@ class Engine:
             self._releasing.extend(held)
             return
         # a host whose flows are complete need not wait for the rest
-        self._releasing.extend(self._cold.ready(now, self._model, self.live, self._live_b))
+        if self._index is not None and self._index.model is self._model:
+            self._releasing.extend(self._cold.ready(now, self._index, self.live))
         due = self._cold.deadline()
         if due is not None and (self._cold_wake is None or self._cold_wake <= now
                                 or due < self._cold_wake):

@@ -4,6 +4,7 @@ import time
 from controller.coldsettle import ColdSettle
 from controller.driver import OpenFlowDriver
 from controller.engine import Engine
+from flows.index import CompilerIndex
 from tests.fakeswitch import FakeSwitch
 from topology.model import Binding, Host, Model, Network, Port, Tenant
 
@@ -42,7 +43,7 @@ def test_ends_after_quiet_time_without_a_new_report():
     c.reported(101.0)
     assert c.hold("hv1", 101.5)
     assert c.deadline() <= 101.5, "a held host: a look at it is due"
-    assert c.ready(101.5, model(), {}, {}) == []              # hv1 has not reported
+    assert c.ready(101.5, CompilerIndex(model()), {}) == []      # hv1 has not reported
     assert c.deadline() == 101.6, "the next look (SCAN), before the quiet time's end (103.5)"
     assert not c.over(103.0, hosts, {"hv1": {}})
     c.reported(103.0)                     # another host's first report: the clock starts again
@@ -66,15 +67,15 @@ def test_a_host_whose_networks_are_all_bound_is_let_go_early():
     # hv1 holds a (net) and c (other); b (net) is not bound yet; hv3 holds nothing
     m = model(hosts=("hv1", "hv2", "hv3"), ports=(("a", "net"), ("b", "net"), ("c", "other")),
               bindings={"a": Binding("a", "hv1", 1), "c": Binding("c", "hv1", 2)})
-    local = {"hv1": {"a": None, "c": None}}
     for h in ("hv1", "hv2", "hv3"):
         c.hold(h, 0.1)
-    assert c.ready(0.2, m, {"hv1": {}, "hv3": {}}, local) == ["hv3"], "hv1 waits for b; hv2 has not reported"
-    assert c.ready(0.25, m, {"hv1": {}, "hv3": {}}, local) == [], "at most one look every SCAN"
+    assert c.ready(0.2, CompilerIndex(m), {"hv1": {}, "hv3": {}}) == ["hv3"], \
+        "hv1 waits for b; hv2 has not reported"
+    assert c.ready(0.25, CompilerIndex(m), {"hv1": {}, "hv3": {}}) == [], "at most one look every SCAN"
     m2 = model(hosts=("hv1", "hv2", "hv3"), ports=(("a", "net"), ("b", "net"), ("c", "other")),
                bindings={"a": Binding("a", "hv1", 1), "c": Binding("c", "hv1", 2),
                          "b": Binding("b", "hv2", 1)})
-    assert c.ready(0.5, m2, {"hv1": {}, "hv2": {}, "hv3": {}}, {**local, "hv2": {"b": None}}) == ["hv1", "hv2"]
+    assert c.ready(0.5, CompilerIndex(m2), {"hv1": {}, "hv2": {}, "hv3": {}}) == ["hv1", "hv2"]
     assert not c.hold("hv1", 0.6), "let go: not held again"
     assert c.release() == []
 
