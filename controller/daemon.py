@@ -13,7 +13,7 @@ import warnings
 from topology.errors import WeftError
 
 LOG = logging.getLogger("weftd")
-COLD_SETTLE = 2.0       # s: a cold start holds first bundles until the hosts have reported (engine)
+COLD_SETTLE = 5.0       # s: a cold start holds first bundles until the hosts have reported (engine)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -538,7 +538,7 @@ class Engine:
         self._dirty_hosts.add(host)
         if first:
             self._first_report.add(host)
-            self._cold.reported(time.monotonic())
+            self._cold.progress(time.monotonic())
             return          # NICs already there when weftd (re)connects are not port-ups
         for port, (ofport, name) in bindings.items():
             if port not in old:
@@ -927,6 +927,7 @@ class Engine:
         self._last_ofport.pop(host, None)       # a restarted switch numbers from its own state
         self._dirty_hosts.add(host)
         self._publish_connections(host)
+        self._cold.progress(time.monotonic())
         self._greet(host, state)
 
     def _greet(self, host: str, state: HostState) -> None:

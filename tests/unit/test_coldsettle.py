@@ -40,13 +40,13 @@ def test_ends_after_quiet_time_without_a_new_report():
     c = ColdSettle(2.0, 60.0)
     c.start(100.0)
     hosts = {"hv1": None, "hv2": None}        # hv2 never reports (down)
-    c.reported(101.0)
+    c.progress(101.0)
     assert c.hold("hv1", 101.5)
     assert c.deadline() <= 101.5, "a held host: a look at it is due"
     assert c.ready(101.5, CompilerIndex(model()), {}) == []      # hv1 has not reported
     assert c.deadline() == 101.6, "the next look (SCAN), before the quiet time's end (103.5)"
     assert not c.over(103.0, hosts, {"hv1": {}})
-    c.reported(103.0)                     # another host's first report: the clock starts again
+    c.progress(103.0)                     # another host's first report or switch: the clock starts again
     assert not c.over(104.9, hosts, {"hv1": {}})
     assert c.over(105.0, hosts, {"hv1": {}})
 
@@ -56,7 +56,7 @@ def test_ends_at_the_limit_even_while_hosts_keep_reporting():
     c.start(100.0)
     hosts = {f"hv{i}": None for i in range(100)}
     for i in range(9):
-        c.reported(101.0 + i)
+        c.progress(101.0 + i)
         assert not c.over(101.0 + i, hosts, {})
     assert c.over(110.0, hosts, {})
 
