@@ -127,3 +127,36 @@ def test_a_host_that_never_reports_holds_the_others_for_the_quiet_time_only():
         assert sw.table == {f.key for f in e.desired_flows("hv1")}
     finally:
         e.stop()
+
+
+def test_a_batch_touching_many_hosts_sends_the_rest_in_slices(monkeypatch):
+    """Past BIG_BATCH hosts and a slice's time, the rest of a batch's hosts are synced between
+    later batches: every host still gets its change and wait_applied waits for all of them."""
+    import controller.engine as engine_mod
+    monkeypatch.setattr(engine_mod, "RELEASE_SLICE", 0.0)      # every host past BIG_BATCH waits
+    names = [f"hv{i:03d}" for i in range(engine_mod.BIG_BATCH + 40)]
+    ids = {h: 0x100 + i for i, h in enumerate(names)}
+    ports = tuple((f"p{i}", "net") for i in range(len(names)))
+
+    def bound(m):
+        return Model(m.tenants, m.networks, m.ports, m.hosts,
+                     {f"p{i}": Binding(f"p{i}", h, 1) for i, h in enumerate(names)})
+    e = Engine(OpenFlowDriver(), datapath_id=ids.get).start()
+    try:
+        e.model_changed(bound(model(hosts=names, ports=ports)), 1)
+        sws = {h: FakeSwitch(e, ids[h]) for h in names}
+        for sw in sws.values():
+            sw.connect()
+        assert e.wait_applied(1, 10.0) == []
+        wait_for(lambda: e.call(lambda: not e._releasing))     # the connections' own batches done
+        sliced = e.call(lambda: e._released[0])
+        before = {h: sw.commits for h, sw in sws.items()}
+        e.model_changed(bound(model(hosts=names, ports=ports + (("extra", "net"),))), 2)
+        assert e.wait_applied(2, 10.0) == []
+        for h, sw in sws.items():
+            assert sw.table == {f.key for f in e.desired_flows(h)}
+            assert sw.commits == before[h] + 1, h
+        assert e.call(lambda: len(e._releasing)) == 0
+        assert e.call(lambda: e._released[0]) - sliced == 40, "the hosts past BIG_BATCH, in slices"
+    finally:
+        e.stop()
