@@ -13,6 +13,7 @@ import warnings
 from topology.errors import WeftError
 
 LOG = logging.getLogger("weftd")
+COLD_SETTLE = 5.0       # s: a cold start holds first bundles until the hosts have reported (engine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +237,7 @@ class Controller:
         self.tls = tlsconfig.from_flags(args.ssl_key, args.ssl_cert, args.ssl_ca, args.insecure_openflow)
         tlsconfig.configure_ovsdb_client(self.tls)
         self.driver = OpenFlowDriver()
-        self.engine = Engine(self.driver, ha=args.ha)
+        self.engine = Engine(self.driver, ha=args.ha, settle=COLD_SETTLE)
         self.nb_remote = args.nb or nbserver.ensure_local_server(os.path.join(args.run_dir, "nb"))
         from ovsdb import nbschema
         nbschema.upgrade_server(self.nb_remote, self.tls)   # in place; refuses a newer database

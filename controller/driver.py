@@ -132,12 +132,12 @@ class OpenFlowDriver:
             msg.xid = first + len(items) + 2 + i
             msg.serialize()
             (head if i < len(meters_before) else tail).extend(msg.buf)
-        buf = head + self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, xid)
-        for item in items:
-            xid += 1
-            buf += self._wire.bundle_add(datapath, bundle_id, item, xid)
-        buf += self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, xid + 1)
-        self.write(datapath, bytes(buf + tail))
+        parts = [bytes(head), self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_OPEN_REQUEST, xid)]
+        parts += self._wire.bundle_adds(datapath, bundle_id, items, xid + 1)
+        parts.append(self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
+                                            xid + len(items) + 1))
+        parts.append(bytes(tail))
+        self.write(datapath, b"".join(parts))
         return first, items
 
     def request_dump(self, datapath) -> int:

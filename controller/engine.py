@@ -26,6 +26,7 @@ middle of one sees two NICs with one iface-id and binds the port to the last one
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import itertools
@@ -58,6 +59,8 @@ ROLE_MASTER, ROLE_SLAVE = 2, 3                  # OFPCR_ROLE_*
 ROLE_NAMES = {1: "equal", ROLE_MASTER: "master", ROLE_SLAVE: "slave"}
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 10.0  # re-dump after a refused bundle, doubling
 HISTORY = 4096                      # model versions remembered for wait_applied
+RELEASE_SLICE = 0.02                # s of queued syncs (a cold start's held hosts...) per loop batch
+BIG_BATCH = 64                      # a batch touching more hosts may send the rest in slices
 
 
 @dataclasses.dataclass
@@ -142,9 +145,13 @@ AUTO_OFPORT_LIMIT = 32768
 
 
 class Engine:
-    def __init__(self, driver, metrics=None, datapath_id=None, ha: bool = False):
+    def __init__(self, driver, metrics=None, datapath_id=None, ha: bool = False,
+                 settle: float = 0.0, settle_limit: float = 60.0):
         """ha: one of several replicas (weftd --ha): standby until set_active(True),
-        then master on every switch; without it, the only controller (role equal, no requests)."""
+        then master on every switch; without it, the only controller (role equal, no requests).
+        settle: at the start, hold each host's first bundle until every host has reported its
+        bindings or none has for this long (controller/coldsettle.py; 0: no hold)."""
+        from controller.coldsettle import ColdSettle
         from controller.enginemetrics import EngineMetrics
         from ovsdb.southbound import datapath_id as default_dpid
 
@@ -197,6 +204,12 @@ class Engine:
         self.active = not ha                                 # only the active one sends flows
         self.active_since: float | None = None if ha else time.time()
         self._generation = 0                                 # last OpenFlow role generation id
+        self._cold = ColdSettle(settle, settle_limit)       # a cold start's hold on first syncs
+        self._cold_wake: float | None = None                # the timer that checks it again
+        self._releasing: collections.deque = collections.deque()   # hosts to sync, a slice a batch
+        self._queued: set[str] = set()                      # ... the same, to queue each once
+        self._released = [0, 0.0, 0.0]                     # hosts, wall and CPU seconds spent on them
+        self._cold_report = False                           # the cold start's summary is due
         # ---- published (read by other threads; replaced, never mutated)
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
@@ -204,6 +217,7 @@ class Engine:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Engine":
+        self._cold.start(time.monotonic())
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
         return self
@@ -394,6 +408,8 @@ class Engine:
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            if self._releasing:
+                timeout = 0                               # more held hosts to sync: no waiting
             try:
                 item = self._inbox.get(timeout=timeout)
             except queue.Empty:
@@ -427,6 +443,10 @@ class Engine:
                 LOG.exception("recompute failed")
                 affected = set()
             self._publish(versions, affected)
+            if self._cold.on:
+                self._settle_step()
+            if self._releasing:
+                self._release_slice()
             if self._unnumbered:
                 self._speculate()
 
@@ -521,6 +541,7 @@ class Engine:
         self._dirty_hosts.add(host)
         if first:
             self._first_report.add(host)
+            self._cold.progress(time.monotonic())
             return          # NICs already there when weftd (re)connects are not port-ups
         for port, (ofport, name) in bindings.items():
             if port not in old:
@@ -785,11 +806,21 @@ class Engine:
         self._pub_model = new
         # a host with a NIC waiting for its flows goes first: that is what port-up waits for
         self._sent = {}
-        for host in sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h)):
+        hosts = sorted(affected | set(self._pending_up), key=lambda h: (h not in self._pending_up, h))
+        start = time.monotonic()
+        for i, host in enumerate(hosts):
             # no yield between hosts: an API request waiting for the GIL gets it within one
             # switch interval (controller/tuning.py, 0.5 ms) anyway, and a yield per host cost
             # a thread hand-off each (up to a switch interval when another thread is busy):
-            # most of a change's wall time when it touches ten hosts on a loaded machine
+            # most of a change's wall time when it touches ten hosts on a loaded machine.
+            # A batch touching hundreds (switches coming in at a cold start, a group used
+            # everywhere) sends the rest in slices between batches (`_release_slice`), so a
+            # port-up behind it waits one slice, not a second: never the hosts of a port-up,
+            # never during a migration's activation (it counts this batch's bundles)
+            if i >= BIG_BATCH and host not in self._pending_up and not self._activating \
+                    and time.monotonic() - start >= RELEASE_SLICE:
+                self._queue_syncs(hosts[i:])
+                break
             self._sync(host)
         if self._activating:
             self._activation_sent()
@@ -800,6 +831,54 @@ class Engine:
         for observer in self._observers:
             observer()
         return affected
+
+    def _settle_step(self) -> None:
+        """A cold start's hold (controller/coldsettle.py): over now? Then every held host is
+        queued to be synced (`_release_slice`); else the held hosts whose flows are complete
+        are, and the loop wakes when time alone may end the hold or let more go."""
+        now = time.monotonic()
+        if self._cold.over(now, self.nb_model.hosts, self.live):
+            held = self._cold.release()
+            LOG.info("cold start: the hosts' bindings are in (%d of %d hosts reported), "
+                     "sending the %d held hosts their flows", len(self.live),
+                     len(self.nb_model.hosts), len(held))
+            self._queue_syncs(held)
+            self._cold_report = True
+            return
+        # a host whose flows are complete need not wait for the rest
+        if self._index is not None and self._index.model is self._model:
+            self._queue_syncs(self._cold.ready(now, self._index, self.live))
+        due = self._cold.deadline()
+        if due is not None and (self._cold_wake is None or self._cold_wake <= now
+                                or due < self._cold_wake):
+            self._cold_wake = due
+            self._after(max(0.0, due - now) + 0.001, lambda: None)   # the loop checks after timers
+
+    def _queue_syncs(self, hosts) -> None:
+        for host in hosts:
+            if host not in self._queued:
+                self._queued.add(host)
+                self._releasing.append(host)
+
+    def _release_slice(self) -> None:
+        """Sync released hosts for up to RELEASE_SLICE seconds, then back to the inbox: a
+        port-up (or anything else queued) waits for one slice, not for thousands of hosts,
+        and the switches' commit replies are taken as they come."""
+        start, cpu = time.monotonic(), time.thread_time()
+        while self._releasing:              # at least one host a slice
+            host = self._releasing.popleft()
+            self._queued.discard(host)
+            self._sync(host)
+            self._released[0] += 1
+            if time.monotonic() - start >= RELEASE_SLICE:
+                break
+        self._released[1] += time.monotonic() - start
+        self._released[2] += time.thread_time() - cpu
+        if not self._releasing and self._cold_report:
+            self._cold_report = False
+            hosts, wall, cpu_s = self._released
+            LOG.info("cold start: %d held hosts planned and sent (%.1f s in slices of %.0f ms, "
+                     "engine CPU %.1f s)", hosts, wall, RELEASE_SLICE * 1000, cpu_s)
 
     def _speculate(self) -> None:
         """Compile ahead the flows of each NIC seen in its host's database but not numbered yet,
@@ -873,6 +952,7 @@ class Engine:
         self._last_ofport.pop(host, None)       # a restarted switch numbers from its own state
         self._dirty_hosts.add(host)
         self._publish_connections(host)
+        self._cold.progress(time.monotonic())
         self._greet(host, state)
 
     def _greet(self, host: str, state: HostState) -> None:
@@ -1032,6 +1112,8 @@ class Engine:
         state = self.hosts.get(host)
         if state is None or not state.reconciled or state.datapath is None or not self.active:
             return
+        if self._cold.on and self._cold.hold(host, time.monotonic()):
+            return                              # its first bundle waits for the others' reports
         desired = self._desired(host)
         if desired is None:
             return

@@ -28,6 +28,11 @@ _CACHE_MAX = 200_000
 
 _fields: dict = {}        # (field, value) -> (os-ken sort key, TLV bytes)
 _actions: dict = {}       # action tuple -> its bytes
+# whole matches and instruction lists recur across flows (a seed-scale site's 100,000 distinct
+# flows have under half as many distinct matches and a fifth as many action lists): the
+# bytes of each are made once, which halves the encoding of a cold start's flows
+_matches: dict = {}       # match tuple -> its bytes (padded)
+_insts: dict = {}         # actions tuple -> the instructions' bytes
 
 
 def _field(name: str, value) -> tuple:
@@ -61,23 +66,39 @@ def _action(act: tuple) -> bytes:
 
 
 def match_bytes(match: tuple) -> bytes:
-    tlvs = sorted((_field(name, value) for name, value in match), key=lambda kv: kv[0])
-    body = b"".join(t for _k, t in tlvs)
-    length = 4 + len(body)
-    return struct.pack("!HH", OFP.OFPMT_OXM, length) + body + b"\0" * (-length % 8)
+    hit = _matches.get(match)
+    if hit is None:
+        tlvs = sorted((_field(name, value) for name, value in match), key=lambda kv: kv[0])
+        body = b"".join(t for _k, t in tlvs)
+        length = 4 + len(body)
+        hit = struct.pack("!HH", OFP.OFPMT_OXM, length) + body + b"\0" * (-length % 8)
+        if len(_matches) >= _CACHE_MAX:
+            _matches.clear()
+        _matches[match] = hit
+    return hit
+
+
+def _instructions(flow) -> bytes:
+    inst = _insts.get(flow.actions)
+    if inst is None:
+        acts, goto, meter = ofmsg.split(flow)
+        inst = b""
+        if meter is not None:
+            inst += METER.pack(OFPIT_METER, 8, meter)
+        if acts:
+            body = b"".join(_action(a) for a in acts)
+            inst += APPLY.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
+        if goto is not None:
+            inst += GOTO.pack(OFPIT_GOTO_TABLE, 8, goto)
+        if len(_insts) >= _CACHE_MAX:
+            _insts.clear()
+        _insts[flow.actions] = inst
+    return inst
 
 
 def flow_add(flow, xid: int = 0) -> bytes:
     """OFPFC_ADD of `flow` (instructions: meter, apply-actions, goto, as ofmsg.flow_add)."""
-    acts, goto, meter = ofmsg.split(flow)
-    inst = b""
-    if meter is not None:
-        inst += METER.pack(OFPIT_METER, 8, meter)
-    if acts:
-        body = b"".join(_action(a) for a in acts)
-        inst += APPLY.pack(OFPIT_APPLY_ACTIONS, 8 + len(body)) + body
-    if goto is not None:
-        inst += GOTO.pack(OFPIT_GOTO_TABLE, 8, goto)
+    inst = _instructions(flow)
     fixed = FLOW_MOD.pack(flow.cookie, 0, flow.table, OFP.OFPFC_ADD, 0, 0, flow.priority,
                           OFP.OFP_NO_BUFFER, 0, 0, 0, 0)
     body = fixed + match_bytes(flow.match) + inst

@@ -50,6 +50,16 @@ class Flow:
         # what identifies an installed flow when reconciling: (table, priority, cookie); kept
         # as an attribute (not a field) because planning reads it for every flow of a host
         object.__setattr__(self, "key", (self.table, self.priority, self.cookie))
+        # hashed once: a flow is a dict key in the encoder's cache and in plans, looked up
+        # several times per bundle (the generated __hash__ walked the nested tuples each time)
+        object.__setattr__(self, "_hash", hash((self.table, self.priority, self.match,
+                                                self.actions, self.cookie)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):               # rebuilt, so another process hashes it its own way
+        return Flow, (self.table, self.priority, self.match, self.actions, self.cookie)
 
     def match_dict(self) -> dict:
         return dict(self.match)

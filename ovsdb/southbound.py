@@ -49,7 +49,8 @@ __all__ = ["BRIDGE", "TUNNEL_PORT", "HostManager", "datapath_id", "snapshot"]
 MIN_BACKOFF = 0.1               # seconds; doubled after each failure up to MAX_BACKOFF
 MAX_BACKOFF = 5.0
 TXN_TIMEOUT = 10.0              # a transaction without an answer for this long is abandoned
-FULL_PASS = 30.0                # seconds between passes over every host (a safety net)
+FULL_PASS = 30.0                # every host runs at least this often (a safety net)
+SWEEP_TICK = 0.25               # ... a slice of them every tick, not all at once
 COLUMNS = {
     "Open_vSwitch": ["bridges"],
     "Bridge": ["name", "datapath_type", "fail_mode", "protocols", "other_config", "controller",
@@ -372,7 +373,9 @@ class HostManager:
         self._timer_seq = 0
         self._fd_hosts: dict[int, set] = {}     # fd -> the hosts waiting on it
         self._poll = select.poll()
-        self._full_pass_at = 0.0
+        self._sweep_at = 0.0                    # next slice of the rolling safety-net pass
+        self._sweep_order: list[str] = []       # the pass's hosts, in order
+        self._sweep_pos = 0
         self._all_ready = False
         self._thread = threading.Thread(target=self._loop, name="southbound", daemon=True)
 
@@ -453,12 +456,17 @@ class HostManager:
         Only those hosts run: running every host's IDL at every wake-up cost a pass over all of
         them for each event of any one (150 ms and more per pass at 5,000 hosts, paid by every
         port-up). What each host waits for is recorded (`_Waits`) and kept in one poll set and
-        one timer heap; every FULL_PASS seconds every host runs anyway (a safety net)."""
+        one timer heap; every host runs at least every FULL_PASS seconds anyway (a safety net,
+        a slice every SWEEP_TICK: all at once, 5,000 idle IDLs held the interpreter for a
+        second, and a port-up landing in it waited that long)."""
         self._take_requests()
         now = time.monotonic()
-        if now >= self._full_pass_at or self._all_ready:
+        if self._all_ready:
             self._ready.update(self._hosts.values())
-            self._full_pass_at, self._all_ready = now + FULL_PASS, False
+            self._all_ready = False
+        if now >= self._sweep_at:
+            self._sweep_slice()
+            self._sweep_at = now + SWEEP_TICK
         while self._timers and self._timers[0][0] <= now:
             _at, _seq, host = heapq.heappop(self._timers)
             if host.timer_seq == _seq:
@@ -476,7 +484,7 @@ class HostManager:
         timeout = 0 if self._ready else 1000
         if self._timers:
             timeout = min(timeout, max(0, int((self._timers[0][0] - time.monotonic()) * 1000) + 1))
-        timeout = min(timeout, max(0, int((self._full_pass_at - time.monotonic()) * 1000) + 1))
+        timeout = min(timeout, max(0, int((self._sweep_at - time.monotonic()) * 1000) + 1))
         for fd, events in self._poll.poll(timeout):
             if fd == self._wake_r:
                 continue
@@ -488,6 +496,18 @@ class HostManager:
                 pass
         except BlockingIOError:
             pass
+
+    def _sweep_slice(self) -> None:
+        """The next 1/(FULL_PASS/SWEEP_TICK) of the hosts into the pass (a new round of them
+        once the last one has been taken)."""
+        if self._sweep_pos >= len(self._sweep_order):
+            self._sweep_order, self._sweep_pos = sorted(self._hosts), 0
+        count = -(-len(self._sweep_order) * SWEEP_TICK // FULL_PASS)      # rounded up
+        for name in self._sweep_order[self._sweep_pos:self._sweep_pos + int(count)]:
+            host = self._hosts.get(name)
+            if host is not None:
+                self._ready.add(host)
+        self._sweep_pos += int(count)
 
     def _record_waits(self, host: _Host) -> None:
         """What the host's IDL (and transaction, retry, recheck) waits for, into the poll set and
@@ -598,7 +618,10 @@ class HostManager:
     def _run_host(self, host: _Host) -> None:
         idl = host.idl
         idl.run()
-        if idl.change_seqno != host.bound_seqno:
+        # reported only once the database has been read: before that an IDL holds no rows, and
+        # an empty report would tell the engine the host had no NICs (the store's bindings of it
+        # dropped, its NICs then counted as new port-ups, a cold start's first bundles wrong)
+        if idl.change_seqno != host.bound_seqno and idl.state == idl.IDL_S_MONITORING:
             host.bound_seqno = idl.change_seqno
             found = bindings(idl)
             if found != host.bindings:

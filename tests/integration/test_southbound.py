@@ -285,6 +285,8 @@ def test_a_failing_transaction_is_retried_with_backoff(ovs_factory, managers):
     m.set_host("hv1", o.remote, "198.18.0.11", None)
     wait_for(lambda: m.status()["hv1"]["state"] == "failed", what="failed")
     time.sleep(1.5)
+    # read between attempts (the one due 1.5 s after the first failure may be in flight)
+    wait_for(lambda: m.status()["hv1"]["state"] == "failed", what="failed again")
     st = m.status()["hv1"]
     assert st["state"] == "failed" and "constraint violation" in st["error"], st
     assert 3 <= st["attempts"] <= 8, st          # 0.1, 0.2, 0.4, 0.8 s ...: backoff, not a spin
