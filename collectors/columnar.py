@@ -345,10 +345,13 @@ class Netflow5Columns:
         interval = (hdr["sampling"][ok] & 0x3FFF).astype(np.int64)
         rec = rec_of(ok, counts)
         if len(rec):
-            scale = np.repeat(np.where(interval > 1, interval, 1), counts)
             exp = np.repeat(exp_of.astype(np.uint64), counts)
-            nbytes = rec["octets"].astype(np.int64) * scale
-            npkts = rec["packets"].astype(np.int64) * scale
+            nbytes = rec["octets"].astype(np.int64)
+            npkts = rec["packets"].astype(np.int64)
+            if (interval > 1).any():    # sampled: counts scaled by the interval
+                scale = np.repeat(np.where(interval > 1, interval, 1), counts)
+                nbytes *= scale
+                npkts *= scale
             keys = np.empty((len(rec), 2), dtype=np.uint64)
             keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
             keys[:, 1] = ((exp << np.uint64(32))

@@ -266,6 +266,14 @@ def test_service_codes_agree_with_classify():
     no_ports = codes(arr[:, 0], arr[:, 1], arr[:, 2], has_ports=np.zeros(len(rows), bool))
     for (p, _s, _d), c in zip(rows, no_ports.tolist()):
         assert service_of(c) == classify(p, None, None)
+    # 16-bit port arrays (NetFlow's fields) and ports past 16 bits (the arithmetic way)
+    small = codes(arr[:, 0].astype(np.uint8), arr[:, 1].astype(">u2"), arr[:, 2].astype(">u2"))
+    assert small.tolist() == got.tolist()
+    wide = [(6, s, d) for s in ports + [65536, 70000] for d in (80, 40000, 65536, 70000)]
+    warr = np.array(wide)
+    for (p, s, d), c in zip(wide, codes(warr[:, 0], warr[:, 1], warr[:, 2]).tolist()):
+        if s < 65536 and d < 65536:
+            assert service_of(c) == classify(p, s, d), (p, s, d)
 
 
 def test_attribution_table_resolves_each_key_once_and_survives_collisions(monkeypatch):
