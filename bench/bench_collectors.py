@@ -383,7 +383,7 @@ def _per_exporter(addrs: list) -> np.ndarray:
     return np.array([counts[a] for a in addrs], dtype=np.int64)
 
 
-def _renew_netflow5(grid: np.ndarray, addrs: list, npass: int, rng) -> np.ndarray:
+def _renew_netflow5(grid: np.ndarray, per: np.ndarray, npass: int, rng) -> np.ndarray:
     """Pass `npass` of a NetFlow v5 pool, in place: the same VM pairs (a datagram keeps its
     exporter), fresh random services, directions, client ports, sizes; first/last and the
     header's clock moved on by the pass (so no record equals one of an earlier pass), flow
@@ -404,7 +404,7 @@ def _renew_netflow5(grid: np.ndarray, addrs: list, npass: int, rng) -> np.ndarra
     rec["last"] = 2000 + 10_000 * npass
     head["up"] = 5000 + 10_000 * npass
     head["s"] = 1_700_000_000 + 10 * npass
-    head["seq"] += (_per_exporter(addrs) * NF5_PER_DGRAM).astype(np.uint32)
+    head["seq"] += (per * NF5_PER_DGRAM).astype(np.uint32)
     return _netflow5_content(grid)
 
 
@@ -430,7 +430,7 @@ def _sflow_content(grid: np.ndarray) -> np.ndarray:
     return _hash_words(words)
 
 
-def _renew_sflow(grid: np.ndarray, addrs: list, npass: int, rng) -> np.ndarray:
+def _renew_sflow(grid: np.ndarray, per: np.ndarray, npass: int, rng) -> np.ndarray:
     """Pass `npass` of an sFlow pool, in place: the same VM pairs, fresh random frame
     lengths, outer source ports, IP ids, protocols, services, directions, client ports; the
     pass number in the inner header's bytes 28-31 (TCP's ack number, UDP payload: so no
@@ -439,7 +439,6 @@ def _renew_sflow(grid: np.ndarray, addrs: list, npass: int, rng) -> np.ndarray:
     head, smp = _sflow_layout(grid)
     n = len(grid)
     m = n * SFLOW_PER_DGRAM
-    per = _per_exporter(addrs)
     head[:, 4] += per.astype(np.uint32)                   # datagram sequence
     head[:, 5] = 1000 + 10_000 * npass                     # uptime
 
@@ -475,6 +474,7 @@ class Stream:
         if any(len(d) != size for _a, d in items):
             raise ValueError("a Stream's datagrams must share one length")
         self.addrs = [a for a, _d in items]
+        self.per_exporter = _per_exporter(self.addrs)
         self.grid = np.frombuffer(b"".join(d for _a, d in items),
                                   dtype=np.uint8).reshape(len(items), size).copy()
         self.per = per_dgram
@@ -489,9 +489,14 @@ class Stream:
 
     def _count_repeats(self, hashes: np.ndarray) -> np.ndarray:
         """Per datagram position, records up to it that repeat an earlier one of the pass."""
-        _u, first = np.unique(hashes, return_index=True)
-        rep = np.ones(len(hashes), dtype=np.int64)
-        rep[first] = 0
+        srt = np.sort(hashes)
+        twice = np.unique(srt[1:][srt[1:] == srt[:-1]])     # (rare: only those are looked at)
+        rep = np.zeros(len(hashes), dtype=np.int64)
+        seen: set = set()
+        for i in np.flatnonzero(np.isin(hashes, twice)).tolist():
+            h = int(hashes[i])
+            rep[i] = h in seen
+            seen.add(h)
         per_dgram = rep.reshape(-1, self.per).sum(axis=1)
         return np.concatenate(([0], np.cumsum(per_dgram)))
 
@@ -509,7 +514,7 @@ class Stream:
                 out = [(ad, bytes(d)) for ad, d in out]   # (they keep this pass's bytes)
                 self.wrapped += 1
                 self._repeats_upto = self._count_repeats(
-                    self.renew_fn(self.grid, self.addrs, self.wrapped, self.rng))
+                    self.renew_fn(self.grid, self.per_exporter, self.wrapped, self.rng))
                 self.pos = 0
         return out
 

@@ -69,3 +69,20 @@ def test_renewed_pools_stay_valid_and_never_repeat_a_record(kind):
         assert st["malformed"] == 0, exporter
         assert st["sequence_gaps"] == 0 and st["out_of_order"] == 0, (exporter, st)
     assert np.isin(list(snap["stats"][proto]), list(bc.MGMT)).all()
+
+
+def test_repeats_are_counted_where_they_are_handed_out():
+    """Records whose content repeats an earlier one of the pass count as repeats once taken."""
+    items = [("127.0.0.10", bytes([i]) * 8) for i in range(4)]          # 4 datagrams, 2 records
+    hashes = np.array([1, 2, 3, 1, 2, 2, 4, 5], dtype=np.uint64)        # repeats at 3, 4, 5
+
+    def renew(grid, per, npass, rng):
+        return np.arange(8, dtype=np.uint64)                           # all distinct
+    s = bc.Stream(items, 2, renew, lambda grid: hashes)
+    s.take(1)
+    assert (s.records, s.repeats) == (2, 0)
+    s.take(2)                                  # datagrams 1, 2: records 2-5 (repeats 3, 4, 5)
+    assert (s.records, s.repeats) == (6, 3)
+    s.take(3)                                  # the last datagram, then two of the new pass
+    assert (s.records, s.repeats, s.wrapped) == (12, 3, 1)
+    assert s.distinct().startswith("9 distinct of 12 records sent")
