@@ -737,8 +737,8 @@ def main() -> int:
                 _sflow_content)                              # 1.6 M samples a pass
     sf_peer = Stream(sflow_stream(model, 40_000, vni_record=False, seed=8), SFLOW_PER_DGRAM,
                      _renew_sflow, _sflow_content, seed=12)
-    print(f"generated {len(nf.items) * NF5_PER_DGRAM:,} NetFlow v5 records and "
-          f"{len(sf.items) * SFLOW_PER_DGRAM:,} sFlow samples in "
+    print(f"generated {len(nf.addrs) * NF5_PER_DGRAM:,} NetFlow v5 records and "
+          f"{len(sf.addrs) * SFLOW_PER_DGRAM:,} sFlow samples in "
           f"{time.perf_counter() - t0:.1f}s", flush=True)
     socks = senders()
     _pin(1)
