@@ -270,7 +270,8 @@ def _account(rcv, proto: str, attrs, counted_of, idx, codes, nbytes, npkts, now)
 
 def _nf5_split(datas: list, lens: np.ndarray) -> tuple:
     """(the 24-byte headers of a burst's datagrams as one array, records(ok, counts) -> the
-    records of the datagrams `ok` (their first `counts` each) as one NF5_RECORD array).
+    records of the datagrams `ok` (their first `counts` each) as one NF5_RECORD array: 1-D,
+    or 2-D (datagram, record) read in place when every datagram is taken with one count).
 
     Reads one joined buffer with numpy; Python steps per datagram (slicing each) only for
     bursts whose datagrams are neither all of one length nor all 8-byte multiples. (Slicing
@@ -284,8 +285,9 @@ def _nf5_split(datas: list, lens: np.ndarray) -> tuple:
 
         def records(ok, counts):
             c = int(counts[0]) if len(counts) else 0
-            if c and len(counts) == n and (counts == c).all():
-                return np.ascontiguousarray(grid[:, 24:24 + 48 * c]).view(NF5_RECORD).reshape(-1)
+            if c and len(counts) == n and (counts == c).all():   # a strided view of `joined`
+                return np.ndarray((n, c), dtype=NF5_RECORD, buffer=joined, offset=24,
+                                  strides=(size, 48))
             return _nf5_gather(datas, joined, lens, ok, counts)
         return hdr, records
     # any lengths: each header read at its datagram's offset (short ones read what follows,
@@ -343,19 +345,22 @@ class Netflow5Columns:
         exp_of = np.array([ids[src] for src in srcs], dtype=np.int64)
         counts = count[ok]
         interval = (hdr["sampling"][ok] & 0x3FFF).astype(np.int64)
-        rec = rec_of(ok, counts)
-        if len(rec):
-            exp = np.repeat(exp_of.astype(np.uint64), counts)
-            nbytes = rec["octets"].astype(np.int64)
-            npkts = rec["packets"].astype(np.int64)
+        rec = rec_of(ok, counts)      # (1-D, or 2-D (datagram, record): a view, no copy)
+        if rec.size:
+            u64 = np.uint64
+
+            def field(name, dtype=np.int64):    # (astype first: contiguous, then flat)
+                return rec[name].astype(dtype).reshape(-1)
+            exp = np.repeat(exp_of.astype(u64), counts)
+            nbytes = field("octets")
+            npkts = field("packets")
             if (interval > 1).any():    # sampled: counts scaled by the interval
                 scale = np.repeat(np.where(interval > 1, interval, 1), counts)
                 nbytes *= scale
                 npkts *= scale
-            keys = np.empty((len(rec), 2), dtype=np.uint64)
-            keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
-            keys[:, 1] = ((exp << np.uint64(32))
-                          | (rec["input"].astype(np.uint64) << np.uint64(16)) | rec["output"])
+            keys = np.empty((rec.size, 2), dtype=u64)
+            keys[:, 0] = (field("src", u64) << u64(32)) | field("dst", u64)
+            keys[:, 1] = (exp << u64(32)) | (field("input", u64) << u64(16)) | field("output", u64)
             exporters = t.exporters
 
             def resolve(row):
@@ -368,14 +373,14 @@ class Netflow5Columns:
                 return attributor.attribute(r)
 
             idx, attrs, counted = t.table.lookup(keys, resolve)
-            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
+            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"]).reshape(-1)
         # nothing above changed any state but the table: the other datagrams go per record
         # (in order; they touch no v5 sequence), the headers' stats per exporter and engine
         if len(taken) < n:
             for i in np.flatnonzero(~ok).tolist():
                 fallback(*batch[i])
         self._stats(rcv.stats["netflow5"], t.exporters, exp_of, hdr[ok], counts)
-        if len(rec):
+        if rec.size:
             _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
 
     @staticmethod
