@@ -268,6 +268,52 @@ def _account(rcv, proto: str, attrs, counted_of, idx, codes, nbytes, npkts, now)
         rcv.pending.add((now // bs) * bs, attrs, idx, codes, nbytes, npkts, now)
 
 
+def _nf5_split(datas: list, lens: np.ndarray) -> tuple:
+    """(the 24-byte headers of a burst's datagrams as one array, records(ok, counts) -> the
+    records of the datagrams `ok` (their first `counts` each) as one NF5_RECORD array: 1-D,
+    or 2-D (datagram, record) read in place when every datagram is taken with one count).
+
+    Reads one joined buffer with numpy; Python steps per datagram (slicing each) only for
+    bursts whose datagrams are neither all of one length nor all 8-byte multiples. (Slicing
+    and padding every datagram was ~30 % of the columnar path's CPU.)"""
+    n = len(datas)
+    joined = b"".join(datas)
+    size = int(lens[0]) if n else 0
+    if n and size >= 24 and len(joined) == n * size:       # one length: a 2-D view
+        grid = np.frombuffer(joined, dtype=np.uint8).reshape(n, size)
+        hdr = np.ascontiguousarray(grid[:, :24]).view(_NF5_HDR).reshape(n)
+
+        def records(ok, counts):
+            c = int(counts[0]) if len(counts) else 0
+            if c and len(counts) == n and (counts == c).all():   # a strided view of `joined`
+                return np.ndarray((n, c), dtype=NF5_RECORD, buffer=joined, offset=24,
+                                  strides=(size, 48))
+            return _nf5_gather(datas, joined, lens, ok, counts)
+        return hdr, records
+    # any lengths: each header read at its datagram's offset (short ones read what follows,
+    # zero-padded at the end: they are never taken, lens < 24)
+    starts = np.cumsum(lens) - lens
+    buf = np.frombuffer(joined + bytes(24), dtype=np.uint8)
+    hdr = buf[starts[:, None] + np.arange(24)].view(_NF5_HDR).reshape(n)
+    return hdr, lambda ok, counts: _nf5_gather(datas, joined, lens, ok, counts, starts)
+
+
+def _nf5_gather(datas, joined, lens, ok, counts, starts=None) -> np.ndarray:
+    """The first `counts` records of the datagrams `ok`, as one NF5_RECORD array."""
+    if starts is None:
+        starts = np.cumsum(lens) - lens
+    first = starts[ok] + 24
+    total = int(counts.sum())
+    if not (first & 7).any():      # every record 8-byte aligned in the joined buffer: 6 words each
+        words = np.frombuffer(joined + bytes(-len(joined) & 7), dtype=np.uint64)
+        before = np.cumsum(counts) - counts
+        at = (np.repeat(first - 48 * before, counts) + 48 * np.arange(total)) >> 3
+        return words[at[:, None] + np.arange(6)].view(NF5_RECORD).reshape(-1)
+    taken = np.flatnonzero(ok).tolist()
+    return np.frombuffer(b"".join([datas[i][24:24 + 48 * c]
+                                   for i, c in zip(taken, counts.tolist())]), dtype=NF5_RECORD)
+
+
 # ------------------------------------------------------------------ NetFlow v5
 
 
@@ -286,8 +332,7 @@ class Netflow5Columns:
         datas = [d for d, _s in batch]
         n = len(datas)
         lens = np.fromiter(map(len, datas), dtype=np.int64, count=n)
-        # the 24-byte headers of all datagrams as one array (short ones zero-padded: never v5)
-        hdr = np.frombuffer(b"".join([d[:24].ljust(24, b"\0") for d in datas]), dtype=_NF5_HDR)
+        hdr, rec_of = _nf5_split(datas, lens)
         count = hdr["count"].astype(np.int64)
         ok = (lens >= 24) & (hdr["version"] == 5) & (24 + 48 * count <= lens)
         taken = np.flatnonzero(ok).tolist()
@@ -300,18 +345,22 @@ class Netflow5Columns:
         exp_of = np.array([ids[src] for src in srcs], dtype=np.int64)
         counts = count[ok]
         interval = (hdr["sampling"][ok] & 0x3FFF).astype(np.int64)
-        rec = np.frombuffer(b"".join([datas[i][24:24 + 48 * c]
-                                      for i, c in zip(taken, counts.tolist())]),
-                            dtype=NF5_RECORD)
-        if len(rec):
-            scale = np.repeat(np.where(interval > 1, interval, 1), counts)
-            exp = np.repeat(exp_of.astype(np.uint64), counts)
-            nbytes = rec["octets"].astype(np.int64) * scale
-            npkts = rec["packets"].astype(np.int64) * scale
-            keys = np.empty((len(rec), 2), dtype=np.uint64)
-            keys[:, 0] = (rec["src"].astype(np.uint64) << np.uint64(32)) | rec["dst"]
-            keys[:, 1] = ((exp << np.uint64(32))
-                          | (rec["input"].astype(np.uint64) << np.uint64(16)) | rec["output"])
+        rec = rec_of(ok, counts)      # (1-D, or 2-D (datagram, record): a view, no copy)
+        if rec.size:
+            u64 = np.uint64
+
+            def field(name, dtype=np.int64):    # (astype first: contiguous, then flat)
+                return rec[name].astype(dtype).reshape(-1)
+            exp = np.repeat(exp_of.astype(u64), counts)
+            nbytes = field("octets")
+            npkts = field("packets")
+            if (interval > 1).any():    # sampled: counts scaled by the interval
+                scale = np.repeat(np.where(interval > 1, interval, 1), counts)
+                nbytes *= scale
+                npkts *= scale
+            keys = np.empty((rec.size, 2), dtype=u64)
+            keys[:, 0] = (field("src", u64) << u64(32)) | field("dst", u64)
+            keys[:, 1] = (exp << u64(32)) | (field("input", u64) << u64(16)) | field("output", u64)
             exporters = t.exporters
 
             def resolve(row):
@@ -324,14 +373,14 @@ class Netflow5Columns:
                 return attributor.attribute(r)
 
             idx, attrs, counted = t.table.lookup(keys, resolve)
-            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"])
+            codes = vecservice.codes(rec["proto"], rec["sport"], rec["dport"]).reshape(-1)
         # nothing above changed any state but the table: the other datagrams go per record
         # (in order; they touch no v5 sequence), the headers' stats per exporter and engine
         if len(taken) < n:
             for i in np.flatnonzero(~ok).tolist():
                 fallback(*batch[i])
         self._stats(rcv.stats["netflow5"], t.exporters, exp_of, hdr[ok], counts)
-        if len(rec):
+        if rec.size:
             _account(rcv, "netflow5", attrs, counted, idx, codes, nbytes, npkts, now)
 
     @staticmethod

@@ -51,6 +51,7 @@ class KeySums:
         self.slots = np.full(slots, -1, dtype=np.int32)
         self.probes = 0
         self.bound = 0.0            # no sum can exceed this (int64 while < 2**62)
+        self.newest = -np.inf       # the latest `now` added so far
 
     def __len__(self) -> int:
         return self.n
@@ -105,8 +106,12 @@ class KeySums:
             nbytes, npkts = nbytes.astype(object), npkts.astype(object)
         np.add.at(self.nb, rows, nbytes)
         np.add.at(self.np, rows, npkts)
-        self.first[rows] = np.minimum(self.first[rows], now)
-        self.last[rows] = np.maximum(self.last[rows], now)
+        if now >= self.newest:      # time in order: every first and last is <= now
+            self.newest = now
+            self.last[rows] = now
+        else:
+            self.first[rows] = np.minimum(self.first[rows], now)
+            self.last[rows] = np.maximum(self.last[rows], now)
 
     def columns(self) -> tuple:
         """(keys, bytes, packets, first, last) of the distinct keys."""

@@ -14,16 +14,25 @@ def find(slots: np.ndarray, stored: np.ndarray, wanted: np.ndarray, pos: np.ndar
     """Entry number of each `wanted` value (-1 when absent); `pos`: each one's home slot
     (int64, already masked to the table); `probes`: the longest probe sequence - 1."""
     mask = len(slots) - 1
-    found = np.full(len(wanted), -1, dtype=np.int64)
-    active = np.arange(len(wanted))
-    for _ in range(probes + 1):
+    # the first step for all at once (most end there): stored[-1] for an empty slot reads
+    # some entry, and the `e >= 0` check discards it
+    e = slots[pos]
+    full = e >= 0
+    match = stored[e] == wanted
+    match &= full
+    found = np.where(match, e, np.int64(-1))   # (int64: cheaper to index with)
+    if not probes:
+        return found
+    active = np.flatnonzero(full & ~match)
+    pos = (pos[active] + 1) & mask
+    for _ in range(probes):
+        if not len(active):
+            break
         e = slots[pos]
         full = e >= 0
         match = full & (stored[np.where(full, e, 0)] == wanted[active])
         found[active[match]] = e[match]
         more = full & ~match
-        if not more.any():
-            break
         active = active[more]
         pos = (pos[more] + 1) & mask
     return found

@@ -120,6 +120,39 @@ def test_generated_datagrams_agree_with_the_per_record_path():
     assert any(dict(f)["src"] == "blue/net/a" for f in res[True][0])
 
 
+def _v5_burst(rng, sizes, tail=b"", count_less=None):
+    out = []
+    for seq, n in enumerate(sizes):
+        less = count_less[seq] if count_less else 0
+        recs = [fx.v5_record(rng.choice(("10.0.0.1", "10.0.0.2")), rng.choice(("10.0.0.1", "10.0.0.2")),
+                             inp=rng.choice((7, 17)), out=rng.choice((9, 19)),
+                             octets=rng.randrange(1, 10_000), packets=rng.randrange(1, 50),
+                             sport=rng.choice((80, 40000)), dport=rng.choice((443, 50000)))
+                for _ in range(n)]
+        out.append(("netflow", rng.choice((ts.HV1, ts.HV2)),
+                    fx.v5_packet(recs, seq=seq * 30, count=n - less) + tail))
+    return out
+
+
+@pytest.mark.parametrize("shape", ["one-length", "one-length-fewer-counted", "any-length",
+                                   "unaligned", "short-and-long"])
+def test_netflow5_burst_layouts_agree(shape):
+    """columnar._nf5_split's ways of reading a burst (one length: a 2-D view; lengths that
+    are 8-byte multiples: a word gather; others: per datagram) give the per-record path's
+    flows and stats."""
+    rng = random.Random(shape)
+    sizes = {"one-length": [30] * 40, "one-length-fewer-counted": [30] * 40,
+             "any-length": [rng.randrange(0, 31) for _ in range(40)],
+             "unaligned": [rng.randrange(1, 31) for _ in range(40)],
+             "short-and-long": [rng.randrange(0, 31) for _ in range(40)]}[shape]
+    datagrams = _v5_burst(rng, sizes, tail=b"\1\2\3" if shape == "unaligned" else b"",
+                          count_less=[rng.choice((0, 2)) for _ in sizes]
+                          if shape == "one-length-fewer-counted" else None)
+    if shape == "short-and-long":       # datagrams shorter than a header among them
+        datagrams[5:5] = [("netflow", ts.HV1, b"\0\5"), ("netflow", ts.HV2, b"")]
+    assert_agree(datagrams, ts.model(), ts.EXPORTERS, min_taken=40)
+
+
 def test_a_burst_mixing_layouts_keeps_arrival_order_for_the_stats():
     """Counter samples and other headers go per record between columnar datagrams; the
     sequence stats (gaps, out of order) come out as one by one."""
@@ -233,6 +266,14 @@ def test_service_codes_agree_with_classify():
     no_ports = codes(arr[:, 0], arr[:, 1], arr[:, 2], has_ports=np.zeros(len(rows), bool))
     for (p, _s, _d), c in zip(rows, no_ports.tolist()):
         assert service_of(c) == classify(p, None, None)
+    # 16-bit port arrays (NetFlow's fields) and ports past 16 bits (the arithmetic way)
+    small = codes(arr[:, 0].astype(np.uint8), arr[:, 1].astype(">u2"), arr[:, 2].astype(">u2"))
+    assert small.tolist() == got.tolist()
+    wide = [(6, s, d) for s in ports + [65536, 70000] for d in (80, 40000, 65536, 70000)]
+    warr = np.array(wide)
+    for (p, s, d), c in zip(wide, codes(warr[:, 0], warr[:, 1], warr[:, 2]).tolist()):
+        if s < 65536 and d < 65536:
+            assert service_of(c) == classify(p, s, d), (p, s, d)
 
 
 def test_attribution_table_resolves_each_key_once_and_survives_collisions(monkeypatch):
