@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from topology import addresses
 from topology.qos import QoS
+from topology.shardmap import ShardMap
 
 
 @dataclass(frozen=True)
@@ -184,18 +185,24 @@ _EMPTY = MappingProxyType({})
 
 class _Cow:
     """Copy-on-write view of one index map (and of its inner dicts) while an update is applied."""
-    __slots__ = ("out", "src", "fresh")
+    __slots__ = ("out", "src", "fresh", "sharded")
 
-    def __init__(self, src: dict):
-        self.src, self.out, self.fresh = src, None, set()
+    def __init__(self, src: dict, sharded: bool = False):
+        self.src, self.out, self.fresh, self.sharded = src, None, set(), sharded
 
     def top(self) -> dict:
         if self.out is None:
-            self.out = dict(self.src)
+            if self.sharded:        # a ShardMap: the copy shares all but the shards written
+                src = self.src if isinstance(self.src, ShardMap) else ShardMap(self.src)
+                self.out = src.writer()
+            else:
+                self.out = dict(self.src)
         return self.out
 
     def result(self) -> dict:
-        return self.src if self.out is None else self.out
+        if self.out is None:
+            return self.src
+        return self.out.done() if self.sharded else self.out
 
     def put(self, key, value) -> None:
         self.top()[key] = value
@@ -234,6 +241,7 @@ class ModelIndex:
     MAPS = ("net", "nets_of_tenant", "nets_of_router", "router", "routers_of_tenant",
             "ports_of_net", "group", "groups_of_tenant", "members", "owners")
     OWNER_SHARDS = 256      # owners are split so that a change copies 1/256 of them
+    SHARDED = frozenset({"ports_of_net", "members"})    # one entry per network / group: ShardMaps
     __slots__ = MAPS
 
     def __init__(self, **maps):
@@ -258,7 +266,7 @@ class ModelIndex:
         """A new index with changes applied, each a (old record or None, new record or None) pair
         (one pair per record at most);
         costs O(changes) plus a C-speed copy of the top-level maps the changes touch."""
-        cow = {name: _Cow(getattr(self, name)) for name in self.MAPS}
+        cow = {name: _Cow(getattr(self, name), name in self.SHARDED) for name in self.MAPS}
         for pass_ in ("drop", "put"):
             for old, new in networks:
                 rec = old if pass_ == "drop" else new
