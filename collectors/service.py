@@ -48,6 +48,8 @@ RECV_SLOTS = 512       # datagrams read a system call, at most
 MIN_BATCH = 1024       # columnar bursts: wait for this many datagrams ...
 BATCH_WAIT = 0.05      # ... or this long (s), whichever comes first,
 BATCH_NAP = 0.005      # ... looking every this long (s)
+SMALL_BURST = 64       # fewer datagrams than this go the per-record path: ~50 us a datagram,
+                       # where a columnar burst of one costs ~0.5 ms (numpy set-up)
 MODEL_SETTLE_S = 0.1   # a model change is taken in this long after it was signalled
 TEMPLATE_WRITE_EVERY_S = 1.0   # an exporter's saved templates are rewritten at most this often
 PROTOCOLS_OF = {"sflow": ("sflow",), "netflow": ("netflow5", "netflow9"), "ipfix": ("ipfix",)}
@@ -198,6 +200,7 @@ class _Receiver:
         poller = select.poll()  # (select.select fails for descriptors >= 1024)
         poller.register(sock, select.POLLIN)
         columnar = self.columns is not None
+        last_got = 0            # datagrams of the last burst: it tells the rate they come at
         while not stop.is_set():
             try:
                 ready = poller.poll(100)
@@ -228,7 +231,13 @@ class _Receiver:
                         break
                 # the columnar path costs about the same per burst however small: at low
                 # rates it waits up to BATCH_WAIT for MIN_BATCH datagrams (outside the lock),
-                # sleeping BATCH_NAP at a time (a poll would wake for every datagram)
+                # sleeping BATCH_NAP at a time (a poll would wake for every datagram) while
+                # they come fast enough to fill a burst before then; slower (the last burst
+                # was not full), in one sleep. A host's exporters at line rate send a few
+                # dozen datagrams a second: ten naps and a columnar burst for each one or two
+                # of them cost weftd ~30 ms of CPU a second, taken from the cores the
+                # hypervisors' switches need (bench_datapath); one sleep and the per-record
+                # path below SMALL_BURST, ~10 ms (its decoding of ~250 samples a second)
                 if not columnar or len(batch) >= MIN_BATCH or failed or stop.is_set():
                     break
                 mono = time.monotonic()
@@ -236,7 +245,10 @@ class _Receiver:
                     deadline = mono + BATCH_WAIT
                 if mono >= deadline:
                     break
-                time.sleep(min(BATCH_NAP, deadline - mono))
+                nap = BATCH_NAP if last_got >= MIN_BATCH else deadline - mono
+                time.sleep(min(nap, deadline - mono))
+            if ready:
+                last_got = got
             with self.lock:
                 if ready:
                     for addr in rejected:
@@ -245,8 +257,12 @@ class _Receiver:
                         self._error(failed)
                     self.datagrams += got
                     self.bytes += nbytes
-                    if batch:
+                    if len(batch) >= self.service.small_burst:
                         self.handle_batch(batch, clock())
+                    elif batch:
+                        now = clock()
+                        for data, src in batch:
+                            self.handle_one(data, src, now)
                     mono = time.monotonic()
                     if mono - self._last_flush < interval:
                         continue
@@ -525,6 +541,7 @@ class CollectorService:
         # True: bursts of NetFlow v5 and sFlow go through collectors.columnar (numpy);
         # False: every datagram through the per-record path
         self.columnar = columnar
+        self.small_burst = SMALL_BURST     # smaller bursts go the per-record path anyway
         # True: only datagrams from a known host's address (the model's hosts' management or
         # tunnel address, or `exporter_hosts`) are read; others are counted and dropped
         self.known_exporters_only = known_exporters_only

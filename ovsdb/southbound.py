@@ -60,7 +60,7 @@ COLUMNS = {
     "Controller": ["target", "max_backoff", "inactivity_probe"],
     "sFlow": ["targets", "sampling", "polling", "header", "agent"],
     "NetFlow": ["targets", "active_timeout", "engine_id"],
-    "IPFIX": ["targets", "obs_domain_id", "cache_active_timeout", "other_config"],
+    "IPFIX": ["targets", "obs_domain_id", "cache_active_timeout", "cache_max_flows", "other_config"],
     "Flow_Sample_Collector_Set": ["id", "bridge", "ipfix"],
 }
 EXPORTER_TABLES = {"sflow": "sFlow", "netflow": "NetFlow", "ipfix": "IPFIX"}

@@ -194,6 +194,7 @@ def test_malformed_datagrams_counted_and_not_fatal(svc):
 def test_unexpected_exception_is_counted_and_the_thread_survives(svc, monkeypatch, columnar):
     """Per record: the datagram is malformed; columnar: the burst goes per record instead."""
     svc.columnar = columnar
+    svc.small_burst = 1           # a burst of one datagram takes the columnar path too
     for r in svc._receivers.values():
         if not columnar:
             r.columns = None

@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from flows.pipeline import TUNNEL_OFPORT
-from ovsdb.hostconfig import Change, Desired, exporter_columns, plan
+from ovsdb.hostconfig import IPFIX_CACHE_FLOWS, Change, Desired, exporter_columns, plan
 
 CTL = "tcp:198.19.0.1:6653"
 EXPORTERS = {
@@ -101,11 +101,17 @@ def test_only_the_changed_exporter_is_replaced():
     assert plan(desired(exporters=changed), snap) == [Change("exporter", "netflow", None)]
     snap["bridge"]["ipfix"]["other_config"] = {}
     assert [(c.op, c.key) for c in plan(d, snap)] == [("exporter", "ipfix")]
+    snap = in_sync(d)
+    snap["bridge"]["ipfix"]["cache_max_flows"] = None      # a host configured before the cache
+    assert [(c.op, c.key) for c in plan(d, snap)] == [("exporter", "ipfix")]
 
 
 def test_exporter_columns():
     assert exporter_columns("sflow", EXPORTERS["sflow"]) == {
         "targets": ("198.19.0.1:6343",), "sampling": 64, "polling": 10, "header": 128, "agent": "mgmt0"}
-    assert exporter_columns("ipfix", EXPORTERS["ipfix"])["cache_active_timeout"] == 5
+    ipfix = exporter_columns("ipfix", EXPORTERS["ipfix"])
+    assert ipfix["cache_active_timeout"] == 5
+    # a flow's samples are summed in Open vSwitch's cache, not sent one datagram each
+    assert ipfix["cache_max_flows"] == IPFIX_CACHE_FLOWS > 0
     with pytest.raises(ValueError, match="unknown exporter kind 'jflow'"):
         exporter_columns("jflow", {})
