@@ -16,7 +16,21 @@ SHARDS = 64                     # a power of two
 _MASK = SHARDS - 1
 
 
-class ShardMap(Mapping):
+class _Reads:
+    """Lookups over `_shards` (a ShardMap's, or a Writer's while it changes them)."""
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        return self._shards[hash(key) & _MASK][key]
+
+    def get(self, key, default=None):
+        return self._shards[hash(key) & _MASK].get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self._shards[hash(key) & _MASK]
+
+
+class ShardMap(_Reads, Mapping):
     __slots__ = ("_shards", "_len")
 
     def __init__(self, items=()):
@@ -31,15 +45,6 @@ class ShardMap(Mapping):
         m = cls.__new__(cls)
         m._shards, m._len = shards, length
         return m
-
-    def __getitem__(self, key):
-        return self._shards[hash(key) & _MASK][key]
-
-    def get(self, key, default=None):
-        return self._shards[hash(key) & _MASK].get(key, default)
-
-    def __contains__(self, key) -> bool:
-        return key in self._shards[hash(key) & _MASK]
 
     def __iter__(self):
         return chain.from_iterable(self._shards)
@@ -83,7 +88,7 @@ class ShardMap(Mapping):
         return out
 
 
-class Writer:
+class Writer(_Reads):
     """A ShardMap being changed (one thread, before the result is shared): copy-on-write per shard."""
     __slots__ = ("_shards", "_own", "_len")
 
@@ -97,15 +102,6 @@ class Writer:
             self._shards[i] = dict(self._shards[i])
             self._own.add(i)
         return self._shards[i]
-
-    def __getitem__(self, key):
-        return self._shards[hash(key) & _MASK][key]
-
-    def get(self, key, default=None):
-        return self._shards[hash(key) & _MASK].get(key, default)
-
-    def __contains__(self, key) -> bool:
-        return key in self._shards[hash(key) & _MASK]
 
     def __setitem__(self, key, value) -> None:
         shard = self._writable(hash(key) & _MASK)
