@@ -43,6 +43,7 @@ from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Model, ModelIndex, SecurityGroup, TrafficConfig, share_index
 from topology.shardmap import ShardMap
 from topology.shardmap import Writer as ShardWriter
+from topology.shardmap import writer_of as shard_writer
 
 LOG = logging.getLogger(__name__)
 TXN = ovs.db.idl.Transaction
@@ -243,7 +244,7 @@ class NorthboundStore(TokenStoreMixin, NorthSouthWrites):
             if name not in out:
                 current = getattr(old, name)
                 if name in _SHARDED:
-                    out[name] = (current if isinstance(current, ShardMap) else ShardMap(current)).writer()
+                    out[name] = shard_writer(current)
                 else:
                     out[name] = dict(current)
             return out[name]

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from topology import addresses
 from topology.qos import QoS
-from topology.shardmap import ShardMap
+from topology.shardmap import writer_of
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,7 @@ class _Cow:
     def top(self) -> dict:
         if self.out is None:
             if self.sharded:        # a ShardMap: the copy shares all but the shards written
-                src = self.src if isinstance(self.src, ShardMap) else ShardMap(self.src)
-                self.out = src.writer()
+                self.out = writer_of(self.src)
             else:
                 self.out = dict(self.src)
         return self.out

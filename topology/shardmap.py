@@ -124,3 +124,8 @@ class Writer(_Reads):
 
     def done(self) -> ShardMap:
         return ShardMap._of(tuple(self._shards), self._len)
+
+
+def writer_of(mapping: Mapping) -> Writer:
+    """A Writer over `mapping`: a ShardMap's shards are shared, a plain dict is sharded first."""
+    return (mapping if isinstance(mapping, ShardMap) else ShardMap(mapping)).writer()
