@@ -67,8 +67,12 @@ def tenant_acl(model, tenant: str) -> TenantAcl:
     groups = dict(index.groups_of_tenant.get(tenant, {}))
     names = set(groups) | {r.remote_sg for g in groups.values() for r in g.rules if r.remote_sg}
     members = {}
+    bound, standby = model.bindings, model.standby
     for name in names:
+        # only ports bound to a host (or standing by) are members (flows.index.bound_somewhere)
         ports = index.members.get((tenant, name))
+        if ports:
+            ports = {u: p for u, p in ports.items() if u in bound or u in standby}
         if ports:
             members[(name, "ipv4")] = tuple(sorted({ip for p in ports.values() for ip in p.ipv4s},
                                                    key=_ip_key))

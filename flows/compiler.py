@@ -26,7 +26,7 @@ from flows.drops import drop
 from flows.flow import (ETH_TYPE_ARP, ETH_TYPE_IP, ETH_TYPE_IPV6, IN_PORT, IP_PROTO_ICMPV6,
                         IPV6_UNSPECIFIED, MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_REDIRECT,
                         UNICAST, Flow, make_match)
-from flows.index import CompilerIndex, NetKey, diff_models, touched_keys
+from flows.index import CompilerIndex, NetKey, bound_somewhere, diff_models, touched_keys
 from topology.addresses import LINK_LOCAL_PREFIX, link_local, router_ip6
 from topology.model import Model, Network, Port, Router
 
@@ -220,7 +220,8 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
     for port in ports:
         binding = model.bindings.get(port.uuid)
         where = model.hosts.get(binding.host) if binding is not None else None
-        piece = _port_piece(port, vni, binding, where.tunnel_ip if where is not None else None)
+        piece = _port_piece(port, vni, binding, where.tunnel_ip if where is not None else None,
+                            binding is not None or port.uuid in model.standby)
         arp.extend(piece[0])
         if binding is None:
             continue
@@ -249,7 +250,7 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
             make("l3", port.uuid, P.RESOLVE, PRIO_HIGH,
                  make_match(**{P.REG_NET: vni}, **_dst_of(ip)),
                  (("set_field", "eth_dst", port.mac), ("goto", P.L2_LOOKUP)))
-            for port in ports for ip in _routable(port, net))
+            for port in ports if bound_somewhere(model, port.uuid) for ip in _routable(port, net))
     elif net.dhcp and net.gateway:
         # no router: the gateway address is where the DHCP server answers from; answer its ARP
         # so that a client's unicast renewal reaches the controller instead of timing out
@@ -266,13 +267,20 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
 _PIECES: dict = {}
 
 
-def _port_piece(port: Port, vni: int, binding, tunnel_ip: str | None) -> tuple:
+def _port_piece(port: Port, vni: int, binding, tunnel_ip: str | None, present: bool = True) -> tuple:
     """(ARP/ND answers, tunnel actions to its host, (host, local, remote) L2 flows,
-    (host, local, remote) by-IP flows) of `port` in its network's fragment."""
-    key = (port.uuid, vni, tunnel_ip)
+    (host, local, remote) by-IP flows) of `port` in its network's fragment; a port bound
+    nowhere (`present` false) has none."""
+    key = (port.uuid, vni, tunnel_ip, present)
     hit = _PIECES.get(key)
     if hit is not None and hit[0] is port and (hit[1] is binding or hit[1] == binding):
         return hit[2]
+    if not present:
+        piece = ((), None, None, None)
+        if len(_PIECES) >= _LOCAL_MAX:
+            _PIECES.clear()
+        _PIECES[key] = (port, binding, piece)
+        return piece
     arp = _nd_responder(port, vni)
     for ip in port.ipv4s:
         arp.append(make(
@@ -498,7 +506,7 @@ def _next_hop(index: CompilerIndex, nets, via: str):
     for net in nets:
         if any(hop in ipaddress.ip_network(c) for c in net.cidrs):
             for port in index.ports_by_key.get((net.tenant, net.name), {}).values():
-                if via in port.ips:
+                if via in port.ips and bound_somewhere(index.model, port.uuid):
                     return net, port
     return None
 

@@ -254,6 +254,17 @@ class CompilerIndex:
         return new
 
 
+def bound_somewhere(model, uuid: str) -> bool:
+    """Whether port `uuid` is bound to a host (or standing by on one while it migrates).
+
+    A port that is nowhere gives other hosts nothing: no ARP/ND answers for its addresses (as
+    OVN answers only for ports that are up), no routing to it, and it is no member of its
+    security groups (flows/acl.py): no traffic can come from it, and an unbound port's
+    address used by someone else is not let in on its behalf. Creating a port therefore
+    changes no host's flows; binding it does."""
+    return uuid in model.bindings or uuid in model.standby
+
+
 def _copied(by_host: dict, copied: set, host: str) -> dict:
     """by_host[host] as a dict of its own (copied once per update), for changing it."""
     if host not in copied:
@@ -270,7 +281,11 @@ def touched_keys(diff: ModelDiff, old: CompilerIndex, new: CompilerIndex) -> set
     its ports are local there, which a binding change covers.
     """
     keys: set[NetKey] = set()
-    dirty = diff.ports | diff.bindings
+    # a port bound nowhere before and after gives no host anything (`bound_somewhere`): its
+    # creation, change or removal touches no network
+    absent = [u for u in diff.ports - diff.bindings
+              if not bound_somewhere(old.model, u) and not bound_somewhere(new.model, u)]
+    dirty = (diff.ports | diff.bindings).difference(absent)
     for model in (old.model, new.model):
         ports, networks = model.ports, model.networks
         for uuid in dirty:

@@ -151,7 +151,10 @@ def test_a_batch_touching_many_hosts_sends_the_rest_in_slices(monkeypatch):
         wait_for(lambda: e.call(lambda: not e._releasing))     # the connections' own batches done
         sliced = e.call(lambda: e._released[0])
         before = {h: sw.commits for h, sw in sws.items()}
-        e.model_changed(bound(model(hosts=names, ports=ports + (("extra", "net"),))), 2)
+        grown = bound(model(hosts=names, ports=ports + (("extra", "net"),)))
+        grown = Model(grown.tenants, grown.networks, grown.ports, grown.hosts,
+                      {**grown.bindings, "extra": Binding("extra", names[0], 2)})
+        e.model_changed(grown, 2)        # a port bound on one host: every host of its network
         assert e.wait_applied(2, 10.0) == []
         for h, sw in sws.items():
             assert sw.table == {f.key for f in e.desired_flows(h)}

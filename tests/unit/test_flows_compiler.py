@@ -262,12 +262,27 @@ def test_port_security_off_lets_any_source_through_within_its_network(net):
 
 # -- the ARP responder --------------------------------------------------------------------------
 
+def test_a_port_bound_nowhere_is_not_answered_for_until_it_is_bound(net):
+    """As OVN answers only for ports that are up: an unbound port's address gets no ARP reply
+    (nothing could receive what the asker sends), and creating such a port changes no host's
+    flows; once bound, every host of the network answers for it."""
+    assert net.arp("r1", "10.0.0.15") == []
+    assert net.arp("r3", "10.0.0.15") == []
+    ports = dict(PORTS, r5=PORTS["r5"][:3] + ("hv4", 1, True))
+    bound = Net(build_model(ports))
+    for asker in ("r1", "r3"):
+        (answer,) = bound.arp(asker, "10.0.0.15")
+        assert answer.packet["arp_sha"] == "fa:16:3e:00:00:05"
+    # the unbound port changes nothing anywhere: the flows equal those of a model without it
+    without = Net(build_model({n: p for n, p in PORTS.items() if n != "r5"}))
+    assert net.flows == without.flows
+
+
 @pytest.mark.parametrize("target, mac", [
     ("10.0.0.12", SHARED_MAC),                  # local port, same host
     ("10.0.0.13", "fa:16:3e:00:00:03"),         # remote port
     ("10.0.0.23", "fa:16:3e:00:00:03"),         # its second IP
     ("10.0.0.14", "fa:16:3e:00:00:04"),         # remote, port security off
-    ("10.0.0.15", "fa:16:3e:00:00:05"),         # a port that is not bound anywhere
 ])
 def test_arp_request_for_a_known_ip_is_answered_on_the_in_port(net, target, mac):
     r1 = net.port("r1")
