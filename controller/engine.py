@@ -1145,7 +1145,7 @@ class Engine:
             _apply_meters(state.meters_expected, bundle.meters)
         if self._sent is not None:
             self._sent[host] = bid
-        cpu = time.thread_time()
+        cpu = time.thread_time() if ports else 0.0     # a system call: only for a port-up
         for port in ports:
             up = self._port_up[(host, port)]
             up.sent = now
@@ -1185,10 +1185,12 @@ class Engine:
         bundle = state.in_flight.pop(bundle_id, None)
         if bundle is None:
             return
-        for item in bundle.items:
-            if isinstance(item, tuple):
-                _d, table, cookie = item
-                state.installed = {k for k in state.installed if (k[0], k[2]) != (table, cookie)}
+        # a cookie-masked delete removed every flow of its table with that cookie: one pass
+        # over the host's books for all of the bundle's deletes (one pass per delete cost
+        # O(deletes x flows) per commit, a tenth of the engine's time at 10,000 ports)
+        deleted = {(item[1], item[2]) for item in bundle.items if isinstance(item, tuple)}
+        if deleted:
+            state.installed = {k for k in state.installed if (k[0], k[2]) not in deleted}
         state.installed |= {f.key for f in bundle.items if isinstance(f, Flow)}
         # the meter-mods went before the bundle (adds, changes) and right after it (deletes) on
         # the same connection: the switch handled them in order, and a refusal of one of them
