@@ -38,7 +38,7 @@ from os_ken.ofproto import ofproto_v1_4  # noqa: E402
 from controller import api as api_mod  # noqa: E402
 from controller.driver import InstantDriver  # noqa: E402
 from controller.engine import Engine  # noqa: E402
-from controller.tuning import tune_threads  # noqa: E402
+from controller.tuning import tune_interpreter  # noqa: E402
 from ovsdb.nbserver import ensure_local_server  # noqa: E402
 from ovsdb.nbstore import NorthboundStore  # noqa: E402
 from ovsdb.southbound import datapath_id  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200, help="creates timed API -> plans")
     ap.add_argument("--api-port", type=int, default=16680)
     args = ap.parse_args()
-    tune_threads()                 # as weftd runs
+    tune_interpreter()                 # as weftd runs
     # stopped with SIGTERM or SIGINT: unwind through `finally`, which stops the ovsdb-server
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = tempfile.mkdtemp(prefix="weft-bench-change-")

@@ -520,8 +520,8 @@ def check_config(args) -> int:
 
 def main(argv=None) -> int:
     warnings.simplefilter("ignore")
-    from controller.tuning import tune_threads
-    tune_threads()
+    from controller.tuning import tune_interpreter
+    tune_interpreter()
     args = parse_args(argv)
     if args.check_config:
         return check_config(args)
