@@ -89,16 +89,23 @@ def test_a_refused_bundle_is_counted_and_the_host_recovers(lab):
 
 def test_wait_returns_once_every_affected_host_has_committed(lab):
     import json
-    r = lab.weft("--wait", "port", "create", "red/net/w", "--ip", "10.0.0.20", "-o", "json")
+    # a rule of the default group, which a (hv1) and b (hv2) have: both hosts' flows change
+    r = lab.weft("--wait", "sg", "rule", "add", "red/default", "--direction", "ingress",
+                 "--proto", "tcp", "--port", "2222", "--remote-cidr", "0.0.0.0/0", "-o", "json")
     waited = json.loads(r.stdout)["wait"]
     assert waited["hosts_pending"] == [] and waited["version"] > 0, waited
     # the answer came after both switches confirmed a bundle carrying that version
     hosts = lab.json_api("/v1/status")["hosts"]
     assert all(hosts[h]["applied_version"] >= waited["version"] for h in ("hv1", "hv2")), hosts
-    # committed on both hosts: the new address is answered by ARP on hv1 and hv2 already
+    # committed on both hosts: the rule's flow is in their ingress ACL table already
     for host in ("hv1", "hv2"):
-        dump = ofctl(lab, host, "dump-flows", "table=20")
-        assert "arp_tpa=10.0.0.20" in dump, (host, dump)
+        dump = ofctl(lab, host, "dump-flows", "table=46")
+        assert "tp_dst=2222" in dump, (host, dump)
+    # a port bound nowhere changes no host's flows: the wait has nothing to wait for
+    r = lab.weft("--wait", "port", "create", "red/net/w", "--ip", "10.0.0.20", "-o", "json")
+    assert json.loads(r.stdout)["wait"]["hosts_pending"] == []
+    for host in ("hv1", "hv2"):
+        assert "arp_tpa=10.0.0.20" not in ofctl(lab, host, "dump-flows", "table=20"), host
     bad = lab.weft("--wait", "--wait-timeout", "0", "port", "create", "red/net/w2", check=False)
     assert bad.returncode != 0 and "timeout must be between" in bad.stderr, bad.stderr
     assert lab.weft("port", "show", "red/net/w2", check=False).returncode != 0, "a refused wait changed nothing"
