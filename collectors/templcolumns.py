@@ -1,0 +1,268 @@
+"""Columnar decode, attribution and pre-aggregation of NetFlow v9 / IPFIX datagram bursts.
+
+`TemplateColumns(rcv, "ipfix" | "netflow9").run(batch, now, fallback)` walks each datagram
+of a burst with the protocol's own decoder (so templates, options templates, withdrawals,
+held sets and the template store behave exactly as on the per-record path, and a datagram
+the decoder rejects is counted malformed the same way), but data sets whose records read
+as one numpy layout (`collectors.templdtype`: every set of an all-fixed-length template,
+sets of a variable-length one whose records all have the same lengths) are not turned into
+dicts: they are kept as `Deferred` (a record count for the stats) and, after the walk,
+read per layout in one `np.frombuffer`, normalised to normalise.template_record's
+attribution fields, bytes (layer2OctetDeltaCount, else octetDeltaCount), packets and
+service, looked up in an `AttributionTable` like NetFlow v5 / sFlow, and summed with the
+same vectorised group-by (`columnar._account`). What cannot be vectorised - other
+variable-length sets, options data (only counted), counters past int64, protocol numbers
+past 255 - goes through `Template.decode_records` and normalise.template_record per record.
+Datagrams of another protocol go to `fallback` (the per-record path), in order.
+"""
+from __future__ import annotations
+
+from socket import AF_INET6, inet_ntoa, inet_ntop
+
+import numpy as np
+
+from . import normalise, vecservice
+from .columnar import MAX_EXPORTERS, _account, _table
+from .errors import MalformedDatagram
+from .ipfix import IpfixDecoder
+from .netflow_v9 import NetflowV9Decoder
+from .records import FlowRecord
+from .templdtype import set_layout
+
+_WIDTH = 10     # key words: exporter|presence, tunnel key, src MAC, dst MAC, src IP x2,
+                # dst IP x2, ingress, egress
+_F_TKEY, _F_SMAC, _F_DMAC, _F_IN, _F_OUT = 1, 2, 4, 8, 16
+_SIP_SHIFT, _DIP_SHIFT = 5, 7       # 2 bits each: 0 none, 1 IPv4, 2 IPv6
+_INT64_MAX = np.uint64((1 << 63) - 1)
+
+
+class Deferred:
+    """The records of a data set left in its datagram: len() for the stats, read later."""
+
+    __slots__ = ("tpl", "layout", "data", "off", "count")
+
+    def __init__(self, tpl, layout, data: bytes, off: int, count: int) -> None:
+        self.tpl, self.layout, self.data, self.off, self.count = tpl, layout, data, off, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):     # the per-record records (never raises: the layout was checked)
+        lay = self.layout
+        return iter(self.tpl.decode_records(self.data, self.off, self.off + self.count * lay.size))
+
+
+def _deferring(base):
+    class _Deferring(base):
+        """The protocol's decoder, deferring the data sets that read as a numpy layout."""
+
+        def set_records(self, tpl, data, off, end):
+            got = set_layout(tpl, data, off, end)
+            if got is None:
+                return tpl.decode_records(data, off, end)
+            layout, count = got
+            return Deferred(tpl, layout, data, off, count)
+    _Deferring.__name__ = f"Deferring{base.__name__}"
+    return _Deferring
+
+
+DeferringIpfixDecoder = _deferring(IpfixDecoder)
+DeferringNetflowV9Decoder = _deferring(NetflowV9Decoder)
+
+
+class TemplateColumns:
+    """A burst of IPFIX or NetFlow v9 datagrams -> arrays -> attributed, aggregated sums."""
+
+    def __init__(self, rcv, proto: str) -> None:
+        self.rcv = rcv
+        self.proto = proto
+        cache = rcv.caches[proto]
+        if proto == "ipfix":
+            self.decoder = DeferringIpfixDecoder(cache)
+            self.observe = rcv.stats[proto].observe_ipfix
+            self.mine = lambda data: True       # the IPFIX socket: every datagram
+        else:
+            self.decoder = DeferringNetflowV9Decoder(cache)
+            self.observe = rcv.stats[proto].observe_netflow9
+            self.mine = lambda data: data[:2] == b"\x00\x09"
+        self.cache = cache
+        self.vectorised = 0     # records that went the numpy way (tests and benchmarks read it)
+
+    def run(self, batch: list, now: float, fallback) -> None:
+        rcv, proto = self.rcv, self.proto
+        groups: dict = {}       # id(layout) -> (layout, [(Deferred, exporter)])
+        decode, observe, cache = self.decoder.decode, self.observe, self.cache
+        for data, src in batch:
+            if not self.mine(data):
+                fallback(data, src)
+                continue
+            try:        # what _Receiver.handle_one does around the per-record handler
+                msg = decode(data, src)
+                observe(msg, src, cache)
+                recs, later = [], []
+                for ds in msg.data_sets:
+                    if ds.options:
+                        continue
+                    r = ds.records
+                    if type(r) is Deferred and r.layout.vector:
+                        if r.count:
+                            later.append((r, src, ds))
+                        continue
+                    recs.extend(normalise.template_record(d, ds, src, proto) for d in r)
+                if recs:
+                    rcv._records(proto, recs, now)
+                for item in later:      # (only once the datagram went through)
+                    lay = item[0].layout
+                    g = groups.get(id(lay))
+                    if g is None:
+                        g = groups[id(lay)] = (lay, [])
+                    g[1].append(item)
+            except MalformedDatagram:
+                rcv._malformed(data, src)
+            except Exception as exc:  # a decoder bug must not kill the thread
+                rcv._malformed(data, src)
+                rcv._error(exc)
+        if not groups:
+            return
+        try:
+            todo, slow = self._vectors(groups)
+        except Exception as exc:    # nothing changed but the table: per record instead
+            rcv._error(exc)
+            todo, slow = [], list(groups.values())
+        for args in todo:
+            _account(rcv, proto, *args, now)
+            self.vectorised += len(args[2])
+        for _layout, sets in slow:
+            for r, src, ds in sets:
+                rcv._records(proto, [normalise.template_record(d, ds, src, proto) for d in r],
+                             now)
+
+    # ---------------------------------------------------------------- vectors
+
+    def _vectors(self, groups: dict) -> tuple[list, list]:
+        """(arguments of _account per layout, groups left to the per-record path)."""
+        rcv, proto = self.rcv, self.proto
+        attributor = rcv.service.attributor
+        t = _table(attributor, f"columnar-{proto}", _WIDTH)
+        srcs = list(dict.fromkeys(src for _l, sets in groups.values() for _r, src, _d in sets))
+        if len(t.exporters) + len(srcs) > MAX_EXPORTERS:
+            t.__init__(_WIDTH)      # renumbering: before any id of this burst is taken
+        ids = {src: t.exporter_id(src) for src in srcs}
+        exporters = t.exporters
+
+        def resolve(row):
+            return attributor.attribute(_record(exporters, proto, row))
+
+        todo, slow = [], []
+        for layout, sets in groups.values():
+            counts = np.array([r.count for r, _s, _d in sets], dtype=np.int64)
+            size = layout.size
+            if len(sets) == 1:
+                r = sets[0][0]
+                rows = np.frombuffer(r.data, dtype=layout.dtype, count=r.count, offset=r.off)
+            else:
+                rows = np.frombuffer(b"".join([r.data[r.off:r.off + r.count * size]
+                                               for r, _s, _d in sets]), dtype=layout.dtype)
+            exp = np.repeat(np.array([ids[s] for _r, s, _d in sets], dtype=np.uint64), counts)
+            got = self._columns(layout, rows, exp)
+            if got is None:
+                slow.append((layout, sets))
+                continue
+            keys, nbytes, npkts, codes = got
+            idx, attrs, counted = t.table.lookup(keys, resolve)
+            todo.append((attrs, counted, idx, codes, nbytes, npkts))
+        return todo, slow
+
+    @staticmethod
+    def _columns(layout, rows, exp) -> tuple | None:
+        """(keys, bytes, packets, service codes), None when not exact in int64."""
+        n = len(rows)
+        u64 = np.uint64
+        zeros = np.zeros(n, dtype=u64)
+        counts = []
+        for roles in (("l2octets", "octets"), ("packets",)):
+            v = None
+            for role in roles:
+                v = layout.uint(rows, role)
+                if v is not None:
+                    break
+            if v is None:
+                v = zeros
+            if n and v.max() > _INT64_MAX:
+                return None
+            counts.append(v.astype(np.int64))
+        proto = layout.uint(rows, "proto")
+        sport, dport = layout.uint(rows, "sport"), layout.uint(rows, "dport")
+        if proto is None:
+            codes = np.full(n, vecservice.NONE_CODE, dtype=np.int64)
+        else:
+            if n and int(proto.max()) > 255:
+                return None     # (codes pack a byte of protocol)
+            if sport is None or dport is None:
+                codes = vecservice.codes(proto, zeros, zeros, has_ports=np.zeros(n, dtype=bool))
+            else:
+                if n and max(int(sport.max()), int(dport.max())) >= 1 << 62:
+                    return None
+                codes = vecservice.codes(proto, sport.astype(np.int64), dport.astype(np.int64))
+        keys = np.zeros((n, _WIDTH), dtype=u64)
+        flags = 0
+        for role, bit, col in (("tunnel_key", _F_TKEY, 1), ("in_if", _F_IN, 8),
+                               ("out_if", _F_OUT, 9)):
+            v = layout.uint(rows, role)
+            if v is not None:
+                flags |= bit
+                keys[:, col] = v
+        for role, bit, col in (("smac", _F_SMAC, 2), ("dmac", _F_DMAC, 3)):
+            v = layout.words(rows, role)
+            if v is not None:
+                flags |= bit
+                keys[:, col] = v
+        for v4, v6, shift, col in (("sip4", "sip6", _SIP_SHIFT, 4), ("dip4", "dip6", _DIP_SHIFT, 6)):
+            v = layout.words(rows, v4)
+            if v is not None:
+                flags |= 1 << shift
+                keys[:, col + 1] = v
+            else:
+                v = layout.words(rows, v6)
+                if v is not None:
+                    flags |= 2 << shift
+                    keys[:, col:col + 2] = v
+        keys[:, 0] = (exp << u64(32)) | u64(flags)
+        return keys, counts[0], counts[1], codes
+
+
+def _ip(kind: int, hi: int, lo: int) -> str | None:
+    if kind == 1:
+        return inet_ntoa(lo.to_bytes(4, "big"))
+    if kind == 2:
+        return inet_ntop(AF_INET6, hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
+    return None
+
+
+def _record(exporters: list, proto: str, row: tuple) -> FlowRecord:
+    """The FlowRecord fields attribution reads, from one key row (as template_record sets them)."""
+    w0, tkey, smac, dmac, s_hi, s_lo, d_hi, d_lo, in_if, out_if = row
+    flags = w0 & 0xFFFFFFFF
+    return FlowRecord(
+        exporters[w0 >> 32], proto,
+        tunnel_key=tkey if flags & _F_TKEY else None,
+        src_mac=smac.to_bytes(6, "big").hex(":") if flags & _F_SMAC else None,
+        dst_mac=dmac.to_bytes(6, "big").hex(":") if flags & _F_DMAC else None,
+        src_ip=_ip((flags >> _SIP_SHIFT) & 3, s_hi, s_lo),
+        dst_ip=_ip((flags >> _DIP_SHIFT) & 3, d_hi, d_lo),
+        in_interface=in_if if flags & _F_IN else None,
+        out_interface=out_if if flags & _F_OUT else None)
+
+
+class NetflowColumns:
+    """The NetFlow socket's bursts: v5 through columnar.Netflow5Columns, then v9 here."""
+
+    def __init__(self, rcv, v5) -> None:
+        self.v5 = v5
+        self.v9 = TemplateColumns(rcv, "netflow9")
+
+    def run(self, batch: list, now: float, fallback) -> None:
+        rest: list = []
+        self.v5.run(batch, now, lambda data, src: rest.append((data, src)))
+        if rest:
+            self.v9.run(rest, now, fallback)
