@@ -48,7 +48,7 @@ _FORMATS = {1: "u1", 2: ">u2", 4: ">u4", 8: ">u8"}
 class Layout:
     """One record shape of a template: size, dtype of the roles present, prefix checks."""
 
-    __slots__ = ("size", "dtype", "roles", "zero", "vector", "check_cols", "check_vals")
+    __slots__ = ("size", "dtype", "roles", "zero", "vector", "checks")
 
     def __init__(self, tpl: Template, shape: tuple) -> None:
         """`shape`: per field (value length, length-prefix bytes: 0 fixed, 1 or 3)."""
@@ -65,8 +65,7 @@ class Layout:
                 at[name] = (off, length)
             off += length
         self.size = off
-        self.check_cols = np.array(cols, dtype=np.int64)
-        self.check_vals = np.array(vals, dtype=np.uint8)
+        self.checks = tuple(zip(cols, vals))   # (offset in the record, byte) of the prefixes
         self.roles: dict[str, int] = {}     # role -> length (its dtype field is the role)
         self.zero: set = set()              # UINT roles of length 0 (value 0)
         self.vector = not tpl.options       # options records are only counted
@@ -155,12 +154,35 @@ def _first_shape(tpl: Template, data: bytes, off: int, end: int) -> tuple | None
     return tuple(shape)
 
 
+def _fits(lay: Layout, tpl: Template, data: bytes, off: int, end: int) -> int | None:
+    """The record count when every record of data[off:end] has `lay`'s length prefixes
+    (the first one's read in order: each prefix where the one before puts it) and the tail
+    is too short for another record; else None."""
+    size = lay.size
+    count = (end - off) // size
+    if not count or (end - off) - count * size >= tpl.min_length:
+        return None                 # (the loop would try another record in the tail)
+    stop = off + count * size
+    for col, byte in lay.checks:    # a strided slice per prefix byte: the column of it
+        if data[off + col:stop:size].count(byte) != count:
+            return None
+    return count
+
+
+_LAST = "last"      # Template.layouts key of the variable-length layout used last
+
+
 def set_layout(tpl: Template, data: bytes, off: int, end: int) -> tuple[Layout, int] | None:
     """(layout, record count) when every record of the set data[off:end] reads as one shape
     (see the module docstring); None: the per-record loop decodes it."""
     if tpl.fixed_length is not None:
         lay = fixed_layout(tpl)
         return lay, (end - off) // lay.size
+    lay = tpl.layouts.get(_LAST)
+    if lay is not None:             # an exporter's sets mostly share one shape
+        count = _fits(lay, tpl, data, off, end)
+        if count is not None:
+            return lay, count
     if end - off < tpl.min_length:
         return None
     shape = _first_shape(tpl, data, off, end)
@@ -171,14 +193,8 @@ def set_layout(tpl: Template, data: bytes, off: int, end: int) -> tuple[Layout, 
         if len(tpl.layouts) >= MAX_SHAPES:
             return None
         lay = tpl.layouts[shape] = Layout(tpl, shape)
-    if lay.size == 0:
+    count = _fits(lay, tpl, data, off, end)
+    if count is None:
         return None
-    count = (end - off) // lay.size
-    if (end - off) - count * lay.size >= tpl.min_length:
-        return None                 # the loop would try another record there
-    if count > 1 and len(lay.check_cols):
-        grid = np.frombuffer(data, dtype=np.uint8, count=count * lay.size,
-                             offset=off).reshape(count, lay.size)
-        if not (grid[:, lay.check_cols] == lay.check_vals).all():
-            return None
+    tpl.layouts[_LAST] = lay
     return lay, count
