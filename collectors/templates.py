@@ -289,6 +289,13 @@ class TemplateCache:
                 return None
         return tpl
 
+    def peek(self, key: Key, now: float) -> Template | None:
+        """The template if known and fresh, changing nothing (`get` removes an expired one)."""
+        tpl = self._templates.get(key)
+        if tpl is None or now - tpl.refreshed > self.timeout:
+            return None
+        return tpl
+
     def put(self, key: Key, template: Template, now: float | None = None) -> list:
         """Store/refresh a template; returns the held (held_at, body, context) for its key."""
         if now is None:

@@ -27,7 +27,8 @@ from .errors import MalformedDatagram
 from .ipfix import IpfixDecoder
 from .netflow_v9 import NetflowV9Decoder
 from .records import FlowRecord
-from .templdtype import set_layout
+from .templates import DataSet
+from .templdtype import LAST, fits, fixed_layout, set_layout
 
 _WIDTH = 10     # key words: exporter|presence, tunnel key, src MAC, dst MAC, src IP x2,
                 # dst IP x2, ingress, egress
@@ -90,9 +91,22 @@ class TemplateColumns:
 
     def run(self, batch: list, now: float, fallback) -> None:
         rcv, proto = self.rcv, self.proto
-        groups: dict = {}       # id(layout) -> (layout, [(Deferred, exporter)])
+        groups: dict = {}       # id(layout) -> (layout, [(Deferred, exporter, DataSet)])
         decode, observe, cache = self.decoder.decode, self.observe, self.cache
-        for data, src in batch:
+        simple = _simple_ipfix(batch) if proto == "ipfix" else None
+        mono = self.decoder.clock()
+        seen: list = []         # simple messages not yet in the stats: (src, domain, seq, count)
+        for i, (data, src) in enumerate(batch):
+            if simple is not None and simple[0][i]:
+                item = _take_simple(cache, data, src, mono, *(col[i] for col in simple[1:]))
+                if item is not None:
+                    seen.append(item[0])
+                    if item[1] is not None:
+                        _group(groups, item[1])
+                    continue
+            if seen:            # the stats in arrival order
+                self._observe_simple(seen)
+                seen = []
             if not self.mine(data):
                 fallback(data, src)
                 continue
@@ -112,16 +126,14 @@ class TemplateColumns:
                 if recs:
                     rcv._records(proto, recs, now)
                 for item in later:      # (only once the datagram went through)
-                    lay = item[0].layout
-                    g = groups.get(id(lay))
-                    if g is None:
-                        g = groups[id(lay)] = (lay, [])
-                    g[1].append(item)
+                    _group(groups, item)
             except MalformedDatagram:
                 rcv._malformed(data, src)
             except Exception as exc:  # a decoder bug must not kill the thread
                 rcv._malformed(data, src)
                 rcv._error(exc)
+        if seen:
+            self._observe_simple(seen)
         if not groups:
             return
         try:
@@ -136,6 +148,20 @@ class TemplateColumns:
             for r, src, ds in sets:
                 rcv._records(proto, [normalise.template_record(d, ds, src, proto) for d in r],
                              now)
+
+    def _observe_simple(self, seen: list) -> None:
+        """The stats of simple messages, per (exporter, domain) in arrival order."""
+        by: dict = {}
+        for src, domain, seq, count in seen:
+            e = by.get((src, domain))
+            if e is None:
+                e = by[(src, domain)] = ([], [])
+            e[0].append(seq)
+            e[1].append(count)
+        stats, cache = self.rcv.stats[self.proto], self.cache
+        for (src, domain), (seqs, counts) in by.items():
+            stats.observe_ipfix_headers(src, domain, np.array(seqs, dtype=np.int64),
+                                        np.array(counts, dtype=np.int64), cache.count(src))
 
     # ---------------------------------------------------------------- vectors
 
@@ -229,6 +255,57 @@ class TemplateColumns:
                     keys[:, col:col + 2] = v
         keys[:, 0] = (exp << u64(32)) | u64(flags)
         return keys, counts[0], counts[1], codes
+
+
+def _group(groups: dict, item: tuple) -> None:
+    lay = item[0].layout
+    g = groups.get(id(lay))
+    if g is None:
+        g = groups[id(lay)] = (lay, [])
+    g[1].append(item)
+
+
+# An IPFIX message that is its header and one data set: the common message in steady state
+_SIMPLE_HDR = np.dtype([("version", ">u2"), ("length", ">u2"), ("export", ">u4"),
+                        ("seq", ">u4"), ("domain", ">u4"), ("set_id", ">u2"), ("set_len", ">u2")])
+
+
+def _simple_ipfix(batch: list) -> tuple:
+    """Per message of the burst, read at once: (simple?, domain, set id, sequence, export
+    time) lists; simple: version 10, its length the datagram's, one set (a data set) filling it."""
+    n = len(batch)
+    lens = np.fromiter((len(d) for d, _s in batch), dtype=np.int64, count=n)
+    starts = np.cumsum(lens) - lens
+    buf = np.frombuffer(b"".join([d for d, _s in batch]) + bytes(20), dtype=np.uint8)
+    h = buf[starts[:, None] + np.arange(20)].view(_SIMPLE_HDR).reshape(n)
+    length = h["length"].astype(np.int64)
+    ok = ((lens >= 20) & (h["version"] == 10) & (length == lens)
+          & (h["set_len"].astype(np.int64) == length - 16) & (h["set_id"] >= 256))
+    return (ok.tolist(), h["domain"].tolist(), h["set_id"].tolist(), h["seq"].tolist(),
+            h["export"].tolist())
+
+
+def _take_simple(cache, data: bytes, src, mono: float, domain: int, set_id: int, seq: int,
+                 export: int) -> tuple | None:
+    """((src, domain, seq, count) for the stats, (Deferred, src, DataSet) or None) when a
+    simple message's set is of a known template and reads as one numpy layout, changing
+    nothing (the decoder would do no more than count it: no template, no held set); else
+    None, and the decoder walks it."""
+    tpl = cache.peek((src, domain, set_id), mono)
+    if tpl is None or tpl.options:
+        return None
+    if tpl.fixed_length is not None:
+        lay = fixed_layout(tpl)
+        count = (len(data) - 20) // lay.size
+    else:
+        lay = tpl.layouts.get(LAST)
+        count = None if lay is None else fits(lay, tpl, data, 20, len(data))
+    if count is None or not lay.vector:
+        return None
+    if not count:
+        return (src, domain, seq, 0), None
+    r = Deferred(tpl, lay, data, 20, count)
+    return (src, domain, seq, count), (r, src, DataSet(set_id, domain, False, r, export))
 
 
 def _ip(kind: int, hi: int, lo: int) -> str | None:

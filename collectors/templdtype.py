@@ -154,7 +154,7 @@ def _first_shape(tpl: Template, data: bytes, off: int, end: int) -> tuple | None
     return tuple(shape)
 
 
-def _fits(lay: Layout, tpl: Template, data: bytes, off: int, end: int) -> int | None:
+def fits(lay: Layout, tpl: Template, data: bytes, off: int, end: int) -> int | None:
     """The record count when every record of data[off:end] has `lay`'s length prefixes
     (the first one's read in order: each prefix where the one before puts it) and the tail
     is too short for another record; else None."""
@@ -169,7 +169,7 @@ def _fits(lay: Layout, tpl: Template, data: bytes, off: int, end: int) -> int | 
     return count
 
 
-_LAST = "last"      # Template.layouts key of the variable-length layout used last
+LAST = "last"      # Template.layouts key of the variable-length layout used last
 
 
 def set_layout(tpl: Template, data: bytes, off: int, end: int) -> tuple[Layout, int] | None:
@@ -178,9 +178,9 @@ def set_layout(tpl: Template, data: bytes, off: int, end: int) -> tuple[Layout, 
     if tpl.fixed_length is not None:
         lay = fixed_layout(tpl)
         return lay, (end - off) // lay.size
-    lay = tpl.layouts.get(_LAST)
+    lay = tpl.layouts.get(LAST)
     if lay is not None:             # an exporter's sets mostly share one shape
-        count = _fits(lay, tpl, data, off, end)
+        count = fits(lay, tpl, data, off, end)
         if count is not None:
             return lay, count
     if end - off < tpl.min_length:
@@ -193,8 +193,8 @@ def set_layout(tpl: Template, data: bytes, off: int, end: int) -> tuple[Layout, 
         if len(tpl.layouts) >= MAX_SHAPES:
             return None
         lay = tpl.layouts[shape] = Layout(tpl, shape)
-    count = _fits(lay, tpl, data, off, end)
+    count = fits(lay, tpl, data, off, end)
     if count is None:
         return None
-    tpl.layouts[_LAST] = lay
+    tpl.layouts[LAST] = lay
     return lay, count
