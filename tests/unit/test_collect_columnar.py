@@ -238,7 +238,10 @@ def _ipfix_seeds():
     fixed = fx.ipfix_set(2, fx.ipfix_template(301, fz._T256))
     return fz.IPFIX_SEEDS + [fx.ipfix_message([ovs, data], seq=3),
                              fx.ipfix_message([data, fx.ipfix_set(301, fz._R256 * 4)], seq=6),
-                             fx.ipfix_message([fixed, fx.ipfix_set(301, fz._R256 * 3, pad=3)])]
+                             fx.ipfix_message([fixed, fx.ipfix_set(301, fz._R256 * 3, pad=3)]),
+                             # one data set a message: the decoder's walk is skipped
+                             fx.ipfix_message([data], seq=9),
+                             fx.ipfix_message([fx.ipfix_set(301, fz._R256 * 4)], seq=12)]
 
 
 @pytest.mark.parametrize("kind", ["sflow", "netflow5", "netflow9", "ipfix"])
