@@ -786,8 +786,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="bisection steps (default 3)")
     ap.add_argument("--quick", action="store_true", help="1 s trials, 1 bisection step, 1 run")
     ap.add_argument("--no-nfdump", action="store_true", help="skip nfcapd/sfcapd")
-    ap.add_argument("--ipfix-rate", type=float, default=100_000,
-                    help="IPFIX records/s sent to weft and nfcapd alike (default 100000)")
+    ap.add_argument("--ipfix-rate", type=float, default=200_000,
+                    help="IPFIX records/s sent to weft and nfcapd alike (default 200000)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every trial")
     args = ap.parse_args()
     if args.quick:
