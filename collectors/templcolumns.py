@@ -87,18 +87,20 @@ class TemplateColumns:
             self.observe = rcv.stats[proto].observe_netflow9
             self.mine = lambda data: data[:2] == b"\x00\x09"
         self.cache = cache
+        self.body = 24 if proto == "netflow9" else 20   # a simple message's set body offset
         self.vectorised = 0     # records that went the numpy way (tests and benchmarks read it)
 
     def run(self, batch: list, now: float, fallback) -> None:
         rcv, proto = self.rcv, self.proto
         groups: dict = {}       # id(layout) -> (layout, [(Deferred, exporter, DataSet)])
         decode, observe, cache = self.decoder.decode, self.observe, self.cache
-        simple = _simple_ipfix(batch) if proto == "ipfix" else None
+        simple = _simple(batch, proto == "netflow9")
         mono = self.decoder.clock()
         seen: list = []         # simple messages not yet in the stats: (src, domain, seq, count)
         for i, (data, src) in enumerate(batch):
             if simple is not None and simple[0][i]:
-                item = _take_simple(cache, data, src, mono, *(col[i] for col in simple[1:]))
+                item = _take_simple(cache, data, src, mono, self.body,
+                                    *(col[i] for col in simple[1:]))
                 if item is not None:
                     seen.append(item[0])
                     if item[1] is not None:
@@ -159,9 +161,11 @@ class TemplateColumns:
             e[0].append(seq)
             e[1].append(count)
         stats, cache = self.rcv.stats[self.proto], self.cache
+        observe = stats.observe_ipfix_headers if self.proto == "ipfix" else \
+            stats.observe_netflow9_headers
         for (src, domain), (seqs, counts) in by.items():
-            stats.observe_ipfix_headers(src, domain, np.array(seqs, dtype=np.int64),
-                                        np.array(counts, dtype=np.int64), cache.count(src))
+            observe(src, domain, np.array(seqs, dtype=np.int64),
+                    np.array(counts, dtype=np.int64), cache.count(src))
 
     # ---------------------------------------------------------------- vectors
 
@@ -265,47 +269,60 @@ def _group(groups: dict, item: tuple) -> None:
     g[1].append(item)
 
 
-# An IPFIX message that is its header and one data set: the common message in steady state
-_SIMPLE_HDR = np.dtype([("version", ">u2"), ("length", ">u2"), ("export", ">u4"),
-                        ("seq", ">u4"), ("domain", ">u4"), ("set_id", ">u2"), ("set_len", ">u2")])
+# A message that is its header and one data set: the common message in steady state
+_SIMPLE_IPFIX = np.dtype([("version", ">u2"), ("length", ">u2"), ("export", ">u4"),
+                          ("seq", ">u4"), ("domain", ">u4"), ("set_id", ">u2"),
+                          ("set_len", ">u2")])
+_SIMPLE_V9 = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"),
+                       ("export", ">u4"), ("seq", ">u4"), ("domain", ">u4"), ("set_id", ">u2"),
+                       ("set_len", ">u2")])
 
 
-def _simple_ipfix(batch: list) -> tuple:
+def _simple(batch: list, v9: bool) -> tuple:
     """Per message of the burst, read at once: (simple?, domain, set id, sequence, export
-    time) lists; simple: version 10, its length the datagram's, one set (a data set) filling it."""
+    time, v9 uptime) lists; simple: the protocol's version, one set (a data set) filling
+    the datagram (and, IPFIX, its length the datagram's)."""
     n = len(batch)
+    dt = _SIMPLE_V9 if v9 else _SIMPLE_IPFIX
+    size = dt.itemsize
     lens = np.fromiter((len(d) for d, _s in batch), dtype=np.int64, count=n)
     starts = np.cumsum(lens) - lens
-    buf = np.frombuffer(b"".join([d for d, _s in batch]) + bytes(20), dtype=np.uint8)
-    h = buf[starts[:, None] + np.arange(20)].view(_SIMPLE_HDR).reshape(n)
-    length = h["length"].astype(np.int64)
-    ok = ((lens >= 20) & (h["version"] == 10) & (length == lens)
-          & (h["set_len"].astype(np.int64) == length - 16) & (h["set_id"] >= 256))
+    buf = np.frombuffer(b"".join([d for d, _s in batch]) + bytes(size), dtype=np.uint8)
+    h = buf[starts[:, None] + np.arange(size)].view(dt).reshape(n)
+    set_len = h["set_len"].astype(np.int64)
+    if v9:
+        ok = (lens >= size) & (h["version"] == 9) & (set_len == lens - 20)
+        uptime = h["uptime"].tolist()
+    else:
+        length = h["length"].astype(np.int64)
+        ok = (lens >= size) & (h["version"] == 10) & (length == lens) & (set_len == length - 16)
+        uptime = [None] * n
+    ok &= h["set_id"] >= 256
     return (ok.tolist(), h["domain"].tolist(), h["set_id"].tolist(), h["seq"].tolist(),
-            h["export"].tolist())
+            h["export"].tolist(), uptime)
 
 
-def _take_simple(cache, data: bytes, src, mono: float, domain: int, set_id: int, seq: int,
-                 export: int) -> tuple | None:
+def _take_simple(cache, data: bytes, src, mono: float, body: int, domain: int, set_id: int,
+                 seq: int, export: int, uptime) -> tuple | None:
     """((src, domain, seq, count) for the stats, (Deferred, src, DataSet) or None) when a
-    simple message's set is of a known template and reads as one numpy layout, changing
-    nothing (the decoder would do no more than count it: no template, no held set); else
-    None, and the decoder walks it."""
+    simple message's set (at `body`) is of a known template and reads as one numpy layout,
+    changing nothing (the decoder would do no more than count it: no template, no held
+    set); else None, and the decoder walks it."""
     tpl = cache.peek((src, domain, set_id), mono)
     if tpl is None or tpl.options:
         return None
     if tpl.fixed_length is not None:
         lay = fixed_layout(tpl)
-        count = (len(data) - 20) // lay.size
+        count = (len(data) - body) // lay.size
     else:
         lay = tpl.layouts.get(LAST)
-        count = None if lay is None else fits(lay, tpl, data, 20, len(data))
+        count = None if lay is None else fits(lay, tpl, data, body, len(data))
     if count is None or not lay.vector:
         return None
     if not count:
         return (src, domain, seq, 0), None
-    r = Deferred(tpl, lay, data, 20, count)
-    return (src, domain, seq, count), (r, src, DataSet(set_id, domain, False, r, export))
+    r = Deferred(tpl, lay, data, body, count)
+    return (src, domain, seq, count), (r, src, DataSet(set_id, domain, False, r, export, uptime))
 
 
 def _ip(kind: int, hi: int, lo: int) -> str | None:
