@@ -14,6 +14,14 @@ same vectorised group-by (`columnar._account`). What cannot be vectorised - othe
 variable-length sets, options data (only counted), counters past int64, protocol numbers
 past 255 - goes through `Template.decode_records` and normalise.template_record per record.
 Datagrams of another protocol go to `fallback` (the per-record path), in order.
+
+Most messages in steady state are a header and one data set of a known template: their
+headers are read for the whole burst in one numpy gather (`_simple`), and such a message
+whose set reads as the template's layout is taken without the decoder's walk - it would
+change nothing but the stats, which are kept per (exporter, domain) in arrival order
+(`CollectorStats.observe_ipfix_headers` / `observe_netflow9_headers`) between the
+messages the decoder walks. (A template's freshness is read with `TemplateCache.peek`,
+at the burst's start: the per-record path reads the clock per datagram.)
 """
 from __future__ import annotations
 
