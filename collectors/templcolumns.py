@@ -100,7 +100,7 @@ class TemplateColumns:
 
     def run(self, batch: list, now: float, fallback) -> None:
         rcv, proto = self.rcv, self.proto
-        groups: dict = {}       # id(layout) -> (layout, [(Deferred, exporter, DataSet)])
+        groups: dict = {}       # Layout.key -> (layout, [(Deferred, exporter, DataSet)])
         decode, observe, cache = self.decoder.decode, self.observe, self.cache
         simple = _simple(batch, proto == "netflow9")
         mono = self.decoder.clock()
@@ -271,9 +271,9 @@ class TemplateColumns:
 
 def _group(groups: dict, item: tuple) -> None:
     lay = item[0].layout
-    g = groups.get(id(lay))
+    g = groups.get(lay.key)
     if g is None:
-        g = groups[id(lay)] = (lay, [])
+        g = groups[lay.key] = (lay, [])
     g[1].append(item)
 
 

@@ -48,7 +48,7 @@ _FORMATS = {1: "u1", 2: ">u2", 4: ">u4", 8: ">u8"}
 class Layout:
     """One record shape of a template: size, dtype of the roles present, prefix checks."""
 
-    __slots__ = ("size", "dtype", "roles", "zero", "vector", "checks")
+    __slots__ = ("size", "dtype", "roles", "zero", "vector", "checks", "key")
 
     def __init__(self, tpl: Template, shape: tuple) -> None:
         """`shape`: per field (value length, length-prefix bytes: 0 fixed, 1 or 3)."""
@@ -91,6 +91,8 @@ class Layout:
                 offsets.append(o)
         self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
                                "itemsize": max(self.size, 1)})
+        # layouts read alike (every exporter's copy of one template): one array for all
+        self.key = (self.dtype, frozenset(self.zero), self.vector)
 
     def uint(self, rows: np.ndarray, role: str) -> np.ndarray | None:
         """A UINT role's values as uint64 (None when the template has no such field)."""
