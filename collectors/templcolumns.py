@@ -16,12 +16,14 @@ past 255 - goes through `Template.decode_records` and normalise.template_record 
 Datagrams of another protocol go to `fallback` (the per-record path), in order.
 
 Most messages in steady state are a header and one data set of a known template: their
-headers are read for the whole burst in one numpy gather (`_simple`), and such a message
-whose set reads as the template's layout is taken without the decoder's walk - it would
-change nothing but the stats, which are kept per (exporter, domain) in arrival order
-(`CollectorStats.observe_ipfix_headers` / `observe_netflow9_headers`) between the
-messages the decoder walks. (A template's freshness is read with `TemplateCache.peek`,
-at the burst's start: the per-record path reads the clock per datagram.)
+headers are read for the whole burst in one numpy gather (`_simple`), and in each run of
+such messages (`_segment`; no template can change within it) those whose set reads as the
+template's layout are taken without the decoder's walk, per template at once (one
+`TemplateCache.peek`, one numpy check of every record's length prefixes, one `Bulk` of
+records) - the decoder would change nothing but the stats for them, which are kept per
+(exporter, domain) in arrival order (`CollectorStats.observe_ipfix_headers` /
+`observe_netflow9_headers`) between the messages it walks. (A template's freshness is
+read at the burst's start: the per-record path reads the clock per datagram.)
 """
 from __future__ import annotations
 
@@ -100,50 +102,31 @@ class TemplateColumns:
 
     def run(self, batch: list, now: float, fallback) -> None:
         rcv, proto = self.rcv, self.proto
-        groups: dict = {}       # Layout.key -> (layout, [(Deferred, exporter, DataSet)])
-        decode, observe, cache = self.decoder.decode, self.observe, self.cache
-        simple = _simple(batch, proto == "netflow9")
+        groups: dict = {}       # Layout.key -> (layout, [(Deferred, exporter, DataSet) | Bulk])
+        h = _simple(batch, proto == "netflow9")
         mono = self.decoder.clock()
-        seen: list = []         # simple messages not yet in the stats: (src, domain, seq, count)
-        for i, (data, src) in enumerate(batch):
-            if simple is not None and simple[0][i]:
-                item = _take_simple(cache, data, src, mono, self.body,
-                                    *(col[i] for col in simple[1:]))
-                if item is not None:
-                    seen.append(item[0])
-                    if item[1] is not None:
-                        _group(groups, item[1])
-                    continue
-            if seen:            # the stats in arrival order
-                self._observe_simple(seen)
-                seen = []
-            if not self.mine(data):
-                fallback(data, src)
-                continue
-            try:        # what _Receiver.handle_one does around the per-record handler
-                msg = decode(data, src)
-                observe(msg, src, cache)
-                recs, later = [], []
-                for ds in msg.data_sets:
-                    if ds.options:
-                        continue
-                    r = ds.records
-                    if type(r) is Deferred and r.layout.vector:
-                        if r.count:
-                            later.append((r, src, ds))
-                        continue
-                    recs.extend(normalise.template_record(d, ds, src, proto) for d in r)
-                if recs:
-                    rcv._records(proto, recs, now)
-                for item in later:      # (only once the datagram went through)
-                    _group(groups, item)
-            except MalformedDatagram:
-                rcv._malformed(data, src)
-            except Exception as exc:  # a decoder bug must not kill the thread
-                rcv._malformed(data, src)
-                rcv._error(exc)
-        if seen:
-            self._observe_simple(seen)
+        ok = h["ok"]
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], ok, [False])).astype(np.int8)))
+        pos = 0
+        for a, b in list(zip(edges[0::2].tolist(), edges[1::2].tolist())) + [(len(batch), 0)]:
+            for k in range(pos, a):
+                self._walk(batch[k], now, groups, fallback)
+            if a >= b:
+                break
+            # a run of simple messages: those taken at once; their stats, and the walk of
+            # the others, in arrival order
+            taken, counts, eid, exporters = self._segment(batch, a, b, h, mono, groups)
+            inner = np.flatnonzero(np.diff(np.concatenate(([False], taken, [False]))
+                                           .astype(np.int8)))
+            p = 0
+            for x, y in list(zip(inner[0::2].tolist(), inner[1::2].tolist())) + [(b - a, 0)]:
+                for k in range(p, x):
+                    self._walk(batch[a + k], now, groups, fallback)
+                if x >= y:
+                    break
+                self._observe(h, a, x, y, eid, exporters, counts)
+                p = y
+            pos = b
         if not groups:
             return
         try:
@@ -155,25 +138,124 @@ class TemplateColumns:
             _account(rcv, proto, *args, now)
             self.vectorised += len(args[2])
         for _layout, sets in slow:
-            for r, src, ds in sets:
-                rcv._records(proto, [normalise.template_record(d, ds, src, proto) for d in r],
-                             now)
+            for item in sets:
+                for recs in _per_record(item, proto):
+                    rcv._records(proto, recs, now)
 
-    def _observe_simple(self, seen: list) -> None:
-        """The stats of simple messages, per (exporter, domain) in arrival order."""
-        by: dict = {}
-        for src, domain, seq, count in seen:
-            e = by.get((src, domain))
-            if e is None:
-                e = by[(src, domain)] = ([], [])
-            e[0].append(seq)
-            e[1].append(count)
+    def _walk(self, item: tuple, now: float, groups: dict, fallback) -> None:
+        """One message through the decoder (what _Receiver.handle_one does around the
+        per-record handler), its layout-readable sets deferred into `groups`."""
+        data, src = item
+        if not self.mine(data):
+            fallback(data, src)
+            return
+        rcv, proto = self.rcv, self.proto
+        try:
+            msg = self.decoder.decode(data, src)
+            self.observe(msg, src, self.cache)
+            recs, later = [], []
+            for ds in msg.data_sets:
+                if ds.options:
+                    continue
+                r = ds.records
+                if type(r) is Deferred and r.layout.vector:
+                    if r.count:
+                        later.append((r, src, ds))
+                    continue
+                recs.extend(normalise.template_record(d, ds, src, proto) for d in r)
+            if recs:
+                rcv._records(proto, recs, now)
+            for entry in later:      # (only once the datagram went through)
+                _group(groups, entry)
+        except MalformedDatagram:
+            rcv._malformed(data, src)
+        except Exception as exc:  # a decoder bug must not kill the thread
+            rcv._malformed(data, src)
+            rcv._error(exc)
+
+    def _segment(self, batch: list, a: int, b: int, h: dict, mono: float,
+                 groups: dict) -> tuple:
+        """Simple messages batch[a:b]: those whose set is of a known, fresh template and
+        reads as its layout are taken (per template: one numpy check of every record's
+        length prefixes, one gather of the records, a `Bulk` in `groups`), changing
+        nothing else. (taken, record counts, exporter number per message, exporters)."""
+        m = b - a
+        srcs = [batch[k][1] for k in range(a, b)]
+        ids: dict = {}
+        eid = np.fromiter((ids.setdefault(s, len(ids)) for s in srcs), dtype=np.int64, count=m)
+        exporters = list(ids)
+        dom, sid = h["domain"][a:b], h["set_id"][a:b]
+        key = (eid << 48) | (dom << 16) | sid          # (eid < 2**15: a burst's exporters)
+        uk, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(inv.reshape(-1), kind="stable")
+        bounds = np.searchsorted(inv.reshape(-1)[order], np.arange(len(uk) + 1))
+        lens, starts, buf = h["lens"][a:b], h["starts"][a:b], h["buf"]
+        taken = np.zeros(m, dtype=bool)
+        counts = np.zeros(m, dtype=np.int64)
+        body = self.body
+        for u in range(len(uk)):
+            f = int(first[u])
+            tpl = self.cache.peek((srcs[f], int(dom[f]), int(sid[f])), mono)
+            if tpl is None or tpl.options:
+                continue
+            idx = order[bounds[u]:bounds[u + 1]]
+            avail = lens[idx] - body
+            if tpl.fixed_length is not None:
+                lay = fixed_layout(tpl)
+                cnt = avail // lay.size
+            else:
+                lay = tpl.layouts.get(LAST)
+                if lay is None:         # (a template just learned: its first set's shape)
+                    d0 = batch[a + int(idx[0])][0]
+                    got = set_layout(tpl, d0, body, len(d0))
+                    if got is None:
+                        continue
+                    lay = got[0]
+                cnt = avail // lay.size
+                good = (cnt >= 1) & (avail - cnt * lay.size < tpl.min_length)
+                idx, cnt = idx[good], cnt[good]
+            if not lay.vector or not len(idx):
+                continue
+            size = lay.size
+            tot = int(cnt.sum())
+            if lay.checks and tot:              # where each record starts in `buf`
+                rec = np.repeat(starts[idx] + body - size * (np.cumsum(cnt) - cnt), cnt) \
+                    + size * np.arange(tot)
+                bad = np.zeros(tot, dtype=bool)
+                for col, byte in lay.checks:    # every record's length prefixes
+                    bad |= buf[rec + col] != byte
+                if bad.any():
+                    owner = np.repeat(np.arange(len(idx)), cnt)
+                    keep = np.bincount(owner, weights=bad, minlength=len(idx)) == 0
+                    idx, cnt = idx[keep], cnt[keep]
+                    tot = int(cnt.sum())
+            taken[idx] = True
+            counts[idx] = cnt
+            if tot:
+                nz = cnt > 0
+                ks = (idx[nz] + a).tolist()
+                datas = [batch[k][0] for k in ks]
+                rows = np.frombuffer(b"".join([d[body:body + c * size] for d, c in
+                                               zip(datas, cnt[nz].tolist())]), dtype=lay.dtype)
+                _group(groups, Bulk(tpl, lay, rows, exporters, eid[idx[nz]], cnt[nz],
+                                    datas, h, ks, body))
+        return taken, counts, eid, exporters
+
+    def _observe(self, h: dict, a: int, x: int, y: int, eid, exporters, counts) -> None:
+        """The stats of the taken messages batch[a+x:a+y], per (exporter, domain) in
+        arrival order."""
+        e, d = eid[x:y], h["domain"][a + x:a + y]
+        order = np.lexsort((d, e))              # stable: arrival order within a group
+        ge, gd = e[order], d[order]
+        heads = np.flatnonzero(np.concatenate(([True], (ge[1:] != ge[:-1]) | (gd[1:] != gd[:-1]))))
+        ends = np.append(heads[1:], len(order))
+        seqs, cnts = h["seq"][a + x:a + y][order], counts[x:y][order]
         stats, cache = self.rcv.stats[self.proto], self.cache
         observe = stats.observe_ipfix_headers if self.proto == "ipfix" else \
             stats.observe_netflow9_headers
-        for (src, domain), (seqs, counts) in by.items():
-            observe(src, domain, np.array(seqs, dtype=np.int64),
-                    np.array(counts, dtype=np.int64), cache.count(src))
+        for i, j in zip(heads.tolist(), ends.tolist()):
+            src = exporters[int(ge[i])]
+            observe(src, int(gd[i]), seqs[i:j], cnts[i:j], cache.count(src))
 
     # ---------------------------------------------------------------- vectors
 
@@ -182,7 +264,13 @@ class TemplateColumns:
         rcv, proto = self.rcv, self.proto
         attributor = rcv.service.attributor
         t = _table(attributor, f"columnar-{proto}", _WIDTH)
-        srcs = list(dict.fromkeys(src for _l, sets in groups.values() for _r, src, _d in sets))
+        srcs = {}
+        for _l, sets in groups.values():
+            for item in sets:
+                if type(item) is Bulk:
+                    srcs.update(dict.fromkeys(item.exporters))
+                else:
+                    srcs[item[1]] = None
         if len(t.exporters) + len(srcs) > MAX_EXPORTERS:
             t.__init__(_WIDTH)      # renumbering: before any id of this burst is taken
         ids = {src: t.exporter_id(src) for src in srcs}
@@ -193,15 +281,22 @@ class TemplateColumns:
 
         todo, slow = [], []
         for layout, sets in groups.values():
-            counts = np.array([r.count for r, _s, _d in sets], dtype=np.int64)
             size = layout.size
-            if len(sets) == 1:
-                r = sets[0][0]
-                rows = np.frombuffer(r.data, dtype=layout.dtype, count=r.count, offset=r.off)
-            else:
-                rows = np.frombuffer(b"".join([r.data[r.off:r.off + r.count * size]
-                                               for r, _s, _d in sets]), dtype=layout.dtype)
-            exp = np.repeat(np.array([ids[s] for _r, s, _d in sets], dtype=np.uint64), counts)
+            parts, exps = [], []
+            one = [item for item in sets if type(item) is not Bulk]
+            if one:
+                counts = np.array([r.count for r, _s, _d in one], dtype=np.int64)
+                parts.append(np.frombuffer(b"".join([r.data[r.off:r.off + r.count * size]
+                                                     for r, _s, _d in one]), dtype=layout.dtype))
+                exps.append(np.repeat(np.array([ids[s] for _r, s, _d in one], dtype=np.uint64),
+                                      counts))
+            for item in sets:
+                if type(item) is Bulk:
+                    tid = np.array([ids[s] for s in item.exporters], dtype=np.uint64)
+                    parts.append(item.rows)
+                    exps.append(np.repeat(tid[item.eids], item.counts))
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            exp = exps[0] if len(exps) == 1 else np.concatenate(exps)
             got = self._columns(layout, rows, exp)
             if got is None:
                 slow.append((layout, sets))
@@ -269,8 +364,8 @@ class TemplateColumns:
         return keys, counts[0], counts[1], codes
 
 
-def _group(groups: dict, item: tuple) -> None:
-    lay = item[0].layout
+def _group(groups: dict, item) -> None:
+    lay = item.layout if type(item) is Bulk else item[0].layout
     g = groups.get(lay.key)
     if g is None:
         g = groups[lay.key] = (lay, [])
@@ -286,10 +381,10 @@ _SIMPLE_V9 = np.dtype([("version", ">u2"), ("count", ">u2"), ("uptime", ">u4"),
                        ("set_len", ">u2")])
 
 
-def _simple(batch: list, v9: bool) -> tuple:
-    """Per message of the burst, read at once: (simple?, domain, set id, sequence, export
-    time, v9 uptime) lists; simple: the protocol's version, one set (a data set) filling
-    the datagram (and, IPFIX, its length the datagram's)."""
+def _simple(batch: list, v9: bool) -> dict:
+    """The burst's headers read at once: per message ok (simple: the protocol's version,
+    one set - a data set - filling the datagram, and for IPFIX its length the datagram's),
+    domain, set_id, seq, export, uptime (v9), lens and starts in `buf` (the burst joined)."""
     n = len(batch)
     dt = _SIMPLE_V9 if v9 else _SIMPLE_IPFIX
     size = dt.itemsize
@@ -300,37 +395,43 @@ def _simple(batch: list, v9: bool) -> tuple:
     set_len = h["set_len"].astype(np.int64)
     if v9:
         ok = (lens >= size) & (h["version"] == 9) & (set_len == lens - 20)
-        uptime = h["uptime"].tolist()
     else:
         length = h["length"].astype(np.int64)
         ok = (lens >= size) & (h["version"] == 10) & (length == lens) & (set_len == length - 16)
-        uptime = [None] * n
     ok &= h["set_id"] >= 256
-    return (ok.tolist(), h["domain"].tolist(), h["set_id"].tolist(), h["seq"].tolist(),
-            h["export"].tolist(), uptime)
+    return {"ok": ok, "domain": h["domain"].astype(np.int64),
+            "set_id": h["set_id"].astype(np.int64), "seq": h["seq"].astype(np.int64),
+            "export": h["export"], "uptime": h["uptime"] if v9 else None,
+            "lens": lens, "starts": starts, "buf": buf}
 
 
-def _take_simple(cache, data: bytes, src, mono: float, body: int, domain: int, set_id: int,
-                 seq: int, export: int, uptime) -> tuple | None:
-    """((src, domain, seq, count) for the stats, (Deferred, src, DataSet) or None) when a
-    simple message's set (at `body`) is of a known template and reads as one numpy layout,
-    changing nothing (the decoder would do no more than count it: no template, no held
-    set); else None, and the decoder walks it."""
-    tpl = cache.peek((src, domain, set_id), mono)
-    if tpl is None or tpl.options:
-        return None
-    if tpl.fixed_length is not None:
-        lay = fixed_layout(tpl)
-        count = (len(data) - body) // lay.size
-    else:
-        lay = tpl.layouts.get(LAST)
-        count = None if lay is None else fits(lay, tpl, data, body, len(data))
-    if count is None or not lay.vector:
-        return None
-    if not count:
-        return (src, domain, seq, 0), None
-    r = Deferred(tpl, lay, data, body, count)
-    return (src, domain, seq, count), (r, src, DataSet(set_id, domain, False, r, export, uptime))
+class Bulk:
+    """Simple messages of one template in a burst, taken at once: their records as one
+    array, and what the per-record path needs should they go there."""
+
+    __slots__ = ("tpl", "layout", "rows", "exporters", "eids", "counts", "datas", "h",
+                 "where", "body")
+
+    def __init__(self, tpl, layout, rows, exporters, eids, counts, datas, h, where,
+                 body) -> None:
+        self.tpl, self.layout, self.rows = tpl, layout, rows
+        self.exporters, self.eids, self.counts = exporters, eids, counts
+        self.datas, self.h, self.where, self.body = datas, h, where, body
+
+
+def _per_record(item, proto: str):
+    """FlowRecord lists of a group item, the per-record way."""
+    if type(item) is not Bulk:
+        r, src, ds = item
+        yield [normalise.template_record(d, ds, src, proto) for d in r]
+        return
+    h, tpl, size = item.h, item.tpl, item.layout.size
+    for data, k, e, c in zip(item.datas, item.where, item.eids.tolist(), item.counts.tolist()):
+        src = item.exporters[e]
+        ds = DataSet(int(h["set_id"][k]), int(h["domain"][k]), False, [],
+                     int(h["export"][k]), None if h["uptime"] is None else int(h["uptime"][k]))
+        yield [normalise.template_record(d, ds, src, proto)
+               for d in tpl.decode_records(data, item.body, item.body + c * size)]
 
 
 def _ip(kind: int, hi: int, lo: int) -> str | None:

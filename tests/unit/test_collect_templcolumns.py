@@ -127,6 +127,12 @@ def ipfix_datagrams(rng) -> list:
     msg(ts.HV1, [fx.ipfix_set(2, fx.ipfix_withdrawal(301)), fx.ipfix_set(301, _fixed_record(rng))], 0)
     msg(ts.HV1, [fx.ipfix_set(2, fx.ipfix_template(301, PORTLESS)),
                  fx.ipfix_set(301, fx.ip4("10.0.0.2") + fx.ip4("10.0.0.1") + b"\6" + b"\0" * 8)], 1)
+    # a template re-sent, a set of one shape, then that shape with a zero tail long enough
+    # for the loop to read another (zero-length fields) record from: that set goes per record
+    shape = (3, 3, False)
+    msg(ts.HV2, [fx.ipfix_set(2, fx.ipfix_template(303, VAR))], 0)
+    msg(ts.HV2, [fx.ipfix_set(303, _var_record(rng, shape) * 2)], 2)
+    msg(ts.HV2, [fx.ipfix_set(303, _var_record(rng, shape) * 2 + b"\0" * 20)], 3)
     # counters past int64 from hv1 (counted there: 10.0.0.1 is on hv1 in both tenants)
     msg(ts.HV1, [fx.ipfix_set(305, (fx.ip4("10.0.0.1") + fx.ip4("10.0.0.2") + b"\6"
                                     + struct.pack("!QQ", (1 << 64) - 1, 1)) * 2)], 2)
