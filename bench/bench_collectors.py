@@ -29,6 +29,11 @@ can be luck: when a confirmation loses records, the rate is lowered 15 % and con
 missing: a benchmark-only dependency) get the same datagrams at the same rate on the same
 core (sfcapd without the VNI record, which it rejects), CPU per million records, median.
 
+IPFIX (Open vSwitch's tunnel template with its variable-length tunnel key, 16 distinct
+records a datagram, bench/templstream.py) goes at one rate (`--ipfix-rate`) to weft's
+collector and to nfcapd, the same datagrams: CPU per million records each, median, and
+the ratio (printed before the last line, as `ipfix_cpu_vs_nfcapd=R`).
+
 Last line: `collectors nf5_rps=X nf5_cpu_vs_nfcapd=R1 sflow_sps=Y sflow_cpu_vs_sfcapd=R2 lost=L`
 (X, Y: zero-loss records/s on the one core; R: weft's CPU per record / the peer's, each per
 record it handled - a run that dropped datagrams spent no CPU on them; L: records lost in the
@@ -303,6 +308,7 @@ def _collector_child(conn) -> None:
     collector_gc()   # as weft collect does
     model = synthetic_model()
     svc = CollectorService(model, sflow=("127.0.0.1", 0), netflow=("127.0.0.1", 0),
+                           ipfix=("127.0.0.1", 0),
                            exporter_hosts=MGMT, workers=1, flush_interval=1.0).start()
     conn.send(svc.addresses)
     while True:
@@ -586,6 +592,66 @@ def trial(col: Collector, socks, stream: Stream, kind: str, protos, per_dgram: i
             "cpu": cpu, "handled": handled, "achieved": sent * per_dgram / elapsed}
 
 
+def fixed_trial(col: Collector, socks, items: list, kind: str, proto: str, per_dgram: int,
+                rate_records: float) -> dict:
+    """Send `items` at one rate; the collector's CPU seconds and the records it handled
+    (after waiting up to 15 s for any backlog)."""
+    before = col.status()
+    dg0, rec0, bad0, _d0 = _counts(before, kind, (proto,))
+    sent, elapsed = replay(socks, items, col.addresses[kind], rate_records / per_dgram)
+    deadline = time.perf_counter() + 15.0
+    while True:
+        st = col.status()
+        dg, recs, bad, _d = _counts(st, kind, (proto,))
+        if dg - dg0 >= sent or time.perf_counter() > deadline:
+            break
+        time.sleep(0.05)
+    return {"cpu": st["cpu"] - before["cpu"], "handled": recs - rec0, "malformed": bad - bad0,
+            "received": dg - dg0, "sent": sent}
+
+
+def ipfix_vs_nfcapd(col, socks, model, args, peer_error) -> float | None:
+    """IPFIX (Open vSwitch's tunnel template, bench/templstream.py) at one rate to weft's
+    collector (columnar path) and to nfcapd, the same datagrams, CPU per million records,
+    median of --runs; prints the figures, returns weft's CPU / nfcapd's (None if no peer)."""
+    from templstream import PER_DGRAM, template_stream
+    rate = args.ipfix_rate
+    per_run = max(1, int(rate / PER_DGRAM * args.trial))
+    stream = template_stream(_vm_table(model), _pairs, [EXPORTER_OF[h] for h in HOSTS],
+                             per_run * args.runs + 64)
+    # (each exporter's template leads the stream: the first run's slice carries them)
+    size = len(stream[-1][1])
+    runs = [stream[i * per_run:(i + 1) * per_run] for i in range(args.runs)]
+    ours, theirs, notes = [], [], []
+    for items in runs:
+        data = sum(len(d) == size for _a, d in items) * PER_DGRAM
+        t = fixed_trial(col, socks, items, "ipfix", "ipfix", PER_DGRAM, rate)
+        ours.append(t["cpu"] / max(t["handled"], 1) * 1e6)
+        notes.append(f"{t['handled']:,}/{data:,} handled")
+    print()
+    print(f"IPFIX at {rate:,.0f} records/s, {PER_DGRAM} a datagram (OVS tunnel template, "
+          f"distinct records; the same datagrams to both), cpu s / 1M records, median of "
+          f"{args.runs} ({load()})")
+    ref = statistics.median(ours)
+    print(f"{'weft (columnar)':<22} {ref:>11.3f}  ({'; '.join(notes)})")
+    if args.no_nfdump or peer_error:
+        print(f"nfcapd: {'skipped' if args.no_nfdump else peer_error}")
+        return None
+    stored = []
+    for items in runs:
+        r = peer_run("nfcapd", socks, items, PER_DGRAM, rate)
+        if "error" in r:
+            print(f"nfcapd: {r['error']}")
+            return None
+        theirs.append(r["cpu"] / (r["stored"] or r["sent_records"]) * 1e6)
+        stored.append(f"{r['stored']:,} stored" if r["stored"] is not None else "-")
+    peer = statistics.median(theirs)
+    ratio = ref / peer if peer > 0 else None
+    print(f"{'nfcapd':<22} {peer:>11.3f}  weft/nfcapd "
+          f"{'n/a' if ratio is None else f'{ratio:.2f}x'}  ({'; '.join(stored)}; {load()})")
+    return ratio
+
+
 BACKOFFS = 5     # confirmations that lose records: the rate is lowered 15 % at most this often
 
 
@@ -720,6 +786,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="bisection steps (default 3)")
     ap.add_argument("--quick", action="store_true", help="1 s trials, 1 bisection step, 1 run")
     ap.add_argument("--no-nfdump", action="store_true", help="skip nfcapd/sfcapd")
+    ap.add_argument("--ipfix-rate", type=float, default=200_000,
+                    help="IPFIX records/s sent to weft and nfcapd alike (default 200000)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every trial")
     args = ap.parse_args()
     if args.quick:
@@ -785,6 +853,7 @@ def main() -> int:
                 best = dict(best, achieved=statistics.median(t["achieved"] for t in runs))
             res[key] = (best, runs, per)
         sample = col.call("matrix")
+        ipfix_ratio = ipfix_vs_nfcapd(col, socks, model, args, peer_error)
     finally:
         col.close()
 
@@ -844,6 +913,7 @@ def main() -> int:
 
     print(f"records sent: NetFlow v5 (weft and nfcapd) {nf.distinct()}; sFlow (weft) "
           f"{sf.distinct()}; sFlow (sfcapd) {sf_peer.distinct()}")
+    print("ipfix_cpu_vs_nfcapd=" + ("n/a" if ipfix_ratio is None else f"{ipfix_ratio:.2f}"))
 
     def fmt(r):
         return "n/a" if r is None else f"{r:.2f}"

@@ -5,11 +5,14 @@
 sFlow: datagrams of 8 flow samples, each a 128-byte VXLAN-encapsulated raw header plus the
 OVS tunnel/VNI records; measured decode-only and decode + FlowRecord normalisation (which
 includes the inner-packet decode). NetFlow v5: datagrams of 30 records. IPFIX: OVS-like
-template with VMware tunnel fields, 20 records per message.
+template with VMware tunnel fields, 20 records per message. Then IPFIX and NetFlow v9
+through a collector's receiver, the per-record path against the columnar one (numpy
+layouts of the templates, collectors.templcolumns), with the machine's load.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import struct
 import sys
@@ -140,6 +143,57 @@ def main() -> None:
         if goal is not None:
             mark = f"  (goal {goal:,}: {'ok' if value >= goal else 'BELOW'})"
         print(f"{name:<52} {value:>12,.0f} records/s{mark}")
+    receiver_paths(args.seconds)
+
+
+def _load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def receiver_paths(seconds: float, bursts: int = 6) -> None:
+    """IPFIX / NetFlow v9 through a receiver (decode, normalise, attribute, aggregate):
+    the per-record path against the columnar one (collectors.templcolumns), in records per
+    CPU second of this process, median of 5 runs; the ratio is of the same run."""
+    from bench_collectors import EXPORTER_OF, HOSTS, MGMT, _pairs, _vm_table, synthetic_model
+    from collectors.service import CollectorService, _Receiver
+    from templstream import PER_DGRAM, template_stream
+    model = synthetic_model()
+    vms = _vm_table(model)
+    exporters = [EXPORTER_OF[h] for h in HOSTS]
+    print(f"\nreceiver path (decode + normalise + attribute + aggregate), {PER_DGRAM} records "
+          f"a datagram, bursts of 512, 200 VMs; records per CPU second, median of 5")
+    for proto, kind, v9, what in (
+            ("ipfix", "ipfix", False, "IPFIX, OVS tunnel template (variable tunnel key)"),
+            ("netflow9", "netflow", True, "NetFlow v9, OVS-like fixed template")):
+        items = [(d, a) for a, d in template_stream(vms, _pairs, exporters, 512 * bursts, v9=v9)]
+        got = {}
+        for columnar in (False, True):
+            svc = CollectorService(model, sflow=None, netflow=("127.0.0.1", 0),
+                                   ipfix=("127.0.0.1", 0), exporter_hosts=MGMT,
+                                   columnar=columnar)
+            svc.refresh_model()
+            rcv = _Receiver(svc, kind, ("127.0.0.1", 0))
+            try:
+                runs = []
+                for _ in range(5):
+                    n0 = rcv.flows[proto][0]
+                    t0 = time.process_time()
+                    deadline = time.perf_counter() + seconds
+                    while True:
+                        for i in range(0, len(items), 512):
+                            rcv.handle_batch(items[i:i + 512], time.time())
+                        rcv.flush()
+                        if time.perf_counter() >= deadline:
+                            break
+                    runs.append((rcv.flows[proto][0] - n0) / (time.process_time() - t0))
+                got[columnar] = statistics.median(runs)
+                st = rcv.stats[proto].snapshot()
+                if rcv.errors or sum(e["malformed"] for e in st.values()):
+                    raise SystemExit(f"{proto}: errors in the receiver: {rcv.last_error}")
+            finally:
+                rcv.sock.close()
+        print(f"{what:<52} per-record {got[False]:>10,.0f}/s  columnar {got[True]:>10,.0f}/s  "
+              f"x{got[True] / got[False]:.1f}  ({_load()})", flush=True)
 
 
 if __name__ == "__main__":

@@ -143,11 +143,15 @@ class IpfixDecoder:
             self._learn(tpl, exporter, msg, now)
             (msg.options_templates if options else msg.templates).append(tid)
 
+    def set_records(self, tpl: Template, data: bytes, off: int, end: int):
+        """The records of one data set (collectors.templcolumns defers fixed layouts)."""
+        return tpl.decode_records(data, off, end)
+
     def _learn(self, tpl: Template, exporter, msg: IpfixMessage, now: float) -> None:
         held = self.cache.put((exporter, msg.domain, tpl.template_id), tpl, now)
         for _held_at, body, export_time in held:
             try:
-                records = tpl.decode_records(body, 0, len(body))
+                records = self.set_records(tpl, body, 0, len(body))
             except MalformedDatagram:
                 msg.late_malformed += 1
                 continue
@@ -162,4 +166,4 @@ class IpfixDecoder:
             msg.pending_sets += 1
             return
         msg.data_sets.append(DataSet(set_id, msg.domain, tpl.options,
-                                     tpl.decode_records(data, off, end), msg.export_time))
+                                     self.set_records(tpl, data, off, end), msg.export_time))

@@ -130,11 +130,15 @@ class NetflowV9Decoder:
             self._learn(tpl, exporter, pkt, now)
             pkt.options_templates.append(tid)
 
+    def set_records(self, tpl: Template, data: bytes, off: int, end: int):
+        """The records of one data set (collectors.templcolumns defers fixed layouts)."""
+        return tpl.decode_records(data, off, end)
+
     def _learn(self, tpl: Template, exporter, pkt: NetflowV9Packet, now: float) -> None:
         held = self.cache.put((exporter, pkt.source_id, tpl.template_id), tpl, now)
         for _held_at, body, (uptime, secs) in held:
             try:
-                records = tpl.decode_records(body, 0, len(body))
+                records = self.set_records(tpl, body, 0, len(body))
             except MalformedDatagram:
                 pkt.late_malformed += 1
                 continue
@@ -149,5 +153,5 @@ class NetflowV9Decoder:
             pkt.pending_sets += 1
             return
         pkt.data_sets.append(DataSet(fsid, pkt.source_id, tpl.options,
-                                     tpl.decode_records(data, off, end),
+                                     self.set_records(tpl, data, off, end),
                                      pkt.unix_secs, pkt.sys_uptime))

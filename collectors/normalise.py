@@ -216,8 +216,19 @@ def _first_str(d: dict, *names: str) -> str | None:
     return None
 
 
+_COUNTER_MAX = (1 << 64) - 1
+
+
+def _counter(v: int | None) -> int | None:
+    """A delta counter as exported, or None past 64 bits: no IPFIX / v9 counter is longer
+    than 8 bytes, and a hostile 200-byte one would overflow every float made of the sums
+    (rates, Prometheus)."""
+    return v if v is None or v <= _COUNTER_MAX else None
+
+
 def _times(d: dict, ds) -> tuple[float | None, float | None]:
-    g = d.get
+    def g(name):     # times past 64 bits (hostile) are no times: float() would overflow
+        return _counter(d.get(name) if type(d.get(name)) is int else None)
     for s_name, e_name, div in (("flowStartMilliseconds", "flowEndMilliseconds", 1000.0),
                                 ("flowStartSeconds", "flowEndSeconds", 1.0)):
         s, e = _int(g(s_name)), _int(g(e_name))
@@ -243,8 +254,8 @@ def _times(d: dict, ds) -> tuple[float | None, float | None]:
 def template_record(d: dict, ds, exporter, protocol: str) -> FlowRecord:
     """One FlowRecord from a decoded template data record (dict of named fields)."""
     start, end = _times(d, ds)
-    octets = _first_int(d, "layer2OctetDeltaCount", "octetDeltaCount")
-    packets = _first_int(d, "packetDeltaCount")
+    octets = _counter(_first_int(d, "layer2OctetDeltaCount", "octetDeltaCount"))
+    packets = _counter(_first_int(d, "packetDeltaCount"))
     ttype = _int(d.get("tunnel_type"))
     return FlowRecord(
         exporter, protocol, octets or 0, packets or 0,

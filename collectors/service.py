@@ -35,6 +35,7 @@ from .recvmany import ManyReceiver
 from .services import classify, classify_ipv4
 from .sflow import HEADER_ETHERNET, FlowSample, RawPacketHeader
 from .stats import CollectorStats
+from .templcolumns import NetflowColumns, TemplateColumns
 from .templates import TemplateCache
 from .workers import Worker, default_workers, merge_status
 
@@ -174,8 +175,10 @@ class _Receiver:
                        "ipfix": self._ipfix}[kind]
         # the columnar path (collectors.columnar) for bursts, when the service asks for it
         self.columns = None
-        if service.columnar and kind == "netflow":
-            self.columns = Netflow5Columns(self)
+        if service.columnar and kind == "netflow":     # v5, then v9 (collectors.templcolumns)
+            self.columns = NetflowColumns(self, Netflow5Columns(self))
+        elif service.columnar and kind == "ipfix":
+            self.columns = TemplateColumns(self, "ipfix")
         elif service.columnar and kind == "sflow":
             self.columns = SflowColumns(self)
         self.pending = Pending()
@@ -516,8 +519,8 @@ class CollectorService:
     (host, kernel ifindex) to port uuid for sFlow (see collectors.attribution).
     Addresses are (host, port) or "HOST:PORT"; port 0 binds an ephemeral port (see
     `addresses` after `start()`). `columnar`: bursts of NetFlow v5 and sFlow go through
-    collectors.columnar; `workers`: processes sharing each port (collectors.workers; None:
-    the cores minus one).
+    collectors.columnar, of NetFlow v9 and IPFIX through collectors.templcolumns;
+    `workers`: processes sharing each port (collectors.workers; None: the cores minus one).
     """
 
     def __init__(self, model_provider=None, sflow=("127.0.0.1", 6343), netflow=None,

@@ -238,5 +238,27 @@ class CollectorStats:
         if cache is not None:
             st.templates_known = cache.count(exporter)
 
+    def observe_ipfix_headers(self, exporter, domain: int, seqs, counts,
+                              templates_known: int) -> None:
+        """IPFIX messages of one (exporter, domain) in arrival order, each one data set of
+        a known template (numpy sequences and record counts; the columnar path's form): as
+        many observe_ipfix calls."""
+        st = self.exporter(exporter)
+        st.datagrams += len(seqs)
+        st.records += int(counts.sum())
+        self._seq_run(st, ("ipfix", exporter, domain), seqs, True, counts)
+        st.templates_known = templates_known
+
+    def observe_netflow9_headers(self, exporter, source_id: int, seqs, counts,
+                                 templates_known: int) -> None:
+        """NetFlow v9 packets of one (exporter, source id) in arrival order, each one data
+        flowset of a known template (the columnar path's form): as many observe_netflow9
+        calls."""
+        st = self.exporter(exporter)
+        st.datagrams += len(seqs)
+        st.records += int(counts.sum())
+        self._seq_run(st, ("nf9", exporter, source_id), seqs, False)
+        st.templates_known = templates_known
+
     def snapshot(self) -> dict:
         return {exp: asdict(st) for exp, st in self.exporters.items()}

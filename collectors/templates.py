@@ -2,7 +2,9 @@
 
 A `Template` is compiled once when it arrives: all-fixed-length templates become one
 precompiled `struct.Struct` plus a few converters, so a data record costs one `unpack_from`.
-Templates with variable-length fields (IPFIX length 65535) use a per-field loop.
+Templates with variable-length fields (IPFIX length 65535) use a per-field loop. (The
+columnar path compiles a template's numpy dtype on first use, `collectors.templdtype`, and
+keeps it in `Template.layouts`: a re-sent template is a new object, so a new dtype.)
 
 `TemplateCache` keys templates by (exporter, observation domain / source id, template id),
 refreshes them when re-sent, expires them after `timeout` seconds without refresh, honours
@@ -111,7 +113,8 @@ class Template:
     """A compiled (options) template; `decode_records` turns a data set body into dicts."""
 
     __slots__ = ("template_id", "fields", "scope_count", "options", "names", "refreshed",
-                 "fixed_length", "min_length", "_struct", "_conv", "_plan")
+                 "fixed_length", "min_length", "_struct", "_conv", "_plan", "field_names",
+                 "field_kinds", "layouts")
 
     def __init__(self, template_id: int, fields: list[FieldSpec] | tuple[FieldSpec, ...],
                  scope_count: int = 0, options: bool = False, v9_scopes: bool = False,
@@ -137,6 +140,9 @@ class Template:
                 seen[name] = k
                 names.append(name if k == 1 else f"{name}_{k}")  # repeated elements
             kinds.append(kind)
+        self.field_names = tuple(names)   # per field (None: padding), as the records name them
+        self.field_kinds = tuple(kinds)
+        self.layouts: dict = {}           # numpy layouts (collectors.templdtype), compiled once
         variable = allow_variable and any(f.length == VARIABLE_LENGTH for f in self.fields)
         if not variable:
             fmt = ["!"]
@@ -281,6 +287,13 @@ class TemplateCache:
                 self._remove(key)
                 self.expired += 1
                 return None
+        return tpl
+
+    def peek(self, key: Key, now: float) -> Template | None:
+        """The template if known and fresh, changing nothing (`get` removes an expired one)."""
+        tpl = self._templates.get(key)
+        if tpl is None or now - tpl.refreshed > self.timeout:
+            return None
         return tpl
 
     def put(self, key: Key, template: Template, now: float | None = None) -> list:

@@ -174,3 +174,16 @@ def test_ipfix_millisecond_times_and_l3_octets_fallback():
     (r,) = normalise.from_ipfix(m, "e")
     assert (r.src_ip, r.bytes, r.packets) == ("2001:db8::5", 5000, 5)
     assert (r.start, r.end) == (1_700_000_000.25, 1_700_000_001.75)
+
+
+def test_ipfix_counters_and_times_past_64_bits_are_not_believed():
+    """A hostile exporter's 9-byte counter or 200-byte time is no count / time (a sum or a
+    rate made of it would overflow float: `weft traffic flows` failed on one)."""
+    tpl = fx.ipfix_template(256, [(8, 4), (12, 4), (1, 9), (2, 8), (152, 200)])
+    rec = (fx.ip4("10.0.0.1") + fx.ip4("10.0.0.2") + b"\xff" * 9
+           + struct.pack("!Q", (1 << 64) - 1) + b"\xff" * 200)
+    msg = IpfixDecoder().decode(fx.ipfix_message([fx.ipfix_set(2, tpl), fx.ipfix_set(256, rec)]),
+                                "192.0.2.1")
+    (r,) = normalise.from_ipfix(msg, "192.0.2.1")
+    assert (r.bytes, r.packets, r.start) == (0, (1 << 64) - 1, None)
+    assert r.src_ip == "10.0.0.1"
