@@ -16,6 +16,13 @@ IPFIX_SET = 1                    # the Flow_Sample_Collector_Set id weft's `samp
 IPFIX_CACHE_FLOWS = 4096
 PROTOCOLS = ("OpenFlow13", "OpenFlow14")
 CONTROLLER = {"max_backoff": 1000, "inactivity_probe": 5000}
+# br-int's own internal interface (OpenFlow LOCAL; weft's flows never use it) gets a fixed MTU.
+# Without one, ovs-vswitchd keeps an internal interface at the smallest MTU of its bridge's other
+# ports, so a VM's tap (1400 on a 1500 underlay with Geneve) leaving and coming back moved br-int
+# between 1500 and 1400 at every unplug and plug: an MTU set, a link change (ovs-vswitchd then
+# re-reads the whole routing table), one more reconfiguration, database write and port-status,
+# all in ovs-vswitchd's main loop on the port-up critical path (add-port -> ofport 4.0 -> 2.0 ms).
+LOCAL_MTU = 1500
 EXPORTER_KINDS = ("sflow", "netflow", "ipfix")
 
 
@@ -40,6 +47,10 @@ class Desired:
         if self.datapath_type:
             cols["datapath_type"] = self.datapath_type
         return cols
+
+    def local(self) -> dict:
+        """Columns of br-int's own internal Interface (named like the bridge)."""
+        return {"mtu_request": LOCAL_MTU}
 
     def bridge_other_config(self) -> dict:
         return {"datapath-id": self.datapath_id, "disable-in-band": "true"}
@@ -66,7 +77,9 @@ def provider_peer(name: str) -> str:
 class Change:
     """One edit of a transaction.
 
-    op:  add-bridge | bridge (column `key` = value) | bridge-config (other_config `key` = value)
+    op:  add-bridge (value = columns of its internal Interface) | bridge (column `key` = value)
+         | local (column `key` of br-int's internal Interface = value)
+         | bridge-config (other_config `key` = value)
          | controllers (value = {"keep": [targets], "add": [targets]}) | add-tunnel (value = columns)
          | tunnel (Interface column `key` = value) | exporter (`key` = sflow|netflow|ipfix,
          value = the exporter's columns, or None to remove it)
@@ -110,7 +123,8 @@ def _same(current: dict | None, wanted: dict) -> bool:
 
 
 EMPTY_BRIDGE = {"datapath_type": "", "fail_mode": None, "protocols": (), "other_config": {},
-                "controllers": {}, "tunnel": None, "sflow": None, "netflow": None, "ipfix": None}
+                "controllers": {}, "tunnel": None, "sflow": None, "netflow": None, "ipfix": None,
+                "local": None}
 
 
 def plan(desired: Desired, current: dict) -> list[Change]:
@@ -118,17 +132,23 @@ def plan(desired: Desired, current: dict) -> list[Change]:
 
     `current` = {"bridge": None or {datapath_type, fail_mode, protocols, other_config,
     controllers: {target: {max_backoff, inactivity_probe}}, tunnel: None or {type, options,
-    ofport_request}, sflow/netflow/ipfix: None or {columns}}}. Only what differs is changed:
+    ofport_request}, sflow/netflow/ipfix: None or {columns}, local: None (no internal
+    Interface named br-int) or {mtu_request}}}. Only what differs is changed:
     an exporter whose settings match is left alone (it keeps its sequence numbers), other
     keys of other_config and other ports of the bridge are never touched. Empty: in sync."""
     changes: list[Change] = []
     bridge = current.get("bridge")
     if bridge is None:
-        changes.append(Change("add-bridge"))
+        changes.append(Change("add-bridge", value=desired.local()))
         bridge = EMPTY_BRIDGE
     for column, value in desired.bridge_columns().items():
         if _norm(bridge.get(column)) != _norm(value):
             changes.append(Change("bridge", column, value))
+    local = bridge.get("local")
+    if local is not None:
+        for column, value in desired.local().items():
+            if local.get(column) != value:
+                changes.append(Change("local", column, value))
     other = bridge.get("other_config") or {}
     for key, value in desired.bridge_other_config().items():
         if other.get(key) != value:

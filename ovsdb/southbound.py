@@ -56,7 +56,8 @@ COLUMNS = {
     "Bridge": ["name", "datapath_type", "fail_mode", "protocols", "other_config", "controller",
                "ports", "sflow", "netflow"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "options", "ofport_request", "external_ids", "ofport", "ifindex"],
+    "Interface": ["name", "type", "options", "ofport_request", "external_ids", "ofport", "ifindex",
+                  "mtu_request"],
     "Controller": ["target", "max_backoff", "inactivity_probe"],
     "sFlow": ["targets", "sampling", "polling", "header", "agent"],
     "NetFlow": ["targets", "active_timeout", "engine_id"],
@@ -108,6 +109,14 @@ def _tunnel_rows(bridge):
     return None, None
 
 
+def _local_iface(bridge):
+    """br-int's own internal Interface (port and interface named like the bridge), or None."""
+    for port in bridge.ports:
+        if port.name == BRIDGE:
+            return next((i for i in port.interfaces if i.name == BRIDGE), None)
+    return None
+
+
 def _ipfix_set(idl, bridge):
     for row in idl.tables["Flow_Sample_Collector_Set"].rows.values():
         if row.id == IPFIX_SET and row.bridge.uuid == bridge.uuid:
@@ -134,7 +143,13 @@ def snapshot(idl) -> dict:
         "netflow": _columns(bridge.netflow[0], COLUMNS["NetFlow"]) if bridge.netflow else None,
         "ipfix": _columns(fscs.ipfix[0], COLUMNS["IPFIX"]) if fscs is not None and fscs.ipfix else None,
         "patches": _patches(idl, bridge),
+        "local": _local(bridge),
     }}
+
+
+def _local(bridge) -> dict | None:
+    iface = _local_iface(bridge)
+    return None if iface is None else {"mtu_request": _opt(iface.mtu_request)}
 
 
 def _patches(idl, bridge) -> dict:
@@ -206,12 +221,15 @@ def build_transaction(idl, host: str, changes: list[Change]):
                 if root is None:
                     raise ConfigError("the database has no Open_vSwitch record yet "
                                       "(not initialised: `ovs-vsctl init` or ovs-vswitchd's start-up)")
-                local = _insert(txn, idl, "Interface", {"name": BRIDGE, "type": "internal"})
+                local = _insert(txn, idl, "Interface", {"name": BRIDGE, "type": "internal",
+                                                        **(change.value or {})})
                 ports.append(_insert(txn, idl, "Port", {"name": BRIDGE, "interfaces": [local]}))
                 bridge = _insert(txn, idl, "Bridge", {"name": BRIDGE})
                 root.addvalue("bridges", bridge)
             elif change.op == "bridge":
                 _write(bridge, change.key, change.value)
+            elif change.op == "local":
+                _write(_local_iface(bridge), change.key, change.value)
             elif change.op == "bridge-config":
                 if new_bridge:
                     other_config[change.key] = change.value

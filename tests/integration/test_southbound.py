@@ -8,6 +8,7 @@ import time
 import pytest
 
 from lab.state import pid_from_file, stop_pid
+from ovsdb import hostconfig
 from ovsdb.southbound import HostManager, datapath_id
 
 pytestmark = pytest.mark.integration
@@ -163,6 +164,8 @@ def test_fresh_host_gets_everything_in_one_transaction(ovs_factory, managers):
     assert dict(o.get("Bridge", "br-int", "other_config")[1]) == {
         "datapath-id": f"{datapath_id('hv1'):016x}", "disable-in-band": "true"}
     assert o.vsctl("get-controller", "br-int") == CTL
+    # br-int's own interface keeps one MTU whatever the VMs' taps have (no flip at each plug)
+    assert o.get("Interface", "br-int", "mtu_request") == hostconfig.LOCAL_MTU
     ctl = json.loads(o.vsctl("--format=json", "--columns=target,max_backoff,inactivity_probe", "list", "Controller"))
     assert ctl["data"] == [[CTL, 1000, 5000]]
     assert o.get("Interface", "weft-tun", "type") == "vxlan"
@@ -249,6 +252,11 @@ def test_external_drift_is_corrected(ovs_factory, managers):
     assert o.weft_txns()[1] == "weft: configure hv1: bridge fail_mode"
     assert o.get("Bridge", "br-int", "fail_mode") == "secure"
     assert dict(o.get("Bridge", "br-int", "other_config")[1])["operator"] == "kept"
+    o.vsctl("remove", "interface", "br-int", "mtu_request", str(hostconfig.LOCAL_MTU))
+    wait_for(lambda: len(o.weft_txns()) == 3, what="the MTU correction")
+    settle(o, m)
+    assert o.weft_txns()[2] == "weft: configure hv1: local mtu_request"
+    assert o.get("Interface", "br-int", "mtu_request") == hostconfig.LOCAL_MTU
 
 
 def test_ovsdb_down_at_first_is_configured_when_it_comes_up(ovs_factory, managers):

@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from flows.pipeline import TUNNEL_OFPORT
-from ovsdb.hostconfig import IPFIX_CACHE_FLOWS, Change, Desired, exporter_columns, plan
+from ovsdb.hostconfig import IPFIX_CACHE_FLOWS, LOCAL_MTU, Change, Desired, exporter_columns, plan
 
 CTL = "tcp:198.19.0.1:6653"
 EXPORTERS = {
@@ -30,6 +30,7 @@ def in_sync(d: Desired) -> dict:
         "tunnel": {"type": d.tunnel_type, "ofport_request": TUNNEL_OFPORT,
                    "options": {"local_ip": d.tunnel_ip, "remote_ip": "flow", "key": "flow",
                                "tos": "inherit"}},
+        "local": {"mtu_request": LOCAL_MTU},
         **{k: ({**exporter_columns(k, cfg), "targets": list(exporter_columns(k, cfg)["targets"])}
                if cfg else None) for k, cfg in (d.exporters or {}).items()},
     }}
@@ -41,6 +42,11 @@ def test_fresh_database_gets_everything():
                    ("bridge", "datapath_type"), ("bridge-config", "datapath-id"),
                    ("bridge-config", "disable-in-band"), ("controllers", ""), ("add-tunnel", ""),
                    ("exporter", "sflow"), ("exporter", "netflow"), ("exporter", "ipfix")]
+
+
+def test_fresh_bridge_gets_its_internal_interface_mtu_pinned():
+    (add, *_rest) = plan(desired(), {"bridge": None})
+    assert add == Change("add-bridge", value={"mtu_request": LOCAL_MTU})
 
 
 def test_in_sync_means_no_changes():
@@ -68,6 +74,9 @@ def test_datapath_type_only_when_given():
     (lambda b: b["tunnel"].update(ofport_request=None), [Change("tunnel", "ofport_request", TUNNEL_OFPORT)]),
     (lambda b: b["tunnel"].update(type="geneve"), [Change("tunnel", "type", "vxlan")]),
     (lambda b: b.update(tunnel=None), [Change("add-tunnel", value=desired().tunnel())]),
+    (lambda b: b.update(local={"mtu_request": None}), [Change("local", "mtu_request", LOCAL_MTU)]),
+    (lambda b: b.update(local={"mtu_request": 9000}), [Change("local", "mtu_request", LOCAL_MTU)]),
+    (lambda b: b.update(local=None), []),          # no internal interface named br-int: nothing to pin
 ])
 def test_one_drift_one_change(edit, expected):
     d = desired()
