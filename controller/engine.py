@@ -207,6 +207,7 @@ class Engine:
         self._cold = ColdSettle(settle, settle_limit)       # a cold start's hold on first syncs
         self._cold_wake: float | None = None                # the timer that checks it again
         self._releasing: collections.deque = collections.deque()   # hosts to sync, a slice a batch
+        self._marks: list = []                              # wait_planned callers: set after the batch
         self._queued: set[str] = set()                      # ... the same, to queue each once
         self._released = [0, 0.0, 0.0]                     # hosts, wall and CPU seconds spent on them
         self._cold_report = False                           # the cold start's summary is due
@@ -372,6 +373,15 @@ class Engine:
         with self._cond:
             return self._cond.wait_for(lambda: self._processed_version >= version, timeout)
 
+    def wait_planned(self, timeout: float) -> float | None:
+        """Block until every input queued before this call has been planned: the loop took it,
+        recomputed, and queued the bundles of every host it touched (hosts a big batch left to
+        later slices included). Returns when (monotonic), or None on timeout."""
+        done = threading.Event()
+        box: list[float] = []
+        self._inbox.put(("mark", done, box))
+        return box[0] if done.wait(timeout) else None
+
     def processed_at(self, version: int) -> float | None:
         """When (monotonic) the loop had planned and handed over model `version`'s changes."""
         with self._cond:
@@ -447,6 +457,12 @@ class Engine:
                 self._settle_step()
             if self._releasing:
                 self._release_slice()
+            if self._marks and not self._releasing:
+                now = time.monotonic()
+                for done, box in self._marks:
+                    box.append(now)
+                    done.set()
+                self._marks.clear()
             if self._unnumbered:
                 self._speculate()
 
@@ -496,6 +512,8 @@ class Engine:
             self._set_active(item[1])
         elif kind == "role":
             self._on_role(*item[1:])
+        elif kind == "mark":
+            self._marks.append(item[1:])          # set once this batch is planned (_loop)
         elif kind == "call":
             _k, fn, box, done = item
             try:

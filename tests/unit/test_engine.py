@@ -359,3 +359,22 @@ def test_a_burst_of_snapshots_behind_a_busy_loop_is_coalesced(engine):
     assert set(engine.effective_model().ports) == set(ports)
     for h in ("hv1", "hv2"):
         assert sws[h].table == desired_keys(engine, h)
+
+
+def test_wait_planned_returns_once_what_was_queued_before_it_is_planned_on_every_host(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    for sw in sws.values():
+        sw.hold = True                    # bundles stay in flight: only planning is waited for
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (2, "tap-c")})   # c plugged on hv1
+    at = engine.wait_planned(5.0)
+    assert at is not None
+    status = engine.status()
+    # both hosts got c's flows planned and sent (hv1: its own port; hv2: the way to it)
+    assert status["hv1"]["in_flight"] == 1 and status["hv2"]["in_flight"] == 1, status
+    with_c = engine.call(lambda: {h: set(s.expected) for h, s in engine.hosts.items()})
+    for h in ("hv1", "hv2"):
+        assert with_c[h] == desired_keys(engine, h)
+    sent = engine.call(lambda: [b.sent_at for s in engine.hosts.values() for b in s.in_flight.values()])
+    assert len(sent) == 2 and at >= max(sent), "the mark was set after both bundles went out"
+    # nothing queued: it returns at once, with the time of the batch that took the mark
+    assert engine.wait_planned(5.0) >= at
