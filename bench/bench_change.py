@@ -165,6 +165,8 @@ def main() -> None:
                 print(f"  {i + 1} ports: last thousand {statistics.mean(per_create[-1000:]):.2f} ms "
                       f"per create, RSS {rss_mb():.0f} MB", flush=True)
         engine.wait_processed(store.version, 120)
+        if engine.wait_planned(300) is None:     # the last plugs too, before the samples
+            raise SystemExit("the engine did not plan the creates' plugs within 300 s")
         first = statistics.mean(per_create[:1000])
         last = statistics.mean(per_create[-1000:])
         print(f"creates through the API ({args.order}): first thousand {first:.2f} ms each, last thousand "
