@@ -15,8 +15,9 @@ Layout (all inside namespaces the lab makes; nothing touches the machine's own n
 
 TLS everywhere (`lab.pki`): the lab's own CA in <run-dir>/pki, a certificate per hypervisor
 (CN = its name) and one for weftd. Each ovs-vswitchd talks OpenFlow to weftd over ssl: with its
-host's certificate (the Open_vSwitch SSL table); each ovsdb-server serves weftd on
-ssl:198.19.0.(10+K):6640 with the same certificate (its unix socket stays for local tools).
+host's certificate, given on its command line (not the SSL table: `HostSwitch.set_vswitchd_pki`);
+each ovsdb-server serves weftd on ssl:198.19.0.(10+K):6640 with the same certificate (its unix
+socket stays for local tools).
 """
 from __future__ import annotations
 
@@ -178,9 +179,10 @@ def _build(p: LabPaths, state: LabState, hosts: int, ctl=None, progress=None) ->
                      "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", "--",
                      "set", "interface", "br-int", f"mtu_request={LOCAL_MTU}", "--",
-                     "set-ssl", key, cert, pki.ca_cert, "--",
                      "set", "Open_vSwitch", ".", f"external_ids:system-id={name}",
                      f"external_ids:hostname={name}", f"external_ids:weft-tunnel-ip={info['underlay_ip']}")
+        # its TLS files on its command line, not in the SSL table (see HostSwitch.set_vswitchd_pki)
+        switch.set_vswitchd_pki(key, cert, pki.ca_cert)
         # returns once ovs-vswitchd has detached, i.e. after its first configuration (br-int made)
         switch.start_vswitchd()
         with journal:
