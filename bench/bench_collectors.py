@@ -58,6 +58,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from topology.model import Binding, Host, Model, Network, Port, Tenant  # noqa: E402
+from templstream import big_endian as _be  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SFLOW_PER_DGRAM = 8
@@ -122,15 +123,6 @@ def _pairs(vms: dict, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
     off = rng.integers(1, width, n)
     dst = members[vms["net"][src], (srcpos[src] + off) % width]
     return src, dst
-
-
-def _be(a: np.ndarray, size: int) -> np.ndarray:
-    """(n, size) big-endian bytes of integers."""
-    out = np.empty((len(a), size), dtype=np.uint8)
-    v = a.astype(np.uint64)
-    for i in range(size):
-        out[:, size - 1 - i] = (v >> np.uint64(8 * i)) & np.uint64(0xFF)
-    return out
 
 
 NF5_DTYPE = np.dtype([

@@ -51,7 +51,8 @@ def template_message(v9: bool, seq: int) -> bytes:
     return struct.pack("!HHIII", 10, 16 + len(sets), 1_700_000_000, seq, 1) + sets
 
 
-def _be(a: np.ndarray, size: int) -> np.ndarray:
+def big_endian(a: np.ndarray, size: int) -> np.ndarray:
+    """(n, size) big-endian bytes of integers (bench_collectors builds its datagrams with it too)."""
     out = np.empty((len(a), size), dtype=np.uint8)
     v = a.astype(np.uint64)
     for i in range(size):
@@ -67,7 +68,7 @@ def template_stream(vms: dict, pairs, exporters: list, datagrams: int, v9: bool 
     n = datagrams * PER_DGRAM
     src, dst = pairs(vms, n, rng)
     rec = np.zeros(n, dtype=_record_dtype(v9))
-    rec["smac"], rec["dmac"] = _be(vms["mac"][src], 6), _be(vms["mac"][dst], 6)
+    rec["smac"], rec["dmac"] = big_endian(vms["mac"][src], 6), big_endian(vms["mac"][dst], 6)
     rec["eth"] = 0x0800
     rec["proto"] = np.where(rng.random(n) < 0.8, 6, 17)
     rec["sip"], rec["dip"] = vms["ip"][src], vms["ip"][dst]
@@ -82,7 +83,7 @@ def template_stream(vms: dict, pairs, exporters: list, datagrams: int, v9: bool 
         rec["key"] = vms["vni"][src]
     else:
         rec["klen"] = 3
-        rec["key"] = _be(vms["vni"][src], 3)
+        rec["key"] = big_endian(vms["vni"][src], 3)
     rec["sd"], rec["ed"] = 2_000_000, 500_000
     rec["packets"] = rng.integers(1, 2000, n)
     rec["l2octets"] = rec["packets"] * rng.integers(64, 1500, n)
