@@ -9,13 +9,9 @@ import sys
 SWITCH_INTERVAL_S = 0.0005
 
 
-def tune_threads() -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-
-
 def tune_interpreter() -> None:
     """Everything weftd sets: the switch interval, and the garbage collector's policy for a
     large long-lived heap (controller/gcpolicy.py)."""
     from controller import gcpolicy
-    tune_threads()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     gcpolicy.install()

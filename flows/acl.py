@@ -31,6 +31,7 @@ from flows import qos as Q
 from flows.cookies import make
 from flows.drops import drop
 from flows.flow import ETH_TYPE_IP, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, Flow, make_match
+from flows.index import bound_somewhere
 
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 NEW = (CT_NEW | CT_TRK, CT_NEW | CT_TRK)
@@ -67,12 +68,11 @@ def tenant_acl(model, tenant: str) -> TenantAcl:
     groups = dict(index.groups_of_tenant.get(tenant, {}))
     names = set(groups) | {r.remote_sg for g in groups.values() for r in g.rules if r.remote_sg}
     members = {}
-    bound, standby = model.bindings, model.standby
     for name in names:
-        # only ports bound to a host (or standing by) are members (flows.index.bound_somewhere)
+        # only ports bound to a host (or standing by on one) are members
         ports = index.members.get((tenant, name))
         if ports:
-            ports = {u: p for u, p in ports.items() if u in bound or u in standby}
+            ports = {u: p for u, p in ports.items() if bound_somewhere(model, u)}
         if ports:
             members[(name, "ipv4")] = tuple(sorted({ip for p in ports.values() for ip in p.ipv4s},
                                                    key=_ip_key))

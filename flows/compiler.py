@@ -220,8 +220,8 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
     for port in ports:
         binding = model.bindings.get(port.uuid)
         where = model.hosts.get(binding.host) if binding is not None else None
-        piece = _port_piece(port, vni, binding, where.tunnel_ip if where is not None else None,
-                            binding is not None or port.uuid in model.standby)
+        piece = (_port_piece(port, vni, binding, where.tunnel_ip if where is not None else None)
+                 if bound_somewhere(model, port.uuid) else _NOWHERE)
         arp.extend(piece[0])
         if binding is None:
             continue
@@ -267,20 +267,17 @@ def _build_fragment(index: CompilerIndex, net: Network, key: NetKey) -> _Fragmen
 _PIECES: dict = {}
 
 
-def _port_piece(port: Port, vni: int, binding, tunnel_ip: str | None, present: bool = True) -> tuple:
+_NOWHERE = ((), None, None, None)       # the piece of a port bound nowhere (bound_somewhere)
+
+
+def _port_piece(port: Port, vni: int, binding, tunnel_ip: str | None) -> tuple:
     """(ARP/ND answers, tunnel actions to its host, (host, local, remote) L2 flows,
-    (host, local, remote) by-IP flows) of `port` in its network's fragment; a port bound
-    nowhere (`present` false) has none."""
-    key = (port.uuid, vni, tunnel_ip, present)
+    (host, local, remote) by-IP flows) of `port`, bound or standing by somewhere, in its
+    network's fragment."""
+    key = (port.uuid, vni, tunnel_ip)
     hit = _PIECES.get(key)
     if hit is not None and hit[0] is port and (hit[1] is binding or hit[1] == binding):
         return hit[2]
-    if not present:
-        piece = ((), None, None, None)
-        if len(_PIECES) >= _LOCAL_MAX:
-            _PIECES.clear()
-        _PIECES[key] = (port, binding, piece)
-        return piece
     arp = _nd_responder(port, vni)
     for ip in port.ipv4s:
         arp.append(make(
