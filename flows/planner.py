@@ -15,6 +15,10 @@ class Plan:
     """
     delete: list[tuple[int, int]]       # (table, cookie), sorted
     add: list[Flow]                     # sorted by (table, priority, cookie)
+    # the installed keys no desired flow has: with `add`, what the plan does to the books
+    # (installed - stale | add keys), without a pass over every installed key (a cookie-masked
+    # delete removes only stale keys and desired ones, which `add` has again)
+    stale: frozenset = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -65,4 +69,4 @@ def plan(installed_keys, desired_flows) -> Plan:
             add.append(desired[key])
         else:
             add.extend(sorted(flows, key=lambda f: (repr(f.match), repr(f.actions))))
-    return Plan(delete, add)
+    return Plan(delete, add, frozenset(stale))

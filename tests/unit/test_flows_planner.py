@@ -97,3 +97,19 @@ def test_restart_with_unchanged_model_sends_nothing():
     after = compile_all(CompilerIndex(moved))
     changed = plan([x.key for x in first["hv1"]], after["hv1"])
     assert changed.add and changed.delete
+
+
+def test_stale_keys_and_adds_update_the_books_as_the_cookie_masked_deletes_do():
+    """The engine's books after a plan: installed - stale | adds must equal what the switch
+    holds after the cookie-masked deletes and the adds (flows sharing a cookie included)."""
+    rng = random.Random(7)
+    for _ in range(300):
+        pool = [f(rng.choice((0, 40)), rng.choice((100, 90)), rng.randrange(6), owner=f"p{rng.randrange(3)}",
+                  out=rng.randrange(2)) for _ in range(12)]
+        installed = {x.key for x in rng.sample(pool, rng.randrange(len(pool)))}
+        desired = rng.sample(pool, rng.randrange(len(pool)))
+        p = plan(set(installed), desired)
+        deleted = set(p.delete)
+        switch = {k for k in installed if (k[0], k[2]) not in deleted} | {x.key for x in p.add}
+        assert (installed - p.stale) | {x.key for x in p.add} == switch
+        assert switch == {x.key for x in desired}

@@ -50,3 +50,25 @@ def test_it_pickles_for_another_process_by_content():
     m = ShardMap({f"uuid-{i}": i for i in range(100)})
     again = pickle.loads(pickle.dumps(m))
     assert again == m and again["uuid-42"] == 42
+
+
+def test_a_forked_cache_shares_what_it_keeps_and_owns_what_it_invalidates():
+    from topology.shardmap import ShardCache
+    base = ShardCache({f"net-{i}": i for i in range(300)})
+    fork = base.fork()
+    fork.invalidate("net-1")            # touched by the change: computed again for the fork
+    fork.invalidate("absent")           # not cached yet: what the fork computes stays its own
+    assert "net-1" not in fork and base["net-1"] == 1
+    fork["net-1"] = "new"
+    fork["absent"] = "new"
+    assert base["net-1"] == 1 and "absent" not in base
+    # a key neither side invalidated holds for both: computed by one, found by the other
+    untouched = next(f"k-{i}" for i in range(1000)
+                     if hash(f"k-{i}") % SHARDS not in {hash("net-1") % SHARDS, hash("absent") % SHARDS})
+    fork[untouched] = "shared"
+    assert base.get(untouched) == "shared"
+    assert len(fork) == 302 and len(base) == 301
+    own = base.copy()
+    own["net-2"] = "own"
+    assert base["net-2"] == 2 and fork["net-2"] == 2 and own["net-2"] == "own"
+    assert set(own) == set(base)
