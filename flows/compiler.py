@@ -173,6 +173,9 @@ def affected_hosts(old_model: Model, new_model: Model, old_index: CompilerIndex 
     else:
         diff = diff_models(old_model, new_model)
         touched = touched_keys(diff, old_index, new_index)
+    renumbered = _renumbered_hosts(diff, old_model, new_model)
+    if renumbered is not None:
+        return renumbered
     hosts = set(diff.hosts)
     for key in touched:
         if key not in old_index.net_by_key and key not in new_index.net_by_key:
@@ -180,6 +183,26 @@ def affected_hosts(old_model: Model, new_model: Model, old_index: CompilerIndex 
         hosts |= old_index.hosts_on(key)
         hosts |= new_index.hosts_on(key)
     hosts |= NS.gateway_hosts(touched, old_index, new_index)
+    return hosts
+
+
+def _renumbered_hosts(diff, old: Model, new: Model) -> set[str] | None:
+    """The hosts of a change that only renumbered ports where they are bound (a NIC's ofport
+    arriving: PENDING -> N, or a new one after a re-plug), or None for any other change.
+
+    An ofport means something on its own host only: its local delivery, classification, port
+    security, conntrack zone and conjunction ids. Peers reach the port by its host's tunnel,
+    answer ARP and count it a group member whether or not it is numbered (bound_somewhere),
+    so a port-up's batch syncs its own host alone, not every host of its network again."""
+    if (diff.ports or diff.networks or diff.hosts or diff.routers or diff.security_groups
+            or diff.floating_ips or not diff.bindings or old.traffic != new.traffic):
+        return None
+    hosts = set()
+    for uuid in diff.bindings:
+        a, b = old.bindings.get(uuid), new.bindings.get(uuid)
+        if a is None or b is None or a.host != b.host or old.standby.get(uuid) != new.standby.get(uuid):
+            return None
+        hosts.add(b.host)
     return hosts
 
 

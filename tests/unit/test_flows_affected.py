@@ -227,3 +227,50 @@ def test_indexes_of_other_models_are_refused():
     a, b = world.model(), world.model()
     with pytest.raises(ValueError):
         affected_hosts(a, b, CompilerIndex(b))
+
+
+def _renumber_world() -> Model:
+    """A routed tenant whose ports are members of a group admitting its own members, with QoS
+    and IPv6: everything a port's ofport could reach."""
+    from topology.model import Router, Rule, SecurityGroup
+    rules = (Rule("r1", 1, "ingress", remote_sg="default"), Rule("r2", 2, "egress", remote_cidr="0.0.0.0/0"),
+             Rule("r3", 3, "ingress", remote_sg="default", ethertype="ipv6"))
+    nets = {"n1": Network("n1", "red", "n1", "10.0.0.0/24", 1000, "10.0.0.1", router="r", cidr6="fd00:1::/64"),
+            "n2": Network("n2", "red", "n2", "10.0.1.0/24", 1001, "10.0.1.1", router="r")}
+    place = {"a": ("n1", "hv1", 1, "10.0.0.5"), "b": ("n1", "hv2", 1, "10.0.0.6"),
+             "c": ("n2", "hv3", 2, "10.0.1.5"), "d": ("n1", "hv1", 2, "10.0.0.7")}
+    return Model(
+        tenants={"red": Tenant("red", "red")}, networks=nets,
+        ports={p: Port(p, "red", net, p, f"fa:16:3e:00:00:0{i}", (ip,), security_groups=("default",))
+               for i, (p, (net, _h, _o, ip)) in enumerate(sorted(place.items()))},
+        hosts={h: Host(h, f"192.0.2.{i}", "x") for i, h in enumerate(("hv1", "hv2", "hv3"), 1)},
+        bindings={p: Binding(p, h, o) for p, (_n, h, o, _ip) in place.items()},
+        routers={"r": Router("r", "red", "r", "02:77:65:00:00:aa", 7)},
+        security_groups={"sg": SecurityGroup("sg", "red", "default", rules)})
+
+
+@pytest.mark.parametrize("port", ["a", "b", "c"])
+@pytest.mark.parametrize("change", ["new ofport", "numbered", "unnumbered"])
+def test_renumbering_a_port_where_it_is_changes_its_own_host_only(port, change):
+    from flows.compiler import PENDING
+    base = _renumber_world()
+    b = base.bindings[port]
+    old = replace(base, bindings={**base.bindings, port: replace(b, ofport=PENDING)}) \
+        if change == "numbered" else base
+    new = replace(base, bindings={**base.bindings, port: replace(b, ofport=PENDING if change == "unnumbered"
+                                                                 else 40 if change == "new ofport" else b.ofport)})
+    old_idx = CompilerIndex(old)
+    compiled(old_idx)
+    truth = really_changed(CompilerIndex(old), CompilerIndex(new))
+    assert truth == {b.host}
+    assert affected_hosts(old, new, old_idx, old_idx.updated(new)) == {b.host}
+    assert affected_hosts(old, new) == {b.host}
+
+
+def test_a_renumbering_with_any_other_change_takes_the_general_path():
+    base = _renumber_world()
+    moved = replace(base, bindings={**base.bindings, "a": Binding("a", "hv2", 9)})
+    assert affected_hosts(base, moved) == {"hv1", "hv2", "hv3"}      # a's peers and group
+    both = replace(base, bindings={**base.bindings, "a": Binding("a", "hv1", 9)},
+                   hosts={**base.hosts, "hv3": Host("hv3", "192.0.2.33", "x")})
+    assert {"hv1", "hv2", "hv3"} <= affected_hosts(base, both)
