@@ -47,7 +47,7 @@ from flows.pipeline import DHCP_METER, DROP_METER
 from controller.migration import Migration, eth_src, trigger_of
 from topology.errors import Conflict, NotFound, WeftError
 from topology.model import Binding, Model, derive
-from topology.shardmap import ShardMap
+from topology.shardmap import ShardMap, writer_of
 
 LOG = logging.getLogger(__name__)
 DHCP_PPS, DHCP_BURST = 50, 100     # DHCP packet-ins per host and second: a flood is dropped there
@@ -936,8 +936,9 @@ class Engine:
                 continue
             up.guess = last + 1
             try:
-                model = derive(self._model, bindings={**self._model.bindings,
-                                                      port: Binding(port, host, up.guess)})
+                guessed = writer_of(self._model.bindings)     # shares all but one shard
+                guessed[port] = Binding(port, host, up.guess)
+                model = derive(self._model, bindings=guessed.done())
                 index = self._index.updated(model, ModelDiff(frozenset(), frozenset((port,)),
                                                              frozenset(), frozenset()))
                 # its fragment cache is a fork (flows/index.py): what it builds for the guessed
