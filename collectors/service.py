@@ -563,6 +563,7 @@ class CollectorService:
         self._receivers: dict[str, _Receiver] = {}
         self._stop = threading.Event()
         self._changed = threading.Event()
+        self._pending_ifindexes: dict | None = None    # for the refresher (ifindexes_changed)
         self._refresher: threading.Thread | None = None
         self.started: float | None = None
         self.model_errors = 0
@@ -588,6 +589,19 @@ class CollectorService:
             self.attributor.update(self._model, ifindexes=ifindexes)
         for w in self._workers:
             w.send("ifindexes", ifindexes)
+
+    def ifindexes_changed(self, ifindexes: dict) -> None:
+        """A new {(host, kernel ifindex): port uuid} map, taken in as model_changed is: on the
+        refresher thread MODEL_SETTLE_S later (without one, at once). The southbound reports it
+        for the NIC a port-up is plugging, in the same moment as its ofport: three rebuilds of
+        the attribution there held the interpreter while weftd read the port-status and
+        compiled the port's flows."""
+        if self._refresher is None or not self._refresher.is_alive():
+            self.set_ifindexes(ifindexes)
+            return
+        with self._update_lock:
+            self._pending_ifindexes = dict(ifindexes)
+        self._changed.set()
 
     def refresh_model(self) -> bool:
         """Poll the provider now; True when the attribution index was rebuilt."""
@@ -685,6 +699,10 @@ class CollectorService:
             self._changed.clear()
             if self._stop.is_set():
                 break
+            with self._update_lock:
+                ifindexes, self._pending_ifindexes = self._pending_ifindexes, None
+            if ifindexes is not None:
+                self.set_ifindexes(ifindexes)
             self.refresh_model()
 
     def stop(self) -> None:

@@ -65,7 +65,7 @@ class TrafficCollectors:
             self._ifindexes[host] = dict(ifindexes)
             merged = {(h, i): port for h, m in self._ifindexes.items() for port, i in m.items()}
         for svc in self.services.values():
-            svc.set_ifindexes(merged)
+            svc.ifindexes_changed(merged)        # taken in by its refresher, off the port-up
 
     def _retention(self) -> int:
         from topology.duration import DEFAULT_RETENTION, retention_seconds
