@@ -186,9 +186,9 @@ class CompilerIndex:
         dirty = diff.ports | diff.bindings
         new.ports_by_key, new.local, new.standby = self.ports_by_key, self.local, self.standby
         if dirty:
-            # the top-level maps are copied when first written (a port created unbound leaves
-            # `local`, one entry per host, shared): a copy costs ~0.1 ms per thousand entries
-            # in weftd's heap
+            # the sharded maps copy only the shards written (a port created unbound leaves
+            # `local`, one entry per host, shared), and each entry written is a copy of its
+            # own; `standby` holds migrating ports only
             new.standby = dict(self.standby) if old_model.standby or new_model.standby else {}
             copied_keys, copied_hosts, copied_standby = set(), set(), set()
             by_key, local = writer_of(self.ports_by_key), writer_of(self.local)
