@@ -150,25 +150,15 @@ class ShardCache:
     def get(self, key, default=None):
         return self._shards[hash(key) & _MASK].get(key, default)
 
-    def __getitem__(self, key):
-        return self._shards[hash(key) & _MASK][key]
-
-    def __contains__(self, key) -> bool:
-        return key in self._shards[hash(key) & _MASK]
-
     def __setitem__(self, key, value) -> None:
         self._shards[hash(key) & _MASK][key] = value
 
-    def __len__(self) -> int:
-        return sum(map(len, self._shards))
-
-    def __iter__(self):
-        return chain.from_iterable(list(self._shards))
-
     def fork(self) -> "ShardCache":
-        """A cache sharing every shard with this one, until `invalidate` copies one."""
+        """A cache sharing every shard with this one, until either side's `invalidate`
+        copies one."""
         c = ShardCache.__new__(ShardCache)
         c._shards, c._own = list(self._shards), set()
+        self._own = set()
         return c
 
     def invalidate(self, key) -> None:
@@ -179,9 +169,3 @@ class ShardCache:
             self._shards[i] = dict(self._shards[i])
             self._own.add(i)
         self._shards[i].pop(key, None)
-
-    def copy(self) -> "ShardCache":
-        """A cache of its own (every shard copied)."""
-        c = ShardCache.__new__(ShardCache)
-        c._shards, c._own = [dict(s) for s in self._shards], set(range(SHARDS))
-        return c

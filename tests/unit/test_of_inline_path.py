@@ -4,6 +4,8 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, register_instance
 from os_ken.ofproto import ofproto_v1_4 as ofp
@@ -87,52 +89,49 @@ class _Loop:
         self.posted.append("close")
 
 
-def _pair():
-    """A TCP connection over loopback (os-ken's Datapath sets TCP_NODELAY on its socket)."""
+@pytest.fixture
+def pair():
+    """(LoopDatapath, its peer's socket, its loop) over a loopback TCP connection (os-ken's
+    Datapath sets TCP_NODELAY on its socket); both sockets closed afterwards."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         b = socket.create_connection(server.getsockname())
         a, _ = server.accept()
     loop = _Loop()
-    return LoopDatapath(a, ("192.0.2.1", 6653), loop), b, loop
+    dp = LoopDatapath(a, ("192.0.2.1", 6653), loop)
+    yield dp, b, loop
+    dp.socket.close()
+    b.close()
 
 
-def test_a_sender_writes_an_idle_connection_itself():
-    dp, peer, loop = _pair()
-    try:
-        assert dp.send(b"bundle bytes")
-        assert peer.recv(100) == b"bundle bytes"
-        assert loop.posted == [] and not dp._posted      # the loop was not needed
-        assert dp.send(b"more")                           # and again for the next one
-        assert peer.recv(100) == b"more" and loop.posted == []
-    finally:
-        dp.socket.close()
-        peer.close()
+def test_a_sender_writes_an_idle_connection_itself(pair):
+    dp, peer, loop = pair
+    assert dp.send(b"bundle bytes")
+    assert peer.recv(100) == b"bundle bytes"
+    assert loop.posted == [] and not dp._posted      # the loop was not needed
+    assert dp.send(b"more")                           # and again for the next one
+    assert peer.recv(100) == b"more" and loop.posted == []
 
 
-def test_the_loop_takes_over_when_the_socket_is_busy_or_full():
-    dp, peer, loop = _pair()
-    try:
-        with dp._io_lock:                     # the loop is reading or writing this socket
-            assert dp.send(b"first")
-        assert loop.posted == ["write"] and dp._posted
-        assert dp.send(b"second")             # already posted: appended for the loop
-        assert loop.posted == ["write"]
-        assert dp._flush() is True            # the loop's write: both, in order
-        assert peer.recv(100) == b"firstsecond"
-        loop.posted.clear()
-        dp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        part = b"y" * 60000                   # more than the socket takes at once
-        assert dp.send(part)
-        assert loop.posted == ["write"] and dp._out   # the rest waits for writability
-        assert _drain(dp, peer, len(part)) == part
-        loop.posted.clear()
-        whole = b"z" * (DIRECT_WRITE_MAX + 1)  # a whole host's flows: the loop's to write
-        assert dp.send(whole)
-        assert loop.posted == ["write"] and sum(map(len, dp._out)) == len(whole)
-        assert _drain(dp, peer, len(whole)) == whole
-    finally:
-        dp.socket.close()
-        peer.close()
+def test_the_loop_takes_over_when_the_socket_is_busy_or_full(pair):
+    dp, peer, loop = pair
+    with dp._io_lock:                     # the loop is reading or writing this socket
+        assert dp.send(b"first")
+    assert loop.posted == ["write"] and dp._posted
+    assert dp.send(b"second")             # already posted: appended for the loop
+    assert loop.posted == ["write"]
+    assert dp._flush() is True            # the loop's write: both, in order
+    assert peer.recv(100) == b"firstsecond"
+    loop.posted.clear()
+    dp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    part = b"y" * 60000                   # more than the socket takes at once
+    assert dp.send(part)
+    assert loop.posted == ["write"] and dp._out   # the rest waits for writability
+    assert _drain(dp, peer, len(part)) == part
+    loop.posted.clear()
+    whole = b"z" * (DIRECT_WRITE_MAX + 1)  # a whole host's flows: the loop's to write
+    assert dp.send(whole)
+    assert loop.posted == ["write"] and sum(map(len, dp._out)) == len(whole)
+    assert _drain(dp, peer, len(whole)) == whole
 
 
 def _drain(dp, peer, size: int) -> bytes:
@@ -151,25 +150,17 @@ def _drain(dp, peer, size: int) -> bytes:
     return bytes(got)
 
 
-def test_a_closing_send_is_the_loops():
-    dp, peer, loop = _pair()
-    try:
-        assert dp.send(b"bye", close_socket=True)
-        assert loop.posted == ["write"]
-        assert dp._flush() is None             # written, then the connection is over
-        assert peer.recv(100) == b"bye"
-    finally:
-        dp.socket.close()
-        peer.close()
+def test_a_closing_send_is_the_loops(pair):
+    dp, peer, loop = pair
+    assert dp.send(b"bye", close_socket=True)
+    assert loop.posted == ["write"]
+    assert dp._flush() is None             # written, then the connection is over
+    assert peer.recv(100) == b"bye"
 
 
-def test_the_loops_own_sends_stay_with_the_loop():
-    dp, peer, loop = _pair()
-    try:
-        loop._thread = threading.current_thread()      # an echo reply written while parsing
-        assert dp.send(b"echo")
-        assert loop.posted == ["write"]
-        assert dp._flush() is True and peer.recv(100) == b"echo"
-    finally:
-        dp.socket.close()
-        peer.close()
+def test_the_loops_own_sends_stay_with_the_loop(pair):
+    dp, peer, loop = pair
+    loop._thread = threading.current_thread()      # an echo reply written while parsing
+    assert dp.send(b"echo")
+    assert loop.posted == ["write"]
+    assert dp._flush() is True and peer.recv(100) == b"echo"
