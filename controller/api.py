@@ -296,6 +296,9 @@ class Api:
         if port is None:
             raise NotFound(f"no port {tenant}/{network}/{name}")
         view = dict(self._port_views([port], model)[0])      # the caller may add to it
+        timeline = getattr(self.engine, "port_up_timeline", None)
+        if timeline is not None:        # its last port-up, step by step (controller/engine.py PortUp)
+            view["up_timeline"] = timeline(port.uuid)
         migration = getattr(self.engine, "migration_view", None)
         if migration is not None:
             view["migration"] = m = migration(port.uuid)

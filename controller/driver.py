@@ -16,6 +16,7 @@ import threading
 import time
 
 from controller import ofmsg
+from controller.armed import ArmedBundles
 from controller.wire import WireCache
 
 LOG = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class OpenFlowDriver:
         self._backlog: dict[int, tuple] = {}       # id(datapath) -> (datapath, deque of bytes)
         self._wake = threading.Event()
         self._waiters: dict[int, tuple] = {}       # xid -> (rows, event) for flow dumps of the API
+        self._armed = ArmedBundles(self.write)
         self._flusher = threading.Thread(target=self._flush_loop, name="of-flusher", daemon=True)
         self._flusher.start()
 
@@ -49,6 +51,7 @@ class OpenFlowDriver:
             self._wire.flow_mod(None, item)
 
     def forget(self, datapath) -> None:
+        self._armed.forget(datapath)
         with self._lock:
             self._xids.pop(id(datapath), None)
             self._backlog.pop(id(datapath), None)
@@ -120,6 +123,13 @@ class OpenFlowDriver:
         Returns (first xid, items) where items[i] is the flow-mod sent with xid first+1+i
         (a ("delete", table, cookie) tuple or a Flow); the meter-mods take the xids after the
         commit's, in the order given (before, then after)."""
+        first, items, data = self._encode_bundle(datapath, bundle_id, deletes, adds, meters_before,
+                                                 meters_after)
+        self.write(datapath, data)
+        return first, items
+
+    def _encode_bundle(self, datapath, bundle_id: int, deletes, adds, meters_before=(),
+                       meters_after=()) -> tuple[int, list, bytes]:
         ofp = datapath.ofproto
         items = [("delete", t, c) for t, c in deletes] + list(adds)
         meters = list(meters_before) + list(meters_after)
@@ -137,8 +147,33 @@ class OpenFlowDriver:
         parts.append(self._wire.bundle_ctrl(datapath, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
                                             xid + len(items) + 1))
         parts.append(bytes(tail))
-        self.write(datapath, b"".join(parts))
+        return first, items, b"".join(parts)
+
+    # ---- armed bundles (controller/armed.py) --------------------------------------------------
+    def arm(self, datapath, name: str, port: str, ofport: int, bundle_id: int, deletes,
+            adds, seen: bool = False) -> tuple[int, list]:
+        """Encode a bundle now and hold it until the host confirms that interface `name` is
+        port `port`'s (`seen`: it has already) and the switch numbered it `ofport`; returns
+        (first xid, items) as send_bundle does."""
+        first, items, data = self._encode_bundle(datapath, bundle_id, deletes, adds)
+        self._armed.arm(datapath, name, port, ofport, data, seen)
         return first, items
+
+    def port_numbered(self, datapath, name: str, ofport: int | None) -> bool:
+        """A port-status: `name` has `ofport`, None: removed (the armed bundle may go out now)."""
+        return self._armed.port_numbered(datapath, name, ofport)
+
+    def rows_seen(self, datapath, rows: dict) -> bool:
+        """The host's database report (the armed bundle may go out now)."""
+        return self._armed.rows_seen(datapath, rows)
+
+    def confirmed(self, datapath, name: str) -> bool:
+        """The engine knows the armed bundle's two facts: it goes out now if it has not."""
+        return self._armed.confirmed(datapath, name)
+
+    def disarm(self, datapath, name: str) -> float | None:
+        """Take back what was armed for `name`; when it was written, or None if it was not."""
+        return self._armed.disarm(datapath, name)
 
     def request_dump(self, datapath) -> int:
         """Ask for every flow of every table; the replies carry the returned xid."""

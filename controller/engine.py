@@ -62,6 +62,7 @@ MIN_BACKOFF, MAX_BACKOFF = 0.1, 10.0  # re-dump after a refused bundle, doubling
 HISTORY = 4096                      # model versions remembered for wait_applied
 RELEASE_SLICE = 0.02                # s of queued syncs (a cold start's held hosts...) per loop batch
 BIG_BATCH = 64                      # a batch touching more hosts may send the rest in slices
+MAX_ARMS = 3                        # a port-up's bundle is compiled ahead at most this often
 
 
 @dataclasses.dataclass
@@ -115,6 +116,16 @@ class HostState:
     master_at: float | None = None            # HA: when (epoch) the switch confirmed us master
     role_xid: int | None = None               # HA: our last role request, to match its error
     role_retries: int = 0                     # ... and how often it was refused as stale
+    armed: "Armed | None" = None              # a port-up's bundle the driver holds (controller/armed.py)
+
+
+@dataclasses.dataclass
+class Armed:
+    """A port-up's bundle handed to the driver ahead, to go out on the switch's port-status."""
+    name: str                     # the interface the switch must number...
+    port: str
+    ofport: int                   # ... with this ofport
+    bundle: Bundle                # planned against the books as they were when it was armed
 
 
 @dataclasses.dataclass
@@ -129,6 +140,8 @@ class PortUp:
     taken_cpu: float = 0.0           # the engine thread's CPU clock when it took the numbering
     cpu_ms: float | None = None      # the engine thread's CPU from taken to sent (the rest: waits)
     guess: int | None = None         # the ofport its flows were compiled ahead for (_speculate)
+    fired: bool = False              # its bundle went out on the port-status (controller/armed.py)
+    arms: int = 0                    # times it was compiled ahead (re-armed after other changes)
     seen_at: float = dataclasses.field(default_factory=time.time)   # wall clock, to correlate
 
     def latency_ms(self) -> float | None:
@@ -138,7 +151,7 @@ class PortUp:
         rel = lambda t: None if t is None else round((t - self.seen) * 1000, 2)   # noqa: E731
         return {"host": self.host, "seen_at": self.seen_at, "numbered_ms": rel(self.numbered),
                 "sent_ms": rel(self.sent), "committed_ms": rel(self.committed),
-                "engine_cpu_ms": self.cpu_ms}
+                "engine_cpu_ms": self.cpu_ms, "sent_on_port_status": self.fired}
 
 
 # Open vSwitch numbers new ports itself only below this (the upper half is for requested
@@ -198,6 +211,8 @@ class Engine:
         self._bundle_id = 0
         self._port_up: dict[tuple[str, str], PortUp] = {}   # (host, port) -> timeline
         self._unnumbered: set[tuple[str, str]] = set()     # port-ups waiting for their ofport
+        self._armed_hosts: set[str] = set()                # hosts with an armed bundle (_speculate)
+        self._left: dict[str, tuple] = {}          # port -> (host, interface, arms) its NIC last left
         self._last_up: dict[str, PortUp] = {}               # port -> its last completed timeline
         self._version_batch: dict[int, int] = {}            # model version -> its batch's last version
         self._batch_hosts: dict[int, frozenset] = {}        # batch's last version -> affected hosts
@@ -260,8 +275,13 @@ class Engine:
                         pending["changes"].setdefault(k, set()).update(v)
 
     def bindings_changed(self, host: str, bindings: dict[str, tuple]) -> None:
-        """What a host's database says: {port uuid: (ofport or PENDING, interface name)}."""
+        """What a host's database says: {port uuid: (ofport or PENDING, interface name)}.
+        A bundle armed for one of these NICs may go out on this thread (controller/armed.py)."""
         self._inbox.put(("bindings", host, dict(bindings), time.monotonic()))
+        seen = getattr(self.driver, "rows_seen", None)     # after: its reply comes after this
+        dp = self._pub_dps.get(host) if seen is not None else None
+        if dp is not None:
+            seen(dp, bindings)
 
     def switch_connected(self, datapath, names: tuple[str, ...] | None = None) -> None:
         """A switch finished its handshake; `names`: what its verified TLS certificate names
@@ -277,8 +297,14 @@ class Engine:
 
     def port_status(self, datapath, name: str, ofport: int | None) -> None:
         """OpenFlow port-status: the switch numbered (or removed) interface `name`. It arrives
-        before the ofport reaches the host's database, so a pending binding resolves earlier."""
-        self._inbox.put(("port", datapath, name, ofport, time.monotonic()))
+        before the ofport reaches the host's database, so a pending binding resolves earlier.
+        A bundle armed for exactly that numbering goes out first, on this thread (the
+        OpenFlow loop's): queued after it, the event reaches the loop before its reply."""
+        at = time.monotonic()
+        numbered = getattr(self.driver, "port_numbered", None)
+        if numbered is not None:
+            numbered(datapath, name, ofport)
+        self._inbox.put(("port", datapath, name, ofport, at))
 
 
     def announce(self, datapath, in_port: int, frame: bytes) -> None:
@@ -466,7 +492,7 @@ class Engine:
                     box.append(now)
                     done.set()
                 self._marks.clear()
-            if self._unnumbered:
+            if self._unnumbered or self._left:
                 self._speculate()
 
     def _handle(self, item):
@@ -578,6 +604,12 @@ class Engine:
             self._port_up.pop((host, port), None)
             self._unnumbered.discard((host, port))
             self._pending_up.get(host, set()).discard(port)
+            self._left[port] = (host, old[port][1], 0)     # its NIC may come back (_speculate)
+        for port in bindings.keys() - old.keys():
+            self._left.pop(port, None)
+        state = self.hosts.get(host)
+        if state is not None and state.armed is not None:
+            self._settle_armed(host)
 
     def _numbered(self, host: str, port: str, at: float) -> None:
         up = self._port_up.get((host, port))
@@ -802,6 +834,9 @@ class Engine:
         bindings_changed = self._update_bindings()
         if self.nb_model is self._compiled_nb and not bindings_changed:
             return set()
+        if self._armed_hosts and (bindings_changed or not self._bindings_only()):
+            for host in sorted(self._armed_hosts):     # planned against a model that is now old
+                self._take_armed(host)
         new = derive(self.nb_model, bindings=self._bindings_map(bindings_changed) if bindings_changed
                      else old.bindings,
                      standby=dict(self._standby) if bindings_changed else old.standby)
@@ -853,6 +888,14 @@ class Engine:
         for observer in self._observers:
             observer()
         return affected
+
+    def _bindings_only(self) -> bool:
+        """The northbound changes since the last compile are the store's record of bindings
+        alone (weftd's binding recorder writes what the hosts report): the compiled model,
+        which takes the effective bindings, is the same, and so is every flow."""
+        changes = self._nb_changes
+        return self.nb_model is self._compiled_nb or (
+            changes is not None and all(name == "bindings" for name, keys in changes.items() if keys))
 
     def _bindings_map(self, changed: set[str]) -> ShardMap:
         """The effective bindings as the model's map: the last one with the changed ports
@@ -917,38 +960,131 @@ class Engine:
                      "engine CPU %.1f s)", hosts, wall, RELEASE_SLICE * 1000, cpu_s)
 
     def _speculate(self) -> None:
-        """Compile ahead the flows of each NIC seen in its host's database but not numbered yet,
-        for the ofport its switch will most likely give it (Open vSwitch numbers a new port
-        one above the last it numbered), and encode them: the compiler's and the encoder's
-        caches then hold them when the real ofport arrives, so the bundle a port-up waits for
-        goes out without compiling. Only caches are touched (they are keyed by content), never
-        the books or the switch: a wrong guess costs the time spent, nothing else. Real inputs
-        come first: nothing is guessed while the loop has something queued."""
-        for host, port in sorted(self._unnumbered):
-            up = self._port_up.get((host, port))
-            if up is None or up.numbered is not None or up.guess is not None or not self._inbox.empty():
-                continue
+        """Compile ahead, at idle, the flows of a NIC the engine expects, for the ofport its
+        switch will most likely give it (Open vSwitch numbers a new port one above the last it
+        numbered): a NIC seen in its host's database but not numbered yet, or else one that
+        left its host while its port stays bound there (parked: a VM restarting, a NIC plugged
+        again), under the interface name it had. Real inputs come first: nothing is compiled
+        while the loop has something queued.
+
+        The bundle is armed (one per host): the driver writes it once the host confirms that
+        the interface is the port's and has that ofport (controller/armed.py), and the engine
+        counts it when it takes that news in. A wrong guess is never installed, and costs the
+        time spent; without a driver that arms, the compile still warms the caches."""
+        waiting = collections.Counter(host for host, _port in self._unnumbered)
+        candidates = [(host, port, None) for host, port in sorted(self._unnumbered)]
+        candidates += [(host, port, name) for port, (host, name, _n) in sorted(self._left.items())]
+        for host, port, left_as in candidates:
+            if not self._inbox.empty():
+                return
             state = self.hosts.get(host)
+            if state is None or state.armed is not None:
+                continue
+            armable = hasattr(self.driver, "arm") and self.active and not self._cold.on
+            if left_as is None:
+                up = self._port_up.get((host, port))
+                if up is None or up.numbered is not None:
+                    continue
+                name = self.live.get(host, {}).get(port, (None, None))[1]
+                armable = armable and name is not None and up.arms < MAX_ARMS
+                if up.guess is not None and not armable:
+                    continue                       # compiled ahead once already
+            else:
+                name, arms = left_as, self._left[port][2]
+                if self._parked.get(port) != host or arms >= MAX_ARMS or waiting[host] or not armable:
+                    if self._parked.get(port) != host or arms >= MAX_ARMS:
+                        del self._left[port]       # gone elsewhere, deleted, or tried enough
+                    continue
+                up = None
             last = self._last_ofport.get(host)
             bound = self._model.bindings.get(port)
-            if state is None or state.datapath is None or not state.reconciled or last is None \
-                    or bound is None or bound.host != host or self._index is None:
+            if state.datapath is None or not state.reconciled or state.dumping is not None \
+                    or last is None or bound is None or bound.host != host or self._index is None:
                 continue
-            up.guess = last + 1
+            guess = last + 1
+            if up is not None:
+                up.guess = guess
+                up.arms += 1
+            else:
+                self._left[port] = (host, name, self._left[port][2] + 1)
             try:
                 guessed = writer_of(self._model.bindings)     # shares all but one shard
-                guessed[port] = Binding(port, host, up.guess)
+                guessed[port] = Binding(port, host, guess)
                 model = derive(self._model, bindings=guessed.done())
                 index = self._index.updated(model, ModelDiff(frozenset(), frozenset((port,)),
                                                              frozenset(), frozenset()))
                 # its fragment cache is a fork (flows/index.py): what it builds for the guessed
                 # binding's networks stays its own, the rest holds for the real model too
                 plan = planner.plan(state.expected, compiler.compile_host(index, host))
-                warm = getattr(self.driver, "warm", None)
-                if warm is not None:
-                    warm(plan.add)
+                if not armable or plan.empty or Q.plan_meters(
+                        state.meters_expected, compiler.compile_meters(index, host)) != ([], []):
+                    if up is not None:
+                        up.arms = MAX_ARMS          # QoS meters go outside bundles: the usual path
+                    else:
+                        del self._left[port]
+                    warm = getattr(self.driver, "warm", None)
+                    if warm is not None:
+                        warm(plan.add)
+                    continue
+                self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
+                first, items = self.driver.arm(state.datapath, name, port, guess, self._bundle_id,
+                                               plan.delete, plan.add, seen=up is not None)
+                state.armed = Armed(name, port, guess, Bundle(
+                    self._bundle_id, first, items, self.nb_version, 0.0, [port], [], plan.stale))
+                self._armed_hosts.add(host)
+                LOG.debug("%s: bundle %d armed for %s as ofport %d", host, self._bundle_id, name, guess)
             except Exception as exc:          # a guess that does not compile: no harm done
                 LOG.debug("compiling ahead for %s on %s failed: %s", port, host, exc)
+
+    def _settle_armed(self, host: str) -> None:
+        """Take the host's armed bundle back once the engine knows what decides it: the port's
+        row (under which name) and the interface's number. Until then the driver may still
+        send it on another thread's news; when the engine's own news came first and says it
+        is right, the engine sends it (the driver does, unless it already did)."""
+        state = self.hosts[host]
+        armed = state.armed
+        row = self.live.get(host, {}).get(armed.port)          # (ofport or PENDING, name)
+        number = self.of_ports.get(host, {}).get(armed.name)
+        if row is not None and row[1] == armed.name:
+            if row[0] != compiler.PENDING:
+                number = row[0]
+            if number is None:
+                return                                        # not numbered yet
+            if number == armed.ofport:
+                self.driver.confirmed(state.datapath, armed.name)
+            self._take_armed(host)
+        elif row is not None or (number is not None and number != armed.ofport):
+            self._take_armed(host)
+
+    def _take_armed(self, host: str) -> None:
+        """Take the host's armed bundle back from the driver; if the switch's port-status sent
+        it meanwhile, it is in flight from then on, as if `_sync` had sent it."""
+        state = self.hosts[host]
+        armed, state.armed = state.armed, None
+        self._armed_hosts.discard(host)
+        if armed is None or state.datapath is None:
+            return
+        fired = self.driver.disarm(state.datapath, armed.name)
+        if fired is None:
+            return
+        bundle = armed.bundle
+        bundle.sent_at = fired
+        state.in_flight[bundle.bundle_id] = bundle
+        adds = [f for f in bundle.items if isinstance(f, Flow)]
+        state.expected.difference_update(bundle.stale)
+        state.expected.update(f.key for f in adds)
+        state.flow_mods += len(bundle.items)
+        state.bundles += 1
+        self.metrics.flow_mods.inc(len(bundle.items))
+        if self._sent is not None:
+            self._sent[host] = bundle.bundle_id
+        up = self._port_up.get((host, armed.port))
+        if up is not None and up.committed is None:
+            up.sent, up.fired, up.cpu_ms = fired, True, 0.0
+            up.guess = armed.ofport
+        LOG.info("%s: bundle %d with %d deletes, %d adds, armed for %s as ofport %d, sent on its "
+                 "port-status", host, bundle.bundle_id, len(bundle.items) - len(adds), len(adds),
+                 armed.name, armed.ofport)
 
     def _desired(self, host: str) -> list[Flow] | None:
         """The compiled flows of `host`, or None when its part of the model is inconsistent."""
@@ -983,6 +1119,8 @@ class Engine:
         LOG.info("switch %016x from %s admitted: %s", datapath.id,
                  addr_text(getattr(datapath, "address", None)), verdict.detail, extra=log_fields(host=host))
         state = self.hosts.setdefault(host, HostState())
+        if state.armed is not None:
+            self._take_armed(host)             # armed on the connection this one replaces
         state.datapath, state.reconciled, state.dumping = datapath, False, None
         state.in_flight.clear()
         state.connects += 1
@@ -1049,6 +1187,8 @@ class Engine:
         else:
             LOG.warning("ha: another replica holds the active lock: this one is standby "
                         "(slave on %d switch(es), no flows sent)", len(connected))
+            for host in sorted(self._armed_hosts):     # a slave sends no flows
+                self._take_armed(host)
             for _host, state in connected:
                 state.role_retries = 0
                 self._request_role(state, ROLE_SLAVE)
@@ -1072,7 +1212,9 @@ class Engine:
             return
         LOG.info("%s disconnected (%d bundle(s) in flight)", host, len(state.in_flight),
                  extra=log_fields(host=host))
-        self.driver.forget(datapath)
+        self.driver.forget(datapath)          # nothing armed for it goes out any more
+        state.armed = None
+        self._armed_hosts.discard(host)
         state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
         state.in_flight.clear()
         state.expected = set(state.installed)
@@ -1102,9 +1244,13 @@ class Engine:
                 self._dirty_hosts.add(host)
                 if ofport:
                     self._numbered(host, port, at)
+        if state.armed is not None:
+            self._settle_armed(host)
 
     def _request_dump(self, host: str, state: HostState) -> None:
         """Dump the switch's flows and its meters; reconciled once both have arrived."""
+        if state.armed is not None:
+            self._take_armed(host)
         state.dumping = []
         state.meter_dumping = {}
         state.meter_xids.clear()
@@ -1148,6 +1294,8 @@ class Engine:
     def _sync(self, host: str) -> None:
         """Plan the host's desired flows against what it is expected to hold; send a bundle."""
         state = self.hosts.get(host)
+        if state is not None and state.armed is not None:
+            self._take_armed(host)             # nothing else goes out while one is armed
         if state is None or not state.reconciled or state.datapath is None or not self.active:
             return
         if self._cold.on and self._cold.hold(host, time.monotonic()):
@@ -1161,6 +1309,8 @@ class Engine:
         version = self.nb_version
         state.planned_version = version
         ports = sorted(self._pending_up.pop(host, ()))
+        if ports and state.in_flight:          # those an armed bundle took out are on their way
+            ports = [p for p in ports if not any(p in b.ports for b in state.in_flight.values())]
         if plan.empty and not meters_before and not meters_after:
             if not state.in_flight:
                 state.applied_version = version
@@ -1206,6 +1356,8 @@ class Engine:
         self.metrics.port_up.observe(committed - up.seen)
         bound = self._model.bindings.get(port)
         ahead = "none" if up.guess is None else "right" if bound and bound.ofport == up.guess else "wrong"
+        if up.fired:
+            ahead += ", sent on the port-status"
         LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f, "
                  "engine CPU taken -> sent %s ms, compiled ahead: %s)", port, host,
                  (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,
@@ -1218,6 +1370,8 @@ class Engine:
         host, state = self._host(datapath)
         if state is None:
             return
+        if state.armed is not None and state.armed.bundle.bundle_id == bundle_id:
+            self._take_armed(host)             # fired: its reply may come before its port-status
         bundle = state.in_flight.pop(bundle_id, None)
         if bundle is None:
             return
@@ -1268,6 +1422,8 @@ class Engine:
             state.meter_dumping = {}
             self._on_meter_stats(datapath, xid, [], False)
             return
+        if state.armed is not None and state.armed.bundle.owns(xid):
+            self._take_armed(host)             # fired: its error may come before its port-status
         bundle = next((b for b in state.in_flight.values() if b.owns(xid)), None)
         if bundle is None and xid in state.meter_xids:
             # a meter delete sent after a committed bundle was refused: the books may be wrong

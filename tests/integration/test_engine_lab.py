@@ -122,6 +122,40 @@ def test_port_up_timeline_and_histogram(lab):
     assert "weft_hosts_connected 2.0" in text
 
 
+def test_a_nic_plugged_again_gets_its_flows_on_the_switchs_own_confirmation(lab):
+    """A VM's NIC leaves hv2 and comes back (a restart): weftd compiled its bundle while it was
+    away and the bundle went out on hv2's own word (row and port-status), on a new ofport; the
+    VM answers across hosts, and the books match the switch (no bundle in flight)."""
+    import json as _json
+    lab.weft("port", "create", "red/net/r", "--ip", "10.0.0.15")
+    lab.weft("lab", "vm", "create", "r", "--host", "hv2", "--port", "red/net/r")
+    assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.15").returncode == 0
+    with open(os.path.join(lab.dir, "state.json")) as f:
+        state = _json.load(f)
+    vm, host = state["vms"]["r"], state["hosts"]["hv2"]
+    vsctl = ["ip", "netns", "exec", host["ns"], "ovs-vsctl", f"--db=unix:{host['dir']}/db.sock"]
+    old = lab.json("port", "show", "red/net/r")["ofport"]
+    for attempt in range(3):         # a plug whose NIC is numbered before weftd hears it away
+        subprocess.run([*vsctl, "del-port", "br-int", vm["tap"]], check=True, capture_output=True)
+        assert wait_until(lambda: lab.json("port", "show", "red/net/r")["ofport"] == 0)
+        time.sleep(0.3)              # compiled ahead while the NIC is away
+        subprocess.run([*vsctl, "add-port", "br-int", vm["tap"], "--", "set", "interface", vm["tap"],
+                        f"external_ids:iface-id={vm['iface_id']}", f"external_ids:attached-mac={vm['mac']}"],
+                       check=True, capture_output=True)
+        port = wait_until(lambda: (p := lab.json("port", "show", "red/net/r"))["ofport"] not in (0, old)
+                          and p["up_timeline"] and p["up_timeline"]["committed_ms"] is not None and p)
+        assert port, lab.json("port", "show", "red/net/r")
+        if port["up_timeline"]["sent_on_port_status"]:
+            break
+        old = port["ofport"]
+    assert port["up_timeline"]["sent_on_port_status"] is True, port
+    assert port["up_timeline"]["committed_ms"] >= port["up_timeline"]["sent_ms"], port
+    assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.15").returncode == 0
+    status = lab.json_api("/v1/status")["hosts"]["hv2"]
+    assert status["in_flight"] == 0, status
+    assert f"in_port={port['ofport']}" in ofctl(lab, "hv2", "dump-flows", "table=0")
+
+
 def test_hosts_show_their_southbound_configuration_state(lab):
     hosts = lab.json("host", "list")
     assert [h["config"] for h in hosts] == ["configured", "configured"], hosts

@@ -1,0 +1,308 @@
+"""Armed port-up bundles: written on the switch's own port-status, counted by the engine, never installed on a wrong guess."""
+import threading
+import time
+
+import pytest
+
+from controller.armed import ArmedBundles
+from controller.driver import OpenFlowDriver
+from controller.engine import Engine
+from flows.compiler import PENDING
+from tests.unit.test_engine import desired_keys, dpid, model, renumbered, settle, up
+
+
+@pytest.fixture
+def engine():
+    e = Engine(OpenFlowDriver(), datapath_id=dpid).start()
+    yield e
+    e.stop()
+
+
+def wait_armed(engine, host: str, want: bool = True) -> None:
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if engine.call(lambda: engine.hosts[host].armed is not None) == want:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{host} {'never armed' if want else 'still armed'}")
+
+
+class Paused:
+    """The engine loop held inside one input: what happens meanwhile is the caller's thread alone."""
+
+    def __init__(self, engine):
+        self.engine, self.go, self.inside = engine, threading.Event(), threading.Event()
+
+    def __enter__(self):
+        def hold():
+            self.inside.set()
+            self.go.wait(5)
+        threading.Thread(target=lambda: self.engine.call(hold, 6), daemon=True).start()
+        assert self.inside.wait(2)
+        return self
+
+    def __exit__(self, *exc):
+        self.go.set()
+        settle(self.engine)
+
+
+def in_port_flows(engine, host: str, ofport: int) -> set:
+    return {f.key for f in engine.desired_flows(host) if f.match_dict().get("in_port") == ofport}
+
+
+def plug_c(engine, sws):
+    """hv1 numbered tap-old 5 before; NIC c appears on hv1 without its ofport."""
+    engine.port_status(sws["hv1"].datapath, "tap-old", 5)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+    settle(engine)
+
+
+def test_a_right_guess_goes_out_on_the_port_status_before_the_engine_takes_it(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    commits = sw.commits
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 6)
+        # written on this thread, the engine loop still held: the switch has c's flows
+        assert sw.commits == commits + 1
+    assert sw.table == desired_keys(engine, "hv1")
+    assert in_port_flows(engine, "hv1", 6) <= sw.table and in_port_flows(engine, "hv1", 6)
+    assert sw.commits == commits + 1, "the engine sent nothing more: the armed bundle was its plan"
+    status = engine.status()["hv1"]
+    assert status["in_flight"] == 0 and status["flows"] == len(sw.table)
+    timeline = engine.port_up_timeline("c")
+    assert timeline["sent_on_port_status"] is True
+    assert timeline["committed_ms"] >= timeline["sent_ms"]
+    assert engine.call(lambda: engine.hosts["hv1"].armed) is None
+
+
+def test_a_wrong_guess_is_never_installed(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    commits, before = sw.commits, set(sw.table)
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 9)     # not the 6 it was compiled for
+        assert sw.commits == commits and sw.table == before
+    assert sw.commits == commits + 1
+    assert sw.table == desired_keys(engine, "hv1")
+    assert in_port_flows(engine, "hv1", 9) <= sw.table
+    assert engine.port_up_timeline("c")["sent_on_port_status"] is False
+    # another interface numbered 6 does not fire it either
+    engine.model_changed(model(("a", "b", "c", "d")), 2)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (9, "tap-c"), "d": (PENDING, "tap-d")})
+    settle(engine)
+    wait_armed(engine, "hv1")
+    commits = sw.commits
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-x", 10)
+        assert sw.commits == commits
+    assert sw.table == desired_keys(engine, "hv1")
+
+
+def test_a_change_meanwhile_takes_it_back_and_the_books_stay_true(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    engine.model_changed(renumbered(model(("a", "b", "c"))), 2)   # hv1's flows change
+    settle(engine)
+    wait_armed(engine, "hv1")          # compiled ahead again, for the new model
+    commits = sw.commits
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 6)
+        assert sw.commits == commits + 1
+    assert sw.commits == commits + 1
+    assert sw.table == desired_keys(engine, "hv1")
+
+
+def test_fired_while_the_engine_plans_another_bundle_for_the_host(engine):
+    """The port-status fires it while the loop is busy; the loop's next sync to the host
+    takes it back first, counts it, and plans against books that hold it."""
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    with Paused(engine):
+        engine.model_changed(renumbered(model(("a", "b", "c"))), 2)
+        engine.port_status(sw.datapath, "tap-c", 6)       # fired; the change is queued before it
+    assert sw.table == desired_keys(engine, "hv1")
+    assert in_port_flows(engine, "hv1", 6) <= sw.table
+    status = engine.status()["hv1"]
+    assert status["in_flight"] == 0 and status["flows"] == len(sw.table)
+    assert engine.wait_applied(2, 1.0) == []
+    assert engine.port_up_latency_ms("c") is not None
+
+
+def test_two_nics_waiting_on_one_host_only_the_right_numbering_sends(engine):
+    """Both NICs are guessed one above the last number: one is armed, and it goes out only if
+    the switch gives that interface exactly that number (here it gives it the next one)."""
+    sws = up(engine, model(("a", "b", "c", "d")))
+    engine.port_status(sws["hv1"].datapath, "tap-old", 5)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c"), "d": (PENDING, "tap-d")})
+    settle(engine)
+    wait_armed(engine, "hv1")
+    name = engine.call(lambda: engine.hosts["hv1"].armed.name)
+    other = {"tap-c": "tap-d", "tap-d": "tap-c"}[name]
+    sw = sws["hv1"]
+    commits = sw.commits
+    with Paused(engine):
+        engine.port_status(sw.datapath, other, 6)      # the other NIC took the guessed number
+        engine.port_status(sw.datapath, name, 7)
+        assert sw.commits == commits
+    assert sw.table == desired_keys(engine, "hv1")
+    assert engine.status()["hv1"]["in_flight"] == 0
+
+
+def unplug_c(engine, sws):
+    """c plugged and numbered 6 on hv1, then its NIC leaves: the port stays parked on hv1."""
+    plug_c(engine, sws)
+    engine.port_status(sws["hv1"].datapath, "tap-c", 6)
+    settle(engine)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a")})
+    engine.port_status(sws["hv1"].datapath, "tap-c", None)
+    settle(engine)
+
+
+@pytest.mark.parametrize("first", ["row", "port-status"])
+def test_a_nic_plugged_again_goes_out_on_whichever_confirmation_comes_last(engine, first):
+    sws = up(engine, model(("a", "b", "c")))
+    unplug_c(engine, sws)
+    wait_armed(engine, "hv1")              # armed for tap-c as 7 while the NIC is away
+    sw = sws["hv1"]
+    assert not in_port_flows(engine, "hv1", 7)
+    commits = sw.commits
+    with Paused(engine):
+        if first == "row":
+            engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+            assert sw.commits == commits, "the row alone sends nothing"
+            engine.port_status(sw.datapath, "tap-c", 7)
+        else:
+            engine.port_status(sw.datapath, "tap-c", 7)
+            assert sw.commits == commits, "the number alone sends nothing"
+            engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+        assert sw.commits == commits + 1
+    assert sw.commits == commits + 1
+    assert sw.table == desired_keys(engine, "hv1") and in_port_flows(engine, "hv1", 7) <= sw.table
+    assert engine.port_up_timeline("c")["sent_on_port_status"] is True
+    assert engine.status()["hv1"]["in_flight"] == 0
+
+
+def test_another_port_behind_the_name_never_gets_its_flows(engine):
+    """The interface comes back under the same name with another iface-id (d's): c's armed
+    bundle must not go out, whatever number the switch gives it."""
+    sws = up(engine, model(("a", "b", "c", "d")))
+    unplug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    commits = sw.commits
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 7)
+        engine.bindings_changed("hv1", {"a": (1, "tap-a"), "d": (PENDING, "tap-c")})
+        assert sw.commits == commits
+    assert sw.table == desired_keys(engine, "hv1")
+    assert engine.call(lambda: engine.bindings()["d"].ofport) == 7
+    assert engine.call(lambda: engine.bindings()["c"].ofport) == PENDING
+
+
+def test_a_refused_armed_bundle_sends_the_host_back_to_a_dump(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    good = set(sw.table)
+    armed_cookies = engine.call(lambda: {f.cookie for f in engine.hosts["hv1"].armed.bundle.items
+                                         if not isinstance(f, tuple)})
+    sw.reject_cookie = next(iter(armed_cookies - {k[2] for k in good}))
+    engine.port_status(sw.datapath, "tap-c", 6)
+    settle(engine)
+    assert sw.errors_sent == 1 and sw.table == good
+    status = engine.status()["hv1"]
+    assert status["bundle_errors"] == 1 and "refused" in status["last_error"]
+    sw.reject_cookie = None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and sw.table != desired_keys(engine, "hv1"):
+        time.sleep(0.02)
+    assert sw.table == desired_keys(engine, "hv1"), "reconciled after the backoff"
+
+
+def test_a_disconnect_forgets_it(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    plug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    sw = sws["hv1"]
+    old = sw.datapath
+    sw.disconnect()
+    settle(engine)
+    assert engine.driver.disarm(old, "tap-c") is None
+    old.closed = False                      # a late port-status on the old connection
+    commits = sw.commits
+    engine.port_status(old, "tap-c", 6)
+    assert sw.commits == commits
+
+
+def test_armed_bundles_go_out_once_both_facts_are_in():
+    sent = []
+    armed = ArmedBundles(lambda dp, data: sent.append((dp, data)))
+    dp, other = object(), object()
+    armed.arm(dp, "tap-c", "c", 6, b"bundle", seen=True)
+    assert not armed.port_numbered(dp, "tap-c", 7) and sent == []
+    assert not armed.port_numbered(dp, "tap-c", 6), "numbered otherwise once: never"
+    armed.arm(dp, "tap-c", "c", 6, b"bundle", seen=True)
+    assert not armed.port_numbered(dp, "tap-d", 6) and not armed.port_numbered(other, "tap-c", 6)
+    assert armed.port_numbered(dp, "tap-c", 6) and sent == [(dp, b"bundle")]
+    assert not armed.port_numbered(dp, "tap-c", 6) and len(sent) == 1
+    fired = armed.disarm(dp, "tap-c")
+    assert fired is not None and fired <= time.monotonic()
+    assert armed.disarm(dp, "tap-c") is None
+    # not seen yet: the number and the row, in either order; news of the NIC that left
+    # (its removal, a late change with its old number) says nothing of the one to come
+    armed.arm(dp, "tap-c", "c", 6, b"two", seen=False)
+    assert not armed.port_numbered(dp, "tap-c", None) and not armed.port_numbered(dp, "tap-c", 3)
+    assert not armed.port_numbered(dp, "tap-c", 6)
+    assert not armed.rows_seen(other, {"c": (0, "tap-c")})
+    assert not armed.rows_seen(dp, {"d": (0, "tap-c")}), "another iface-id behind the name"
+    assert armed.rows_seen(dp, {"c": (0, "tap-c")}) and sent[-1] == (dp, b"two")
+    armed.arm(dp, "tap-c", "c", 6, b"three", seen=False)
+    assert not armed.rows_seen(dp, {"c": (0, "tap-c")})
+    assert armed.rows_seen(dp, {"c": (6, "tap-c")}) and sent[-1] == (dp, b"three"), "the row's own ofport"
+    # seen, then the NIC left before it was numbered: never
+    armed.arm(dp, "tap-c", "c", 6, b"four", seen=True)
+    assert not armed.rows_seen(dp, {})
+    assert not armed.port_numbered(dp, "tap-c", 6) and len(sent) == 3
+    # removed by the switch: never
+    armed.arm(dp, "tap-c", "c", 6, b"five", seen=True)
+    assert not armed.port_numbered(dp, "tap-c", None)
+    assert not armed.port_numbered(dp, "tap-c", 6) and len(sent) == 3
+    assert armed.disarm(dp, "tap-c") is None, "taken back unsent"
+    armed.arm(dp, "tap-c", "c", 6, b"x", seen=True)
+    armed.forget(dp)
+    assert not armed.port_numbered(dp, "tap-c", 6) and len(armed) == 0
+
+
+def test_the_stores_record_of_bindings_leaves_it_armed(engine):
+    """weftd's binding recorder writes what hosts report into the store half a second later:
+    no flow changes with it, so a NIC plugged again meanwhile keeps its armed bundle."""
+    from dataclasses import replace
+
+    from topology.model import Binding
+    sws = up(engine, model(("a", "b", "c")))
+    unplug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    armed = engine.call(lambda: engine.hosts["hv1"].armed.bundle.bundle_id)
+    from topology.changes import record_changes
+    recorded = replace(model(("a", "b", "c")), bindings={"a": Binding("a", "hv1", 1), "c": Binding("c", "hv1", 6)})
+    record_changes(recorded, {"bindings": {"a", "c"}})      # as the store tracks its rows
+    engine.model_changed(recorded, 2)
+    settle(engine)
+    assert engine.call(lambda: engine.hosts["hv1"].armed.bundle.bundle_id) == armed
+    sw = sws["hv1"]
+    commits = sw.commits
+    with Paused(engine):
+        engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+        engine.port_status(sw.datapath, "tap-c", 7)
+        assert sw.commits == commits + 1
+    assert sw.table == desired_keys(engine, "hv1") and engine.status()["hv1"]["in_flight"] == 0
