@@ -973,7 +973,8 @@ class Engine:
         time spent; without a driver that arms, the compile still warms the caches."""
         waiting = collections.Counter(host for host, _port in self._unnumbered)
         candidates = [(host, port, None) for host, port in sorted(self._unnumbered)]
-        candidates += [(host, port, name) for port, (host, name, _n) in sorted(self._left.items())]
+        candidates += [(host, port, name) for port, (host, name, _n) in list(self._left.items())
+                       if host not in self._armed_hosts]
         for host, port, left_as in candidates:
             if not self._inbox.empty():
                 return
