@@ -121,11 +121,14 @@ class HostState:
 
 @dataclasses.dataclass
 class Armed:
-    """A port-up's bundle handed to the driver ahead, to go out on the switch's port-status."""
+    """A port-up's bundle handed to the driver ahead, to go out on the host's confirmation."""
     name: str                     # the interface the switch must number...
     port: str
     ofport: int                   # ... with this ofport
     bundle: Bundle                # planned against the books as they were when it was armed
+    base: Model | None = None     # the compiled model it was derived from
+    model: Model | None = None    # ... that model with the guessed binding
+    index: object = None          # ... and its compiler index
 
 
 @dataclasses.dataclass
@@ -212,6 +215,7 @@ class Engine:
         self._port_up: dict[tuple[str, str], PortUp] = {}   # (host, port) -> timeline
         self._unnumbered: set[tuple[str, str]] = set()     # port-ups waiting for their ofport
         self._armed_hosts: set[str] = set()                # hosts with an armed bundle (_speculate)
+        self._fired: dict[str, Armed] = {}          # host -> armed bundle sent, taken this batch
         self._left: dict[str, tuple] = {}          # port -> (host, interface, arms) its NIC last left
         self._last_up: dict[str, PortUp] = {}               # port -> its last completed timeline
         self._version_batch: dict[int, int] = {}            # model version -> its batch's last version
@@ -832,8 +836,11 @@ class Engine:
         """Apply the batch's changes to the compiled state; plan and send for affected hosts."""
         old = self._model
         bindings_changed = self._update_bindings()
+        fired, self._fired = self._fired, {}
         if self.nb_model is self._compiled_nb and not bindings_changed:
             return set()
+        if len(fired) == 1 and self._as_guessed(old, bindings_changed, *next(iter(fired.items()))):
+            return set(fired)
         if self._armed_hosts and (bindings_changed or not self._bindings_only()):
             for host in sorted(self._armed_hosts):     # planned against a model that is now old
                 self._take_armed(host)
@@ -888,6 +895,30 @@ class Engine:
         for observer in self._observers:
             observer()
         return affected
+
+    def _as_guessed(self, old: Model, changed: set[str], host: str, armed: Armed) -> bool:
+        """The batch brought exactly what an armed bundle that went out was compiled for: its
+        port numbered as guessed, nothing else (no northbound change, no other binding, no
+        migration), from the model it was compiled on. Then that compile is the new state (its
+        model and index, which `_recompute` would build the same way), the host's books
+        already hold its flows, and no other host's flows depend on an ofport
+        (flows/compiler._renumbered_hosts): nothing to compile or plan. This is the work that
+        ran beside ovs-vswitchd while it brought the NIC up."""
+        port = armed.port
+        if armed.base is not old or self.nb_model is not self._compiled_nb or changed != {port} \
+                or self._eff.get(port) != Binding(port, host, armed.ofport) or self._standby \
+                or self._migrations or self._activating or self._pending_up.keys() - {host} \
+                or self._index is None or self._index.model is not old or old.bindings is not self._eff_map:
+            return False
+        self._eff_map = armed.model.bindings
+        self._model, self._index = armed.model, armed.index
+        self._pub_model = armed.model
+        state = self.hosts[host]
+        state.planned_version = self.nb_version
+        self._pending_up.pop(host, None)      # their flows went with the armed bundle
+        for observer in self._observers:
+            observer()
+        return True
 
     def _bindings_only(self) -> bool:
         """The northbound changes since the last compile are the store's record of bindings
@@ -1031,7 +1062,8 @@ class Engine:
                 first, items = self.driver.arm(state.datapath, name, port, guess, self._bundle_id,
                                                plan.delete, plan.add, seen=up is not None)
                 state.armed = Armed(name, port, guess, Bundle(
-                    self._bundle_id, first, items, self.nb_version, 0.0, [port], [], plan.stale))
+                    self._bundle_id, first, items, self.nb_version, 0.0, [port], [], plan.stale),
+                    self._model, model, index)
                 self._armed_hosts.add(host)
                 LOG.debug("%s: bundle %d armed for %s as ofport %d", host, self._bundle_id, name, guess)
             except Exception as exc:          # a guess that does not compile: no harm done
@@ -1070,6 +1102,7 @@ class Engine:
             return
         bundle = armed.bundle
         bundle.sent_at = fired
+        self._fired[host] = armed
         state.in_flight[bundle.bundle_id] = bundle
         adds = [f for f in bundle.items if isinstance(f, Flow)]
         state.expected.difference_update(bundle.stale)

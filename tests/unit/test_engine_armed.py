@@ -306,3 +306,51 @@ def test_the_stores_record_of_bindings_leaves_it_armed(engine):
         engine.port_status(sw.datapath, "tap-c", 7)
         assert sw.commits == commits + 1
     assert sw.table == desired_keys(engine, "hv1") and engine.status()["hv1"]["in_flight"] == 0
+
+
+def fresh_flows(engine, host: str) -> set:
+    """The host's flows compiled from scratch on the engine's current model (no index reuse)."""
+    from flows import compiler
+
+    def compile_fresh():
+        return {f.key for f in compiler.compile_host(compiler.CompilerIndex(engine._model), host)}
+    return engine.call(compile_fresh)
+
+
+def test_a_batch_that_is_exactly_the_guess_takes_its_compile_as_the_new_state(engine):
+    """Row and number as guessed, nothing else: the engine adopts the model and index the
+    armed bundle was compiled with (no compile beside ovs-vswitchd), and they are right."""
+    sws = up(engine, model(("a", "b", "c")))
+    unplug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    guessed = engine.call(lambda: engine.hosts["hv1"].armed.model)
+    sw = sws["hv1"]
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 7)
+        engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+    assert engine.call(lambda: engine._model) is guessed
+    assert engine.bindings()["c"].ofport == 7
+    for host in ("hv1", "hv2"):
+        assert sws[host].table == desired_keys(engine, host) == fresh_flows(engine, host), host
+    # and the state goes on from there: a change to every host of the network
+    engine.model_changed(renumbered(model(("a", "b", "c"))), 2)
+    settle(engine)
+    for host in ("hv1", "hv2"):
+        assert sws[host].table == desired_keys(engine, host) == fresh_flows(engine, host), host
+    assert engine.wait_applied(2, 1.0) == []
+
+
+def test_a_batch_with_more_than_the_guess_is_compiled(engine):
+    sws = up(engine, model(("a", "b", "c")))
+    unplug_c(engine, sws)
+    wait_armed(engine, "hv1")
+    guessed = engine.call(lambda: engine.hosts["hv1"].armed.model)
+    sw = sws["hv1"]
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 7)
+        engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+        engine.bindings_changed("hv2", {})          # b's NIC left hv2 in the same batch
+    assert engine.call(lambda: engine._model) is not guessed
+    for host in ("hv1", "hv2"):
+        assert sws[host].table == desired_keys(engine, host) == fresh_flows(engine, host), host
+    assert engine.status()["hv1"]["in_flight"] == 0
