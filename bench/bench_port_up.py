@@ -6,7 +6,9 @@ latency is the timestamp of the first echo reply after T0 minus T0. Median of N 
 
 The method is the one of the peer scripts in /work/shared/bench (floor_port_up.sh,
 ovn_port_up.sh), step for step, so the figures compare:
-  - del-port, 0.5 s, `ip netns exec VM ping -D -n -i 0.002 -W 0.5` started, 0.3 s, plug, 0.7 s;
+  - del-port, 0.5 s, `ip netns exec VM ping -D -n -i 0.002 -W 0.5` started, 0.3 s, plug, 0.7 s,
+    in one bash process as the peers' loop runs it (`CYCLE`: ping's 10 ms grid while unanswered
+    makes the figure depend on how t0 falls on it, so the processes must be the same);
   - the plug is the peers' own shell line: `t0=$(date +%s.%N); ip netns exec HV ovs-vsctl
     --db=unix:... add-port br-int TAP -- set interface TAP external_ids:...` (ovs-vsctl waits for
     ovs-vswitchd, no --no-wait, in all three), so T0 is taken before the `ip netns exec` process
@@ -64,8 +66,41 @@ def stop(proc: subprocess.Popen) -> str:
     return out or ""
 
 
+# One unplug/plug cycle as the peer scripts' loop body runs it, in one bash process: del-port,
+# sleep 0.5, ping in the background, sleep 0.3, t0, add-port, sleep 0.7, stop the pinger. While
+# unanswered, ping sends only every 10 ms (iputils waits MIN_INTERVAL_MS for replies in flight),
+# so the first reply is the first request after the NIC is ready, on a 10 ms grid whose phase
+# against t0 comes from how the pinger, the sleeps and t0's `date` are started: the same
+# processes in the same order as the peers, or the figures compare grid phases (measured: a
+# Python-driven cycle put t0 1-3 ms later on the grid than the peers' shell loop)
+CYCLE = (
+    'ns() { ip netns exec "$@"; }; HV=$1; DB=$2; TAP=$3; VM=$4; DST=$5; LOG=$6; shift 6; '
+    'ns "$HV" ovs-vsctl --db=unix:"$DB" --if-exists del-port br-int "$TAP"; '
+    'sleep 0.5; '
+    'ns "$VM" ping -D -n -i 0.002 -W 0.5 "$DST" > "$LOG" 2>&1 & '
+    'pp=$!; sleep 0.3; '
+    't0=$(date +%s.%N); '
+    'if [ $# -gt 0 ]; then ns "$HV" ovs-vsctl --db=unix:"$DB" add-port br-int "$TAP" -- set interface "$TAP" "$@"; '
+    'else ns "$HV" ovs-vsctl --db=unix:"$DB" add-port br-int "$TAP"; fi; rc=$?; '
+    't1=$(date +%s.%N); '
+    'sleep 0.7; kill $pp; wait $pp 2>/dev/null; '
+    '[ $rc -eq 0 ] || exit 1; echo "$t0 $t1"')
+
+
 def plug_once(t, before_plug=None, vsctl_opts: str = "") -> dict:
-    """One unplug/plug of t.tap on t.host_ns, pinged from t.src_ns; {'t0', 't_exit', 'replies'} (epoch s)."""
+    """One unplug/plug of t.tap on t.host_ns, pinged from t.src_ns; {'t0', 't_exit', 'replies'} (epoch s).
+
+    Without `before_plug` or `vsctl_opts` (the bench itself), the cycle is the peers' own shell
+    sequence (CYCLE); timeline_port_up.py hooks in between, so it drives the steps from here."""
+    if before_plug is None and not vsctl_opts:
+        with tempfile.NamedTemporaryFile("w+", suffix=".ping") as log:
+            cycle = subprocess.run(["bash", "-c", CYCLE, "cycle", t.host_ns, t.db_sock, t.tap, t.src_ns,
+                                    t.dst_ip, log.name, *t.ext], capture_output=True, text=True)
+            if cycle.returncode != 0:
+                raise RuntimeError(f"add-port failed: {cycle.stderr.strip()}")
+            t0, t_exit = (float(v) for v in cycle.stdout.split())
+            log.seek(0)
+            return {"t0": t0, "t_exit": t_exit, "replies": [float(ts) for ts in REPLY_RE.findall(log.read())]}
     subprocess.run(["ip", "netns", "exec", t.host_ns, "ovs-vsctl", f"--db=unix:{t.db_sock}", "--if-exists",
                     "del-port", "br-int", t.tap], check=True, capture_output=True)
     time.sleep(0.5)
