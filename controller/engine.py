@@ -143,7 +143,7 @@ class PortUp:
     taken_cpu: float = 0.0           # the engine thread's CPU clock when it took the numbering
     cpu_ms: float | None = None      # the engine thread's CPU from taken to sent (the rest: waits)
     guess: int | None = None         # the ofport its flows were compiled ahead for (_speculate)
-    fired: bool = False              # its bundle went out on the port-status (controller/armed.py)
+    fired: bool = False              # its bundle went out armed, on the host's confirmation
     arms: int = 0                    # times it was compiled ahead (re-armed after other changes)
     seen_at: float = dataclasses.field(default_factory=time.time)   # wall clock, to correlate
 
@@ -154,7 +154,7 @@ class PortUp:
         rel = lambda t: None if t is None else round((t - self.seen) * 1000, 2)   # noqa: E731
         return {"host": self.host, "seen_at": self.seen_at, "numbered_ms": rel(self.numbered),
                 "sent_ms": rel(self.sent), "committed_ms": rel(self.committed),
-                "engine_cpu_ms": self.cpu_ms, "sent_on_port_status": self.fired}
+                "engine_cpu_ms": self.cpu_ms, "sent_armed": self.fired}
 
 
 # Open vSwitch numbers new ports itself only below this (the upper half is for requested
@@ -907,7 +907,8 @@ class Engine:
         port = armed.port
         if armed.base is not old or self.nb_model is not self._compiled_nb or changed != {port} \
                 or self._eff.get(port) != Binding(port, host, armed.ofport) or self._standby \
-                or self._migrations or self._activating or self._pending_up.keys() - {host} \
+                or self._migrations or self._activating or self._pending_up.get(host, set()) - {port} \
+                or any(self._pending_up.get(h) for h in self._pending_up if h != host) \
                 or self._index is None or self._index.model is not old or old.bindings is not self._eff_map:
             return False
         self._eff_map = armed.model.bindings
@@ -1090,8 +1091,8 @@ class Engine:
             self._take_armed(host)
 
     def _take_armed(self, host: str) -> None:
-        """Take the host's armed bundle back from the driver; if the switch's port-status sent
-        it meanwhile, it is in flight from then on, as if `_sync` had sent it."""
+        """Take the host's armed bundle back from the driver; if the host's confirmation sent it
+        meanwhile, it is in flight from then on, as if `_sync` had sent it."""
         state = self.hosts[host]
         armed, state.armed = state.armed, None
         self._armed_hosts.discard(host)
@@ -1116,8 +1117,8 @@ class Engine:
         if up is not None and up.committed is None:
             up.sent, up.fired, up.cpu_ms = fired, True, 0.0
             up.guess = armed.ofport
-        LOG.info("%s: bundle %d with %d deletes, %d adds, armed for %s as ofport %d, sent on its "
-                 "port-status", host, bundle.bundle_id, len(bundle.items) - len(adds), len(adds),
+        LOG.info("%s: bundle %d with %d deletes, %d adds, armed for %s as ofport %d, sent on the "
+                 "host's confirmation", host, bundle.bundle_id, len(bundle.items) - len(adds), len(adds),
                  armed.name, armed.ofport)
 
     def _desired(self, host: str) -> list[Flow] | None:
@@ -1391,7 +1392,7 @@ class Engine:
         bound = self._model.bindings.get(port)
         ahead = "none" if up.guess is None else "right" if bound and bound.ofport == up.guess else "wrong"
         if up.fired:
-            ahead += ", sent on the port-status"
+            ahead += ", sent armed on the host's confirmation"
         LOG.info("port %s up on %s in %.1f ms (seen at %.4f, numbered +%.1f, taken +%.1f, sent +%.1f, "
                  "engine CPU taken -> sent %s ms, compiled ahead: %s)", port, host,
                  (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,

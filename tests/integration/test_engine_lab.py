@@ -145,10 +145,10 @@ def test_a_nic_plugged_again_gets_its_flows_on_the_switchs_own_confirmation(lab)
         port = wait_until(lambda: (p := lab.json("port", "show", "red/net/r"))["ofport"] not in (0, old)
                           and p["up_timeline"] and p["up_timeline"]["committed_ms"] is not None and p)
         assert port, lab.json("port", "show", "red/net/r")
-        if port["up_timeline"]["sent_on_port_status"]:
+        if port["up_timeline"]["sent_armed"]:
             break
         old = port["ofport"]
-    assert port["up_timeline"]["sent_on_port_status"] is True, port
+    assert port["up_timeline"]["sent_armed"] is True, port
     assert port["up_timeline"]["committed_ms"] >= port["up_timeline"]["sent_ms"], port
     assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.15").returncode == 0
     status = lab.json_api("/v1/status")["hosts"]["hv2"]

@@ -73,7 +73,7 @@ def test_a_right_guess_goes_out_on_the_port_status_before_the_engine_takes_it(en
     status = engine.status()["hv1"]
     assert status["in_flight"] == 0 and status["flows"] == len(sw.table)
     timeline = engine.port_up_timeline("c")
-    assert timeline["sent_on_port_status"] is True
+    assert timeline["sent_armed"] is True
     assert timeline["committed_ms"] >= timeline["sent_ms"]
     assert engine.call(lambda: engine.hosts["hv1"].armed) is None
 
@@ -90,7 +90,7 @@ def test_a_wrong_guess_is_never_installed(engine):
     assert sw.commits == commits + 1
     assert sw.table == desired_keys(engine, "hv1")
     assert in_port_flows(engine, "hv1", 9) <= sw.table
-    assert engine.port_up_timeline("c")["sent_on_port_status"] is False
+    assert engine.port_up_timeline("c")["sent_armed"] is False
     # another interface numbered 6 does not fire it either
     engine.model_changed(model(("a", "b", "c", "d")), 2)
     engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (9, "tap-c"), "d": (PENDING, "tap-d")})
@@ -187,7 +187,7 @@ def test_a_nic_plugged_again_goes_out_on_whichever_confirmation_comes_last(engin
         assert sw.commits == commits + 1
     assert sw.commits == commits + 1
     assert sw.table == desired_keys(engine, "hv1") and in_port_flows(engine, "hv1", 7) <= sw.table
-    assert engine.port_up_timeline("c")["sent_on_port_status"] is True
+    assert engine.port_up_timeline("c")["sent_armed"] is True
     assert engine.status()["hv1"]["in_flight"] == 0
 
 
