@@ -57,10 +57,16 @@ def plug_c(engine, sws):
     settle(engine)
 
 
-def test_a_right_guess_goes_out_on_the_port_status_before_the_engine_takes_it(engine):
+def armed_c(engine):
+    """Switches up, NIC c seen on hv1 without its number, its bundle armed."""
     sws = up(engine, model(("a", "b", "c")))
     plug_c(engine, sws)
     wait_armed(engine, "hv1")
+    return sws
+
+
+def test_a_right_guess_goes_out_on_the_port_status_before_the_engine_takes_it(engine):
+    sws = armed_c(engine)
     sw = sws["hv1"]
     commits = sw.commits
     with Paused(engine):
@@ -79,9 +85,7 @@ def test_a_right_guess_goes_out_on_the_port_status_before_the_engine_takes_it(en
 
 
 def test_a_wrong_guess_is_never_installed(engine):
-    sws = up(engine, model(("a", "b", "c")))
-    plug_c(engine, sws)
-    wait_armed(engine, "hv1")
+    sws = armed_c(engine)
     sw = sws["hv1"]
     commits, before = sw.commits, set(sw.table)
     with Paused(engine):
@@ -104,9 +108,7 @@ def test_a_wrong_guess_is_never_installed(engine):
 
 
 def test_a_change_meanwhile_takes_it_back_and_the_books_stay_true(engine):
-    sws = up(engine, model(("a", "b", "c")))
-    plug_c(engine, sws)
-    wait_armed(engine, "hv1")
+    sws = armed_c(engine)
     sw = sws["hv1"]
     engine.model_changed(renumbered(model(("a", "b", "c"))), 2)   # hv1's flows change
     settle(engine)
@@ -122,9 +124,7 @@ def test_a_change_meanwhile_takes_it_back_and_the_books_stay_true(engine):
 def test_fired_while_the_engine_plans_another_bundle_for_the_host(engine):
     """The port-status fires it while the loop is busy; the loop's next sync to the host
     takes it back first, counts it, and plans against books that hold it."""
-    sws = up(engine, model(("a", "b", "c")))
-    plug_c(engine, sws)
-    wait_armed(engine, "hv1")
+    sws = armed_c(engine)
     sw = sws["hv1"]
     with Paused(engine):
         engine.model_changed(renumbered(model(("a", "b", "c"))), 2)
@@ -209,9 +209,7 @@ def test_another_port_behind_the_name_never_gets_its_flows(engine):
 
 
 def test_a_refused_armed_bundle_sends_the_host_back_to_a_dump(engine):
-    sws = up(engine, model(("a", "b", "c")))
-    plug_c(engine, sws)
-    wait_armed(engine, "hv1")
+    sws = armed_c(engine)
     sw = sws["hv1"]
     good = set(sw.table)
     armed_cookies = engine.call(lambda: {f.cookie for f in engine.hosts["hv1"].armed.bundle.items
@@ -230,9 +228,7 @@ def test_a_refused_armed_bundle_sends_the_host_back_to_a_dump(engine):
 
 
 def test_a_disconnect_forgets_it(engine):
-    sws = up(engine, model(("a", "b", "c")))
-    plug_c(engine, sws)
-    wait_armed(engine, "hv1")
+    sws = armed_c(engine)
     sw = sws["hv1"]
     old = sw.datapath
     sw.disconnect()
@@ -317,17 +313,25 @@ def fresh_flows(engine, host: str) -> set:
     return engine.call(compile_fresh)
 
 
-def test_a_batch_that_is_exactly_the_guess_takes_its_compile_as_the_new_state(engine):
-    """Row and number as guessed, nothing else: the engine adopts the model and index the
-    armed bundle was compiled with (no compile beside ovs-vswitchd), and they are right."""
+def replug_c(engine, also=None):
+    """c's NIC leaves hv1 and comes back numbered as guessed, in one batch (with `also`);
+    (switches, the model its armed bundle was compiled with)."""
     sws = up(engine, model(("a", "b", "c")))
     unplug_c(engine, sws)
     wait_armed(engine, "hv1")
     guessed = engine.call(lambda: engine.hosts["hv1"].armed.model)
-    sw = sws["hv1"]
     with Paused(engine):
-        engine.port_status(sw.datapath, "tap-c", 7)
+        engine.port_status(sws["hv1"].datapath, "tap-c", 7)
         engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
+        if also:
+            also()
+    return sws, guessed
+
+
+def test_a_batch_that_is_exactly_the_guess_takes_its_compile_as_the_new_state(engine):
+    """Row and number as guessed, nothing else: the engine adopts the model and index the
+    armed bundle was compiled with (no compile beside ovs-vswitchd), and they are right."""
+    sws, guessed = replug_c(engine)
     assert engine.call(lambda: engine._model) is guessed
     assert engine.bindings()["c"].ofport == 7
     for host in ("hv1", "hv2"):
@@ -341,15 +345,7 @@ def test_a_batch_that_is_exactly_the_guess_takes_its_compile_as_the_new_state(en
 
 
 def test_a_batch_with_more_than_the_guess_is_compiled(engine):
-    sws = up(engine, model(("a", "b", "c")))
-    unplug_c(engine, sws)
-    wait_armed(engine, "hv1")
-    guessed = engine.call(lambda: engine.hosts["hv1"].armed.model)
-    sw = sws["hv1"]
-    with Paused(engine):
-        engine.port_status(sw.datapath, "tap-c", 7)
-        engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (PENDING, "tap-c")})
-        engine.bindings_changed("hv2", {})          # b's NIC left hv2 in the same batch
+    sws, guessed = replug_c(engine, also=lambda: engine.bindings_changed("hv2", {}))  # b's NIC left
     assert engine.call(lambda: engine._model) is not guessed
     for host in ("hv1", "hv2"):
         assert sws[host].table == desired_keys(engine, host) == fresh_flows(engine, host), host
