@@ -497,7 +497,10 @@ class Engine:
                     done.set()
                 self._marks.clear()
             if self._unnumbered or self._left:
-                self._speculate()
+                try:
+                    self._speculate()
+                except Exception:         # never the loop: every host would stop converging
+                    LOG.exception("compiling ahead failed")
 
     def _handle(self, item):
         kind = item[0]
