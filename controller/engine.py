@@ -1107,15 +1107,8 @@ class Engine:
         bundle = armed.bundle
         bundle.sent_at = fired
         self._fired[host] = armed
-        state.in_flight[bundle.bundle_id] = bundle
         adds = [f for f in bundle.items if isinstance(f, Flow)]
-        state.expected.difference_update(bundle.stale)
-        state.expected.update(f.key for f in adds)
-        state.flow_mods += len(bundle.items)
-        state.bundles += 1
-        self.metrics.flow_mods.inc(len(bundle.items))
-        if self._sent is not None:
-            self._sent[host] = bundle.bundle_id
+        self._count_sent(host, state, bundle, adds)
         up = self._port_up.get((host, armed.port))
         if up is not None and up.committed is None:
             up.sent, up.fired, up.cpu_ms = fired, True, 0.0
@@ -1362,27 +1355,33 @@ class Engine:
                                                meters_before, meters_after)
         now = time.monotonic()                  # encoded and written to the connection
         meters = meters_before + meters_after
-        state.in_flight[bid] = bundle = Bundle(bid, first, items, version, now, ports, meters, plan.stale)
+        bundle = Bundle(bid, first, items, version, now, ports, meters, plan.stale)
+        self._count_sent(host, state, bundle, plan.add)
         if meters:
             for i in range(len(meters)):
                 state.meter_xids[first + len(items) + 2 + i] = bid
             while len(state.meter_xids) > 4096:
                 state.meter_xids.pop(next(iter(state.meter_xids)))
             _apply_meters(state.meters_expected, bundle.meters)
-        if self._sent is not None:
-            self._sent[host] = bid
         cpu = time.thread_time() if ports else 0.0     # a system call: only for a port-up
         for port in ports:
             up = self._port_up[(host, port)]
             up.sent = now
             up.cpu_ms = round((cpu - up.taken_cpu) * 1000, 2)
-        state.expected.difference_update(plan.stale)     # the plan's deletes (see Plan.stale)
-        state.expected.update(f.key for f in plan.add)
-        state.flow_mods += len(items)
-        state.bundles += 1
-        self.metrics.flow_mods.inc(len(items))
         LOG.info("%s: bundle %d with %d deletes, %d adds%s", host, bid, len(plan.delete), len(plan.add),
                  f", {len(meters)} meter-mods" if meters else "")
+
+    def _count_sent(self, host: str, state: HostState, bundle: Bundle, adds) -> None:
+        """A bundle is on its way (sent by `_sync`, or armed and sent on the host's confirmation):
+        in flight, and the books expect its effect (its deletes: Plan.stale)."""
+        state.in_flight[bundle.bundle_id] = bundle
+        state.expected.difference_update(bundle.stale)
+        state.expected.update(f.key for f in adds)
+        state.flow_mods += len(bundle.items)
+        state.bundles += 1
+        self.metrics.flow_mods.inc(len(bundle.items))
+        if self._sent is not None:
+            self._sent[host] = bundle.bundle_id
 
     def _port_done(self, host: str, port: str, sent: float, committed: float) -> None:
         up = self._port_up.get((host, port))
