@@ -460,7 +460,7 @@ def run_openflow(controller: Controller) -> None:
     edge = EdgeService(controller.engine, controller.store)
     edge.start()
     sinks = OpenFlowSinks(controller.engine, controller.driver, controller.dhcp, NdService(controller.engine),
-                          drops=controller.drops, edge=edge)
+                          edge=edge)
     host, port = controller.of_listen
     cfg.CONF(args=[f"--ofp-listen-host={host}", f"--ofp-tcp-listen-port={port}"],
              project="os_ken")
@@ -485,7 +485,11 @@ def _listener(controller: Controller):
     context = None
     if not controller.args.insecure_openflow:
         context = tlsconfig.server_context(controller.tls)
-    return oflisten.Listener(*controller.of_listen, context, controller.engine.switch_refused)
+    from controller.ofpacketin import OFPT_PACKET_IN
+    # drop samples are read off the wire on the OpenFlow loop (controller/ofpacketin.py); every
+    # other packet-in goes on to os-ken and weft's app as before
+    return oflisten.Listener(*controller.of_listen, context, controller.engine.switch_refused,
+                             {OFPT_PACKET_IN: controller.drops.raw_packet_in})
 
 
 def _notify_ready(controller: Controller) -> None:

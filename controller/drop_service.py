@@ -1,9 +1,10 @@
 """Drop samples from the switches (packet-ins of drop flows) attributed to ports, groups and tenants.
 
-Runs on os-ken's thread like the DHCP and neighbour discovery services: it reads only what
-the engine publishes (`effective_model`, `host_of_dpid`) and writes only to the drop
-aggregate (collectors/drops.py, which has its own lock), so no engine state is touched off
-the engine's loop. The drop flow's cookie gives the reason (flows/drops.py); the packet-in's
+Runs on the OpenFlow loop's thread: `raw_packet_in` reads a drop flow's packet-in off the wire
+there (controller/ofpacketin.py, not os-ken's parser) before os-ken sees it. It reads only what
+the engine publishes (`effective_model`, `host_of_dpid`, `admitted`) and writes only to the drop
+aggregate (collectors/drops.py, which has its own lock), so no engine state is touched off the
+engine's loop. The drop flow's cookie gives the reason (flows/drops.py); the packet-in's
 pipeline fields give where: in_port (the sender's port, or the tunnel), reg6 (the network's
 VNI) and reg4 (the port an ingress-ACL drop was headed to). A security-group drop names the
 groups of the port whose rules had no allowing rule (the sender's at egress, the receiver's at
@@ -11,14 +12,17 @@ ingress); an unknown destination or neighbour that only another tenant has is `i
 """
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
 from collectors.drops import DropLog, DropSample
+from controller import ofpacketin
 from collectors.packet import parse_ethernet
 from flows import cookies
 from flows import pipeline as P
 
+LOG = logging.getLogger(__name__)
 PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 ETHERTYPES = {0x0806: "arp", 0x0800: "ipv4", 0x86DD: "ipv6"}
 EGRESS_TABLES = (P.PORT_SECURITY, P.EGRESS_CT, P.EGRESS_ACL)
@@ -51,6 +55,27 @@ class DropService:
         if self._lookup is None or self._lookup.model is not model:
             self._lookup = _Lookup(model)
         return self._lookup
+
+    def raw_packet_in(self, datapath, msg: bytes) -> bool:
+        """One packet-in as read off the wire (the OpenFlow loop's raw handler): a drop flow's
+        sample is taken here (True); any other packet-in is left to os-ken (False)."""
+        if msg[0] < 4:                          # before OpenFlow 1.3 a packet-in has another layout
+            return False
+        try:
+            if not ofpacketin.cookie_of(msg) >> 56 & cookies.DROP_FLAG:
+                return False
+            if not self.engine.admitted(datapath):
+                return True                     # a refused or not yet admitted connection
+            cookie, table, _reason, match, data = ofpacketin.parse(msg)
+        except ofpacketin.Malformed as exc:
+            self.counters["unreadable"] += 1
+            LOG.warning("unreadable drop sample from %s: %s", getattr(datapath, "address", "?"), exc)
+            return True
+        try:
+            self.packet_in(datapath, cookie, table, match, data)
+        except Exception:                       # never into the OpenFlow loop: it would drop the switch
+            LOG.exception("drop sample packet-in failed")
+        return True
 
     def packet_in(self, datapath, cookie: int, table: int, match: dict, data: bytes) -> None:
         self.counters["packet_ins"] += 1

@@ -34,7 +34,6 @@ class OpenFlowSinks:
     driver: object
     dhcp: object = None
     nd: object = None           # IPv6 neighbour solicitations (controller/nd_service.py)
-    drops: object = None        # samples of dropped packets (controller/drop_service.py)
     edge: object = None         # ARP replies from provider ports (controller/edge_service.py)
 
 
@@ -83,7 +82,6 @@ class WeftOFApp(app_manager.OSKenApp):
         if weft is None:
             raise RuntimeError("WeftOFApp needs weft=OpenFlowSinks(engine, driver, dhcp)")
         self.engine, self.driver, self.dhcp, self.nd = weft.engine, weft.driver, weft.dhcp, weft.nd
-        self.drops = weft.drops
         self.edge = weft.edge
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -129,14 +127,8 @@ class WeftOFApp(app_manager.OSKenApp):
         msg = ev.msg
         if not self.engine.admitted(msg.datapath):
             return                            # a refused or not yet admitted connection
-        if msg.cookie >> 56 & DROP_FLAG:       # a drop flow's sample (flows/drops.py), metered
-            if self.drops is not None:
-                try:
-                    self.drops.packet_in(msg.datapath, msg.cookie, msg.table_id,
-                                         dict(msg.match.items()), bytes(msg.data))
-                except Exception:
-                    LOG.exception("drop sample packet-in failed")
-            return
+        if msg.cookie >> 56 & DROP_FLAG:       # a drop flow's sample: the OpenFlow loop reads those
+            return                            # (DropService.raw_packet_in), none comes this way
         if is_announcement(msg.cookie):       # a migrating port's destination NIC spoke
             self.engine.announce(msg.datapath, msg.match["in_port"], bytes(msg.data))
             return

@@ -37,9 +37,11 @@ class Listener:
     handshake presenting a certificate the context's CA signed. `on_refused(address, reason,
     detail)` hears of every connection refused here."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext | None, on_refused):
+    def __init__(self, host: str, port: int, context: ssl.SSLContext | None, on_refused,
+                 raw_handlers: dict | None = None):
         self.context = context
         self.on_refused = on_refused
+        self.raw_handlers = raw_handlers        # read before os-ken's parser (controller.ofloop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,7 +67,7 @@ class Listener:
             LOG.critical("cannot listen for OpenFlow on %s: %s; weftd stops", self.sock.getsockname(), exc)
             os._exit(1)
         OpenFlowLoop(self.sock, self.context, self.on_refused, handshake_error, TLS_HANDSHAKE,
-                     HANDSHAKE_TIMEOUT, MAX_HANDSHAKES).run()
+                     HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, self.raw_handlers).run()
 
 
 def handshake_error(exc: BaseException) -> str:

@@ -173,6 +173,10 @@ class LoopDatapath(Datapath):
                               + bytes(buf[offset + HEADER:offset + msg_len]))
                 offset += msg_len
                 continue
+            raw = self.loop.raw_handlers.get(msg_type)
+            if raw is not None and raw(self, buf[offset:offset + msg_len]):
+                offset += msg_len
+                continue
             msg = ofproto_parser.msg(self, version, msg_type, msg_len, xid,
                                      buf[offset:offset + msg_len])
             offset += msg_len
@@ -230,8 +234,11 @@ class OpenFlowLoop:
     `on_refused(address, reason, detail)` and `handshake_error(exc)` report failed ones."""
 
     def __init__(self, listen_sock, context, on_refused, handshake_error, refused_reason: str,
-                 handshake_timeout: float, max_handshakes: int):
+                 handshake_timeout: float, max_handshakes: int, raw_handlers: dict | None = None):
         self.listen_sock = listen_sock
+        # {message type: handler(datapath, message bytes) -> True if it took the message}: read
+        # on this loop before os-ken's parser, which gets whatever a handler leaves
+        self.raw_handlers = raw_handlers or {}
         self.context = context
         self.on_refused = on_refused
         self.handshake_error = handshake_error

@@ -1,0 +1,107 @@
+"""A packet-in read from its bytes (controller/ofpacketin.py) says what os-ken's parser says, and a drop
+sample read that way on the OpenFlow loop reaches the drop log (DropService.raw_packet_in)."""
+import struct
+
+import pytest
+from os_ken.ofproto import ofproto_parser, ofproto_v1_4, ofproto_v1_4_parser
+
+from collectors.drops import DropLog
+from controller import ofpacketin
+from controller.drop_service import DropService
+from flows import pipeline as P
+from tests.unit.test_drop_samples import Engine, cookie, frame
+from tests.unit.test_flows_acl import PORTS, build
+
+DATA = frame(PORTS["web1"][1], PORTS["db1"][1], PORTS["web1"][2], PORTS["db1"][2], dport=5432)
+
+
+def packet_in(match_fields: dict, ck: int, table: int = P.EGRESS_ACL, data: bytes = DATA,
+              version: int = ofproto_v1_4.OFP_VERSION) -> bytes:
+    """A whole OpenFlow 1.4 packet-in as Open vSwitch sends it (match from os-ken's own serializer)."""
+    buf = bytearray()
+    length = ofproto_v1_4_parser.OFPMatch(**match_fields).serialize(buf, 0)
+    body = struct.pack("!IHBBQ", 0xFFFFFFFF, len(data), 1, table, ck) + bytes(buf[:length])
+    body += b"\0" * (-length % 8) + b"\0\0" + data
+    return struct.pack("!BBHI", version, ofpacketin.OFPT_PACKET_IN, 8 + len(body), 7) + body
+
+
+class Dp:
+    id = 1
+    address = ("192.0.2.1", 6653)
+
+
+def os_ken_view(msg: bytes):
+    parsed = ofproto_parser.msg(Dp(), msg[0], msg[1], len(msg), 7, msg)
+    return parsed.cookie, parsed.table_id, parsed.reason, dict(parsed.match.items()), bytes(parsed.data)
+
+
+@pytest.mark.parametrize("fields", [
+    {"in_port": 3, "reg6": 1000, "reg4": 7},
+    {"in_port": 60000, "tunnel_id": 1000, "reg6": 1000, "eth_type": 0x800, "metadata": 5},
+    {"in_port": 1},
+])
+def test_the_fields_weft_reads_match_os_kens_parse(fields):
+    msg = packet_in(fields, cookie("security-group"))
+    ck, table, reason, match, data = ofpacketin.parse(msg)
+    ok_ck, ok_table, ok_reason, ok_match, ok_data = os_ken_view(msg)
+    assert (ck, table, reason, data) == (ok_ck, ok_table, ok_reason, ok_data)
+    wanted = {k: v for k, v in ok_match.items() if k in ofpacketin.NAMES.values()}
+    assert match == wanted and match, (match, ok_match)
+
+
+def test_masked_and_unknown_fields_are_skipped_not_misread():
+    msg = packet_in({"in_port": 2, "reg5": (0x10, 0xF0), "eth_dst": "02:00:00:00:00:01", "reg6": 9},
+                    cookie("port-security"))
+    assert ofpacketin.parse(msg)[3] == {"in_port": 2, "reg6": 9}
+
+
+def test_truncated_messages_are_malformed():
+    msg = packet_in({"in_port": 2, "reg6": 9}, cookie("port-security"))
+    for cut in (10, 27, 40):
+        with pytest.raises(ofpacketin.Malformed):
+            ofpacketin.parse(msg[:cut])
+
+
+class AdmittingEngine(Engine):
+    def __init__(self, model, admitted=True):
+        super().__init__(model)
+        self.ok = admitted
+
+    def admitted(self, datapath):
+        return self.ok
+
+
+def test_a_drop_sample_read_off_the_wire_is_logged_like_os_kens():
+    model = build()
+    log = DropLog()
+    got = []
+    log.subscribe(got.append)
+    svc = DropService(AdmittingEngine(model), log)
+    msg = packet_in({"in_port": 1, "reg6": 1000}, cookie("security-group"))
+    assert svc.raw_packet_in(Dp(), msg) is True
+    ck, table, _reason, match, data = os_ken_view(msg)
+    expected = svc.sample(model, "hv1", ck, table, match, data, got[0].time)
+    assert got == [expected] and expected.reason == "security-group" and expected.group, got
+    assert svc.counters["packet_ins"] == 1
+
+
+def test_other_packet_ins_and_old_versions_are_left_to_os_ken():
+    svc = DropService(AdmittingEngine(build()), DropLog())
+    dhcp = packet_in({"in_port": 1}, 0x0500000000000001)          # not a drop flow's cookie
+    assert svc.raw_packet_in(Dp(), dhcp) is False
+    old = packet_in({"in_port": 1, "reg6": 1000}, cookie("security-group"), version=1)
+    assert svc.raw_packet_in(Dp(), old) is False
+    assert svc.counters["packet_ins"] == 0
+
+
+def test_samples_from_a_connection_not_admitted_are_taken_and_ignored():
+    svc = DropService(AdmittingEngine(build(), admitted=False), DropLog())
+    assert svc.raw_packet_in(Dp(), packet_in({"in_port": 1, "reg6": 1000}, cookie("security-group"))) is True
+    assert svc.counters["packet_ins"] == 0
+
+
+def test_an_unreadable_drop_sample_is_counted_not_raised():
+    svc = DropService(AdmittingEngine(build()), DropLog())
+    msg = packet_in({"in_port": 1, "reg6": 1000}, cookie("security-group"))
+    assert svc.raw_packet_in(Dp(), msg[:30]) is True
+    assert svc.counters == {"packet_ins": 0, "unreadable": 1}
