@@ -17,7 +17,7 @@ import socket
 import time
 
 from collectors.drops import DropLog, DropSample
-from controller import ofpacketin
+from controller import ofpacketin, replay
 from collectors.packet import parse_ethernet
 from flows import cookies
 from flows import pipeline as P
@@ -49,7 +49,7 @@ class DropService:
     def __init__(self, engine, log: DropLog):
         self.engine, self.log = engine, log
         self._lookup: _Lookup | None = None
-        self.counters = {"packet_ins": 0, "unreadable": 0}
+        self.counters = {"packet_ins": 0, "unreadable": 0, "replayed": 0}
 
     def _index(self, model) -> _Lookup:
         if self._lookup is None or self._lookup.model is not model:
@@ -66,13 +66,19 @@ class DropService:
                 return False
             if not self.engine.admitted(datapath):
                 return True                     # a refused or not yet admitted connection
-            cookie, table, _reason, match, data = ofpacketin.parse(msg)
+            pin = ofpacketin.parse(msg)
         except ofpacketin.Malformed as exc:
             self.counters["unreadable"] += 1
             LOG.warning("unreadable drop sample from %s: %s", getattr(datapath, "address", "?"), exc)
             return True
         try:
-            self.packet_in(datapath, cookie, table, match, data)
+            host = self.engine.host_of_dpid(datapath.id)
+            if replay.wanted(self.engine, host, pin.cookie, pin.match, pin.data, pin.total_len):
+                # the host's datapath answered from its cache: the NIC's flows are in (replay.py)
+                datapath.send_msg(replay.packet_out(datapath, pin.table_id, pin.match, pin.data))
+                self.counters["replayed"] += 1
+                return True
+            self.packet_in(datapath, pin.cookie, pin.table_id, pin.match, pin.data)
         except Exception:                       # never into the OpenFlow loop: it would drop the switch
             LOG.exception("drop sample packet-in failed")
         return True

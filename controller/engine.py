@@ -157,6 +157,19 @@ class PortUp:
                 "engine_cpu_ms": self.cpu_ms, "sent_armed": self.fired}
 
 
+@dataclasses.dataclass(frozen=True)
+class Fresh:
+    """A NIC whose port-up bundle its host committed (monotonic `committed`): for FRESH_S after it,
+    what the host's datapath still drops as addressed to nobody may be the datapath's cache
+    (see controller/replay.py)."""
+    port: str
+    vni: int
+    committed: float
+
+
+FRESH_S = 1.0
+
+
 # Open vSwitch numbers new ports itself only below this (the upper half is for requested
 # numbers, as weft's tunnel port's 60000): the highest number under it is the last it gave
 AUTO_OFPORT_LIMIT = 32768
@@ -237,6 +250,8 @@ class Engine:
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
         self._pub_hosts_of_dpid: dict[int, str] = {}
+        # NICs whose port-up bundle a host committed in the last FRESH_S: host -> {MAC: Fresh}
+        self._pub_fresh: dict[str, dict[bytes, Fresh]] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Engine":
@@ -389,6 +404,11 @@ class Engine:
 
     def host_of_dpid(self, dpid: int) -> str | None:
         return self._pub_hosts_of_dpid.get(dpid)
+
+    def fresh_port(self, host: str, mac: bytes) -> "Fresh | None":
+        """The NIC with this MAC whose port-up the host committed less than FRESH_S ago, or None."""
+        fresh = self._pub_fresh.get(host, {}).get(mac)
+        return fresh if fresh is not None and time.monotonic() - fresh.committed < FRESH_S else None
 
     def port_up_latency_ms(self, port: str) -> float | None:
         up = self._last_up.get(port)
@@ -1391,6 +1411,7 @@ class Engine:
         up.committed = max(committed, up.sent)  # a simulated switch may answer inside the write
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
+        self._publish_fresh(host, port, committed)
         bound = self._model.bindings.get(port)
         ahead = "none" if up.guess is None else "right" if bound and bound.ofport == up.guess else "wrong"
         if up.fired:
@@ -1400,6 +1421,17 @@ class Engine:
                  (committed - up.seen) * 1000, up.seen_at, ((up.numbered or up.seen) - up.seen) * 1000,
                  ((up.taken or up.seen) - up.seen) * 1000,
                  (up.sent - up.seen) * 1000, up.cpu_ms, ahead)
+
+    def _publish_fresh(self, host: str, port: str, committed: float) -> None:
+        """The drop service may now replay what the host's datapath still drops for this NIC."""
+        p = self._model.ports.get(port)
+        net = self._model.network_of(p) if p is not None else None
+        if net is None:
+            return
+        now = time.monotonic()
+        kept = {m: f for m, f in self._pub_fresh.get(host, {}).items() if now - f.committed < FRESH_S}
+        kept[bytes.fromhex(p.mac.replace(":", ""))] = Fresh(port, net.vni, committed)
+        self._pub_fresh = {**self._pub_fresh, host: kept}
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
         if kind != OFPBCT_COMMIT_REPLY:

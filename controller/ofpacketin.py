@@ -13,6 +13,7 @@ table_id (1), cookie (8), ofp_match (type 2, length 2, OXM TLVs, padded to 8), 2
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 OFPT_PACKET_IN = 10              # OpenFlow 1.3 to 1.5
 OFPMT_OXM = 1
@@ -26,6 +27,15 @@ NAMES = {(OXM_BASIC, 0): "in_port", (OXM_BASIC, 38): "tunnel_id", (NXM_1, 16): "
          **{(NXM_1, n): f"reg{n}" for n in range(16)}}
 
 
+class PacketIn(NamedTuple):
+    cookie: int
+    table_id: int
+    reason: int
+    total_len: int              # the packet's length; `data` holds all of it only if equal
+    match: dict
+    data: bytes
+
+
 class Malformed(ValueError):
     """The bytes are not a whole OpenFlow 1.3+ packet-in."""
 
@@ -37,12 +47,12 @@ def cookie_of(msg: bytes | memoryview) -> int:
     return U64.unpack_from(msg, 16)[0]
 
 
-def parse(msg: bytes | memoryview) -> tuple[int, int, int, dict, bytes]:
-    """(cookie, table_id, reason, match, data) of one whole packet-in message; the match holds
-    the NAMES fields it carries, unmasked values as os-ken gives them."""
+def parse(msg: bytes | memoryview) -> PacketIn:
+    """One whole packet-in message; its match holds the NAMES fields it carries, unmasked
+    values as os-ken gives them."""
     if len(msg) < FIXED.size:
         raise Malformed(f"a packet-in of {len(msg)} bytes is shorter than its fixed part")
-    _buffer, _total, reason, table, cookie, mtype, mlen = FIXED.unpack_from(msg)
+    _buffer, total, reason, table, cookie, mtype, mlen = FIXED.unpack_from(msg)
     if mtype != OFPMT_OXM or mlen < 4:
         raise Malformed(f"match type {mtype} length {mlen} (OXM, at least 4 bytes, expected)")
     start, end = 24 + 4, 24 + mlen
@@ -63,4 +73,4 @@ def parse(msg: bytes | memoryview) -> tuple[int, int, int, dict, bytes]:
             elif length == 8:
                 match[name] = U64.unpack_from(msg, body)[0]
         at = body + length
-    return cookie, table, reason, match, bytes(msg[data_at:])
+    return PacketIn(cookie, table, reason, total, match, bytes(msg[data_at:]))

@@ -163,3 +163,52 @@ def test_hosts_show_their_southbound_configuration_state(lab):
     assert "CONFIG" in table.splitlines()[0] and "configured" in table
     status = lab.json_api("/v1/status")["hosts"]
     assert status["hv1"]["config"]["state"] == "configured" and status["hv1"]["config"]["configured_at"]
+
+
+def test_what_the_datapath_still_drops_for_a_nic_back_is_replayed_through_its_new_flows(lab):
+    """A NIC plugged again while traffic to it is waiting: hv2's datapath keeps answering that
+    traffic from its cached drop until a revalidator round re-translates it (Open vSwitch starts
+    one at most every 5 ms; here they are paused, so the cache stays stale). weftd sends the
+    samples of that drop back through the NIC's new flows (controller/replay.py), so the VM
+    answers meanwhile; with the revalidators back, the path no longer needs weftd."""
+    import json as _json
+    lab.weft("port", "create", "red/net/s", "--ip", "10.0.0.16")
+    lab.weft("lab", "vm", "create", "s", "--host", "hv2", "--port", "red/net/s")
+    assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.16").returncode == 0
+    with open(os.path.join(lab.dir, "state.json")) as f:
+        state = _json.load(f)
+    vm, host, src = state["vms"]["s"], state["hosts"]["hv2"], state["vms"]["a"]
+    vsctl = ["ip", "netns", "exec", host["ns"], "ovs-vsctl", f"--db=unix:{host['dir']}/db.sock"]
+    appctl = ["ip", "netns", "exec", host["ns"], "ovs-appctl", "-t", f"{host['dir']}/vs.ctl"]
+    subprocess.run([*vsctl, "del-port", "br-int", vm["tap"]], check=True, capture_output=True)
+    assert wait_until(lambda: lab.json("port", "show", "red/net/s")["ofport"] == 0)
+    replayed = lambda: lab.json_api("/v1/traffic/drops/status")["packet_ins"]["replayed"]   # noqa: E731
+    before = replayed()
+    # 20 requests a second, under the drop meter's 100: every one dropped on hv2 is sampled
+    ping = subprocess.Popen(["ip", "netns", "exec", src["ns"], "ping", "-D", "-n", "-i", "0.05", "-W", "1",
+                             "-c", "100", "10.0.0.16"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)                  # hv2's datapath now holds the cached drop of those requests
+        subprocess.run([*appctl, "revalidator/pause"], check=True, capture_output=True)
+        try:
+            plugged = time.time()
+            subprocess.run([*vsctl, "add-port", "br-int", vm["tap"], "--", "set", "interface", vm["tap"],
+                            f"external_ids:iface-id={vm['iface_id']}", f"external_ids:attached-mac={vm['mac']}"],
+                           check=True, capture_output=True)
+            assert wait_until(lambda: (t := lab.json("port", "show", "red/net/s")["up_timeline"])
+                              and t["committed_ms"] is not None)
+            time.sleep(1.5)              # ~30 requests, the revalidators still paused
+            during = replayed() - before
+            paused_until = time.time()
+        finally:
+            subprocess.run([*appctl, "revalidator/resume"], check=True, capture_output=True)
+    finally:
+        out = ping.communicate(timeout=30)[0] if ping.wait(timeout=30) is not None else ""
+    replies = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+    answered_while_paused = [t for t in replies if plugged < t < paused_until]
+    assert len(answered_while_paused) >= 10, (len(answered_while_paused), during)
+    assert during >= 10, f"weftd replayed {during} of the ~30 requests hv2's stale cache dropped"
+    assert replies[-1] > paused_until, "answers go on once the revalidators are back"
+    after = replayed()
+    assert lab.exec("a", "ping", "-c", "5", "-i", "0.05", "10.0.0.16").returncode == 0
+    assert replayed() == after, "once the cache is right, nothing more goes through weftd"

@@ -350,3 +350,18 @@ def test_a_batch_with_more_than_the_guess_is_compiled(engine):
     for host in ("hv1", "hv2"):
         assert sws[host].table == desired_keys(engine, host) == fresh_flows(engine, host), host
     assert engine.status()["hv1"]["in_flight"] == 0
+
+
+def test_a_committed_port_up_is_fresh_for_the_drop_service_then_not(engine, monkeypatch):
+    """The engine names a NIC whose port-up its host committed (controller/replay.py reads it)."""
+    sws = armed_c(engine)
+    mac = bytes.fromhex("fa163e000003")                # c's MAC in tests.unit.test_engine.model
+    assert engine.fresh_port("hv1", mac) is None, "not up yet"
+    engine.port_status(sws["hv1"].datapath, "tap-c", 6)
+    settle(engine)
+    fresh = engine.fresh_port("hv1", mac)
+    assert (fresh.port, fresh.vni) == ("c", 1001)
+    assert engine.fresh_port("hv2", mac) is None and engine.fresh_port("hv1", bytes(6)) is None
+    import controller.engine as E
+    monkeypatch.setattr(E, "FRESH_S", 0.0)
+    assert engine.fresh_port("hv1", mac) is None, "no longer fresh"

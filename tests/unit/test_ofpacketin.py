@@ -1,5 +1,7 @@
-"""A packet-in read from its bytes (controller/ofpacketin.py) says what os-ken's parser says, and a drop
-sample read that way on the OpenFlow loop reaches the drop log (DropService.raw_packet_in)."""
+"""A packet-in read from its bytes (controller/ofpacketin.py) says what os-ken's parser says; a drop
+sample read that way on the OpenFlow loop reaches the drop log (DropService.raw_packet_in), or, when
+it is the datapath's stale answer for a NIC just brought up, goes back as a packet-out
+(controller/replay.py)."""
 import struct
 
 import pytest
@@ -16,11 +18,12 @@ DATA = frame(PORTS["web1"][1], PORTS["db1"][1], PORTS["web1"][2], PORTS["db1"][2
 
 
 def packet_in(match_fields: dict, ck: int, table: int = P.EGRESS_ACL, data: bytes = DATA,
-              version: int = ofproto_v1_4.OFP_VERSION) -> bytes:
+              version: int = ofproto_v1_4.OFP_VERSION, total_len: int | None = None) -> bytes:
     """A whole OpenFlow 1.4 packet-in as Open vSwitch sends it (match from os-ken's own serializer)."""
     buf = bytearray()
     length = ofproto_v1_4_parser.OFPMatch(**match_fields).serialize(buf, 0)
-    body = struct.pack("!IHBBQ", 0xFFFFFFFF, len(data), 1, table, ck) + bytes(buf[:length])
+    total = len(data) if total_len is None else total_len
+    body = struct.pack("!IHBBQ", 0xFFFFFFFF, total, 1, table, ck) + bytes(buf[:length])
     body += b"\0" * (-length % 8) + b"\0\0" + data
     return struct.pack("!BBHI", version, ofpacketin.OFPT_PACKET_IN, 8 + len(body), 7) + body
 
@@ -28,6 +31,15 @@ def packet_in(match_fields: dict, ck: int, table: int = P.EGRESS_ACL, data: byte
 class Dp:
     id = 1
     address = ("192.0.2.1", 6653)
+    ofproto, ofproto_parser = ofproto_v1_4, ofproto_v1_4_parser
+
+    def __init__(self):
+        self.sent = []
+
+    def send_msg(self, msg):
+        msg.set_xid(1)
+        msg.serialize()                 # what os-ken's Datapath.send_msg does before sending
+        self.sent.append(msg)
 
 
 def os_ken_view(msg: bytes):
@@ -42,8 +54,9 @@ def os_ken_view(msg: bytes):
 ])
 def test_the_fields_weft_reads_match_os_kens_parse(fields):
     msg = packet_in(fields, cookie("security-group"))
-    ck, table, reason, match, data = ofpacketin.parse(msg)
+    ck, table, reason, total, match, data = ofpacketin.parse(msg)
     ok_ck, ok_table, ok_reason, ok_match, ok_data = os_ken_view(msg)
+    assert total == len(data) == len(DATA)
     assert (ck, table, reason, data) == (ok_ck, ok_table, ok_reason, ok_data)
     wanted = {k: v for k, v in ok_match.items() if k in ofpacketin.NAMES.values()}
     assert match == wanted and match, (match, ok_match)
@@ -52,7 +65,7 @@ def test_the_fields_weft_reads_match_os_kens_parse(fields):
 def test_masked_and_unknown_fields_are_skipped_not_misread():
     msg = packet_in({"in_port": 2, "reg5": (0x10, 0xF0), "eth_dst": "02:00:00:00:00:01", "reg6": 9},
                     cookie("port-security"))
-    assert ofpacketin.parse(msg)[3] == {"in_port": 2, "reg6": 9}
+    assert ofpacketin.parse(msg).match == {"in_port": 2, "reg6": 9}
 
 
 def test_truncated_messages_are_malformed():
@@ -104,4 +117,53 @@ def test_an_unreadable_drop_sample_is_counted_not_raised():
     svc = DropService(AdmittingEngine(build()), DropLog())
     msg = packet_in({"in_port": 1, "reg6": 1000}, cookie("security-group"))
     assert svc.raw_packet_in(Dp(), msg[:30]) is True
-    assert svc.counters == {"packet_ins": 0, "unreadable": 1}
+    assert svc.counters == {"packet_ins": 0, "unreadable": 1, "replayed": 0}
+
+
+class FreshEngine(AdmittingEngine):
+    """An engine that says hv1 committed the port-up of db1 (VNI 1000) just now."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        from controller.engine import Fresh
+        self.fresh = {("hv1", bytes.fromhex(PORTS["db1"][1].replace(":", ""))): Fresh("db1", 1000, 0.0)}
+
+    def fresh_port(self, host, mac):
+        return self.fresh.get((host, mac))
+
+
+def unknown_destination(**kw):
+    return packet_in({"in_port": 60000, "tunnel_id": 1000, "reg6": 1000, "reg7": 1}, cookie("unknown-destination"),
+                     table=P.L2_LOOKUP, **kw)
+
+
+def test_a_stale_drop_for_a_nic_just_up_goes_back_as_a_packet_out_from_its_table():
+    got = []
+    log = DropLog()
+    log.subscribe(got.append)
+    svc = DropService(FreshEngine(build()), log)
+    dp = Dp()
+    msg = unknown_destination()
+    table = ofpacketin.parse(msg).table_id
+    assert svc.raw_packet_in(dp, msg) is True
+    assert svc.counters["replayed"] == 1 and got == []           # delivered late, not a drop
+    (out,) = dp.sent
+    assert (out.in_port, out.data) == (60000, DATA)
+    sets = {a.key: a.value for a in out.actions if isinstance(a, ofproto_v1_4_parser.OFPActionSetField)}
+    assert sets == {"reg6": 1000, "reg7": 1, "tunnel_id": 1000}
+    resubmit = out.actions[-1]
+    assert (type(resubmit).__name__, resubmit.in_port, resubmit.table_id) == ("NXActionResubmitTable", 0xFFF8, table)
+
+
+@pytest.mark.parametrize("why, msg", [
+    ("another reason", packet_in({"in_port": 60000, "reg6": 1000}, cookie("security-group"))),
+    ("another network", packet_in({"in_port": 60000, "reg6": 2000}, cookie("unknown-destination"))),
+    ("a truncated sample", unknown_destination(total_len=len(DATA) + 1400)),
+    ("another MAC", packet_in({"in_port": 60000, "reg6": 1000}, cookie("unknown-destination"),
+                              data=frame(PORTS["web1"][1], PORTS["web2"][1], PORTS["web1"][2], PORTS["web2"][2]))),
+])
+def test_other_drops_are_samples_as_before(why, msg):
+    svc = DropService(FreshEngine(build()), DropLog())
+    dp = Dp()
+    assert svc.raw_packet_in(dp, msg) is True
+    assert (dp.sent, svc.counters["replayed"], svc.counters["packet_ins"]) == ([], 0, 1), why

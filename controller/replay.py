@@ -1,0 +1,48 @@
+"""Replay what a host's datapath still drops for a NIC whose flows the host has just committed.
+
+Open vSwitch's datapath caches each translation as a megaflow. Traffic to a NIC that left its
+host (a VM restarting, a NIC plugged again) keeps arriving there over the tunnel and is cached
+as "addressed to nobody, drop" (a sample of it reaches weftd: flows/drops.py). When the NIC is
+back and its port-up bundle is committed, that cached drop stays in use until a revalidator
+re-translates it, and Open vSwitch starts a revalidation round at most every 5 ms
+(ofproto-dpif-upcall.c, udpif_revalidator), one of which the port's own addition has just
+started: the NIC's first packets are dropped for up to ~5 ms after its flows are in
+(bench/anatomy_port_up.py measures it). A packet-out is translated against the flow tables as
+they are now, not through that cache.
+
+So a drop sample that (1) a flow dropped as `unknown-destination`, (2) is addressed to the MAC of
+a NIC whose port-up its host committed within engine.FRESH_S, in that NIC's network, and (3)
+carries the whole packet (a sample holds the first DROP_SAMPLE_BYTES) is sent back to the host
+as a packet-out that resumes the pipeline at the table that dropped it, with the registers the
+packet had there (in_port kept): the rest of the pipeline (the port's ingress security groups
+included) decides again, with the new flows. A packet dropped by the switch's own rules never
+qualifies: only the cache's stale answer does, and only the sampled packets (the drop meter's
+rate) are replayed; the rest wait for the revalidator as before.
+"""
+from __future__ import annotations
+
+from flows import cookies
+from flows import pipeline as P
+
+UNKNOWN_DESTINATION = cookies.DROP_FLAG | cookies.DROP_REASONS["unknown-destination"]
+OFPP_IN_PORT_16 = 0xFFF8            # NXAST_RESUBMIT_TABLE's 16-bit "the packet's in_port"
+RESTORED = tuple(f"reg{n}" for n in range(16)) + ("tunnel_id",)
+
+
+def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, total_len: int):
+    """The engine's Fresh for the NIC this drop sample may be replayed to, or None."""
+    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len:
+        return None
+    fresh = engine.fresh_port(host, bytes(data[:6]))
+    if fresh is None or match.get(P.REG_NET, match.get("tunnel_id")) != fresh.vni:
+        return None
+    return fresh
+
+
+def packet_out(datapath, table: int, match: dict, data: bytes):
+    """The packet-out that resumes the packet at `table` with its registers, from its in_port."""
+    parser, ofp = datapath.ofproto_parser, datapath.ofproto
+    actions = [parser.OFPActionSetField(**{name: match[name]}) for name in RESTORED if match.get(name)]
+    actions.append(parser.NXActionResubmitTable(in_port=OFPP_IN_PORT_16, table_id=table))
+    return parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=match["in_port"],
+                               actions=actions, data=bytes(data))
