@@ -13,7 +13,8 @@ add-port` starts):
   after    ready - added: what happens once Open vSwitch has the port — the controller
            learning of it, its flows committed, and the switch's datapath taking them
 weft's runs also give its own timeline (`weft port show -o json` up_timeline): when the bundle
-went out and when the switch committed it.
+went out and when the switch committed it, and how many dropped requests weftd sent back through
+the new flows while the datapath's cache was stale (controller/replay.py).
 
 What "after" measures here: a NIC plugged again has traffic waiting, so the host's datapath
 holds a cached flow (megaflow) that drops it; new OpenFlow flows replace it only when a
@@ -113,6 +114,12 @@ def weft_system(w: WeftPortUp) -> System:
     return System("weft", w.host_ns, w.db_sock, w.tap, w.src_ns, w.dst_ip, f"{w.host_dir}/vs.log", w.ext)
 
 
+def replayed(w: WeftPortUp) -> int:
+    """Drop samples weftd sent back through a NIC's new flows (controller/replay.py), so far."""
+    from controller.client import Client
+    return Client(f"unix:{w.lab.dir}/weftd.sock").get("/v1/traffic/drops/status")["packet_ins"]["replayed"]
+
+
 def weft_timeline(w: WeftPortUp, t0: float) -> dict:
     """weft's own view of the plug: bundle sent / committed, ms after T0."""
     view = json.loads(w.lab.weft("port", "show", "t/n/dst", "-o", "json")).get("up_timeline") or {}
@@ -147,12 +154,14 @@ def main() -> None:
             time.sleep(1)
             for i in range(1, args.runs + 1):
                 for system in (weft, ovn):
+                    before = replayed(w) if system is weft else 0
                     r = system.plug()
                     if system is weft:
-                        r.update(weft_timeline(w, r["t0"]))
+                        r.update(weft_timeline(w, r["t0"]), replayed=replayed(w) - before)
                     rows[system.name].append(r)
                     extra = (f" | weft bundle sent {fmt(r['sent'])} committed {fmt(r['committed'])}"
-                             f"{' (armed)' if r.get('armed') else ''}") if system is weft else ""
+                             f"{' (armed)' if r.get('armed') else ''}, {r['replayed']} replayed")\
+                        if system is weft else ""
                     print(f"run {i} {system.name}: added {fmt(r['added'])} exit {fmt(r['exit'])} "
                           f"ready {fmt(r['ready'])} after {fmt(r['after'])}{extra}", flush=True)
     finally:

@@ -34,6 +34,7 @@ class _Armed:
     numbered: bool = False            # the switch numbered the interface `ofport`
     wrong: bool = False               # ... or something else: never goes out
     fired: float | None = None        # monotonic time it was written
+    on_fire: object = None            # called once it is written (the firing thread)
 
 
 class ArmedBundles:
@@ -44,11 +45,12 @@ class ArmedBundles:
         self._lock = threading.Lock()          # firing and disarming never overlap
         self._armed: dict[tuple[int, str], _Armed] = {}
 
-    def arm(self, datapath, name: str, port: str, ofport: int, data: bytes, seen: bool) -> None:
+    def arm(self, datapath, name: str, port: str, ofport: int, data: bytes, seen: bool,
+            on_fire=None) -> None:
         """seen: the engine has the port's row under this name already (else a report must
-        show it)."""
+        show it); on_fire(): called on the thread that writes it, right after."""
         with self._lock:
-            self._armed[(id(datapath), name)] = _Armed(port, ofport, data, seen)
+            self._armed[(id(datapath), name)] = _Armed(port, ofport, data, seen, on_fire=on_fire)
 
     def port_numbered(self, datapath, name: str, ofport: int | None) -> bool:
         """The switch's port-status: `name` has `ofport` (None: it was removed). True if that
@@ -107,6 +109,8 @@ class ArmedBundles:
             return False
         armed.fired = time.monotonic()
         self._write(datapath, armed.data)           # under the lock: a disarm sees it sent
+        if armed.on_fire is not None:
+            armed.on_fire()
         return True
 
     def disarm(self, datapath, name: str) -> float | None:

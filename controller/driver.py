@@ -115,7 +115,7 @@ class OpenFlowDriver:
 
     # ---- what the engine sends -------------------------------------------------------------
     def send_bundle(self, datapath, bundle_id: int, deletes, adds, meters_before=(),
-                    meters_after=()) -> tuple[int, list]:
+                    meters_after=(), refill=None) -> tuple[int, list]:
         """One atomic, ordered bundle (open, every flow-mod, commit) in a single write, with the
         QoS meter-mods that must precede it (adds, changes) and follow it (deletes): Open vSwitch
         takes no meter-mod inside a bundle, and handles a connection's messages in order.
@@ -125,8 +125,20 @@ class OpenFlowDriver:
         commit's, in the order given (before, then after)."""
         first, items, data = self._encode_bundle(datapath, bundle_id, deletes, adds, meters_before,
                                                  meters_after)
-        self.write(datapath, data)
+        self.write(datapath, data + self.refill(datapath, refill))
         return first, items
+
+    def refill(self, datapath, meter) -> bytes:
+        """A (meter id, pps, burst) set again, encoded: Open vSwitch starts a meter it is given
+        with a full bucket (controller/replay.py); b"" for None. Its xid is outside any bundle's:
+        a refusal is logged, nothing more (the meter keeps its rate)."""
+        if meter is None:
+            return b""
+        mid, pps, burst = meter
+        msg = ofmsg.meter_add(datapath, mid, pps=pps, burst=burst, modify=True)
+        msg.xid = self.next_xids(datapath, 1)
+        msg.serialize()
+        return bytes(msg.buf)
 
     def _encode_bundle(self, datapath, bundle_id: int, deletes, adds, meters_before=(),
                        meters_after=()) -> tuple[int, list, bytes]:
@@ -151,12 +163,12 @@ class OpenFlowDriver:
 
     # ---- armed bundles (controller/armed.py) --------------------------------------------------
     def arm(self, datapath, name: str, port: str, ofport: int, bundle_id: int, deletes,
-            adds, seen: bool = False) -> tuple[int, list]:
+            adds, seen: bool = False, refill=None, on_fire=None) -> tuple[int, list]:
         """Encode a bundle now and hold it until the host confirms that interface `name` is
         port `port`'s (`seen`: it has already) and the switch numbered it `ofport`; returns
         (first xid, items) as send_bundle does."""
         first, items, data = self._encode_bundle(datapath, bundle_id, deletes, adds)
-        self._armed.arm(datapath, name, port, ofport, data, seen)
+        self._armed.arm(datapath, name, port, ofport, data + self.refill(datapath, refill), seen, on_fire)
         return first, items
 
     def port_numbered(self, datapath, name: str, ofport: int | None) -> bool:
@@ -269,7 +281,7 @@ class InstantDriver:
     def close(self, datapath) -> None:
         close_connection(datapath)
 
-    def send_bundle(self, datapath, bundle_id, deletes, adds, meters_before=(), meters_after=()):
+    def send_bundle(self, datapath, bundle_id, deletes, adds, meters_before=(), meters_after=(), refill=None):
         items = [("delete", t, c) for t, c in deletes] + list(adds)
         first = self.next_xids(datapath, len(items) + 2 + len(meters_before) + len(meters_after))
         self.bundles += 1

@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 
-from controller import identity
+from controller import identity, replay
 from controller.journal import fields as log_fields
 from controller.refusals import Refusals, addr_text
 from flows import compiler, planner
@@ -157,19 +157,6 @@ class PortUp:
                 "engine_cpu_ms": self.cpu_ms, "sent_armed": self.fired}
 
 
-@dataclasses.dataclass(frozen=True)
-class Fresh:
-    """A NIC whose port-up bundle its host committed (monotonic `committed`): for FRESH_S after it,
-    what the host's datapath still drops as addressed to nobody may be the datapath's cache
-    (see controller/replay.py)."""
-    port: str
-    vni: int
-    committed: float
-
-
-FRESH_S = 1.0
-
-
 # Open vSwitch numbers new ports itself only below this (the upper half is for requested
 # numbers, as weft's tunnel port's 60000): the highest number under it is the last it gave
 AUTO_OFPORT_LIMIT = 32768
@@ -250,8 +237,8 @@ class Engine:
         self._pub_model = Model()
         self._pub_dps: dict[str, object] = {}
         self._pub_hosts_of_dpid: dict[int, str] = {}
-        # NICs whose port-up bundle a host committed in the last FRESH_S: host -> {MAC: Fresh}
-        self._pub_fresh: dict[str, dict[bytes, Fresh]] = {}
+        # NICs whose port-up bundle just went out (controller/replay.py; any thread may mark)
+        self.fresh = replay.FreshNics()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Engine":
@@ -405,10 +392,10 @@ class Engine:
     def host_of_dpid(self, dpid: int) -> str | None:
         return self._pub_hosts_of_dpid.get(dpid)
 
-    def fresh_port(self, host: str, mac: bytes) -> "Fresh | None":
-        """The NIC with this MAC whose port-up the host committed less than FRESH_S ago, or None."""
-        fresh = self._pub_fresh.get(host, {}).get(mac)
-        return fresh if fresh is not None and time.monotonic() - fresh.committed < FRESH_S else None
+    def fresh_port(self, host: str, mac: bytes) -> "replay.Fresh | None":
+        """The NIC with this MAC whose port-up bundle went to the host less than
+        replay.FRESH_S ago, or None."""
+        return self.fresh.get(host, mac)
 
     def port_up_latency_ms(self, port: str) -> float | None:
         up = self._last_up.get(port)
@@ -1084,7 +1071,9 @@ class Engine:
                     continue
                 self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
                 first, items = self.driver.arm(state.datapath, name, port, guess, self._bundle_id,
-                                               plan.delete, plan.add, seen=up is not None)
+                                               plan.delete, plan.add, seen=up is not None,
+                                               refill=self._drop_meter()[0],
+                                               on_fire=self._fresh_marker(host, [port], model))
                 state.armed = Armed(name, port, guess, Bundle(
                     self._bundle_id, first, items, self.nb_version, 0.0, [port], [], plan.stale),
                     self._model, model, index)
@@ -1264,6 +1253,7 @@ class Engine:
         LOG.info("%s disconnected (%d bundle(s) in flight)", host, len(state.in_flight),
                  extra=log_fields(host=host))
         self.driver.forget(datapath)          # nothing armed for it goes out any more
+        self.fresh.forget(host)
         state.armed = None
         self._armed_hosts.discard(host)
         state.datapath, state.reconciled, state.dumping, state.dump_xid = None, False, None, None
@@ -1372,7 +1362,11 @@ class Engine:
         self._bundle_id = (self._bundle_id + 1) & 0xFFFFFFFF or 1
         bid = self._bundle_id
         first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add,
-                                               meters_before, meters_after)
+                                               meters_before, meters_after,
+                                               refill=self._drop_meter()[0] if ports else None)
+        mark = self._fresh_marker(host, ports, self._model) if ports else None
+        if mark is not None:
+            mark()
         now = time.monotonic()                  # encoded and written to the connection
         meters = meters_before + meters_after
         bundle = Bundle(bid, first, items, version, now, ports, meters, plan.stale)
@@ -1411,7 +1405,6 @@ class Engine:
         up.committed = max(committed, up.sent)  # a simulated switch may answer inside the write
         self._last_up[port] = up
         self.metrics.port_up.observe(committed - up.seen)
-        self._publish_fresh(host, port, committed)
         bound = self._model.bindings.get(port)
         ahead = "none" if up.guess is None else "right" if bound and bound.ofport == up.guess else "wrong"
         if up.fired:
@@ -1422,16 +1415,19 @@ class Engine:
                  ((up.taken or up.seen) - up.seen) * 1000,
                  (up.sent - up.seen) * 1000, up.cpu_ms, ahead)
 
-    def _publish_fresh(self, host: str, port: str, committed: float) -> None:
-        """The drop service may now replay what the host's datapath still drops for this NIC."""
-        p = self._model.ports.get(port)
-        net = self._model.network_of(p) if p is not None else None
-        if net is None:
-            return
-        now = time.monotonic()
-        kept = {m: f for m, f in self._pub_fresh.get(host, {}).items() if now - f.committed < FRESH_S}
-        kept[bytes.fromhex(p.mac.replace(":", ""))] = Fresh(port, net.vni, committed)
-        self._pub_fresh = {**self._pub_fresh, host: kept}
+    def _fresh_marker(self, host: str, ports, model: Model):
+        """What marks these NICs fresh once their bundle is written (controller/replay.py), made
+        here on the loop so the firing thread reads no engine state; None if none is in a network."""
+        marks = []
+        for port in ports:
+            p = model.ports.get(port)
+            net = model.network_of(p) if p is not None else None
+            if net is not None:
+                marks.append((p.mac, port, net.vni))
+        if not marks:
+            return None
+        fresh = self.fresh
+        return lambda: [fresh.mark(host, mac, port, vni) for mac, port, vni in marks]
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
         if kind != OFPBCT_COMMIT_REPLY:
@@ -1515,6 +1511,7 @@ class Engine:
                 _describe(item))
         state.last_error = f"bundle {bundle.bundle_id} refused (type={err_type} code={code}): {what}"
         LOG.error("%s: %s; dumping and reconciling", host, state.last_error)
+        self.fresh.forget(host)                 # what it drops is its flows' answer again
         state.refused = bundle
         if self._activating:
             self._activation_committed(host, None, time.monotonic())

@@ -11,22 +11,68 @@ started: the NIC's first packets are dropped for up to ~5 ms after its flows are
 they are now, not through that cache.
 
 So a drop sample that (1) a flow dropped as `unknown-destination`, (2) is addressed to the MAC of
-a NIC whose port-up its host committed within engine.FRESH_S, in that NIC's network, and (3)
+a NIC whose port-up bundle went to its host within FRESH_S, in that NIC's network, and (3)
 carries the whole packet (a sample holds the first DROP_SAMPLE_BYTES) is sent back to the host
 as a packet-out that resumes the pipeline at the table that dropped it, with the registers the
 packet had there (in_port kept): the rest of the pipeline (the port's ingress security groups
 included) decides again, with the new flows. A packet dropped by the switch's own rules never
-qualifies: only the cache's stale answer does, and only the sampled packets (the drop meter's
-rate) are replayed; the rest wait for the revalidator as before.
+qualifies: only the cache's stale answer does. The packet-out goes on the bundle's connection
+after its commit, so the switch handles it with the new flows in place.
+
+Only sampled packets can be replayed, and a flood at the NIC while it was away has emptied the
+drop meter's bucket (100 a second by default): right after a port-up's bundle weftd sets the
+meter again (`driver.refill`), which Open vSwitch does with a full bucket (dpif-netdev's
+meter_set), so the burst's worth of packets that meet the stale cache are all sampled. A port-up
+thus lets at most one more burst of samples through.
 """
 from __future__ import annotations
+
+import dataclasses
+import threading
+import time
 
 from flows import cookies
 from flows import pipeline as P
 
+FRESH_S = 1.0                       # how long after its port-up a NIC's drops may be replayed
 UNKNOWN_DESTINATION = cookies.DROP_FLAG | cookies.DROP_REASONS["unknown-destination"]
 OFPP_IN_PORT_16 = 0xFFF8            # NXAST_RESUBMIT_TABLE's 16-bit "the packet's in_port"
 RESTORED = tuple(f"reg{n}" for n in range(16)) + ("tunnel_id",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fresh:
+    """A NIC whose port-up bundle went to its host at `since` (monotonic)."""
+    port: str
+    vni: int
+    since: float
+
+
+class FreshNics:
+    """host -> {MAC: Fresh}. Marked by whichever thread writes a port-up's bundle (the engine's,
+    or the one an armed bundle fires from), read by the OpenFlow loop's; a packet-out written
+    after the bundle on its connection is handled after the bundle's commit."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_host: dict[str, dict[bytes, Fresh]] = {}       # replaced, never mutated
+
+    def mark(self, host: str, mac: str, port: str, vni: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            kept = {m: f for m, f in self._by_host.get(host, {}).items() if now - f.since < FRESH_S}
+            kept[bytes.fromhex(mac.replace(":", ""))] = Fresh(port, vni, now)
+            self._by_host = {**self._by_host, host: kept}
+
+    def forget(self, host: str) -> None:
+        """The host refused a bundle or went away: what it drops is its flows' answer again."""
+        with self._lock:
+            if host in self._by_host:
+                self._by_host = {h: f for h, f in self._by_host.items() if h != host}
+
+    def get(self, host: str, mac: bytes) -> Fresh | None:
+        fresh = self._by_host.get(host, {}).get(mac)
+        return fresh if fresh is not None and time.monotonic() - fresh.since < FRESH_S else None
 
 
 def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, total_len: int):

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from controller import replay
 from controller.armed import ArmedBundles
 from controller.driver import OpenFlowDriver
 from controller.engine import Engine
@@ -352,16 +353,21 @@ def test_a_batch_with_more_than_the_guess_is_compiled(engine):
     assert engine.status()["hv1"]["in_flight"] == 0
 
 
-def test_a_committed_port_up_is_fresh_for_the_drop_service_then_not(engine, monkeypatch):
-    """The engine names a NIC whose port-up its host committed (controller/replay.py reads it)."""
+def test_a_port_ups_bundle_marks_its_nic_fresh_and_refills_the_drop_meter(engine, monkeypatch):
+    """Once a NIC's port-up bundle is written (here armed, on the switch's port-status), the
+    engine names it fresh for the drop service (controller/replay.py), and the drop meter is set
+    again right behind the bundle (a full bucket); other hosts and MACs are not fresh, and
+    freshness lapses."""
     sws = armed_c(engine)
+    sw = sws["hv1"]
     mac = bytes.fromhex("fa163e000003")                # c's MAC in tests.unit.test_engine.model
     assert engine.fresh_port("hv1", mac) is None, "not up yet"
-    engine.port_status(sws["hv1"].datapath, "tap-c", 6)
-    settle(engine)
-    fresh = engine.fresh_port("hv1", mac)
+    refills = sw.meter_mods
+    with Paused(engine):
+        engine.port_status(sw.datapath, "tap-c", 6)
+        fresh = engine.fresh_port("hv1", mac)          # marked by the firing thread itself
     assert (fresh.port, fresh.vni) == ("c", 1001)
+    assert sw.meter_mods == refills + 1, "the drop meter set again after the bundle"
     assert engine.fresh_port("hv2", mac) is None and engine.fresh_port("hv1", bytes(6)) is None
-    import controller.engine as E
-    monkeypatch.setattr(E, "FRESH_S", 0.0)
+    monkeypatch.setattr(replay, "FRESH_S", 0.0)
     assert engine.fresh_port("hv1", mac) is None, "no longer fresh"

@@ -125,7 +125,7 @@ class FreshEngine(AdmittingEngine):
 
     def __init__(self, model):
         super().__init__(model)
-        from controller.engine import Fresh
+        from controller.replay import Fresh
         self.fresh = {("hv1", bytes.fromhex(PORTS["db1"][1].replace(":", ""))): Fresh("db1", 1000, 0.0)}
 
     def fresh_port(self, host, mac):
