@@ -13,6 +13,11 @@ ovn_port_up.sh), step for step, so the figures compare:
     --db=unix:... add-port br-int TAP -- set interface TAP external_ids:...` (ovs-vsctl waits for
     ovs-vswitchd, no --no-wait, in all three), so T0 is taken before the `ip netns exec` process
     starts and its start-up and ovs-vsctl's are counted the same way;
+  - as in the peers' scripts, `kill $pp` stops the subshell running the `ns` function, not its
+    `ping`: each cycle's pinger goes on pinging (answered, once the NIC is back) until the end of
+    the round, so by the tenth plug nine earlier ones still run, in all three systems alike. The
+    peers' runner stops their scripts' sessions; weft's lab stops what runs in its namespaces
+    when it goes down (before 1 Dec 2026 it did not, and they ran on through later benchmarks);
   - the pinger is `ping` itself in the VM's namespace (before: through the `weft lab exec`
     Python wrapper, which under load was not always running 0.3 s later), and ovs-vsctl runs
     inside the hypervisor's namespace (before: outside it, saving `ip netns exec`'s start-up).

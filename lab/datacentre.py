@@ -278,10 +278,13 @@ def _teardown(p: LabPaths, state: LabState) -> list[str]:
             pid = pid_from_file(pidfile)
             if pid is not None and stop_pid(pid, marker):
                 removed.append(f"process {pid} ({os.path.relpath(pidfile, p.dir)})")
-    for vm in list(state.vms.values()):
-        if netns.remove(vm["ns"]):
-            removed.append(f"namespace {vm['ns']}")
-    for ns in reversed(state.namespaces):
+    for ns in [vm["ns"] for vm in state.vms.values()] + list(reversed(state.namespaces)):
+        # whatever still runs inside a namespace the lab made was started there through it
+        # (`weft lab exec VM -- ping ... &`, a benchmark's pinger): deleting the namespace
+        # would leave it running, so it is stopped first, by pid
+        for pid in netns.pids(ns):
+            if stop_pid(pid, marker=None):
+                removed.append(f"process {pid} (in {ns})")
         if netns.remove(ns):
             removed.append(f"namespace {ns}")
     with contextlib.suppress(FileNotFoundError):

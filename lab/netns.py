@@ -36,6 +36,23 @@ def create(name: str) -> None:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
 
+def pids(name: str) -> list[int]:
+    """Processes running in namespace `name` (what `ip netns pids` lists)."""
+    try:
+        inode = os.stat(os.path.join(NETNS_DIR, name)).st_ino
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                    found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+    return found
+
+
 def remove(name: str) -> bool:
     """Delete namespace `name`; True if it existed."""
     if not exists(name):

@@ -134,7 +134,15 @@ def test_down_leaves_no_namespace_process_or_file():
         assert len(lab.namespaces()) == 6          # fabric, mgmt, outside, hv1, hv2, vm-v1
         # ovsdb-server and ovs-vswitchd on each host, weftd and its northbound ovsdb-server
         assert len(lab.processes()) == 6
-        lab.weft("lab", "down")
+        # something a user left running in a VM (as a benchmark's pinger): down stops it too
+        ns = lab.json("lab", "status")["vms"][0]["namespace"]
+        stray = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "300"], start_new_session=True)
+        try:
+            lab.weft("lab", "down")
+            assert stray.wait(timeout=10) is not None, "the process left in the VM's namespace was stopped"
+        finally:
+            if stray.poll() is None:
+                stray.kill()
         assert_nothing_left(lab)
         assert "not up" in lab.weft("lab", "down").stdout
     finally:
