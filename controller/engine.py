@@ -1427,7 +1427,11 @@ class Engine:
         if not marks:
             return None
         fresh = self.fresh
-        return lambda: [fresh.mark(host, mac, port, vni) for mac, port, vni in marks]
+
+        def mark() -> None:
+            for mac, port, vni in marks:
+                fresh.mark(host, mac, port, vni)
+        return mark
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:
         if kind != OFPBCT_COMMIT_REPLY:

@@ -51,27 +51,33 @@ class Fresh:
 class FreshNics:
     """host -> {MAC: Fresh}. Marked by whichever thread writes a port-up's bundle (the engine's,
     or the one an armed bundle fires from), read by the OpenFlow loop's; a packet-out written
-    after the bundle on its connection is handled after the bundle's commit."""
+    after the bundle on its connection is handled after the bundle's commit. Writers hold the
+    lock; a reader's dict lookups need none (each is atomic in CPython), so marking costs the
+    host's own few entries, never a copy of every host's."""
+
+    PRUNE_AT = 32                       # a host's entries, expired ones dropped past this many
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._by_host: dict[str, dict[bytes, Fresh]] = {}       # replaced, never mutated
+        self._by_host: dict[str, dict[bytes, Fresh]] = {}
 
     def mark(self, host: str, mac: str, port: str, vni: int) -> None:
         now = time.monotonic()
         with self._lock:
-            kept = {m: f for m, f in self._by_host.get(host, {}).items() if now - f.since < FRESH_S}
-            kept[bytes.fromhex(mac.replace(":", ""))] = Fresh(port, vni, now)
-            self._by_host = {**self._by_host, host: kept}
+            nics = self._by_host.get(host)
+            if nics is None or len(nics) >= self.PRUNE_AT:
+                nics = {m: f for m, f in (nics or {}).items() if now - f.since < FRESH_S}
+                self._by_host[host] = nics
+            nics[bytes.fromhex(mac.replace(":", ""))] = Fresh(port, vni, now)
 
     def forget(self, host: str) -> None:
         """The host refused a bundle or went away: what it drops is its flows' answer again."""
         with self._lock:
-            if host in self._by_host:
-                self._by_host = {h: f for h, f in self._by_host.items() if h != host}
+            self._by_host.pop(host, None)
 
     def get(self, host: str, mac: bytes) -> Fresh | None:
-        fresh = self._by_host.get(host, {}).get(mac)
+        nics = self._by_host.get(host)
+        fresh = nics.get(mac) if nics is not None else None
         return fresh if fresh is not None and time.monotonic() - fresh.since < FRESH_S else None
 
 

@@ -167,3 +167,19 @@ def test_other_drops_are_samples_as_before(why, msg):
     dp = Dp()
     assert svc.raw_packet_in(dp, msg) is True
     assert (dp.sent, svc.counters["replayed"], svc.counters["packet_ins"]) == ([], 0, 1), why
+
+
+def test_fresh_nics_lapse_and_a_hosts_expired_entries_are_dropped(monkeypatch):
+    from controller import replay
+    fresh = replay.FreshNics()
+    fresh.mark("hv1", "fa:16:3e:00:00:01", "a", 7)
+    mac = bytes.fromhex("fa163e000001")
+    assert fresh.get("hv1", mac) == replay.Fresh("a", 7, fresh.get("hv1", mac).since)
+    assert fresh.get("hv2", mac) is None
+    monkeypatch.setattr(replay, "FRESH_S", 0.0)
+    assert fresh.get("hv1", mac) is None
+    for i in range(replay.FreshNics.PRUNE_AT + 1):
+        fresh.mark("hv1", f"fa:16:3e:00:01:{i:02x}", f"p{i}", 7)
+    assert len(fresh._by_host["hv1"]) <= replay.FreshNics.PRUNE_AT, "expired entries dropped"
+    fresh.forget("hv1")
+    assert "hv1" not in fresh._by_host
