@@ -17,8 +17,8 @@ import socket
 import time
 
 from collectors.drops import DropLog, DropSample
-from controller import ofpacketin, replay
 from collectors.packet import parse_ethernet
+from controller import ofpacketin, replay
 from flows import cookies
 from flows import pipeline as P
 
