@@ -20,8 +20,9 @@ What "after" measures here: a NIC plugged again has traffic waiting, so the host
 holds a cached flow (megaflow) that drops it; new OpenFlow flows replace it only when a
 revalidator round re-translates it, and Open vSwitch starts those rounds at most every 5 ms
 (ofproto-dpif-upcall.c, udpif_revalidator) — one starts when the port is added. Flows
-committed within those 5 ms take effect at the next round, so "after" cannot go below about
-5 ms for any controller that programs a port's flows once the port exists.
+committed within those 5 ms take effect at the next round, so "after" stays near 5 ms or more
+for a controller that programs a port's flows once the port exists, unless it sends what the
+stale cache drops back through the new flows itself (weft does: controller/replay.py).
 
 Ends with `port-up-anatomy weft_added_ms=A weft_after_ms=B ovn_added_ms=C ovn_after_ms=D runs=N`
 (medians). Needs root; OVN is installed from Debian when missing; everything started is stopped
