@@ -100,8 +100,7 @@ class System:
 
 
 def ovn_up() -> System:
-    peers.ensure_ovn()
-    peers._wait_free(peers.OVN, timeout=120)
+    """OVN's two-host lab from the shared ovn_peer.sh, left up (KEEP=1); the caller tears it down."""
     env = {**os.environ, "KEEP": "1"}
     setup = subprocess.run(["bash", os.path.join(peers.PEER_DIR, "ovn_peer.sh"), "2"], env=env,
                            capture_output=True, text=True)
@@ -144,10 +143,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="plugs per system (alternating)")
     ap.add_argument("--tunnel", default="geneve", choices=["vxlan", "geneve"], help="weft's tunnel")
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error(f"--runs must be at least 1, not {args.runs}")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"load: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     rows: dict[str, list[dict]] = {"weft": [], "ovn": []}
+    peers.ensure_ovn()
+    peers._wait_free(peers.OVN, timeout=120)    # another run's OVN lab is never ours to tear down
     try:
         ovn = ovn_up()
         with WeftPortUp(args.tunnel) as w:

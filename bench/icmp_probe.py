@@ -4,34 +4,28 @@
 after a plug lands on that grid; this probe sends every millisecond for as long as it runs and
 stops at the first reply, so the moment a path opens is known to within 1 ms.
 
-Usage (as root, inside the sender's namespace): icmp_probe.py DST SECONDS
+Usage (as root, inside the sender's namespace, with weft's venv): icmp_probe.py DST SECONDS
 Prints `SENT RECEIVED` of the first answered request, or `none none`.
 """
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import os
 import select
 import socket
 import struct
-import sys
 import time
+
+from controller.dhcp import inet_checksum
 
 INTERVAL = 0.001
 PAYLOAD = b"weft-probe".ljust(48, b".")
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def echo_request(ident: int, seq: int) -> bytes:
     bare = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + PAYLOAD
-    return struct.pack("!BBHHH", 8, 0, checksum(bare), ident, seq) + PAYLOAD
+    return struct.pack("!BBHHH", 8, 0, inet_checksum(bare), ident, seq) + PAYLOAD
 
 
 def probe(dst: str, seconds: float) -> tuple[float, float] | None:
@@ -66,7 +60,17 @@ def probe(dst: str, seconds: float) -> tuple[float, float] | None:
 
 
 def main() -> None:
-    got = probe(sys.argv[1], float(sys.argv[2]))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dst", help="the IPv4 address to probe")
+    ap.add_argument("seconds", type=float, help="how long to probe at most (0 < s <= 60)")
+    args = ap.parse_args()
+    try:
+        ipaddress.IPv4Address(args.dst)
+    except ValueError:
+        ap.error(f"{args.dst!r} is not an IPv4 address")
+    if not 0 < args.seconds <= 60:
+        ap.error(f"seconds must be above 0 and at most 60, not {args.seconds}")
+    got = probe(args.dst, args.seconds)
     print("none none" if got is None else f"{got[0]:.6f} {got[1]:.6f}", flush=True)
 
 

@@ -157,7 +157,7 @@ def _ip_or_none(opts: dict[int, bytearray], code: int) -> str | None | bool:
     return socket.inet_ntoa(value)
 
 
-def _checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071) of data."""
     if len(data) & 1:
         data += b"\0"
@@ -195,7 +195,7 @@ def _parse(frame: bytes) -> DhcpRequest | None:
         return None
     if total < ihl + 8 or off + total > n:
         return None
-    if _checksum(frame[off:off + ihl]) != 0:
+    if inet_checksum(frame[off:off + ihl]) != 0:
         return None
     udp = off + ihl
     sport, dport, ulen, _ucsum = _UDP.unpack_from(frame, udp)
@@ -371,10 +371,10 @@ def answer(request: DhcpRequest, lease: Lease | None) -> bytes | None:
 
     ulen = 8 + len(bootp)
     pseudo = w.server_ip + ip_dst + struct.pack("!BBH", 0, 17, ulen)
-    ucsum = _checksum(pseudo + struct.pack("!HHHH", _SERVER_PORT, _CLIENT_PORT, ulen, 0) + bootp) or 0xFFFF
+    ucsum = inet_checksum(pseudo + struct.pack("!HHHH", _SERVER_PORT, _CLIENT_PORT, ulen, 0) + bootp) or 0xFFFF
     udp = struct.pack("!HHHH", _SERVER_PORT, _CLIENT_PORT, ulen, ucsum)
     ip = _IP.pack(0x45, 0, 20 + ulen, 0, 0, 64, 17, 0, w.server_ip, ip_dst)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", inet_checksum(ip)) + ip[12:]
 
     if request.vlan is None:
         eth = _ETH.pack(eth_dst, w.server_mac, _ETH_IPV4)
