@@ -668,6 +668,7 @@ class Engine:
                 self._live_b.pop(host, None)
             live_at = self._live_port_host
             for port in before.keys() - after.keys():
+                self.fresh.unmark(host, port)    # what the host drops for it is no replay's now
                 if live_at.get(port) == host:
                     del live_at[port]
                 if eff.get(port) == before[port]:

@@ -17,7 +17,10 @@ as a packet-out that resumes the pipeline at the table that dropped it, with the
 packet had there (in_port kept): the rest of the pipeline (the port's ingress security groups
 included) decides again, with the new flows. A packet dropped by the switch's own rules never
 qualifies: only the cache's stale answer does. The packet-out goes on the bundle's connection
-after its commit, so the switch handles it with the new flows in place.
+after its commit, so the switch handles it with the new flows in place. It carries
+`REG_REPLAYED`: if the new flows drop it again, its sample is a drop like any other, never sent
+back a second time (a loop bounded only by the drop meter). A NIC that leaves its host is no
+longer fresh there (`unmark`): what the host drops for it then is its flows' answer.
 
 Only sampled packets can be replayed, and a flood at the NIC while it was away has emptied the
 drop meter's bucket (100 a second by default): right after a port-up's bundle weftd sets the
@@ -70,6 +73,13 @@ class FreshNics:
                 self._by_host[host] = nics
             nics[bytes.fromhex(mac.replace(":", ""))] = Fresh(port, vni, now)
 
+    def unmark(self, host: str, port: str) -> None:
+        """The port's NIC left the host (unplugged, moved): its drops there are the flows' answer."""
+        with self._lock:
+            nics = self._by_host.get(host)
+            if nics is not None and any(f.port == port for f in nics.values()):
+                self._by_host[host] = {m: f for m, f in nics.items() if f.port != port}
+
     def forget(self, host: str) -> None:
         """The host refused a bundle or went away: what it drops is its flows' answer again."""
         with self._lock:
@@ -83,7 +93,8 @@ class FreshNics:
 
 def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, total_len: int):
     """The engine's Fresh for the NIC this drop sample may be replayed to, or None."""
-    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len:
+    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len \
+            or match.get(P.REG_REPLAYED):
         return None
     fresh = engine.fresh_port(host, bytes(data[:6]))
     if fresh is None or match.get(P.REG_NET, match.get("tunnel_id")) != fresh.vni:
@@ -95,6 +106,7 @@ def packet_out(datapath, table: int, match: dict, data: bytes):
     """The packet-out that resumes the packet at `table` with its registers, from its in_port."""
     parser, ofp = datapath.ofproto_parser, datapath.ofproto
     actions = [parser.OFPActionSetField(**{name: match[name]}) for name in RESTORED if match.get(name)]
+    actions.append(parser.OFPActionSetField(**{P.REG_REPLAYED: 1}))
     actions.append(parser.NXActionResubmitTable(in_port=OFPP_IN_PORT_16, table_id=table))
     return parser.OFPPacketOut(datapath, buffer_id=ofp.OFP_NO_BUFFER, in_port=match["in_port"],
                                actions=actions, data=bytes(data))

@@ -87,6 +87,8 @@ REG_ROUTER = "reg5"             # router key while a packet is being routed
 REG_NET = "reg6"                # network key: the network's VNI
 REG_FLAGS = "reg7"              # 1 = the packet arrived from the tunnel
 FROM_TUNNEL = 1
+REG_REPLAYED = "reg9"           # 1 = weftd sent this packet back through the pipeline (controller/replay.py);
+                                # no flow matches or writes it
 PROVIDER_OFPORT = 60001         # + the provider's index among its host's providers (sorted by name)
 MAX_PROVIDERS = 16
 

@@ -371,3 +371,17 @@ def test_a_port_ups_bundle_marks_its_nic_fresh_and_refills_the_drop_meter(engine
     assert engine.fresh_port("hv2", mac) is None and engine.fresh_port("hv1", bytes(6)) is None
     monkeypatch.setattr(replay, "FRESH_S", 0.0)
     assert engine.fresh_port("hv1", mac) is None, "no longer fresh"
+
+
+def test_a_nic_that_leaves_its_host_is_no_longer_fresh_there(engine):
+    """What the host drops for a NIC that left (unplugged again within FRESH_S) is its flows'
+    answer: never sent back (it would be dropped and sampled again, and sent back again)."""
+    sws = armed_c(engine)
+    engine.port_status(sws["hv1"].datapath, "tap-c", 6)
+    engine.bindings_changed("hv1", {"a": (1, "tap-a"), "c": (6, "tap-c")})
+    settle(engine)
+    mac = bytes.fromhex("fa163e000003")
+    assert engine.fresh_port("hv1", mac).port == "c"
+    engine.bindings_changed("hv1", {"a": (1, "tap-a")})           # c's NIC unplugged
+    settle(engine)
+    assert engine.fresh_port("hv1", mac) is None

@@ -150,7 +150,7 @@ def test_a_stale_drop_for_a_nic_just_up_goes_back_as_a_packet_out_from_its_table
     (out,) = dp.sent
     assert (out.in_port, out.data) == (60000, DATA)
     sets = {a.key: a.value for a in out.actions if isinstance(a, ofproto_v1_4_parser.OFPActionSetField)}
-    assert sets == {"reg6": 1000, "reg7": 1, "tunnel_id": 1000}
+    assert sets == {"reg6": 1000, "reg7": 1, "tunnel_id": 1000, P.REG_REPLAYED: 1}
     resubmit = out.actions[-1]
     assert (type(resubmit).__name__, resubmit.in_port, resubmit.table_id) == ("NXActionResubmitTable", 0xFFF8, table)
 
@@ -159,6 +159,8 @@ def test_a_stale_drop_for_a_nic_just_up_goes_back_as_a_packet_out_from_its_table
     ("another reason", packet_in({"in_port": 60000, "reg6": 1000}, cookie("security-group"))),
     ("another network", packet_in({"in_port": 60000, "reg6": 2000}, cookie("unknown-destination"))),
     ("a truncated sample", unknown_destination(total_len=len(DATA) + 1400)),
+    ("a packet sent back once already", packet_in({"in_port": 60000, "reg6": 1000, P.REG_REPLAYED: 1},
+                                                  cookie("unknown-destination"), table=P.L2_LOOKUP)),
     ("another MAC", packet_in({"in_port": 60000, "reg6": 1000}, cookie("unknown-destination"),
                               data=frame(PORTS["web1"][1], PORTS["web2"][1], PORTS["web1"][2], PORTS["web2"][2]))),
 ])
@@ -181,5 +183,9 @@ def test_fresh_nics_lapse_and_a_hosts_expired_entries_are_dropped(monkeypatch):
     for i in range(replay.FreshNics.PRUNE_AT + 1):
         fresh.mark("hv1", f"fa:16:3e:00:01:{i:02x}", f"p{i}", 7)
     assert len(fresh._by_host["hv1"]) <= replay.FreshNics.PRUNE_AT, "expired entries dropped"
+    fresh.mark("hv1", "fa:16:3e:00:00:02", "b", 7)
+    fresh.unmark("hv1", "b")
+    fresh.unmark("hv2", "b")
+    assert fresh.get("hv1", bytes.fromhex("fa163e000002")) is None, "its NIC left the host"
     fresh.forget("hv1")
     assert "hv1" not in fresh._by_host
