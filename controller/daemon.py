@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import logging
 import os
@@ -302,7 +303,9 @@ class Controller:
         self.api.dhcp_counters = lambda: dict(self.dhcp.counters) if self.dhcp else None
         self.api.host_config = self.host_config_status
         self.api.cluster = self.cluster_view
-        self.api.drops, self.api.drop_counters = self.drop_log, self.drops.counters
+        # the drop service's packet-in counters, and what the engine held and released for parked NICs
+        self.api.drops = self.drop_log
+        self.api.drop_counters = collections.ChainMap(self.drops.counters, self.engine.fresh.counters)
         self.api.drop_history = self.drop_history
         token = read_token(self.args.api_token_file) if self.args.api_token_file else None
         tls = (self.args.api_tls_cert, self.args.api_tls_key) if self.args.api_tls_cert else None

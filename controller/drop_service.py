@@ -73,14 +73,29 @@ class DropService:
             return True
         try:
             host = self.engine.host_of_dpid(datapath.id)
-            if replay.wanted(self.engine, host, pin.cookie, pin.match, pin.data, pin.total_len):
-                # the host's datapath answered from its cache: the NIC's flows are in (replay.py)
-                datapath.send_msg(replay.packet_out(datapath, pin.table_id, pin.match, pin.data))
-                self.counters["replayed"] += 1
+            if self._replay(datapath, host, pin):
                 return True
+            hold = getattr(self.engine, "hold", None)
+            if hold is not None:
+                model = self.engine.effective_model()
+                vni = replay.parked_vni(model, self._index(model).in_net, host, pin.cookie, pin.match,
+                                        pin.data, pin.total_len)
+                # held for a NIC parked on this host, to go back when it is (replay.py); unless
+                # its bundle went meanwhile: then it goes back now
+                if vni is not None and not hold(host, bytes(pin.data[:6]), vni, pin.table_id, pin.match,
+                                                pin.data) and self._replay(datapath, host, pin):
+                    return True
             self.packet_in(datapath, pin.cookie, pin.table_id, pin.match, pin.data)
         except Exception:                       # never into the OpenFlow loop: it would drop the switch
             LOG.exception("drop sample packet-in failed")
+        return True
+
+    def _replay(self, datapath, host, pin) -> bool:
+        """The host's datapath answered from its cache: the NIC's flows are in (replay.py)."""
+        if not replay.wanted(self.engine, host, pin.cookie, pin.match, pin.data, pin.total_len):
+            return False
+        datapath.send_msg(replay.packet_out(datapath, pin.table_id, pin.match, pin.data))
+        self.counters["replayed"] += 1
         return True
 
     def packet_in(self, datapath, cookie: int, table: int, match: dict, data: bytes) -> None:

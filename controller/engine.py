@@ -397,6 +397,11 @@ class Engine:
         replay.FRESH_S ago, or None."""
         return self.fresh.get(host, mac)
 
+    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes) -> bool:
+        """Hold a drop sample for a NIC parked on the host until it is back (controller/replay.py);
+        False if its bundle went meanwhile, or the host holds for too many NICs."""
+        return self.fresh.hold(host, mac, vni, table, match, data)
+
     def port_up_latency_ms(self, port: str) -> float | None:
         up = self._last_up.get(port)
         return up.latency_ms() if up else None
@@ -1074,7 +1079,8 @@ class Engine:
                 first, items = self.driver.arm(state.datapath, name, port, guess, self._bundle_id,
                                                plan.delete, plan.add, seen=up is not None,
                                                refill=self._drop_meter()[0],
-                                               on_fire=self._fresh_marker(host, [port], model))
+                                               on_fire=self._fresh_marker(host, [port], model,
+                                                                          state.datapath))
                 state.armed = Armed(name, port, guess, Bundle(
                     self._bundle_id, first, items, self.nb_version, 0.0, [port], [], plan.stale),
                     self._model, model, index)
@@ -1365,7 +1371,7 @@ class Engine:
         first, items = self.driver.send_bundle(state.datapath, bid, plan.delete, plan.add,
                                                meters_before, meters_after,
                                                refill=self._drop_meter()[0] if ports else None)
-        mark = self._fresh_marker(host, ports, self._model) if ports else None
+        mark = self._fresh_marker(host, ports, self._model, state.datapath) if ports else None
         if mark is not None:
             mark()
         now = time.monotonic()                  # encoded and written to the connection
@@ -1416,9 +1422,10 @@ class Engine:
                  ((up.taken or up.seen) - up.seen) * 1000,
                  (up.sent - up.seen) * 1000, up.cpu_ms, ahead)
 
-    def _fresh_marker(self, host: str, ports, model: Model):
-        """What marks these NICs fresh once their bundle is written (controller/replay.py), made
-        here on the loop so the firing thread reads no engine state; None if none is in a network."""
+    def _fresh_marker(self, host: str, ports, model: Model, datapath):
+        """What marks these NICs fresh once their bundle is written, and sends back right behind
+        it what their host held for them (controller/replay.py); made here on the loop so the
+        firing thread reads no engine state; None if none is in a network."""
         marks = []
         for port in ports:
             p = model.ports.get(port)
@@ -1427,11 +1434,14 @@ class Engine:
                 marks.append((p.mac, port, net.vni))
         if not marks:
             return None
-        fresh = self.fresh
+        fresh, driver = self.fresh, self.driver
 
         def mark() -> None:
+            held = []
             for mac, port, vni in marks:
-                fresh.mark(host, mac, port, vni)
+                held += fresh.mark(host, mac, port, vni)
+            if held:
+                replay.release(driver, datapath, held)
         return mark
 
     def _on_bundle_reply(self, datapath, bundle_id: int, kind: int, at: float) -> None:

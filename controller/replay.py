@@ -22,6 +22,17 @@ after its commit, so the switch handles it with the new flows in place. It carri
 back a second time (a loop bounded only by the drop meter). A NIC that leaves its host is no
 longer fresh there (`unmark`): what the host drops for it then is its flows' answer.
 
+The same goes, earlier, for what a NIC's own host dropped while the NIC was away: a VM
+restarting, a NIC plugged again (`hold`). A drop sample as above, addressed to a NIC parked on
+that host (its port still bound there, its NIC not numbered: flows/compiler.PENDING), is held,
+at most HOLD_PER_NIC per NIC and HOLD_NICS NICs per host; when the NIC's port-up bundle is
+written, what was held for it less than HOLD_S before goes back as above, right behind the
+bundle (`mark` takes it). So a request sent while the NIC was away (a TCP SYN, an ARP request,
+a ping) is delivered when it is back, instead of waiting for the sender to try again (TCP: a
+second). Held packets are still drop samples (the switch did drop them: `weft traffic drops`
+lists them); they are counted as held, and as released when sent back. Only the NIC's own
+host holds: a NIC that comes back on another host gets what is sent to it from then on.
+
 Only sampled packets can be replayed, and a flood at the NIC while it was away has emptied the
 drop meter's bucket (100 a second by default): right after a port-up's bundle weftd sets the
 meter again (`driver.refill`), which Open vSwitch does with a full bucket (dpif-netdev's
@@ -30,17 +41,32 @@ thus lets at most one more burst of samples through.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
 
 from flows import cookies
 from flows import pipeline as P
+from flows.compiler import PENDING
 
 FRESH_S = 1.0                       # how long after its port-up a NIC's drops may be replayed
 UNKNOWN_DESTINATION = cookies.DROP_FLAG | cookies.DROP_REASONS["unknown-destination"]
 OFPP_IN_PORT_16 = 0xFFF8            # NXAST_RESUBMIT_TABLE's 16-bit "the packet's in_port"
 RESTORED = tuple(f"reg{n}" for n in range(16)) + ("tunnel_id",)
+HOLD_S = 1.0                        # how old a packet held for a parked NIC may be when it is back
+HOLD_PER_NIC = 16                   # the latest this many are kept
+HOLD_NICS = 64                      # NICs a host holds packets for (expired ones make room)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A drop sample held for a parked NIC: where it was dropped and the packet."""
+    at: float                         # monotonic, when weftd took it
+    vni: int
+    table: int
+    match: dict
+    data: bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,15 +89,48 @@ class FreshNics:
     def __init__(self):
         self._lock = threading.Lock()
         self._by_host: dict[str, dict[bytes, Fresh]] = {}
+        self._held: dict[str, dict[bytes, collections.deque]] = {}   # host -> MAC -> Held
+        self.counters = {"held": 0, "released": 0}
 
-    def mark(self, host: str, mac: str, port: str, vni: int) -> None:
+    def mark(self, host: str, mac: str, port: str, vni: int) -> list[Held]:
+        """The NIC's port-up bundle is written: it is fresh, and what its host held for it (in
+        its network, less than HOLD_S old) is handed over, once, to go back right behind."""
         now = time.monotonic()
+        key = bytes.fromhex(mac.replace(":", ""))
         with self._lock:
             nics = self._by_host.get(host)
             if nics is None or len(nics) >= self.PRUNE_AT:
                 nics = {m: f for m, f in (nics or {}).items() if now - f.since < FRESH_S}
                 self._by_host[host] = nics
-            nics[bytes.fromhex(mac.replace(":", ""))] = Fresh(port, vni, now)
+            nics[key] = Fresh(port, vni, now)
+            held = self._held.get(host)
+            queue = held.pop(key, None) if held else None
+            if not queue:
+                return []
+            out = [h for h in queue if h.vni == vni and now - h.at < HOLD_S]
+            self.counters["released"] += len(out)
+            return out
+
+    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes) -> bool:
+        """Keep a drop sample for a NIC parked on the host; False if the NIC is fresh meanwhile
+        (its bundle just went: send it back now) or the host holds for HOLD_NICS others."""
+        now = time.monotonic()
+        with self._lock:                    # with `mark`'s: a sample is either taken or sent back
+            fresh = self._by_host.get(host, {}).get(mac)
+            if fresh is not None and now - fresh.since < FRESH_S:
+                return False
+            nics = self._held.setdefault(host, {})
+            queue = nics.get(mac)
+            if queue is None:
+                if len(nics) >= HOLD_NICS:
+                    for m in [m for m, q in nics.items() if now - q[-1].at >= HOLD_S]:
+                        del nics[m]
+                    if len(nics) >= HOLD_NICS:
+                        return False
+                queue = nics[mac] = collections.deque(maxlen=HOLD_PER_NIC)
+            queue.append(Held(now, vni, table, match, bytes(data)))
+            self.counters["held"] += 1
+            return True
 
     def unmark(self, host: str, port: str) -> None:
         """The port's NIC left the host (unplugged, moved): its drops there are the flows' answer."""
@@ -84,6 +143,7 @@ class FreshNics:
         """The host refused a bundle or went away: what it drops is its flows' answer again."""
         with self._lock:
             self._by_host.pop(host, None)
+            self._held.pop(host, None)
 
     def get(self, host: str, mac: bytes) -> Fresh | None:
         nics = self._by_host.get(host)
@@ -100,6 +160,33 @@ def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, tota
     if fresh is None or match.get(P.REG_NET, match.get("tunnel_id")) != fresh.vni:
         return None
     return fresh
+
+
+def parked_vni(model, lookup, host: str | None, cookie: int, match: dict, data: bytes,
+               total_len: int) -> int | None:
+    """The VNI to hold this drop sample under, if it may be held: as `wanted` asks, but
+    addressed to a NIC parked on this host (`lookup`: the drop service's (VNI, MAC) -> port)."""
+    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len \
+            or match.get(P.REG_REPLAYED):
+        return None
+    vni = match.get(P.REG_NET, match.get("tunnel_id"))
+    port = lookup.get((vni, bytes(data[:6]).hex(":")))
+    bound = model.bindings.get(port.uuid) if port is not None else None
+    if bound is None or bound.host != host or bound.ofport != PENDING:
+        return None
+    return vni
+
+
+def release(driver, datapath, held: list[Held]) -> None:
+    """Send held packets back (one write, on the thread that just wrote the NIC's bundle)."""
+    first = driver.next_xids(datapath, len(held))
+    buf = bytearray()
+    for i, h in enumerate(held):
+        msg = packet_out(datapath, h.table, h.match, h.data)
+        msg.xid = first + i
+        msg.serialize()
+        buf += msg.buf
+    driver.write(datapath, bytes(buf))
 
 
 def packet_out(datapath, table: int, match: dict, data: bytes):

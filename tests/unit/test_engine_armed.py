@@ -385,3 +385,39 @@ def test_a_nic_that_leaves_its_host_is_no_longer_fresh_there(engine):
     engine.bindings_changed("hv1", {"a": (1, "tap-a")})           # c's NIC unplugged
     settle(engine)
     assert engine.fresh_port("hv1", mac) is None
+
+
+def test_what_the_host_held_for_a_nic_goes_back_right_behind_its_bundle(engine):
+    """A drop sample held for the parked NIC (controller/replay.py) is sent back as a packet-out
+    on the same connection, after the bundle's commit, once; nothing for another NIC or host."""
+    from os_ken.ofproto.ofproto_v1_4 import OFPT_BUNDLE_CONTROL, OFPT_PACKET_OUT
+    sws = armed_c(engine)
+    dp = sws["hv1"].datapath
+    mac = bytes.fromhex("fa163e000003")                # c's MAC in tests.unit.test_engine.model
+    frame = mac + bytes.fromhex("fa163e000001") + b"\x08\x00" + bytes(46)
+    match = {"in_port": 60000, "tunnel_id": 1001, "reg6": 1001, "reg7": 1}
+    assert engine.hold("hv1", mac, 1001, 30, match, frame)
+    assert engine.hold("hv1", bytes(6), 1001, 30, match, bytes(6) + frame[6:]), "another NIC's"
+    assert engine.hold("hv2", mac, 1001, 30, match, frame), "another host's"
+    seen = []
+    real_send = dp.send
+    dp.send = lambda buf: seen.append(bytes(buf)) or real_send(buf)
+    before = len(dp.received)
+    with Paused(engine):
+        engine.port_status(dp, "tap-c", 6)
+    sent = dp.received[before:]
+    assert sent.count(OFPT_PACKET_OUT) == 1, sent
+    commit = max(i for i, t in enumerate(sent) if t == OFPT_BUNDLE_CONTROL)
+    assert sent.index(OFPT_PACKET_OUT) > commit, "after the commit"
+    out = next(b for chunk in seen for b in _messages(chunk) if b[1] == OFPT_PACKET_OUT)
+    assert out.endswith(frame)
+    assert engine.fresh.counters["released"] == 1
+    assert engine.fresh.mark("hv1", "fa:16:3e:00:00:03", "c", 1001) == [], "sent once"
+
+
+def _messages(buf: bytes):
+    off = 0
+    while off < len(buf):
+        length = int.from_bytes(buf[off + 2:off + 4], "big")
+        yield buf[off:off + length]
+        off += length

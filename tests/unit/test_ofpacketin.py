@@ -189,3 +189,82 @@ def test_fresh_nics_lapse_and_a_hosts_expired_entries_are_dropped(monkeypatch):
     assert fresh.get("hv1", bytes.fromhex("fa163e000002")) is None, "its NIC left the host"
     fresh.forget("hv1")
     assert "hv1" not in fresh._by_host
+
+
+class ParkingEngine(AdmittingEngine):
+    """db1's NIC parked on hv1 (its port bound there, not numbered), with the real FreshNics."""
+
+    def __init__(self, parked_on="hv1", ofport=None):
+        import dataclasses
+
+        from controller.replay import FreshNics
+        from flows.compiler import PENDING
+        from topology.model import Binding
+        model = build()
+        bindings = dict(model.bindings)
+        bindings["db1"] = Binding("db1", parked_on, PENDING if ofport is None else ofport)
+        super().__init__(dataclasses.replace(model, bindings=bindings))
+        self.fresh = FreshNics()
+
+    def fresh_port(self, host, mac):
+        return self.fresh.get(host, mac)
+
+    def hold(self, host, mac, vni, table, match, data):
+        return self.fresh.hold(host, mac, vni, table, match, data)
+
+
+def test_what_a_parked_nics_host_drops_for_it_is_held_and_handed_over_when_its_bundle_goes():
+    engine = ParkingEngine()
+    got = []
+    log = DropLog()
+    log.subscribe(got.append)
+    svc = DropService(engine, log)
+    dp = Dp()
+    msg = unknown_destination()
+    assert svc.raw_packet_in(dp, msg) is True
+    assert dp.sent == [] and len(got) == 1, "held, and still a drop sample: the switch dropped it"
+    assert engine.fresh.counters == {"held": 1, "released": 0}
+    (held,) = engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
+    pin = ofpacketin.parse(msg)
+    assert (held.vni, held.table, held.match, held.data) == (1000, pin.table_id, pin.match, DATA)
+    assert engine.fresh.counters == {"held": 1, "released": 1}
+    assert engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "handed over once"
+    assert svc.raw_packet_in(dp, msg) is True and len(dp.sent) == 1, "fresh now: sent back at once"
+    assert svc.counters["replayed"] == 1
+
+
+@pytest.mark.parametrize("why, engine, msg", [
+    ("parked on another host", lambda: ParkingEngine("hv2"), unknown_destination()),
+    ("its NIC is numbered (the drop is its flows' answer)", lambda: ParkingEngine(ofport=3), unknown_destination()),
+    ("another reason", ParkingEngine,
+     packet_in({"in_port": 60000, "reg6": 1000}, cookie("security-group"), table=P.L2_LOOKUP)),
+    ("a truncated sample", ParkingEngine, unknown_destination(total_len=len(DATA) + 1400)),
+    ("sent back once already", ParkingEngine,
+     packet_in({"in_port": 60000, "reg6": 1000, P.REG_REPLAYED: 1}, cookie("unknown-destination"), table=P.L2_LOOKUP)),
+])
+def test_other_drops_are_not_held(why, engine, msg):
+    eng = engine()
+    svc = DropService(eng, DropLog())
+    assert svc.raw_packet_in(Dp(), msg) is True
+    assert eng.fresh.counters["held"] == 0, why
+
+
+def test_holding_is_bounded_and_lapses(monkeypatch):
+    from controller import replay
+    fresh = replay.FreshNics()
+    mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
+    for i in range(replay.HOLD_PER_NIC + 5):
+        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, b"x")
+    held = fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
+    assert [h.match["n"] for h in held] == list(range(5, replay.HOLD_PER_NIC + 5)), "the latest kept"
+    for i in range(replay.HOLD_NICS):
+        assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, 20, {}, b"x")
+    assert not fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x"), "a host holds for so many NICs"
+    fresh.hold("hv3", mac, 2000, 20, {}, b"x")
+    assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "held in another network"
+    fresh.hold("hv3", mac, 1000, 20, {}, b"x")
+    monkeypatch.setattr(replay, "HOLD_S", 0.0)
+    assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "too old"
+    assert fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x"), "expired NICs make room"
+    fresh.forget("hv2")
+    assert "hv2" not in fresh._held
