@@ -25,7 +25,8 @@ longer fresh there (`unmark`): what the host drops for it then is its flows' ans
 The same goes, earlier, for what a NIC's own host dropped while the NIC was away: a VM
 restarting, a NIC plugged again (`hold`). A drop sample as above, addressed to a NIC parked on
 that host (its port still bound there, its NIC not numbered: flows/compiler.PENDING), is held,
-at most HOLD_PER_NIC per NIC and HOLD_NICS NICs per host; when the NIC's port-up bundle is
+at most HOLD_PER_NIC per NIC, HOLD_NICS NICs per host and HOLD_TOTAL NICs in all (the one held
+for longest makes room; a few MB at most); when the NIC's port-up bundle is
 written, what was held for it less than HOLD_S before goes back as above, right behind the
 bundle (`mark` takes it). So a request sent while the NIC was away (a TCP SYN, an ARP request,
 a ping) is delivered when it is back, instead of waiting for the sender to try again (TCP: a
@@ -57,6 +58,7 @@ RESTORED = tuple(f"reg{n}" for n in range(16)) + ("tunnel_id",)
 HOLD_S = 1.0                        # how old a packet held for a parked NIC may be when it is back
 HOLD_PER_NIC = 16                   # the latest this many are kept
 HOLD_NICS = 64                      # NICs a host holds packets for (expired ones make room)
+HOLD_TOTAL = 1024                   # NICs held for on all hosts (the one held for longest makes room)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,7 @@ class FreshNics:
         self._lock = threading.Lock()
         self._by_host: dict[str, dict[bytes, Fresh]] = {}
         self._held: dict[str, dict[bytes, collections.deque]] = {}   # host -> MAC -> Held
+        self._held_order: collections.OrderedDict = collections.OrderedDict()   # (host, MAC), oldest first
         self.counters = {"held": 0, "released": 0}
 
     def mark(self, host: str, mac: str, port: str, vni: int) -> list[Held]:
@@ -103,8 +106,7 @@ class FreshNics:
                 nics = {m: f for m, f in (nics or {}).items() if now - f.since < FRESH_S}
                 self._by_host[host] = nics
             nics[key] = Fresh(port, vni, now)
-            held = self._held.get(host)
-            queue = held.pop(key, None) if held else None
+            queue = self._unhold(host, key)
             if not queue:
                 return []
             out = [h for h in queue if h.vni == vni and now - h.at < HOLD_S]
@@ -124,10 +126,13 @@ class FreshNics:
             if queue is None:
                 if len(nics) >= HOLD_NICS:
                     for m in [m for m, q in nics.items() if now - q[-1].at >= HOLD_S]:
-                        del nics[m]
+                        self._unhold(host, m)
                     if len(nics) >= HOLD_NICS:
                         return False
+                if len(self._held_order) >= HOLD_TOTAL:
+                    self._unhold(*next(iter(self._held_order)))
                 queue = nics[mac] = collections.deque(maxlen=HOLD_PER_NIC)
+                self._held_order[(host, mac)] = None
             queue.append(Held(now, vni, table, match, bytes(data)))
             self.counters["held"] += 1
             return True
@@ -143,7 +148,18 @@ class FreshNics:
         """The host refused a bundle or went away: what it drops is its flows' answer again."""
         with self._lock:
             self._by_host.pop(host, None)
-            self._held.pop(host, None)
+            for mac in list(self._held.get(host, ())):
+                self._unhold(host, mac)
+
+    def _unhold(self, host: str, mac: bytes):
+        """What is held for this NIC, no longer held (under the lock); None if nothing."""
+        nics = self._held.get(host)
+        queue = nics.pop(mac, None) if nics else None
+        if queue is not None:
+            del self._held_order[(host, mac)]
+            if not nics:
+                del self._held[host]
+        return queue
 
     def get(self, host: str, mac: bytes) -> Fresh | None:
         nics = self._by_host.get(host)

@@ -268,3 +268,16 @@ def test_holding_is_bounded_and_lapses(monkeypatch):
     assert fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x"), "expired NICs make room"
     fresh.forget("hv2")
     assert "hv2" not in fresh._held
+
+
+def test_all_hosts_together_hold_for_so_many_nics_the_longest_held_making_room(monkeypatch):
+    from controller import replay
+    monkeypatch.setattr(replay, "HOLD_TOTAL", 3)
+    fresh = replay.FreshNics()
+    mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
+    for host in ("hv1", "hv2", "hv3", "hv4"):
+        assert fresh.hold(host, mac, 1000, 20, {}, b"x")
+    assert sorted(fresh._held) == ["hv2", "hv3", "hv4"] and len(fresh._held_order) == 3
+    assert fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "made room"
+    assert len(fresh.mark("hv4", PORTS["db1"][1], "db1", 1000)) == 1
+    assert sorted(fresh._held) == ["hv2", "hv3"] and len(fresh._held_order) == 2
