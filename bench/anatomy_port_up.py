@@ -14,7 +14,9 @@ add-port` starts):
            learning of it, its flows committed, and the switch's datapath taking them
 weft's runs also give its own timeline (`weft port show -o json` up_timeline): when the bundle
 went out and when the switch committed it, and how many dropped requests weftd sent back through
-the new flows while the datapath's cache was stale (controller/replay.py).
+the new flows: dropped while the datapath's cache was stale, and held while the NIC was away
+(controller/replay.py). The probe's "ready" is when the first reply came, whatever request it
+answers: with weft it may answer one sent before the plug and held.
 
 What "after" measures here: a NIC plugged again has traffic waiting, so the host's datapath
 holds a cached flow (megaflow) that drops it; new OpenFlow flows replace it only when a
@@ -114,10 +116,12 @@ def weft_system(w: WeftPortUp) -> System:
     return System("weft", w.host_ns, w.db_sock, w.tap, w.src_ns, w.dst_ip, f"{w.host_dir}/vs.log", w.ext)
 
 
-def replayed(w: WeftPortUp) -> int:
-    """Drop samples weftd sent back through a NIC's new flows (controller/replay.py), so far."""
+def replayed(w: WeftPortUp) -> tuple[int, int]:
+    """Drop samples weftd sent back through a NIC's new flows (controller/replay.py), so far:
+    (replayed from the stale cache, released after being held while the NIC was away)."""
     from controller.client import Client
-    return Client(f"unix:{w.lab.dir}/weftd.sock").get("/v1/traffic/drops/status")["packet_ins"]["replayed"]
+    counts = Client(f"unix:{w.lab.dir}/weftd.sock").get("/v1/traffic/drops/status")["packet_ins"]
+    return counts["replayed"], counts.get("released", 0)
 
 
 def weft_timeline(w: WeftPortUp, t0: float) -> dict:
@@ -158,13 +162,16 @@ def main() -> None:
             time.sleep(1)
             for i in range(1, args.runs + 1):
                 for system in (weft, ovn):
-                    before = replayed(w) if system is weft else 0
+                    before = replayed(w) if system is weft else (0, 0)
                     r = system.plug()
                     if system is weft:
-                        r.update(weft_timeline(w, r["t0"]), replayed=replayed(w) - before)
+                        now = replayed(w)
+                        r.update(weft_timeline(w, r["t0"]), replayed=now[0] - before[0],
+                                 released=now[1] - before[1])
                     rows[system.name].append(r)
                     extra = (f" | weft bundle sent {fmt(r['sent'])} committed {fmt(r['committed'])}"
-                             f"{' (armed)' if r.get('armed') else ''}, {r['replayed']} replayed")\
+                             f"{' (armed)' if r.get('armed') else ''}, {r['replayed']} replayed, "
+                             f"{r['released']} held and released")\
                         if system is weft else ""
                     print(f"run {i} {system.name}: added {fmt(r['added'])} exit {fmt(r['exit'])} "
                           f"ready {fmt(r['ready'])} after {fmt(r['after'])}{extra}", flush=True)

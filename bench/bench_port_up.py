@@ -57,6 +57,7 @@ PLUG = ('t0=$(date +%s.%N); ip netns exec "$1" ovs-vsctl --db=unix:"$2" $VSCTL_O
 PLUG_BARE = ('t0=$(date +%s.%N); ip netns exec "$1" ovs-vsctl --db=unix:"$2" $VSCTL_OPTS add-port br-int "$3" '
              '|| exit 1; t1=$(date +%s.%N); echo "$t0 $t1"')     # the floor's plug: no external_ids
 REPLY_RE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from", re.M)
+RTT_RE = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from.* time=([\d.]+) ms", re.M)
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -105,7 +106,10 @@ def plug_once(t, before_plug=None, vsctl_opts: str = "") -> dict:
                 raise RuntimeError(f"add-port failed: {cycle.stderr.strip()}")
             t0, t_exit = (float(v) for v in cycle.stdout.split())
             log.seek(0)
-            return {"t0": t0, "t_exit": t_exit, "replies": [float(ts) for ts in REPLY_RE.findall(log.read())]}
+            text = log.read()
+            return {"t0": t0, "t_exit": t_exit, "replies": [float(ts) for ts in REPLY_RE.findall(text)],
+                    # (reply, its request's time): ping's RTT says when the request went
+                    "requested": [(float(ts), float(ts) - float(rtt) / 1000) for ts, rtt in RTT_RE.findall(text)]}
     subprocess.run(["ip", "netns", "exec", t.host_ns, "ovs-vsctl", f"--db=unix:{t.db_sock}", "--if-exists",
                     "del-port", "br-int", t.tap], check=True, capture_output=True)
     time.sleep(0.5)
@@ -189,14 +193,20 @@ class WeftPortUp:
         return plug_once(self, before_plug)
 
     def measure(self, runs: int, label: str = "weft") -> list[float | None]:
-        """RUNS plugs; per-run ms to the first reply after T0, None (and a line saying so) when none came."""
-        results = []
+        """RUNS plugs; per-run ms to the first reply after T0, None (and a line saying so) when none came.
+        Also says in how many runs that reply answered a request sent before T0: one weft held
+        while the NIC was away and sent back behind its port-up bundle (controller/replay.py)."""
+        results, held = [], 0
         for i in range(1, runs + 1):
             r = self.plug_once()
             after = [ts for ts in r["replies"] if ts >= r["t0"]]
             results.append((after[0] - r["t0"]) * 1000 if after else None)
             if not after:
                 print(f"{label} run {i}: no reply within 0.7 s; skipped", flush=True)
+            asked = [a for ts, a in r.get("requested", ()) if ts >= r["t0"]]
+            held += bool(asked) and asked[0] < r["t0"]
+        print(f"{label}: in {held} of {runs} runs the first reply answered a request sent before T0 "
+              f"(held while the NIC was away)", flush=True)
         return results
 
 

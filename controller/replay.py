@@ -1,4 +1,4 @@
-"""Replay what a host's datapath still drops for a NIC whose flows the host has just committed.
+"""Send what a NIC's host dropped for it back through its new flows: while the datapath's cache was stale, and while it was away.
 
 Open vSwitch's datapath caches each translation as a megaflow. Traffic to a NIC that left its
 host (a VM restarting, a NIC plugged again) keeps arriving there over the tunnel and is cached
@@ -26,9 +26,9 @@ The same goes, earlier, for what a NIC's own host dropped while the NIC was away
 restarting, a NIC plugged again (`hold`). A drop sample as above, addressed to a NIC parked on
 that host (its port still bound there, its NIC not numbered: flows/compiler.PENDING), is held,
 at most HOLD_PER_NIC per NIC, HOLD_NICS NICs per host and HOLD_TOTAL NICs in all (the one held
-for longest makes room; a few MB at most); when the NIC's port-up bundle is
-written, what was held for it less than HOLD_S before goes back as above, right behind the
-bundle (`mark` takes it). So a request sent while the NIC was away (a TCP SYN, an ARP request,
+for longest makes room: a few MB at most); when the NIC's port-up bundle is written, what was
+held for it less than HOLD_S before goes back as above, right behind the bundle (`mark` takes
+it). So a request sent while the NIC was away (a TCP SYN, an ARP request,
 a ping) is delivered when it is back, instead of waiting for the sender to try again (TCP: a
 second). Held packets are still drop samples (the switch did drop them: `weft traffic drops`
 lists them); they are counted as held, and as released when sent back. Only the NIC's own
