@@ -69,6 +69,7 @@ class Held:
     table: int
     match: dict
     data: bytes
+    wire: bytes                       # its packet-out, encoded when held (`encode`), off the port-up's path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +114,8 @@ class FreshNics:
             self.counters["released"] += len(out)
             return out
 
-    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes) -> bool:
+    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes,
+             wire: bytes) -> bool:
         """Keep a drop sample for a NIC parked on the host; False if the NIC is fresh meanwhile
         (its bundle just went: send it back now) or the host holds for HOLD_NICS others."""
         now = time.monotonic()
@@ -133,7 +135,7 @@ class FreshNics:
                     self._unhold(*next(iter(self._held_order)))
                 queue = nics[mac] = collections.deque(maxlen=HOLD_PER_NIC)
                 self._held_order[(host, mac)] = None
-            queue.append(Held(now, vni, table, match, bytes(data)))
+            queue.append(Held(now, vni, table, match, bytes(data), wire))
             self.counters["held"] += 1
             return True
 
@@ -193,16 +195,19 @@ def parked_vni(model, lookup, host: str | None, cookie: int, match: dict, data: 
     return vni
 
 
+def encode(datapath, table: int, match: dict, data: bytes) -> bytes:
+    """`packet_out` encoded, to be held: its xid is 0, outside the driver's (an error about it
+    is logged as unknown, nothing more)."""
+    msg = packet_out(datapath, table, match, data)
+    msg.xid = 0
+    msg.serialize()
+    return bytes(msg.buf)
+
+
 def release(driver, datapath, held: list[Held]) -> None:
-    """Send held packets back (one write, on the thread that just wrote the NIC's bundle)."""
-    first = driver.next_xids(datapath, len(held))
-    buf = bytearray()
-    for i, h in enumerate(held):
-        msg = packet_out(datapath, h.table, h.match, h.data)
-        msg.xid = first + i
-        msg.serialize()
-        buf += msg.buf
-    driver.write(datapath, bytes(buf))
+    """Send held packets back: one write of what was encoded when each was held (~20 us a
+    packet-out in os-ken, not spent here, on the thread that just wrote the NIC's bundle)."""
+    driver.write(datapath, b"".join(h.wire for h in held))
 
 
 def packet_out(datapath, table: int, match: dict, data: bytes):

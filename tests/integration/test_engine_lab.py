@@ -165,21 +165,28 @@ def test_hosts_show_their_southbound_configuration_state(lab):
     assert status["hv1"]["config"]["state"] == "configured" and status["hv1"]["config"]["configured_at"]
 
 
+def _unplugged_vm_on_hv2(lab, name: str, ip: str):
+    """VM `name` on hv2 (port red/net/NAME at `ip`), answering a's ping, then its NIC unplugged
+    (the port parked on hv2): its lab records, hv2's, a's, and ovs-vsctl on hv2."""
+    import json as _json
+    lab.weft("port", "create", f"red/net/{name}", "--ip", ip)
+    lab.weft("lab", "vm", "create", name, "--host", "hv2", "--port", f"red/net/{name}")
+    assert lab.exec("a", "ping", "-c", "1", "-W", "5", ip).returncode == 0
+    with open(os.path.join(lab.dir, "state.json")) as f:
+        state = _json.load(f)
+    vm, host, src = state["vms"][name], state["hosts"]["hv2"], state["vms"]["a"]
+    vsctl = ["ip", "netns", "exec", host["ns"], "ovs-vsctl", f"--db=unix:{host['dir']}/db.sock"]
+    subprocess.run([*vsctl, "del-port", "br-int", vm["tap"]], check=True, capture_output=True)
+    assert wait_until(lambda: lab.json("port", "show", f"red/net/{name}")["ofport"] == 0)
+    return vm, host, src, vsctl
+
+
 def test_a_request_sent_while_a_nic_is_away_is_delivered_once_it_is_back(lab):
     """One ping request (no retry: `-c 1`) sent while the VM's NIC is unplugged from hv2: hv2
     drops it (nobody there), weftd holds its sample for the parked NIC, and sends it back
     through the NIC's new flows right behind its port-up bundle (controller/replay.py), so the
     VM answers it. Without the hold the request is lost and ping fails."""
-    import json as _json
-    lab.weft("port", "create", "red/net/h", "--ip", "10.0.0.17")
-    lab.weft("lab", "vm", "create", "h", "--host", "hv2", "--port", "red/net/h")
-    assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.17").returncode == 0
-    with open(os.path.join(lab.dir, "state.json")) as f:
-        state = _json.load(f)
-    vm, host, src = state["vms"]["h"], state["hosts"]["hv2"], state["vms"]["a"]
-    vsctl = ["ip", "netns", "exec", host["ns"], "ovs-vsctl", f"--db=unix:{host['dir']}/db.sock"]
-    subprocess.run([*vsctl, "del-port", "br-int", vm["tap"]], check=True, capture_output=True)
-    assert wait_until(lambda: lab.json("port", "show", "red/net/h")["ofport"] == 0)
+    vm, host, src, vsctl = _unplugged_vm_on_hv2(lab, "h", "10.0.0.17")
     counts = lambda: lab.json_api("/v1/traffic/drops/status")["packet_ins"]    # noqa: E731
     before = counts()
     time.sleep(0.5)                      # the drop meter's bucket is full again
@@ -205,17 +212,8 @@ def test_what_the_datapath_still_drops_for_a_nic_back_is_replayed_through_its_ne
     one at most every 5 ms; here they are paused, so the cache stays stale). weftd sends the
     samples of that drop back through the NIC's new flows (controller/replay.py), so the VM
     answers meanwhile; with the revalidators back, the path no longer needs weftd."""
-    import json as _json
-    lab.weft("port", "create", "red/net/s", "--ip", "10.0.0.16")
-    lab.weft("lab", "vm", "create", "s", "--host", "hv2", "--port", "red/net/s")
-    assert lab.exec("a", "ping", "-c", "1", "-W", "5", "10.0.0.16").returncode == 0
-    with open(os.path.join(lab.dir, "state.json")) as f:
-        state = _json.load(f)
-    vm, host, src = state["vms"]["s"], state["hosts"]["hv2"], state["vms"]["a"]
-    vsctl = ["ip", "netns", "exec", host["ns"], "ovs-vsctl", f"--db=unix:{host['dir']}/db.sock"]
+    vm, host, src, vsctl = _unplugged_vm_on_hv2(lab, "s", "10.0.0.16")
     appctl = ["ip", "netns", "exec", host["ns"], "ovs-appctl", "-t", f"{host['dir']}/vs.ctl"]
-    subprocess.run([*vsctl, "del-port", "br-int", vm["tap"]], check=True, capture_output=True)
-    assert wait_until(lambda: lab.json("port", "show", "red/net/s")["ofport"] == 0)
     replayed = lambda: lab.json_api("/v1/traffic/drops/status")["packet_ins"]["replayed"]   # noqa: E731
     before = replayed()
     # 20 requests a second, under the drop meter's 100: every one dropped on hv2 is sampled

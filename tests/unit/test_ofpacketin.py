@@ -209,11 +209,12 @@ class ParkingEngine(AdmittingEngine):
     def fresh_port(self, host, mac):
         return self.fresh.get(host, mac)
 
-    def hold(self, host, mac, vni, table, match, data):
-        return self.fresh.hold(host, mac, vni, table, match, data)
+    def hold(self, host, mac, vni, table, match, data, wire):
+        return self.fresh.hold(host, mac, vni, table, match, data, wire)
 
 
 def test_what_a_parked_nics_host_drops_for_it_is_held_and_handed_over_when_its_bundle_goes():
+    from controller import replay
     engine = ParkingEngine()
     got = []
     log = DropLog()
@@ -227,6 +228,7 @@ def test_what_a_parked_nics_host_drops_for_it_is_held_and_handed_over_when_its_b
     (held,) = engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
     pin = ofpacketin.parse(msg)
     assert (held.vni, held.table, held.match, held.data) == (1000, pin.table_id, pin.match, DATA)
+    assert held.wire == replay.encode(dp, pin.table_id, pin.match, DATA), "its packet-out, encoded"
     assert engine.fresh.counters == {"held": 1, "released": 1}
     assert engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "handed over once"
     assert svc.raw_packet_in(dp, msg) is True and len(dp.sent) == 1, "fresh now: sent back at once"
@@ -254,18 +256,18 @@ def test_holding_is_bounded_and_lapses(monkeypatch):
     fresh = replay.FreshNics()
     mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
     for i in range(replay.HOLD_PER_NIC + 5):
-        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, b"x")
+        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, b"x", b"w")
     held = fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
     assert [h.match["n"] for h in held] == list(range(5, replay.HOLD_PER_NIC + 5)), "the latest kept"
     for i in range(replay.HOLD_NICS):
-        assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, 20, {}, b"x")
-    assert not fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x"), "a host holds for so many NICs"
-    fresh.hold("hv3", mac, 2000, 20, {}, b"x")
+        assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, 20, {}, b"x", b"w")
+    assert not fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x", b"w"), "a host holds for so many NICs"
+    fresh.hold("hv3", mac, 2000, 20, {}, b"x", b"w")
     assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "held in another network"
-    fresh.hold("hv3", mac, 1000, 20, {}, b"x")
+    fresh.hold("hv3", mac, 1000, 20, {}, b"x", b"w")
     monkeypatch.setattr(replay, "HOLD_S", 0.0)
     assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "too old"
-    assert fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x"), "expired NICs make room"
+    assert fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x", b"w"), "expired NICs make room"
     fresh.forget("hv2")
     assert "hv2" not in fresh._held
 
@@ -276,7 +278,7 @@ def test_all_hosts_together_hold_for_so_many_nics_the_longest_held_making_room(m
     fresh = replay.FreshNics()
     mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
     for host in ("hv1", "hv2", "hv3", "hv4"):
-        assert fresh.hold(host, mac, 1000, 20, {}, b"x")
+        assert fresh.hold(host, mac, 1000, 20, {}, b"x", b"w")
     assert sorted(fresh._held) == ["hv2", "hv3", "hv4"] and len(fresh._held_order) == 3
     assert fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "made room"
     assert len(fresh.mark("hv4", PORTS["db1"][1], "db1", 1000)) == 1
