@@ -24,15 +24,17 @@ longer fresh there (`unmark`): what the host drops for it then is its flows' ans
 
 The same goes, earlier, for what a NIC's own host dropped while the NIC was away: a VM
 restarting, a NIC plugged again (`hold`). A drop sample as above, addressed to a NIC parked on
-that host (its port still bound there, its NIC not numbered: flows/compiler.PENDING), is held,
-at most HOLD_PER_NIC per NIC, HOLD_NICS NICs per host and HOLD_TOTAL NICs in all (the one held
-for longest makes room: a few MB at most); when the NIC's port-up bundle is written, what was
-held for it less than HOLD_S before goes back as above, right behind the bundle (`mark` takes
-it). So a request sent while the NIC was away (a TCP SYN, an ARP request,
-a ping) is delivered when it is back, instead of waiting for the sender to try again (TCP: a
-second). Held packets are still drop samples (the switch did drop them: `weft traffic drops`
-lists them); they are counted as held, and as released when sent back. Only the NIC's own
-host holds: a NIC that comes back on another host gets what is sent to it from then on.
+that host (its port still bound there, its NIC not numbered: flows/compiler.PENDING), is held:
+the latest packet of each sender (`sender`: its address and ports, or its ICMP echo id, so a
+sender's retries replace each other), for at most HOLD_PER_NIC senders per NIC, HOLD_NICS NICs
+per host and HOLD_TOTAL NICs in all (the one held for longest makes room: a few MB at most).
+When the NIC's port-up bundle is written, what was held for it less than HOLD_S before goes
+back as above, right behind the bundle (`mark` takes it). So each sender's latest request sent
+while the NIC was away (a TCP SYN, an ARP request, a ping) is delivered when it is back,
+instead of waiting for the sender to try again (TCP: a second). Held packets are still drop
+samples (the switch did drop them: `weft traffic drops` lists them); they are counted as held,
+and as released when sent back. Only the NIC's own host holds: a NIC that comes back on
+another host gets what is sent to it from then on.
 
 Only sampled packets can be replayed, and a flood at the NIC while it was away has emptied the
 drop meter's bucket (100 a second by default): right after a port-up's bundle weftd sets the
@@ -56,7 +58,7 @@ UNKNOWN_DESTINATION = cookies.DROP_FLAG | cookies.DROP_REASONS["unknown-destinat
 OFPP_IN_PORT_16 = 0xFFF8            # NXAST_RESUBMIT_TABLE's 16-bit "the packet's in_port"
 RESTORED = tuple(f"reg{n}" for n in range(16)) + ("tunnel_id",)
 HOLD_S = 1.0                        # how old a packet held for a parked NIC may be when it is back
-HOLD_PER_NIC = 16                   # the latest this many are kept
+HOLD_PER_NIC = 16                   # senders a NIC's held packets come from (the latest kept)
 HOLD_NICS = 64                      # NICs a host holds packets for (expired ones make room)
 HOLD_TOTAL = 1024                   # NICs held for on all hosts (the one held for longest makes room)
 
@@ -92,7 +94,7 @@ class FreshNics:
     def __init__(self):
         self._lock = threading.Lock()
         self._by_host: dict[str, dict[bytes, Fresh]] = {}
-        self._held: dict[str, dict[bytes, collections.deque]] = {}   # host -> MAC -> Held
+        self._held: dict[str, dict[bytes, collections.OrderedDict]] = {}  # host -> MAC -> sender -> Held
         self._held_order: collections.OrderedDict = collections.OrderedDict()   # (host, MAC), oldest first
         self.counters = {"held": 0, "released": 0}
 
@@ -110,7 +112,7 @@ class FreshNics:
             queue = self._unhold(host, key)
             if not queue:
                 return []
-            out = [h for h in queue if h.vni == vni and now - h.at < HOLD_S]
+            out = [h for h in queue.values() if h.vni == vni and now - h.at < HOLD_S]
             self.counters["released"] += len(out)
             return out
 
@@ -127,15 +129,20 @@ class FreshNics:
             queue = nics.get(mac)
             if queue is None:
                 if len(nics) >= HOLD_NICS:
-                    for m in [m for m, q in nics.items() if now - q[-1].at >= HOLD_S]:
+                    for m in [m for m, q in nics.items() if now - next(reversed(q.values())).at >= HOLD_S]:
                         self._unhold(host, m)
                     if len(nics) >= HOLD_NICS:
                         return False
                 if len(self._held_order) >= HOLD_TOTAL:
                     self._unhold(*next(iter(self._held_order)))
-                queue = nics[mac] = collections.deque(maxlen=HOLD_PER_NIC)
+                nics = self._held.setdefault(host, {})      # unholding the last one removed it
+                queue = nics[mac] = collections.OrderedDict()
                 self._held_order[(host, mac)] = None
-            queue.append(Held(now, vni, table, match, bytes(data), wire))
+            key = sender(data)
+            queue.pop(key, None)                    # its latest, last in order
+            queue[key] = Held(now, vni, table, match, bytes(data), wire)
+            if len(queue) > HOLD_PER_NIC:
+                queue.popitem(last=False)
             self.counters["held"] += 1
             return True
 
@@ -178,6 +185,20 @@ def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, tota
     if fresh is None or match.get(P.REG_NET, match.get("tunnel_id")) != fresh.vni:
         return None
     return fresh
+
+
+def sender(frame: bytes) -> bytes:
+    """Who sent an Ethernet frame, as its retries all say it: source MAC, and for IPv4 and
+    IPv6 the source address, protocol and ports (ICMP and ICMPv6 echo: the id)."""
+    src, ethertype = bytes(frame[6:12]), bytes(frame[12:14])
+    if ethertype == b"\x08\x00" and len(frame) >= 34:
+        l4, proto, addr = 14 + (frame[14] & 0x0F) * 4, frame[23], frame[26:30]
+    elif ethertype == b"\x86\xdd" and len(frame) >= 54:
+        l4, proto, addr = 54, frame[20], frame[22:38]
+    else:
+        return src + ethertype
+    ident = frame[l4:l4 + 4] if proto in (6, 17) else frame[l4 + 4:l4 + 6] if proto in (1, 58) else b""
+    return src + bytes(addr) + bytes([proto]) + bytes(ident)
 
 
 def parked_vni(model, lookup, host: str | None, cookie: int, match: dict, data: bytes,

@@ -255,10 +255,14 @@ def test_holding_is_bounded_and_lapses(monkeypatch):
     from controller import replay
     fresh = replay.FreshNics()
     mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
+    def from_sender(n):             # web1 to db1, TCP to port 40000 + n
+        return frame(PORTS["web1"][1], PORTS["db1"][1], PORTS["web1"][2], PORTS["db1"][2], dport=40000 + n)
     for i in range(replay.HOLD_PER_NIC + 5):
-        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, b"x", b"w")
+        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, from_sender(i), b"w")
+    fresh.hold("hv1", mac, 1000, 20, {"n": "again"}, from_sender(7), b"w")      # a retry
     held = fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
-    assert [h.match["n"] for h in held] == list(range(5, replay.HOLD_PER_NIC + 5)), "the latest kept"
+    assert [h.match["n"] for h in held] == [n for n in range(5, replay.HOLD_PER_NIC + 5) if n != 7] \
+        + ["again"], "each of the latest senders' latest packet"
     for i in range(replay.HOLD_NICS):
         assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, 20, {}, b"x", b"w")
     assert not fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x", b"w"), "a host holds for so many NICs"
@@ -272,6 +276,22 @@ def test_holding_is_bounded_and_lapses(monkeypatch):
     assert "hv2" not in fresh._held
 
 
+def test_a_sender_is_its_address_and_ports_or_its_echo_id():
+    from controller.replay import sender
+    web1, db1 = PORTS["web1"], PORTS["db1"]
+    tcp = lambda **kw: frame(web1[1], db1[1], web1[2], db1[2], **kw)    # noqa: E731
+    assert sender(tcp(dport=1000)) == sender(tcp(dport=1000))
+    assert sender(tcp(dport=1000)) != sender(tcp(dport=1001))
+    assert sender(tcp(dport=1000)) != sender(frame(web1[1], db1[1], "10.0.0.99", db1[2], dport=1000))
+    echo = lambda ident, seq: bytes.fromhex(db1[1].replace(":", "") + web1[1].replace(":", "")) + \
+        b"\x08\x00" + bytes([0x45]) + bytes(8) + b"\x01" + bytes(2) + bytes([10, 0, 0, 11]) + \
+        bytes([10, 0, 0, 31]) + b"\x08\x00\x00\x00" + ident + seq     # noqa: E731
+    assert sender(echo(b"\x00\x07", b"\x00\x01")) == sender(echo(b"\x00\x07", b"\x00\x02")), "one pinger"
+    assert sender(echo(b"\x00\x07", b"\x00\x01")) != sender(echo(b"\x00\x08", b"\x00\x01")), "two"
+    arp = bytes(6) + bytes.fromhex(web1[1].replace(":", "")) + b"\x08\x06" + bytes(28)
+    assert sender(arp) == bytes.fromhex(web1[1].replace(":", "")) + b"\x08\x06"
+
+
 def test_all_hosts_together_hold_for_so_many_nics_the_longest_held_making_room(monkeypatch):
     from controller import replay
     monkeypatch.setattr(replay, "HOLD_TOTAL", 3)
@@ -283,3 +303,8 @@ def test_all_hosts_together_hold_for_so_many_nics_the_longest_held_making_room(m
     assert fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "made room"
     assert len(fresh.mark("hv4", PORTS["db1"][1], "db1", 1000)) == 1
     assert sorted(fresh._held) == ["hv2", "hv3"] and len(fresh._held_order) == 2
+    monkeypatch.setattr(replay, "HOLD_TOTAL", 1)
+    one = replay.FreshNics()
+    assert one.hold("hv1", bytes(6), 1000, 20, {}, b"x", b"w")
+    assert one.hold("hv1", mac, 1000, 20, {}, b"x", b"w")     # the host's only other NIC makes room
+    assert len(one.mark("hv1", PORTS["db1"][1], "db1", 1000)) == 1
