@@ -4,6 +4,14 @@ The port already exists in weft. A VM on hv1 pings the VM on hv2 every 2 ms; the
 VM is unplugged, then plugged again (ovs-vsctl add-port with its iface-id, as libvirt does); the
 latency is the timestamp of the first echo reply after T0 minus T0. Median of N runs (default 10).
 
+Whatever request that first reply answers counts, as in the peers' scripts. Unanswered, ping
+sends every ~10 ms (iputils waits MININTERVAL while requests are in flight), so a system whose
+path opens between two requests is timed at the next one. weftd holds what the NIC's host
+drops for it while it is away (each sender's latest request) and sends it back behind the
+NIC's port-up bundle (controller/replay.py): then the first reply answers a request sent
+before the path opened, even before T0. The bench prints, per round, when the request of each
+weft run's first reply was sent (ping's RTT gives it) and in how many runs that was before T0.
+
 The method is the one of the peer scripts in /work/shared/bench (floor_port_up.sh,
 ovn_port_up.sh), step for step, so the figures compare:
   - del-port, 0.5 s, `ip netns exec VM ping -D -n -i 0.002 -W 0.5` started, 0.3 s, plug, 0.7 s,
@@ -196,17 +204,18 @@ class WeftPortUp:
         """RUNS plugs; per-run ms to the first reply after T0, None (and a line saying so) when none came.
         Also says in how many runs that reply answered a request sent before T0: one weft held
         while the NIC was away and sent back behind its port-up bundle (controller/replay.py)."""
-        results, held = [], 0
+        results, asked = [], []
         for i in range(1, runs + 1):
             r = self.plug_once()
             after = [ts for ts in r["replies"] if ts >= r["t0"]]
             results.append((after[0] - r["t0"]) * 1000 if after else None)
             if not after:
                 print(f"{label} run {i}: no reply within 0.7 s; skipped", flush=True)
-            asked = [a for ts, a in r.get("requested", ()) if ts >= r["t0"]]
-            held += bool(asked) and asked[0] < r["t0"]
-        print(f"{label}: in {held} of {runs} runs the first reply answered a request sent before T0 "
-              f"(held while the NIC was away)", flush=True)
+            first = [a for ts, a in r.get("requested", ()) if ts >= r["t0"]][:1]
+            asked += [(a - r["t0"]) * 1000 for a in first]
+        if asked:
+            print(f"{label}: the first reply's request was sent at {fmt(asked)} ms after T0; before T0 in "
+                  f"{sum(a < 0 for a in asked)} of {len(asked)} runs (held while the NIC was away)", flush=True)
         return results
 
 
