@@ -82,9 +82,8 @@ class DropService:
                                         pin.data, pin.total_len)
                 # held for a NIC parked on this host, to go back when it is (replay.py); unless
                 # its bundle went meanwhile: then it goes back now
-                if vni is not None and not hold(host, bytes(pin.data[:6]), vni, pin.table_id, pin.match,
-                                                pin.data, replay.encode(datapath, pin.table_id, pin.match,
-                                                                        pin.data)) \
+                if vni is not None and not hold(host, bytes(pin.data[:6]), vni, pin.data,
+                                                replay.encode(datapath, pin.table_id, pin.match, pin.data)) \
                         and self._replay(datapath, host, pin):
                     return True
             self.packet_in(datapath, pin.cookie, pin.table_id, pin.match, pin.data)

@@ -397,12 +397,11 @@ class Engine:
         replay.FRESH_S ago, or None."""
         return self.fresh.get(host, mac)
 
-    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes,
-             wire: bytes) -> bool:
-        """Hold a drop sample (and its packet-out, encoded) for a NIC parked on the host until it
-        is back (controller/replay.py); False if its bundle went meanwhile, or the host holds for
-        too many NICs."""
-        return self.fresh.hold(host, mac, vni, table, match, data, wire)
+    def hold(self, host: str, mac: bytes, vni: int, data: bytes, wire: bytes) -> bool:
+        """Hold a drop sample (`wire`: its packet-out, encoded) for a NIC parked on the host
+        until it is back (controller/replay.py); False if its bundle went meanwhile, or the host
+        holds for too many NICs."""
+        return self.fresh.hold(host, mac, vni, data, wire)
 
     def port_up_latency_ms(self, port: str) -> float | None:
         up = self._last_up.get(port)

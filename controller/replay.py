@@ -65,13 +65,11 @@ HOLD_TOTAL = 1024                   # NICs held for on all hosts (the one held f
 
 @dataclasses.dataclass(frozen=True)
 class Held:
-    """A drop sample held for a parked NIC: where it was dropped and the packet."""
+    """A drop sample held for a parked NIC: when, in which network, and its packet-out, encoded
+    when held (`encode`), so sending it back costs the port-up's path nothing more."""
     at: float                         # monotonic, when weftd took it
     vni: int
-    table: int
-    match: dict
-    data: bytes
-    wire: bytes                       # its packet-out, encoded when held (`encode`), off the port-up's path
+    wire: bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,8 +114,7 @@ class FreshNics:
             self.counters["released"] += len(out)
             return out
 
-    def hold(self, host: str, mac: bytes, vni: int, table: int, match: dict, data: bytes,
-             wire: bytes) -> bool:
+    def hold(self, host: str, mac: bytes, vni: int, data: bytes, wire: bytes) -> bool:
         """Keep a drop sample for a NIC parked on the host; False if the NIC is fresh meanwhile
         (its bundle just went: send it back now) or the host holds for HOLD_NICS others."""
         now = time.monotonic()
@@ -140,7 +137,7 @@ class FreshNics:
                 self._held_order[(host, mac)] = None
             key = sender(data)
             queue.pop(key, None)                    # its latest, last in order
-            queue[key] = Held(now, vni, table, match, bytes(data), wire)
+            queue[key] = Held(now, vni, wire)
             if len(queue) > HOLD_PER_NIC:
                 queue.popitem(last=False)
             self.counters["held"] += 1
@@ -176,10 +173,15 @@ class FreshNics:
         return fresh if fresh is not None and time.monotonic() - fresh.since < FRESH_S else None
 
 
+def _may_go_back(host: str | None, cookie: int, match: dict, data: bytes, total_len: int) -> bool:
+    """Dropped as addressed to nobody here, the whole packet, never sent back before."""
+    return host is not None and cookie >> 56 == UNKNOWN_DESTINATION and 14 <= len(data) == total_len \
+        and not match.get(P.REG_REPLAYED)
+
+
 def wanted(engine, host: str | None, cookie: int, match: dict, data: bytes, total_len: int):
     """The engine's Fresh for the NIC this drop sample may be replayed to, or None."""
-    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len \
-            or match.get(P.REG_REPLAYED):
+    if not _may_go_back(host, cookie, match, data, total_len):
         return None
     fresh = engine.fresh_port(host, bytes(data[:6]))
     if fresh is None or match.get(P.REG_NET, match.get("tunnel_id")) != fresh.vni:
@@ -205,8 +207,7 @@ def parked_vni(model, lookup, host: str | None, cookie: int, match: dict, data: 
                total_len: int) -> int | None:
     """The VNI to hold this drop sample under, if it may be held: as `wanted` asks, but
     addressed to a NIC parked on this host (`lookup`: the drop service's (VNI, MAC) -> port)."""
-    if host is None or cookie >> 56 != UNKNOWN_DESTINATION or len(data) < 14 or len(data) != total_len \
-            or match.get(P.REG_REPLAYED):
+    if not _may_go_back(host, cookie, match, data, total_len):
         return None
     vni = match.get(P.REG_NET, match.get("tunnel_id"))
     port = lookup.get((vni, bytes(data[:6]).hex(":")))

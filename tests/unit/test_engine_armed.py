@@ -397,9 +397,9 @@ def test_what_the_host_held_for_a_nic_goes_back_right_behind_its_bundle(engine):
     frame = mac + bytes.fromhex("fa163e000001") + b"\x08\x00" + bytes(46)
     match = {"in_port": 60000, "tunnel_id": 1001, "reg6": 1001, "reg7": 1}
     wire = replay.encode(dp, 30, match, frame)
-    assert engine.hold("hv1", mac, 1001, 30, match, frame, wire)
-    assert engine.hold("hv1", bytes(6), 1001, 30, match, bytes(6) + frame[6:], b"other"), "another NIC's"
-    assert engine.hold("hv2", mac, 1001, 30, match, frame, b"other"), "another host's"
+    assert engine.hold("hv1", mac, 1001, frame, wire)
+    assert engine.hold("hv1", bytes(6), 1001, bytes(6) + frame[6:], b"other"), "another NIC's"
+    assert engine.hold("hv2", mac, 1001, frame, b"other"), "another host's"
     seen = []
     real_send = dp.send
     dp.send = lambda buf: seen.append(bytes(buf)) or real_send(buf)

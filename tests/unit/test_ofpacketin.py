@@ -209,8 +209,8 @@ class ParkingEngine(AdmittingEngine):
     def fresh_port(self, host, mac):
         return self.fresh.get(host, mac)
 
-    def hold(self, host, mac, vni, table, match, data, wire):
-        return self.fresh.hold(host, mac, vni, table, match, data, wire)
+    def hold(self, host, mac, vni, data, wire):
+        return self.fresh.hold(host, mac, vni, data, wire)
 
 
 def test_what_a_parked_nics_host_drops_for_it_is_held_and_handed_over_when_its_bundle_goes():
@@ -227,7 +227,7 @@ def test_what_a_parked_nics_host_drops_for_it_is_held_and_handed_over_when_its_b
     assert engine.fresh.counters == {"held": 1, "released": 0}
     (held,) = engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
     pin = ofpacketin.parse(msg)
-    assert (held.vni, held.table, held.match, held.data) == (1000, pin.table_id, pin.match, DATA)
+    assert held.vni == 1000
     assert held.wire == replay.encode(dp, pin.table_id, pin.match, DATA), "its packet-out, encoded"
     assert engine.fresh.counters == {"held": 1, "released": 1}
     assert engine.fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "handed over once"
@@ -258,20 +258,20 @@ def test_holding_is_bounded_and_lapses(monkeypatch):
     def from_sender(n):             # web1 to db1, TCP to port 40000 + n
         return frame(PORTS["web1"][1], PORTS["db1"][1], PORTS["web1"][2], PORTS["db1"][2], dport=40000 + n)
     for i in range(replay.HOLD_PER_NIC + 5):
-        assert fresh.hold("hv1", mac, 1000, 20, {"n": i}, from_sender(i), b"w")
-    fresh.hold("hv1", mac, 1000, 20, {"n": "again"}, from_sender(7), b"w")      # a retry
+        assert fresh.hold("hv1", mac, 1000, from_sender(i), str(i).encode())
+    fresh.hold("hv1", mac, 1000, from_sender(7), b"again")                      # a retry
     held = fresh.mark("hv1", PORTS["db1"][1], "db1", 1000)
-    assert [h.match["n"] for h in held] == [n for n in range(5, replay.HOLD_PER_NIC + 5) if n != 7] \
-        + ["again"], "each of the latest senders' latest packet"
+    assert [h.wire for h in held] == [str(n).encode() for n in range(5, replay.HOLD_PER_NIC + 5) if n != 7] \
+        + [b"again"], "each of the latest senders' latest packet"
     for i in range(replay.HOLD_NICS):
-        assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, 20, {}, b"x", b"w")
-    assert not fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x", b"w"), "a host holds for so many NICs"
-    fresh.hold("hv3", mac, 2000, 20, {}, b"x", b"w")
+        assert fresh.hold("hv2", i.to_bytes(6, "big"), 1000, b"x", b"w")
+    assert not fresh.hold("hv2", b"\xff" * 6, 1000, b"x", b"w"), "a host holds for so many NICs"
+    fresh.hold("hv3", mac, 2000, b"x", b"w")
     assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "held in another network"
-    fresh.hold("hv3", mac, 1000, 20, {}, b"x", b"w")
+    fresh.hold("hv3", mac, 1000, b"x", b"w")
     monkeypatch.setattr(replay, "HOLD_S", 0.0)
     assert fresh.mark("hv3", PORTS["db1"][1], "db1", 1000) == [], "too old"
-    assert fresh.hold("hv2", b"\xff" * 6, 1000, 20, {}, b"x", b"w"), "expired NICs make room"
+    assert fresh.hold("hv2", b"\xff" * 6, 1000, b"x", b"w"), "expired NICs make room"
     fresh.forget("hv2")
     assert "hv2" not in fresh._held
 
@@ -298,13 +298,13 @@ def test_all_hosts_together_hold_for_so_many_nics_the_longest_held_making_room(m
     fresh = replay.FreshNics()
     mac = bytes.fromhex(PORTS["db1"][1].replace(":", ""))
     for host in ("hv1", "hv2", "hv3", "hv4"):
-        assert fresh.hold(host, mac, 1000, 20, {}, b"x", b"w")
+        assert fresh.hold(host, mac, 1000, b"x", b"w")
     assert sorted(fresh._held) == ["hv2", "hv3", "hv4"] and len(fresh._held_order) == 3
     assert fresh.mark("hv1", PORTS["db1"][1], "db1", 1000) == [], "made room"
     assert len(fresh.mark("hv4", PORTS["db1"][1], "db1", 1000)) == 1
     assert sorted(fresh._held) == ["hv2", "hv3"] and len(fresh._held_order) == 2
     monkeypatch.setattr(replay, "HOLD_TOTAL", 1)
     one = replay.FreshNics()
-    assert one.hold("hv1", bytes(6), 1000, 20, {}, b"x", b"w")
-    assert one.hold("hv1", mac, 1000, 20, {}, b"x", b"w")     # the host's only other NIC makes room
+    assert one.hold("hv1", bytes(6), 1000, b"x", b"w")
+    assert one.hold("hv1", mac, 1000, b"x", b"w")     # the host's only other NIC makes room
     assert len(one.mark("hv1", PORTS["db1"][1], "db1", 1000)) == 1
